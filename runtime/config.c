@@ -1,0 +1,400 @@
+/* config.c - the settings table (defaults, YAML, environment, flags) and a small YAML reader. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static void env_name(const char *name, char *out, size_t cap) {
+    size_t n = (size_t)snprintf(out, cap, "MAGNETO_");
+    for (const char *p = name; *p && n + 1 < cap; p++)
+        out[n++] = (*p == '-' || *p == '.') ? '_' : (char)toupper((unsigned char)*p);
+    out[n] = 0;
+}
+
+static void yaml_name(const mg_cfg_opt *o, char *out, size_t cap) {
+    if (o->yaml_key) {
+        snprintf(out, cap, "%s", o->yaml_key);
+        return;
+    }
+    size_t n = 0;
+    for (const char *p = o->name; *p && n + 1 < cap; p++) out[n++] = *p == '-' ? '_' : *p;
+    out[n] = 0;
+}
+
+static bool parse_bool(const char *t, bool *v) {
+    if (!strcasecmp(t, "true") || !strcmp(t, "1") || !strcasecmp(t, "yes") ||
+        !strcasecmp(t, "on")) {
+        *v = true;
+        return true;
+    }
+    if (!strcasecmp(t, "false") || !strcmp(t, "0") || !strcasecmp(t, "no") ||
+        !strcasecmp(t, "off")) {
+        *v = false;
+        return true;
+    }
+    return false;
+}
+
+static bool bounded(const mg_cfg_opt *o) {
+    return o->min <= o->max;
+}
+
+mg_status mg_cfg_set(mg_cfg_opt *o, const char *text, const char *source) {
+    char *end;
+    switch (o->type) {
+    case MG_CFG_INT: {
+        errno = 0;
+        long long v = strtoll(text, &end, 0);
+        if (errno || end == text || *end)
+            return MG_ERRF(MG_EINVAL, "%s: %s: '%s' is not an integer", source, o->name, text);
+        if (bounded(o) && (v < o->min || v > o->max))
+            return MG_ERRF(MG_EINVAL, "%s: %s: %lld is outside [%.17g, %.17g]", source, o->name, v,
+                           o->min, o->max);
+        *(int64_t *)o->dst = v;
+        return MG_OK;
+    }
+    case MG_CFG_DOUBLE: {
+        errno = 0;
+        double v = strtod(text, &end);
+        if (errno || end == text || *end || !isfinite(v))
+            return MG_ERRF(MG_EINVAL, "%s: %s: '%s' is not a number", source, o->name, text);
+        if (bounded(o) && (v < o->min || v > o->max))
+            return MG_ERRF(MG_EINVAL, "%s: %s: %g is outside [%g, %g]", source, o->name, v, o->min,
+                           o->max);
+        *(double *)o->dst = v;
+        return MG_OK;
+    }
+    case MG_CFG_BOOL:
+        if (!parse_bool(text, (bool *)o->dst))
+            return MG_ERRF(MG_EINVAL, "%s: %s: '%s' is not true or false", source, o->name, text);
+        return MG_OK;
+    case MG_CFG_STR:
+    case MG_CFG_YAML: {
+        char **s = (char **)o->dst;
+        char *copy = strdup(text);
+        if (!copy) return MG_ERRF(MG_ENOMEM, "%s: %s: out of memory", source, o->name);
+        free(*s);
+        *s = copy;
+        return MG_OK;
+    }
+    }
+    return MG_ERRF(MG_EINVAL, "%s: bad option type", o->name);
+}
+
+void mg_cfg_free(mg_cfg_opt *opts, int n) {
+    for (int i = 0; i < n; i++) {
+        if (opts[i].type == MG_CFG_STR || opts[i].type == MG_CFG_YAML) {
+            char **s = (char **)opts[i].dst;
+            free(*s);
+            *s = NULL;
+        }
+    }
+}
+
+void mg_cfg_print_help(const mg_cfg_opt *opts, int n, const char *prog, const char *summary,
+                       int fd) {
+    FILE *f = fdopen(dup(fd), "w");
+    if (!f) return;
+    fprintf(f, "usage: %s [--option VALUE ...]\n%s%s", prog, summary ? summary : "",
+            summary ? "\n\n" : "\n");
+    fprintf(f, "Each option is also read from the environment variable shown, and from a YAML "
+               "file given by a file option.\n\n");
+    static const char *const tn[] = {"INT", "NUM", "BOOL", "STR", "FILE"};
+    for (int i = 0; i < n; i++) {
+        const mg_cfg_opt *o = &opts[i];
+        char env[96], yk[96];
+        env_name(o->name, env, sizeof(env));
+        yaml_name(o, yk, sizeof(yk));
+        fprintf(f, "  --%-28s %-4s %s\n", o->name, tn[o->type], o->help ? o->help : "");
+        fprintf(f, "      env %s, yaml %s", env, yk);
+        if (o->def) fprintf(f, ", default %s", o->def);
+        if (bounded(o) && (o->type == MG_CFG_INT || o->type == MG_CFG_DOUBLE))
+            fprintf(f, ", range [%g, %g]", o->min, o->max);
+        fprintf(f, "\n");
+    }
+    fclose(f);
+}
+
+typedef struct {
+    mg_cfg_opt *opts;
+    int n;
+    const char *path;
+} yaml_fill;
+
+static mg_status fill_from_yaml(void *ud, const char *key, const char *value, int line) {
+    yaml_fill *y = ud;
+    for (int i = 0; i < y->n; i++) {
+        char yk[96];
+        yaml_name(&y->opts[i], yk, sizeof(yk));
+        if (strcmp(yk, key) == 0) {
+            char src[512];
+            snprintf(src, sizeof(src), "%s:%d", y->path, line);
+            return mg_cfg_set(&y->opts[i], value, src);
+        }
+    }
+    MG_INFO("%s:%d: key '%s' is not used by this program; skipped", y->path, line, key);
+    return MG_OK;
+}
+
+static mg_cfg_opt *find_flag(mg_cfg_opt *opts, int n, const char *name, size_t len) {
+    for (int i = 0; i < n; i++)
+        if (strlen(opts[i].name) == len && strncmp(opts[i].name, name, len) == 0) return &opts[i];
+    return NULL;
+}
+
+/* Walk argv; for each flag call apply(opt, value). Only rows whose type matches `yaml_pass`
+ * (YAML rows in the first pass, the rest in the second) are applied. */
+static mg_status walk_argv(mg_cfg_opt *opts, int n, int argc, char **argv, bool yaml_pass) {
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (strncmp(arg, "--", 2) != 0)
+            return MG_ERRF(MG_EINVAL, "unexpected argument '%s' (options start with --)", arg);
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        mg_cfg_opt *o = find_flag(opts, n, name, len);
+        if (!o) return MG_ERRF(MG_EINVAL, "unknown option '--%.*s' (see --help)", (int)len, name);
+        const char *val;
+        if (eq) {
+            val = eq + 1;
+        } else if (o->type == MG_CFG_BOOL &&
+                   (a + 1 >= argc || strncmp(argv[a + 1], "--", 2) == 0)) {
+            val = "true";
+        } else {
+            if (a + 1 >= argc) return MG_ERRF(MG_EINVAL, "option --%s needs a value", o->name);
+            val = argv[++a];
+        }
+        if ((o->type == MG_CFG_YAML) != yaml_pass) continue;
+        char src[160];
+        snprintf(src, sizeof(src), "flag --%s", o->name);
+        mg_status s = mg_cfg_set(o, val, src);
+        if (s) return s;
+    }
+    return MG_OK;
+}
+
+mg_status mg_cfg_parse(mg_cfg_opt *opts, int n, int argc, char **argv, const char *prog,
+                       const char *summary) {
+    for (int a = 1; a < argc; a++) {
+        if (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h")) {
+            mg_cfg_print_help(opts, n, prog, summary, 1);
+            return MG_ECANCELED;
+        }
+    }
+    mg_status s;
+    for (int i = 0; i < n; i++) {
+        if (opts[i].type == MG_CFG_STR || opts[i].type == MG_CFG_YAML) *(char **)opts[i].dst = NULL;
+        if (opts[i].def && (s = mg_cfg_set(&opts[i], opts[i].def, "default"))) return s;
+    }
+    /* YAML files first (from env, then flags), so that env and flags override their keys. */
+    for (int i = 0; i < n; i++) {
+        if (opts[i].type != MG_CFG_YAML) continue;
+        char env[96];
+        env_name(opts[i].name, env, sizeof(env));
+        const char *v = getenv(env);
+        if (v && *v && (s = mg_cfg_set(&opts[i], v, env))) return s;
+    }
+    if ((s = walk_argv(opts, n, argc, argv, true))) return s;
+    for (int i = 0; i < n; i++) {
+        if (opts[i].type != MG_CFG_YAML || !*(char **)opts[i].dst) continue;
+        yaml_fill y = {opts, n, *(char **)opts[i].dst};
+        if ((s = mg_yaml_load(y.path, fill_from_yaml, &y))) return s;
+    }
+    for (int i = 0; i < n; i++) {
+        if (opts[i].type == MG_CFG_YAML) continue;
+        char env[96];
+        env_name(opts[i].name, env, sizeof(env));
+        const char *v = getenv(env);
+        if (v && (s = mg_cfg_set(&opts[i], v, env))) return s;
+    }
+    return walk_argv(opts, n, argc, argv, false);
+}
+
+/* ---- YAML subset ---------------------------------------------------------------------------- */
+
+mg_status mg_yaml_load(const char *path, mg_yaml_cb cb, void *ud) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return MG_ERRF(MG_EIO, "%s: cannot open: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (sz < 0 || sz > (1 << 24)) {
+        fclose(f);
+        return MG_ERRF(MG_EFORMAT, "%s: not a config file (size %ld)", path, sz);
+    }
+    char *text = malloc((size_t)sz + 1);
+    if (!text) {
+        fclose(f);
+        return MG_ERRF(MG_ENOMEM, "%s: out of memory", path);
+    }
+    size_t got = fread(text, 1, (size_t)sz, f);
+    fclose(f);
+    text[got] = 0;
+    mg_status s = mg_yaml_parse(text, path, cb, ud);
+    free(text);
+    return s;
+}
+
+/* Strip a trailing comment (a '#' after whitespace, outside quotes) and trailing spaces. */
+static void strip_comment(char *s) {
+    char q = 0;
+    for (char *p = s; *p; p++) {
+        if (q) {
+            if (*p == q) q = 0;
+        } else if (*p == '"' || *p == '\'') {
+            q = *p;
+        } else if (*p == '#' && (p == s || isspace((unsigned char)p[-1]))) {
+            *p = 0;
+            break;
+        }
+    }
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1])) s[--n] = 0;
+}
+
+/* Unquote a scalar in place; returns false on an unterminated quote. */
+static bool unquote(char *v) {
+    size_t n = strlen(v);
+    if (n && (v[0] == '"' || v[0] == '\'')) {
+        if (n < 2 || v[n - 1] != v[0]) return false;
+        memmove(v, v + 1, n - 2);
+        v[n - 2] = 0;
+    }
+    return true;
+}
+
+#define YAML_DEPTH 16
+
+mg_status mg_yaml_parse(const char *text, const char *name, mg_yaml_cb cb, void *ud) {
+    char *copy = strdup(text);
+    if (!copy) return MG_ERRF(MG_ENOMEM, "%s: out of memory", name);
+    int indent[YAML_DEPTH];
+    char *keys[YAML_DEPTH];
+    int depth = 0;
+    char list_key[512] = "";
+    char list_val[2048] = "";
+    int list_indent = -1, list_line = 0;
+    mg_status s = MG_OK;
+    int line = 0;
+    char *save = NULL;
+    /* strtok_r would merge blank lines; count them by splitting on '\n' by hand. */
+    for (char *ln = copy; ln && !s;) {
+        char *nl = strchr(ln, '\n');
+        if (nl) *nl = 0;
+        line++;
+        char *cur = ln;
+        ln = nl ? nl + 1 : NULL;
+        size_t cl = strlen(cur);
+        if (cl && cur[cl - 1] == '\r') cur[cl - 1] = 0;
+        strip_comment(cur);
+        int ind = 0;
+        while (cur[ind] == ' ') ind++;
+        if (cur[ind] == '\t') {
+            s = MG_ERRF(MG_EFORMAT, "%s:%d: tab in indentation", name, line);
+            break;
+        }
+        char *body = cur + ind;
+        if (!*body) continue;
+        if (!strcmp(body, "---") && line == 1) continue;
+        if (body[0] == '-' && (body[1] == ' ' || body[1] == 0)) {
+            /* Block list item: gather the items of the current key as "a,b,c". */
+            if (list_indent < 0 || !list_key[0]) {
+                s = MG_ERRF(MG_EFORMAT, "%s:%d: list item without a key", name, line);
+                break;
+            }
+            char *item = body + 1;
+            while (*item == ' ') item++;
+            if (!unquote(item)) {
+                s = MG_ERRF(MG_EFORMAT, "%s:%d: unterminated quote", name, line);
+                break;
+            }
+            size_t l = strlen(list_val);
+            snprintf(list_val + l, sizeof(list_val) - l, "%s%s", l ? "," : "", item);
+            continue;
+        }
+        if (list_key[0]) {
+            if (list_val[0]) s = cb(ud, list_key, list_val, list_line);
+            list_key[0] = list_val[0] = 0;
+            list_indent = -1;
+            if (s) break;
+        }
+        char *colon = NULL;
+        {
+            char q = 0;
+            for (char *p = body; *p; p++) {
+                if (q) {
+                    if (*p == q) q = 0;
+                } else if (*p == '"' || *p == '\'') {
+                    q = *p;
+                } else if (*p == ':' && (p[1] == ' ' || p[1] == 0)) {
+                    colon = p;
+                    break;
+                }
+            }
+        }
+        if (!colon || colon == body) {
+            s = MG_ERRF(MG_EFORMAT, "%s:%d: expected 'key: value'", name, line);
+            break;
+        }
+        *colon = 0;
+        char *key = body;
+        char *val = colon + 1;
+        while (*val == ' ') val++;
+        if (!unquote(key)) {
+            s = MG_ERRF(MG_EFORMAT, "%s:%d: unterminated quote in key", name, line);
+            break;
+        }
+        if (val[0] == '&' || val[0] == '*' || val[0] == '|' || val[0] == '>' || val[0] == '!') {
+            s = MG_ERRF(MG_EFORMAT, "%s:%d: anchors, tags and block scalars are not supported",
+                        name, line);
+            break;
+        }
+        while (depth > 0 && indent[depth - 1] >= ind) depth--;
+        if (depth == YAML_DEPTH) {
+            s = MG_ERRF(MG_EFORMAT, "%s:%d: nested too deep", name, line);
+            break;
+        }
+        indent[depth] = ind;
+        keys[depth] = key;
+        char full[512];
+        size_t fl = 0;
+        full[0] = 0;
+        for (int d = 0; d <= depth; d++)
+            fl += (size_t)snprintf(full + fl, fl < sizeof(full) ? sizeof(full) - fl : 0, "%s%s",
+                                   d ? "." : "", keys[d]);
+        if (fl >= sizeof(full)) {
+            s = MG_ERRF(MG_EFORMAT, "%s:%d: key too long", name, line);
+            break;
+        }
+        if (!*val) {
+            /* A map or a block list follows. */
+            depth++;
+            snprintf(list_key, sizeof(list_key), "%s", full);
+            list_indent = ind;
+            list_line = line;
+            continue;
+        }
+        if (!unquote(val)) {
+            s = MG_ERRF(MG_EFORMAT, "%s:%d: unterminated quote", name, line);
+            break;
+        }
+        if (val[0] == '{') {
+            s = MG_ERRF(MG_EFORMAT, "%s:%d: flow maps are not supported; use indentation", name,
+                        line);
+            break;
+        }
+        s = cb(ud, full, val, line);
+    }
+    if (!s && list_key[0] && list_val[0]) s = cb(ud, list_key, list_val, list_line);
+    (void)save;
+    free(copy);
+    return s;
+}

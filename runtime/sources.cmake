@@ -1,0 +1,1 @@
+list(APPEND MG_RUNTIME_SOURCES runtime_version.c)

@@ -1,0 +1,110 @@
+/* test_config.c - defaults, YAML, environment and flags in precedence; bounds; YAML errors. */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "config.h"
+#include "log.h"
+
+static int64_t batch, tokens;
+static double frac;
+static bool dp;
+static char *name, *file;
+
+static mg_cfg_opt opts[] = {
+    {"max-batch-size", MG_CFG_INT, &batch, "64", 1, 4096, "sequences per rank", "max_batch_size"},
+    {"max-num-tokens", MG_CFG_INT, &tokens, "8192", 1, 1 << 20, "tokens per step", NULL},
+    {"free-gpu-memory-fraction", MG_CFG_DOUBLE, &frac, "0.9", 0, 1, "KV share",
+     "kv_cache_config.free_gpu_memory_fraction"},
+    {"enable-attention-dp", MG_CFG_BOOL, &dp, "false", 1, 0, "DP attention", NULL},
+    {"served-model-name", MG_CFG_STR, &name, "gpt-oss", 1, 0, "name", NULL},
+    {"extra-engine-args", MG_CFG_YAML, &file, NULL, 1, 0, "engine YAML", NULL},
+};
+#define NOPTS ((int)(sizeof(opts) / sizeof(opts[0])))
+
+typedef struct {
+    int n;
+    char keys[8][64], vals[8][64];
+} seen;
+static mg_status collect(void *ud, const char *k, const char *v, int line) {
+    seen *s = ud;
+    if (s->n < 8) {
+        snprintf(s->keys[s->n], 64, "%s", k);
+        snprintf(s->vals[s->n], 64, "%s", v);
+        s->n++;
+    }
+    return MG_OK;
+}
+
+int main(void) {
+    mg_log_set_level(MG_LOG_WARN);
+    char *a0[] = {"prog"};
+    CHECK_OK(mg_cfg_parse(opts, NOPTS, 1, a0, "prog", NULL));
+    CHECK_EQ_INT(batch, 64);
+    CHECK_NEAR(frac, 0.9, 1e-12);
+    CHECK(!dp);
+    CHECK_EQ_STR(name, "gpt-oss");
+
+    char path[] = "/tmp/mg_test_cfg_XXXXXX";
+    int fd = mkstemp(path);
+    const char *yaml = "# engine config\n"
+                       "max_batch_size: 800   # per rank\n"
+                       "max_num_tokens: 768\n"
+                       "enable_attention_dp: true\n"
+                       "kv_cache_config:\n"
+                       "  free_gpu_memory_fraction: 0.8\n"
+                       "  dtype: fp8\n"
+                       "cuda_graph_config:\n"
+                       "  batch_sizes:\n"
+                       "    - 1\n"
+                       "    - 8\n"
+                       "served_model_name: \"gpt oss # quoted\"\n";
+    CHECK(write(fd, yaml, strlen(yaml)) == (ssize_t)strlen(yaml));
+    close(fd);
+
+    /* YAML fills the table; the environment beats YAML; the flag beats both. */
+    setenv("MAGNETO_MAX_NUM_TOKENS", "1024", 1);
+    char *a1[] = {"prog", "--extra-engine-args", path, "--max-batch-size=512"};
+    CHECK_OK(mg_cfg_parse(opts, NOPTS, 4, a1, "prog", NULL));
+    CHECK_EQ_INT(batch, 512);
+    CHECK_EQ_INT(tokens, 1024);
+    CHECK_NEAR(frac, 0.8, 1e-12);
+    CHECK(dp);
+    CHECK_EQ_STR(name, "gpt oss # quoted");
+    unsetenv("MAGNETO_MAX_NUM_TOKENS");
+
+    seen s = {0};
+    CHECK_OK(mg_yaml_load(path, collect, &s));
+    CHECK_EQ_INT(s.n, 7);
+    CHECK_EQ_STR(s.keys[4], "kv_cache_config.dtype");
+    CHECK_EQ_STR(s.keys[5], "cuda_graph_config.batch_sizes");
+    CHECK_EQ_STR(s.vals[5], "1,8");
+
+    /* Errors name the source and the setting. */
+    char *a2[] = {"prog", "--max-batch-size", "0"};
+    CHECK_EQ_INT(mg_cfg_parse(opts, NOPTS, 3, a2, "prog", NULL), MG_EINVAL);
+    CHECK(strstr(mg_err_msg(), "max-batch-size") && strstr(mg_err_msg(), "outside"));
+    char *a3[] = {"prog", "--no-such-flag", "1"};
+    CHECK_EQ_INT(mg_cfg_parse(opts, NOPTS, 3, a3, "prog", NULL), MG_EINVAL);
+    CHECK(strstr(mg_err_msg(), "--no-such-flag") != NULL);
+    char *a4[] = {"prog", "--free-gpu-memory-fraction", "0.5x"};
+    CHECK_EQ_INT(mg_cfg_parse(opts, NOPTS, 3, a4, "prog", NULL), MG_EINVAL);
+
+    fd = open(path, O_WRONLY | O_TRUNC);
+    const char *bad = "max_batch_size: 800\nmax_num_tokens: lots\n";
+    CHECK(write(fd, bad, strlen(bad)) > 0);
+    close(fd);
+    char *a5[] = {"prog", "--extra-engine-args", path};
+    CHECK_EQ_INT(mg_cfg_parse(opts, NOPTS, 3, a5, "prog", NULL), MG_EINVAL);
+    CHECK_MSG(strstr(mg_err_msg(), path) && strstr(mg_err_msg(), ":2:"), "%s", mg_err_msg());
+
+    seen s2 = {0};
+    CHECK_EQ_INT(mg_yaml_parse("a: 1\nb: &x 2\n", "inline", collect, &s2), MG_EFORMAT);
+    CHECK(strstr(mg_err_msg(), "inline:2") != NULL);
+    CHECK_EQ_INT(mg_yaml_parse("a: \"open\n", "inline", collect, &s2), MG_EFORMAT);
+    CHECK_EQ_INT(mg_yaml_parse("just text\n", "inline", collect, &s2), MG_EFORMAT);
+    unlink(path);
+    mg_cfg_free(opts, NOPTS);
+    return check_done();
+}
