@@ -1,0 +1,153 @@
+/* metrics.h - Prometheus metrics: a registry of counters, gauges and histograms, rendered in the
+ * text exposition format 0.0.4 on `/metrics` of every process (see sysserver.h).
+ *
+ * A family (mg_metric) has a name, help text, a type and a fixed list of label names. It has one
+ * child per tuple of label values (mg_counter, mg_gauge, mg_histogram); updates go to a child.
+ * Components create their families once at start-up, look children up once (a lookup takes the
+ * family's lock) and keep the handles: updating a child is a few lock-free atomic operations and
+ * never allocates, so it belongs in hot loops (the frontend's SSE loop, the engine step).
+ *
+ * Names follow DESIGN.md §6: Dynamo's names under the `magneto_` prefix
+ * (magneto_frontend_requests_total{model,endpoint,status}, ...). Counters should end in _total and
+ * units should be base units (seconds, bytes), as promtool's lint expects.
+ *
+ * Ownership: the registry owns its families and their children; every handle stays valid until
+ * metrics_registry_destroy(). Removing a child only hides it from the exposition, so a handle that
+ * some thread still holds never dangles.
+ *
+ * Threads: every function may be called from any thread, concurrently. Callbacks (gauge
+ * functions, scrape hooks) run on the thread that renders, and must not call back into the same
+ * registry's create/lookup/remove/render functions. */
+#ifndef MG_METRICS_H
+#define MG_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "status.h"
+
+typedef struct mg_registry mg_registry;   /* a set of families; rendered together */
+typedef struct mg_metric mg_metric;       /* one family: name, help, type, label names */
+typedef struct mg_counter mg_counter;     /* one child of a counter family */
+typedef struct mg_gauge mg_gauge;         /* one child of a gauge family */
+typedef struct mg_histogram mg_histogram; /* one child of a histogram family */
+
+typedef enum mg_metric_type {
+    MG_METRIC_COUNTER = 0,
+    MG_METRIC_GAUGE = 1,
+    MG_METRIC_HISTOGRAM = 2,
+} mg_metric_type;
+
+/* A NULL-terminated list of label names or label values, as the functions below take them:
+ * MG_LABELS("model", "endpoint", "status"). Pass NULL for a family without labels. */
+#define MG_LABELS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* Most label names a family may have. */
+#define MG_METRICS_MAX_LABELS 8
+
+/* ---- registry ---- */
+
+mg_status metrics_registry_create(mg_registry **out);
+/* Frees the registry, its families and children. Accepts NULL. No other thread may use it or any
+ * handle from it any more. */
+void metrics_registry_destroy(mg_registry *r);
+
+/* The process-wide registry, created on first call with the process collector registered
+ * (metrics_process_register). Lives until exit; never destroy it. Thread-safe. */
+mg_registry *metrics_default(void);
+
+/* Register fn to run at the start of every render of r, before any family is read: the place to
+ * refresh values that are cheaper to read on demand (a queue length, KV block counts). Hooks run
+ * in registration order. arg must stay valid while r lives. */
+typedef void (*mg_scrape_fn)(void *arg);
+mg_status metrics_registry_on_scrape(mg_registry *r, mg_scrape_fn fn, void *arg);
+
+/* ---- families ---- */
+
+/* Create a family, or return the existing one of that name when its type and label names match
+ * (so two modules of a process may both declare a metric they share); a name taken by a different
+ * type or label set is MG_EEXIST. Names must match [a-zA-Z_:][a-zA-Z0-9_:]*, label names
+ * [a-zA-Z_][a-zA-Z0-9_]* without a leading "__"; histograms may not use the label "le".
+ * label_names is NULL-terminated (MG_LABELS) or NULL; strings are copied. */
+mg_status metrics_counter_new(mg_registry *r, const char *name, const char *help,
+                              const char *const *label_names, mg_metric **out);
+mg_status metrics_gauge_new(mg_registry *r, const char *name, const char *help,
+                            const char *const *label_names, mg_metric **out);
+/* buckets: upper bounds, strictly increasing and finite (the +Inf bucket is implicit); NULL takes
+ * metrics_latency_buckets. The bounds are copied. */
+mg_status metrics_histogram_new(mg_registry *r, const char *name, const char *help,
+                                const char *const *label_names, const double *buckets,
+                                size_t nbuckets, mg_metric **out);
+
+/* Default buckets for latencies in seconds (TTFT, ITL, request duration, step time): 1 ms to
+ * 480 s, denser where ITL (5-100 ms) and TTFT (50 ms-10 s) fall. */
+extern const double metrics_latency_buckets[];
+extern const size_t metrics_latency_nbuckets;
+
+/* Fill out[0..count) with start, start*factor, ... (start > 0, factor > 1) or with start,
+ * start+width, ... (width > 0): handy for token counts and ratios. */
+mg_status metrics_buckets_exponential(double start, double factor, size_t count, double *out);
+mg_status metrics_buckets_linear(double start, double width, size_t count, double *out);
+
+const char *metrics_name(const mg_metric *m);
+mg_metric_type metrics_type(const mg_metric *m);
+
+/* ---- children ---- */
+
+/* The child for these label values, created at zero on first use. values is NULL-terminated
+ * (MG_LABELS) with exactly as many entries as the family has label names, or NULL for a family
+ * without labels; any UTF-8 text is allowed (escaped on output). Takes the family's lock: look up
+ * once, keep the handle. A child of the wrong family type is MG_EINVAL. */
+mg_status metrics_counter_child(mg_metric *m, const char *const *values, mg_counter **out);
+mg_status metrics_gauge_child(mg_metric *m, const char *const *values, mg_gauge **out);
+mg_status metrics_histogram_child(mg_metric *m, const char *const *values, mg_histogram **out);
+
+/* Hide the child for these values from the exposition (a worker that left). Its handle stays
+ * valid and keeps its value; a later lookup of the same values shows it again. MG_ENOTFOUND when
+ * there is no such child. */
+mg_status metrics_remove(mg_metric *m, const char *const *values);
+
+/* ---- updates: lock-free, no allocation; any thread ---- */
+
+void metrics_counter_inc(mg_counter *c);
+void metrics_counter_add_u64(mg_counter *c, unsigned long long n);
+void metrics_counter_add(mg_counter *c, double v); /* v < 0 or NaN is ignored: counters only rise */
+double metrics_counter_value(const mg_counter *c);
+
+void metrics_gauge_set(mg_gauge *g, double v);
+void metrics_gauge_add(mg_gauge *g, double v);
+void metrics_gauge_inc(mg_gauge *g);
+void metrics_gauge_dec(mg_gauge *g);
+/* The value as the last render would report it (calls the callback when one is set). */
+double metrics_gauge_value(const mg_gauge *g);
+/* Back the gauge with fn(arg), evaluated at each render instead of the stored value; fn NULL
+ * returns to the stored value. arg must stay valid until the callback is replaced or the registry
+ * is destroyed. */
+typedef double (*mg_gauge_fn)(void *arg);
+void metrics_gauge_set_fn(mg_gauge *g, mg_gauge_fn fn, void *arg);
+
+void metrics_histogram_observe(mg_histogram *h, double v); /* NaN is ignored */
+/* Snapshot for tests and summaries: total count and sum. */
+unsigned long long metrics_histogram_count(const mg_histogram *h);
+double metrics_histogram_sum(const mg_histogram *h);
+
+/* ---- exposition ---- */
+
+/* Render every visible family of r in the text format 0.0.4: "# HELP", "# TYPE", then one line
+ * per child (histograms: cumulative _bucket{le="..."} lines ending in le="+Inf", then _sum and
+ * _count). Families appear in creation order, children in creation order. *out is
+ * NUL-terminated, *len excludes the NUL; the caller frees *out with free(). Families without a
+ * visible child print their HELP and TYPE lines only. */
+mg_status metrics_render(mg_registry *r, char **out, size_t *len);
+
+/* The content type of metrics_render's output, for the HTTP response. */
+#define MG_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+/* ---- process collector ---- */
+
+/* Register the standard process metrics on r: process_cpu_seconds_total,
+ * process_resident_memory_bytes, process_virtual_memory_bytes, process_start_time_seconds,
+ * process_open_fds, process_max_fds, read from /proc at each render. Idempotent. */
+mg_status metrics_process_register(mg_registry *r);
+
+#endif
