@@ -6,46 +6,72 @@
  * The backend writes logits only for the rows listed in logits_rows.
  *
  * KV storage is paged: num_blocks blocks of block_size positions for every layer. block_table
- * row s lists the physical blocks of batch sequence s in position order.
+ * row s lists the physical blocks of batch sequence s in position order; a block id may appear in
+ * several rows (a prefix shared by sequences), but the scheduler never schedules a write to a
+ * shared block: every position a batch writes lies in a block that only its sequence holds.
+ * Positions below seq_ctx[s] - seq_len[s] were written by earlier steps (or by another sequence
+ * with the same prefix) and must be read, not recomputed.
+ *
+ * Order: decode sequences (one token, generation phase) come first, rows 0..n_decode-1, then
+ * prefill chunks. Tokens of a sequence are contiguous and in position order.
+ *
+ * Ownership: every array belongs to the scheduler and is valid only during the call.
  * Thread rule: every call comes from the one engine thread of this rank. */
 #ifndef MG_BACKEND_H
 #define MG_BACKEND_H
 
 #include <stdint.h>
 
+#include "sampling.h"
 #include "status.h"
 
 typedef struct mg_batch {
-    int n_tokens;                /* tokens in this step, all sequences */
-    int n_seqs;                  /* sequences in this step */
-    const int32_t *tokens;       /* (n_tokens) token ids */
-    const int32_t *positions;    /* (n_tokens) position of each token in its sequence */
-    const int32_t *token_seq;    /* (n_tokens) batch sequence index of each token */
-    const int32_t *seq_start;    /* (n_seqs) first token row of each sequence */
-    const int32_t *seq_len;      /* (n_seqs) tokens of each sequence in this step */
-    const int32_t *seq_ctx;      /* (n_seqs) context length after this step (positions 0..ctx) */
-    const int32_t *block_table;  /* (n_seqs, max_blocks) physical KV block ids */
-    int max_blocks;              /* row stride of block_table */
-    int n_logits;                /* rows that need logits */
-    const int32_t *logits_rows;  /* (n_logits) token rows whose logits are wanted */
+    int n_tokens;               /* tokens in this step, all sequences */
+    int n_seqs;                 /* sequences in this step */
+    int n_decode;               /* sequences 0..n_decode-1 are decode steps (seq_len 1) */
+    int n_prefill_tokens;       /* tokens of the prefill chunks (n_tokens - n_decode) */
+    const int32_t *tokens;      /* (n_tokens) token ids */
+    const int32_t *positions;   /* (n_tokens) position of each token in its sequence */
+    const int32_t *token_seq;   /* (n_tokens) batch sequence index of each token */
+    const int32_t *seq_start;   /* (n_seqs) first token row of each sequence */
+    const int32_t *seq_len;     /* (n_seqs) tokens of each sequence in this step */
+    const int32_t *seq_ctx;     /* (n_seqs) context length after this step (positions 0..ctx) */
+    const int32_t *block_table; /* (n_seqs, max_blocks) physical KV block ids, -1 past the end */
+    int max_blocks;             /* row stride of block_table (blocks of the longest row) */
+    int n_logits;               /* rows that need logits (or a sampled token) */
+    const int32_t *logits_rows; /* (n_logits) token rows whose logits are wanted, ascending */
+    const int32_t *logits_seq;  /* (n_logits) batch sequence index of each logits row */
 } mg_batch;
+
+/* What a backend that samples on its own needs for one logits row. */
+typedef struct mg_sample_req {
+    mg_sampling params; /* temperature, top_p, top_k, seed */
+    uint64_t counter;   /* tokens this sequence has generated so far: the RNG position */
+} mg_sample_req;
 
 typedef struct mg_backend mg_backend;
 typedef struct mg_backend_ops {
     const char *name;
-    /* Run one step: write KV for every token, logits (n_logits, vocab) as float32. */
+    /* Run one step: write KV for every token, logits (n_logits, vocab) as float32 row-major in
+     * the order of batch->logits_rows. NULL when the backend only offers forward_sampled. */
     mg_status (*forward)(mg_backend *b, const mg_batch *batch, float *logits);
-    /* Copy block src to dst in every layer (for copy-on-write of a shared partial block). */
+    /* Optional. Run one step and choose the tokens itself (on-device sampling, or the mocker):
+     * write KV for every token, then out_tokens[i] for logits row i, following sampling.h's
+     * rules with reqs[i] (n_logits entries). Used instead of forward when present. */
+    mg_status (*forward_sampled)(mg_backend *b, const mg_batch *batch, const mg_sample_req *reqs,
+                                 int32_t *out_tokens);
+    /* Optional. Copy block src to dst in every layer (copy-on-write of a shared partial block).
+     * The scheduler does not need it today: it never shares a partial block. */
     mg_status (*copy_block)(mg_backend *b, int32_t dst, int32_t src);
-    void (*destroy)(mg_backend *b);
+    void (*destroy)(mg_backend *b); /* frees b and everything it owns */
 } mg_backend_ops;
 
 struct mg_backend {
     const mg_backend_ops *ops;
-    int vocab;       /* logits row width */
-    int num_blocks;  /* KV blocks the backend allocated */
-    int block_size;  /* positions per block */
-    int max_ctx;     /* longest sequence the backend supports */
+    int vocab;      /* logits row width */
+    int num_blocks; /* KV blocks the backend allocated */
+    int block_size; /* positions per block; must equal the engine's kv block size */
+    int max_ctx;    /* longest sequence the backend supports */
 };
 
 #endif
