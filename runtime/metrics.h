@@ -16,8 +16,9 @@
  * some thread still holds never dangles.
  *
  * Threads: every function may be called from any thread, concurrently. Callbacks (gauge
- * functions, scrape hooks) run on the thread that renders, and must not call back into the same
- * registry's create/lookup/remove/render functions. */
+ * functions, scrape hooks) run on the thread that renders; a gauge function must not call back into
+ * its registry except to update children (it runs under its family's lock), and a scrape hook must
+ * not render. */
 #ifndef MG_METRICS_H
 #define MG_METRICS_H
 

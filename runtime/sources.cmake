@@ -1,1 +1,2 @@
 list(APPEND MG_RUNTIME_SOURCES runtime_version.c)
+list(APPEND MG_RUNTIME_SOURCES metrics.c sysserver.c)
