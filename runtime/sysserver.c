@@ -204,18 +204,22 @@ mg_status sysserver_start(const sysserver_opts *opts, sysserver **out) {
     s->start_ns = now_ns();
     atomic_store(&s->beat_ns, s->start_ns);
 
-    int fd;
+    int fd = -1;
     mg_status st = listen_on(s->host, opts->port, &fd, &s->port);
     if (st != MG_OK) {
         sysserver_stop(s);
         return st;
     }
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
-    unsigned threads = opts->threads > 1 ? (unsigned)opts->threads : 1;
-    /* Port 0 here: the socket is ours and already bound. */
+    /* MHD warns about a pool of one: name the pool only when there is one. The port argument is 0
+     * because the socket is ours and already bound. */
+    struct MHD_OptionItem pool[] = {
+        {MHD_OPTION_THREAD_POOL_SIZE, opts->threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
     s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, fd,
-                                 MHD_OPTION_THREAD_POOL_SIZE, threads,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_ARRAY,
+                                 opts->threads > 1 ? pool : pool + 1, MHD_OPTION_END);
     if (!s->daemon) {
         close(fd);
         int port = s->port;
