@@ -194,7 +194,7 @@ static mg_registry *default_reg;
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 
 static void default_init(void) {
-    mg_registry *r;
+    mg_registry *r = NULL;
     if (metrics_registry_create(&r) != MG_OK) return;
     if (metrics_process_register(r) != MG_OK) {
         metrics_registry_destroy(r);
