@@ -11,6 +11,16 @@
  * (magneto_frontend_requests_total{model,endpoint,status}, ...). Counters should end in _total and
  * units should be base units (seconds, bytes), as promtool's lint expects.
  *
+ * Use, in a component:
+ *
+ *     mg_metric *req;   // once, at start-up
+ *     metrics_counter_new(metrics_default(), "magneto_frontend_requests_total",
+ *                         "Total number of LLM requests processed.",
+ *                         MG_LABELS("model", "endpoint", "request_type", "status"), &req);
+ *     mg_counter *ok;   // once per label tuple, kept
+ *     metrics_counter_child(req, MG_LABELS(model, "chat_completions", "stream", "success"), &ok);
+ *     metrics_counter_inc(ok);   // hot path
+ *
  * Ownership: the registry owns its families and their children; every handle stays valid until
  * metrics_registry_destroy(). Removing a child only hides it from the exposition, so a handle that
  * some thread still holds never dangles.

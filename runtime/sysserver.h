@@ -20,10 +20,22 @@
 
 #include <jansson.h>
 
+#include "config.h"
 #include "metrics.h"
 #include "status.h"
 
 typedef struct sysserver sysserver;
+
+/* Two rows for a binary's config table (config.h), so that every process takes the same flags:
+ * --system-host / MAGNETO_SYSTEM_HOST (char **host_dst) and --system-port / MAGNETO_SYSTEM_PORT
+ * (int64_t *port_dst; def_port is text, e.g. "8081", or "0" for a free port). */
+/* clang-format off */
+#define SYSSERVER_CFG_ROWS(host_dst, port_dst, def_port)                                           \
+    {"system-host", MG_CFG_STR, (host_dst), "0.0.0.0", 1, 0,                                      \
+     "address of the /metrics, /health and /live endpoint", NULL},                                \
+    {"system-port", MG_CFG_INT, (port_dst), (def_port), 0, 65535,                                  \
+     "port of the /metrics, /health and /live endpoint (0 picks a free one)", NULL}
+/* clang-format on */
 
 typedef struct sysserver_opts {
     const char *host;      /* address to bind; NULL means "0.0.0.0" (tests use "127.0.0.1") */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "config.h"
 #include "metrics.h"
 #include "status.h"
 #include "sysserver.h"
@@ -335,9 +336,24 @@ int main(void) {
     sysserver_opts badport = {.host = "127.0.0.1", .port = 70000, .registry = reg};
     CHECK_EQ_INT(sysserver_start(&badport, &s2), MG_EINVAL);
 
-    /* Stopping frees the port: a new server can bind it at once. */
+    /* Stopping frees the port: a new server can bind it at once. This one takes its address
+     * from a config table built with SYSSERVER_CFG_ROWS, as the binaries do. */
     sysserver_stop(s);
-    CHECK_OK(sysserver_start(&taken, &s2));
+    char *cfg_host = NULL;
+    int64_t cfg_port = -1;
+    mg_cfg_opt rows[] = {SYSSERVER_CFG_ROWS(&cfg_host, &cfg_port, "8081")};
+    char port_arg[32];
+    snprintf(port_arg, sizeof port_arg, "--system-port=%d", port);
+    char *bad_argv[] = {"prog", "--system-port=70000", NULL};
+    CHECK_EQ_INT(mg_cfg_parse(rows, 2, 2, bad_argv, "prog", NULL), MG_EINVAL);
+    mg_cfg_free(rows, 2); /* the table owns what the failed parse set */
+    char *argv[] = {"prog", "--system-host", "127.0.0.1", port_arg, NULL};
+    CHECK_OK(mg_cfg_parse(rows, 2, 4, argv, "prog", NULL));
+    CHECK_EQ_STR(cfg_host, "127.0.0.1");
+    CHECK_EQ_INT(cfg_port, port);
+    sysserver_opts from_cfg = {.host = cfg_host, .port = (int)cfg_port, .registry = reg};
+    CHECK_OK(sysserver_start(&from_cfg, &s2));
+    mg_cfg_free(rows, 2);
     if (s2) {
         CHECK_EQ_INT(sysserver_port(s2), port);
         CHECK(fetch(port, "GET", "/live", &r)); /* live_timeout_ms 0: always alive */
