@@ -70,11 +70,11 @@ mg_status etcd_lease_keepalive_once(etcd_client *c, int64_t lease, int *ttl_left
 /* Revoke: the lease and its keys are deleted now. MG_ENOTFOUND when it no longer exists. */
 mg_status etcd_lease_revoke(etcd_client *c, int64_t lease);
 
-/* A background thread renewing a lease every ttl_s/3 seconds (at least once a second). When etcd
- * answers that the lease is gone, lost(ud, lease) is called once on that thread and the thread
- * ends. While etcd cannot be reached it retries every second and logs; it does not report loss
- * on time alone, because etcd restores leases (with a fresh TTL) when it restarts, so only
- * etcd's word says a lease is gone. */
+/* A background thread renewing a lease every ttl_s/3 seconds. When etcd answers that the lease
+ * is gone, lost(ud, lease) is called once on that thread and the thread ends. While etcd cannot
+ * be reached it retries every second and logs; it does not report loss on time alone, because
+ * etcd restores leases (with a fresh TTL) when it restarts, so only etcd's word says a lease is
+ * gone. */
 typedef struct etcd_keepalive etcd_keepalive;
 typedef void (*etcd_lease_lost_cb)(void *ud, int64_t lease);
 mg_status etcd_keepalive_start(etcd_client *c, int64_t lease, int ttl_s, etcd_lease_lost_cb lost,

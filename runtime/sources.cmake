@@ -1,3 +1,4 @@
 list(APPEND MG_RUNTIME_SOURCES runtime_version.c)
 list(APPEND MG_RUNTIME_SOURCES metrics.c sysserver.c)
 list(APPEND MG_RUNTIME_SOURCES bus.c)
+list(APPEND MG_RUNTIME_SOURCES etcd.c discovery.c)
