@@ -154,6 +154,45 @@ mg_status metrics_render(mg_registry *r, char **out, size_t *len);
 /* The content type of metrics_render's output, for the HTTP response. */
 #define MG_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
+/* ---- names (DESIGN.md §6) ----
+ * Dynamo's names with "dynamo_" replaced by "magneto_", so a Dynamo dashboard ports with one
+ * rename, and Dynamo's label names. Each component creates the families it reports. */
+/* frontend; label model (requests_total also endpoint, request_type, status; per-worker gauges
+ * worker_id, dp_rank, worker_type instead) */
+#define MG_M_FRONTEND_REQUESTS_TOTAL               "magneto_frontend_requests_total"
+#define MG_M_FRONTEND_INFLIGHT_REQUESTS            "magneto_frontend_inflight_requests"
+#define MG_M_FRONTEND_QUEUED_REQUESTS              "magneto_frontend_queued_requests"
+#define MG_M_FRONTEND_DISCONNECTED                 "magneto_frontend_disconnected_clients"
+#define MG_M_FRONTEND_TTFT_SECONDS                 "magneto_frontend_time_to_first_token_seconds"
+#define MG_M_FRONTEND_ITL_SECONDS                  "magneto_frontend_inter_token_latency_seconds"
+#define MG_M_FRONTEND_DURATION_SECONDS             "magneto_frontend_request_duration_seconds"
+#define MG_M_FRONTEND_INPUT_TOKENS                 "magneto_frontend_input_sequence_tokens"
+#define MG_M_FRONTEND_OUTPUT_TOKENS                "magneto_frontend_output_sequence_tokens"
+#define MG_M_FRONTEND_OUTPUT_TOKENS_TOTAL          "magneto_frontend_output_tokens_total"
+#define MG_M_FRONTEND_CACHED_LENGTH                "magneto_frontend_cached_sequence_length"
+#define MG_M_FRONTEND_MODEL_TOTAL_KV_BLOCKS        "magneto_frontend_model_total_kv_blocks"
+#define MG_M_FRONTEND_WORKER_ACTIVE_DECODE_BLOCKS  "magneto_frontend_worker_active_decode_blocks"
+#define MG_M_FRONTEND_WORKER_ACTIVE_PREFILL_TOKENS "magneto_frontend_worker_active_prefill_tokens"
+#define MG_M_FRONTEND_WORKER_WAITING_REQUESTS      "magneto_frontend_worker_waiting_requests"
+#define MG_M_FRONTEND_ADMISSION_REJECTIONS         "magneto_frontend_admission_rejection_total"
+/* router (Dynamo: dynamo_component_router_*); labels as Dynamo's, dynamo_ read as magneto_ */
+#define MG_M_ROUTER_REQUESTS_TOTAL    "magneto_component_router_requests_total"
+#define MG_M_ROUTER_TTFT_SECONDS      "magneto_component_router_time_to_first_token_seconds"
+#define MG_M_ROUTER_ITL_SECONDS       "magneto_component_router_inter_token_latency_seconds"
+#define MG_M_ROUTER_INPUT_TOKENS      "magneto_component_router_input_sequence_tokens"
+#define MG_M_ROUTER_OUTPUT_TOKENS     "magneto_component_router_output_sequence_tokens"
+#define MG_M_ROUTER_KV_HIT_RATE       "magneto_component_router_kv_hit_rate"
+#define MG_M_ROUTER_WORKER_REGISTERED "magneto_component_router_worker_registered"
+/* worker (Dynamo: dynamo_component_*) */
+#define MG_M_WORKER_REQUESTS_TOTAL    "magneto_component_requests_total"
+#define MG_M_WORKER_INFLIGHT_REQUESTS "magneto_component_inflight_requests"
+#define MG_M_WORKER_DURATION_SECONDS  "magneto_component_request_duration_seconds"
+#define MG_M_WORKER_UPTIME_SECONDS    "magneto_component_uptime_seconds"
+#define MG_M_KVSTATS_ACTIVE_BLOCKS    "magneto_component_kvstats_active_blocks"
+#define MG_M_KVSTATS_TOTAL_BLOCKS     "magneto_component_kvstats_total_blocks"
+#define MG_M_KVSTATS_GPU_CACHE_USAGE  "magneto_component_kvstats_gpu_cache_usage_percent"
+#define MG_M_KVSTATS_PREFIX_HIT_RATE  "magneto_component_kvstats_gpu_prefix_cache_hit_rate"
+
 /* ---- process collector ---- */
 
 /* Register the standard process metrics on r: process_cpu_seconds_total,

@@ -152,15 +152,15 @@ int main(void) {
     CHECK_OK(metrics_counter_new(
         reg, "magneto_frontend_requests_total", "Total number of LLM requests processed.",
         MG_LABELS("model", "endpoint", "request_type", "status"), &requests));
-    CHECK_OK(metrics_gauge_new(reg, "magneto_frontend_inflight_requests",
+    CHECK_OK(metrics_gauge_new(reg, MG_M_FRONTEND_INFLIGHT_REQUESTS,
                                "Number of requests in flight.", MG_LABELS("model"), &inflight));
-    CHECK_OK(metrics_histogram_new(reg, "magneto_frontend_time_to_first_token_seconds",
-                                   "Time to first token.", MG_LABELS("model"), NULL, 0, &ttft));
+    CHECK_OK(metrics_histogram_new(reg, MG_M_FRONTEND_TTFT_SECONDS, "Time to first token.",
+                                   MG_LABELS("model"), NULL, 0, &ttft));
     CHECK_OK(metrics_buckets_exponential(16, 2, 8, input_tokens_buckets));
-    CHECK_OK(metrics_histogram_new(reg, "magneto_frontend_input_sequence_tokens",
+    CHECK_OK(metrics_histogram_new(reg, MG_M_FRONTEND_INPUT_TOKENS,
                                    "Input sequence length in tokens.", MG_LABELS("model"),
                                    input_tokens_buckets, 8, &isl));
-    CHECK_OK(metrics_gauge_new(reg, "magneto_frontend_model_total_kv_blocks",
+    CHECK_OK(metrics_gauge_new(reg, MG_M_FRONTEND_MODEL_TOTAL_KV_BLOCKS,
                                "Total KV blocks of the model's workers.", MG_LABELS("model"), &kv));
     mg_counter *ok200, *err500;
     CHECK_OK(metrics_counter_child(
@@ -183,6 +183,61 @@ int main(void) {
     metrics_histogram_observe(t, 0.75);
     metrics_histogram_observe(in, 128);
     metrics_histogram_observe(in, 5000);
+
+    /* Every name metrics.h declares, as the type Dynamo gives it, must pass promtool's lint. */
+    static const struct {
+        const char *name;
+        mg_metric_type type;
+    } names[] = {
+        {MG_M_FRONTEND_QUEUED_REQUESTS, MG_METRIC_GAUGE},
+        {MG_M_FRONTEND_DISCONNECTED, MG_METRIC_GAUGE},
+        {MG_M_FRONTEND_ITL_SECONDS, MG_METRIC_HISTOGRAM},
+        {MG_M_FRONTEND_DURATION_SECONDS, MG_METRIC_HISTOGRAM},
+        {MG_M_FRONTEND_OUTPUT_TOKENS, MG_METRIC_HISTOGRAM},
+        {MG_M_FRONTEND_OUTPUT_TOKENS_TOTAL, MG_METRIC_COUNTER},
+        {MG_M_FRONTEND_CACHED_LENGTH, MG_METRIC_HISTOGRAM},
+        {MG_M_FRONTEND_WORKER_ACTIVE_DECODE_BLOCKS, MG_METRIC_GAUGE},
+        {MG_M_FRONTEND_WORKER_ACTIVE_PREFILL_TOKENS, MG_METRIC_GAUGE},
+        {MG_M_FRONTEND_WORKER_WAITING_REQUESTS, MG_METRIC_GAUGE},
+        {MG_M_FRONTEND_ADMISSION_REJECTIONS, MG_METRIC_COUNTER},
+        {MG_M_ROUTER_REQUESTS_TOTAL, MG_METRIC_COUNTER},
+        {MG_M_ROUTER_TTFT_SECONDS, MG_METRIC_HISTOGRAM},
+        {MG_M_ROUTER_ITL_SECONDS, MG_METRIC_HISTOGRAM},
+        {MG_M_ROUTER_INPUT_TOKENS, MG_METRIC_HISTOGRAM},
+        {MG_M_ROUTER_OUTPUT_TOKENS, MG_METRIC_HISTOGRAM},
+        {MG_M_ROUTER_KV_HIT_RATE, MG_METRIC_HISTOGRAM},
+        {MG_M_ROUTER_WORKER_REGISTERED, MG_METRIC_GAUGE},
+        {MG_M_WORKER_REQUESTS_TOTAL, MG_METRIC_COUNTER},
+        {MG_M_WORKER_INFLIGHT_REQUESTS, MG_METRIC_GAUGE},
+        {MG_M_WORKER_DURATION_SECONDS, MG_METRIC_HISTOGRAM},
+        {MG_M_WORKER_UPTIME_SECONDS, MG_METRIC_GAUGE},
+        {MG_M_KVSTATS_ACTIVE_BLOCKS, MG_METRIC_GAUGE},
+        {MG_M_KVSTATS_TOTAL_BLOCKS, MG_METRIC_GAUGE},
+        {MG_M_KVSTATS_GPU_CACHE_USAGE, MG_METRIC_GAUGE},
+        {MG_M_KVSTATS_PREFIX_HIT_RATE, MG_METRIC_GAUGE},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        mg_metric *m = NULL;
+        mg_counter *c;
+        mg_gauge *g;
+        mg_histogram *h;
+        const char *const *lv = MG_LABELS("w1");
+        switch (names[i].type) {
+        case MG_METRIC_COUNTER:
+            CHECK_OK(metrics_counter_new(reg, names[i].name, "x.", MG_LABELS("worker_id"), &m));
+            if (m) CHECK_OK(metrics_counter_child(m, lv, &c));
+            break;
+        case MG_METRIC_GAUGE:
+            CHECK_OK(metrics_gauge_new(reg, names[i].name, "x.", MG_LABELS("worker_id"), &m));
+            if (m) CHECK_OK(metrics_gauge_child(m, lv, &g));
+            break;
+        case MG_METRIC_HISTOGRAM:
+            CHECK_OK(metrics_histogram_new(reg, names[i].name, "x.", MG_LABELS("worker_id"), NULL,
+                                           0, &m));
+            if (m) CHECK_OK(metrics_histogram_child(m, lv, &h));
+            break;
+        }
+    }
 
     sysserver_opts opts = {.host = "127.0.0.1",
                            .port = 0,
