@@ -199,7 +199,18 @@ mg_status bus_connect(const bus_options *o, bus **out) {
         return st;
     }
     b->connected = true; /* set before connect: a disconnect callback may follow right away */
-    s = natsConnection_Connect(&b->nc, b->opts);
+    int64_t deadline =
+        now_ns() + (int64_t)(o->connect_wait_ms > 0 ? o->connect_wait_ms : 0) * 1000000;
+    int64_t pause = (int64_t)(o->reconnect_wait_ms > 0 ? o->reconnect_wait_ms : 250) * 1000000;
+    bool logged = false;
+    while ((s = natsConnection_Connect(&b->nc, b->opts)) == NATS_NO_SERVER &&
+           now_ns() + pause < deadline) {
+        if (!logged)
+            MG_INFO("nats: no server at %s yet, retrying for %d ms", o->url, o->connect_wait_ms);
+        logged = true;
+        struct timespec ts = {.tv_sec = pause / 1000000000, .tv_nsec = pause % 1000000000};
+        nanosleep(&ts, NULL);
+    }
     if (s != NATS_OK) {
         mg_status st = nats_fail(s, "connect to", o->url);
         natsOptions_Destroy(b->opts);
@@ -945,6 +956,18 @@ mg_status bus_stream_next(bus_stream *s, int timeout_ms, bus_chunk *out) {
     }
     pthread_mutex_unlock(&s->mu);
     return st;
+}
+
+void bus_stream_set_timeout(bus_stream *s, int timeout_ms) {
+    int64_t t = (int64_t)(timeout_ms > 0 ? timeout_ms : 1) * 1000000;
+    atomic_store(&s->timeout_ns, t);
+    bus_inbox *ib = s->ib;
+    pthread_mutex_lock(&ib->mu);
+    if (t < atomic_load(&ib->min_timeout_ns)) {
+        atomic_store(&ib->min_timeout_ns, t);
+        pthread_cond_broadcast(&ib->timer_cv);
+    }
+    pthread_mutex_unlock(&ib->mu);
 }
 
 bus_stream_state bus_stream_state_get(bus_stream *s) {

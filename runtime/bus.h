@@ -53,14 +53,17 @@ typedef struct bus_options {
     int reconnect_wait_ms;   /* pause between attempts to the same server */
     int reconnect_buf_bytes; /* publishes held while disconnected; beyond it publish fails */
     int connect_timeout_ms;  /* per connection attempt */
+    int connect_wait_ms;     /* keep trying the first connect this long (0: one try), for
+                                processes started alongside nats-server */
     int ping_interval_ms;    /* how soon a silently dead server is noticed (2 pings missed) */
 } bus_options;
 
 /* Defaults: url from MAGNETO_NATS_URL or nats://127.0.0.1:4222, reconnect forever every 250 ms,
- * 8 MiB reconnect buffer, 2 s connect timeout, 5 s ping interval. */
+ * 8 MiB reconnect buffer, 2 s connect timeout, one connect try, 5 s ping interval. */
 void bus_options_default(bus_options *o);
 
-/* Connect. MG_EUNAVAIL when no server answers, MG_EINVAL for a bad option. *out on success. */
+/* Connect. MG_EUNAVAIL when no server answered within connect_wait_ms, MG_EINVAL for a bad
+ * option. *out on success. */
 mg_status bus_connect(const bus_options *o, bus **out);
 /* Close the connection (pending publishes are flushed for up to 1 s) and free it. */
 void bus_destroy(bus *b);
@@ -149,8 +152,11 @@ typedef struct bus_chunk {
  * calls for one stream never overlap. It may call bus_stream_close() on its own stream.
  * - Direct mode (opts.queue false): once per in-order chunk with status MG_OK and chunk set
  *   (chunk->data valid during the call); the stream is complete after the chunk with last set.
- * - Queue mode (opts.queue true): a wake-up with chunk NULL and status MG_OK after chunks were
- *   queued (coalesced: one wake-up may cover several chunks); pop them with bus_stream_next().
+ * - Queue mode (opts.queue true): a wake-up with chunk NULL and status MG_OK when a chunk was
+ *   queued. Wake-ups are edge-triggered: after one, the next comes only once the consumer has
+ *   drained the queue, i.e. bus_stream_next() returned something other than MG_OK (typically
+ *   MG_ETIMEOUT for timeout 0). So on a wake-up, pop until then. This lets a frontend with
+ *   thousands of streams get one cheap wake-up per burst and do the work on its own thread.
  * - In both modes, a failed stream gets one final call with chunk NULL and status MG_EGAP,
  *   MG_ETIMEOUT or MG_ECLOSED (inbox destroyed). Nothing is called after the end. */
 typedef void (*bus_stream_fn)(void *arg, bus_stream *s, const bus_chunk *chunk, mg_status status);
@@ -181,6 +187,10 @@ mg_status bus_inbox_open(bus_inbox *ib, const char *request_id, const bus_stream
  * MG_EINVAL for a stream not in queue mode. */
 mg_status bus_stream_next(bus_stream *s, int timeout_ms, bus_chunk *out);
 
+/* Change the stream's silence timeout (e.g. longer while a request waits in a worker's queue,
+ * shorter once tokens flow). Any thread. Takes effect at the timer's next tick. */
+void bus_stream_set_timeout(bus_stream *s, int timeout_ms);
+
 typedef enum bus_stream_state {
     BUS_STREAM_OPEN = 0,
     BUS_STREAM_DONE = 1,   /* final chunk received, no gap */
@@ -194,7 +204,9 @@ const char *bus_stream_id(const bus_stream *s);
 const char *bus_stream_reply(const bus_stream *s);
 
 /* Stop receiving and free the stream. On return no callback for it runs or will run (called from
- * its own callback it returns without waiting). Late chunks for its id are dropped. */
+ * its own callback it returns without waiting), so the callback's arg may be freed. Do not hold a
+ * lock that the stream's callback takes while calling this from another thread: it waits for a
+ * running callback. Late chunks for its id are dropped (counted as unknown). */
 void bus_stream_close(bus_stream *s);
 
 typedef struct bus_inbox_stats {

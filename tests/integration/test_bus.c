@@ -481,6 +481,17 @@ static void case_timeout(void) {
     CHECK_EQ_INT(bus_stream_status(s), MG_ETIMEOUT);
     bus_stream_close(s);
 
+    /* A timeout changed after open applies: 20 s at open, 200 ms afterwards. */
+    bus_stream_opts lo = {.queue = true, .timeout_ms = 20000};
+    CHECK_OK(bus_inbox_open(ib, "req-retimed", &lo, &s, &reply));
+    bus_stream_set_timeout(s, 200);
+    t0 = now_ms();
+    CHECK_EQ_INT(bus_stream_next(s, 5000, &c), MG_ETIMEOUT);
+    took = now_ms() - t0;
+    CHECK_EQ_INT(bus_stream_status(s), MG_ETIMEOUT);
+    CHECK_MSG(took >= 150 && took < 2000, "retimed stream failed after %" PRId64 " ms", took);
+    bus_stream_close(s);
+
     /* Silence is counted from the last chunk: a slow but steady sender outlives the timeout. */
     events_init(&e);
     o.arg = &e;
@@ -502,7 +513,7 @@ static void case_timeout(void) {
 
     bus_inbox_stats st;
     bus_inbox_stats_get(ib, &st);
-    CHECK_EQ_INT(st.timeouts, 2);
+    CHECK_EQ_INT(st.timeouts, 3);
     bus_inbox_destroy(ib);
     bus_destroy(tx);
     bus_destroy(rx);
@@ -510,6 +521,26 @@ static void case_timeout(void) {
 
 /* ---- reconnect after a server restart ----------------------------------------------------------
  */
+
+typedef struct late_connect {
+    const char *url;
+    bus *b;
+    mg_status st;
+    int64_t took_ms;
+} late_connect;
+
+static void *connect_late(void *arg) {
+    late_connect *lc = arg;
+    bus_options o;
+    bus_options_default(&o);
+    o.url = lc->url;
+    o.connect_wait_ms = 10000;
+    o.reconnect_wait_ms = 50;
+    int64_t t0 = now_ms();
+    lc->st = bus_connect(&o, &lc->b);
+    lc->took_ms = now_ms() - t0;
+    return NULL;
+}
 
 static void case_restart(void) {
     spawn_srv srv = {0};
@@ -586,6 +617,26 @@ static void case_restart(void) {
     bus_destroy(tx);
     bus_destroy(b);
     recorder_deinit(&r);
+
+    /* A process started before its server: the first connect keeps trying for connect_wait_ms. */
+    CHECK_EQ_INT(spawn_stop(&srv), 0);
+    late_connect lc = {.url = srv.url};
+    pthread_t th;
+    pthread_create(&th, NULL, connect_late, &lc);
+    sleep_ms(400);
+    CHECK_EQ_INT(spawn_restart(&srv), 0);
+    pthread_join(th, NULL);
+    CHECK_EQ_INT(lc.st, MG_OK);
+    CHECK(lc.b && bus_is_connected(lc.b));
+    CHECK_MSG(lc.took_ms >= 300, "connected after %" PRId64 " ms, before the server started",
+              lc.took_ms);
+    bus_destroy(lc.b);
+    bus_options once;
+    bus_options_default(&once);
+    once.url = srv.url;
+    CHECK_EQ_INT(spawn_stop(&srv), 0);
+    bus *nb = NULL;
+    CHECK_EQ_INT(bus_connect(&once, &nb), MG_EUNAVAIL); /* default: one try */
     spawn_cleanup(&srv);
 }
 
