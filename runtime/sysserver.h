@@ -12,7 +12,8 @@
  *
  * Built on libmicrohttpd with its own internal thread(s): requests are answered off the
  * component's threads, so callbacks (health, gauge functions, scrape hooks) run on a server
- * thread and must be thread-safe. */
+ * thread and must be thread-safe. Keep them quick: one server thread (the default) answers one
+ * request at a time, so a slow health check also delays /live. */
 #ifndef MG_SYSSERVER_H
 #define MG_SYSSERVER_H
 
