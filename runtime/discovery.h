@@ -90,7 +90,8 @@ void disc_close(disc_reg *r);
 typedef enum disc_change { DISC_ADDED = 0, DISC_UPDATED = 1, DISC_REMOVED = 2 } disc_change;
 /* Called once per change of the set: an add for each card present at start (on the caller's
  * thread, before disc_watch_* returns), then on the watch thread. A put that repeats the card
- * already held is not reported. For DISC_REMOVED the card is the last one seen. */
+ * already held is not reported. For DISC_REMOVED the card is the last one seen. The set (count,
+ * snapshot) changes just before the callback runs. */
 typedef void (*disc_instance_cb)(void *ud, disc_change change, const disc_instance *inst);
 typedef void (*disc_model_cb)(void *ud, disc_change change, const disc_model *model);
 

@@ -7,4 +7,6 @@ if(TARGET mg_runtime)
   mg_test(test_etcd_codec SOURCES unit/test_etcd_codec.c LIBS mg_runtime LABELS unit)
   mg_test(test_etcd SOURCES integration/test_etcd.c LIBS mg_runtime mg_testspawn
           LABELS integration)
+  mg_test(test_discovery SOURCES integration/test_discovery.c LIBS mg_runtime mg_testspawn
+          LABELS integration)
 endif()
