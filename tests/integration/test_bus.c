@@ -122,6 +122,21 @@ static void on_record(void *arg, const bus_msg *m) {
     pthread_mutex_unlock(&r->mu);
 }
 
+/* A subscription that destroys itself from its first callback. */
+typedef struct self_sub {
+    bus_sub *sub;
+    pthread_mutex_t mu;
+    int calls;
+} self_sub;
+
+static void on_self_destroy(void *arg, const bus_msg *m) {
+    self_sub *ss = arg;
+    pthread_mutex_lock(&ss->mu);
+    int n = ++ss->calls;
+    pthread_mutex_unlock(&ss->mu);
+    if (n == 1) bus_sub_destroy(ss->sub); /* returns at once; freed after this handler */
+}
+
 static void case_pubsub(void) {
     bus *b = connect_to(shared_url(), "test-pubsub");
     if (!b) return;
@@ -160,6 +175,19 @@ static void case_pubsub(void) {
     pthread_mutex_lock(&r.mu);
     CHECK_EQ_INT(r.count, 200);
     pthread_mutex_unlock(&r.mu);
+
+    /* Destroyed from inside its own callback: exactly one message is handled. */
+    self_sub ss = {0};
+    pthread_mutex_init(&ss.mu, NULL);
+    CHECK_OK(bus_subscribe(b, subj, NULL, on_self_destroy, &ss, &ss.sub));
+    CHECK_OK(bus_flush(b, 2000));
+    for (int i = 0; i < 5; i++) CHECK_OK(bus_publish(b, subj, NULL, "x", 1));
+    CHECK_OK(bus_flush(b, 2000));
+    sleep_ms(200);
+    pthread_mutex_lock(&ss.mu);
+    CHECK_EQ_INT(ss.calls, 1);
+    pthread_mutex_unlock(&ss.mu);
+    pthread_mutex_destroy(&ss.mu);
 
     /* Bad arguments are errors, not crashes. */
     CHECK_EQ_INT(bus_publish(b, "", NULL, "x", 1), MG_EINVAL);
@@ -495,11 +523,12 @@ static void case_timeout(void) {
     /* Silence is counted from the last chunk: a slow but steady sender outlives the timeout. */
     events_init(&e);
     o.arg = &e;
+    o.timeout_ms = 1000;
     CHECK_OK(bus_inbox_open(ib, "req-steady", &o, &s, &reply));
     for (int i = 0; i < 8; i++) {
         send_chunk(tx, reply, (uint64_t)i, i == 7);
         CHECK_OK(bus_flush(tx, 2000));
-        sleep_ms(150); /* 8 x 150 ms = 1.2 s, three times the timeout */
+        sleep_ms(250); /* 8 x 250 ms = 2 s, twice the timeout */
     }
     CHECK(wait_count(&e.mu, &e.cv, &e.done, 1, 5000));
     pthread_mutex_lock(&e.mu);
@@ -638,6 +667,79 @@ static void case_restart(void) {
     bus *nb = NULL;
     CHECK_EQ_INT(bus_connect(&once, &nb), MG_EUNAVAIL); /* default: one try */
     spawn_cleanup(&srv);
+}
+
+/* ---- closing streams while their chunks arrive ----------------------------------------------- */
+
+enum { RACE_STREAMS = 200, RACE_CHUNKS = 100 };
+
+typedef struct race_arg {
+    _Atomic int calls;
+    char pad[64]; /* touched by the callback: a call after close would be a use after free */
+} race_arg;
+
+static void on_race(void *arg, bus_stream *s, const bus_chunk *c, mg_status st) {
+    race_arg *ra = arg;
+    atomic_fetch_add(&ra->calls, 1);
+    if (c && c->len) ra->pad[c->seq % 64] = ((const char *)c->data)[0];
+}
+
+typedef struct race_send {
+    bus *tx;
+    char reply[RACE_STREAMS][200];
+} race_send;
+
+static void *race_sender(void *arg) {
+    race_send *rs = arg;
+    for (int seq = 0; seq < RACE_CHUNKS; seq++)
+        for (int i = 0; i < RACE_STREAMS; i++)
+            bus_stream_send(rs->tx, rs->reply[i], (uint64_t)seq, "r", 1, seq == RACE_CHUNKS - 1);
+    bus_flush(rs->tx, 5000);
+    return NULL;
+}
+
+/* The owner closes streams (and frees the callback's arg right away) while the NATS thread is
+ * delivering to them; under ASan a callback after close would be reported. */
+static void case_close_race(void) {
+    bus *rx = connect_to(shared_url(), "test-race-rx");
+    bus *tx = connect_to(shared_url(), "test-race-tx");
+    if (!rx || !tx) return;
+    bus_inbox *ib = NULL;
+    CHECK_OK(bus_inbox_create(rx, NULL, &ib));
+    if (!ib) return;
+    CHECK_OK(bus_flush(rx, 2000));
+    race_send *rs = calloc(1, sizeof *rs);
+    rs->tx = tx;
+    bus_stream *st[RACE_STREAMS];
+    race_arg *args[RACE_STREAMS];
+    for (int i = 0; i < RACE_STREAMS; i++) {
+        args[i] = calloc(1, sizeof(race_arg));
+        bus_stream_opts o = {.fn = on_race, .arg = args[i], .queue = i % 2 == 1};
+        const char *reply = NULL;
+        CHECK_OK(bus_inbox_open(ib, NULL, &o, &st[i], &reply));
+        snprintf(rs->reply[i], sizeof rs->reply[i], "%s", reply ? reply : "x");
+    }
+    pthread_t th;
+    pthread_create(&th, NULL, race_sender, rs);
+    int called = 0;
+    for (int i = 0; i < RACE_STREAMS; i++) {
+        if (i % 20 == 0) sleep_ms(2);
+        bus_stream_close(st[i]);
+        called += atomic_load(&args[i]->calls) > 0;
+        free(args[i]);
+    }
+    pthread_join(th, NULL);
+    bus_inbox_stats s;
+    bus_inbox_stats_get(ib, &s);
+    CHECK_EQ_INT(s.open_streams, 0);
+    CHECK_EQ_INT(s.gaps, 0);
+    printf("close race: %d of %d streams had callbacks before close; %" PRIu64
+           " chunks delivered, %" PRIu64 " dropped after close\n",
+           called, RACE_STREAMS, s.chunks, s.unknown);
+    bus_inbox_destroy(ib);
+    free(rs);
+    bus_destroy(tx);
+    bus_destroy(rx);
 }
 
 /* ---- many concurrent streams over one inbox ---------------------------------------------------
@@ -838,8 +940,9 @@ int main(int argc, char **argv) {
     struct {
         const char *name;
         void (*fn)(void);
-    } cases[] = {{"pubsub", case_pubsub},   {"queue", case_queue},     {"gap", case_gap},
-                 {"timeout", case_timeout}, {"restart", case_restart}, {"many", case_many}};
+    } cases[] = {{"pubsub", case_pubsub},        {"queue", case_queue},     {"gap", case_gap},
+                 {"timeout", case_timeout},      {"restart", case_restart}, {"many", case_many},
+                 {"close_race", case_close_race}};
     int ran = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (argc > 1 && strcmp(argv[1], cases[i].name) != 0) continue;
