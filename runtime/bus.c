@@ -296,6 +296,7 @@ mg_status bus_publish(bus *b, const char *subject, const char *reply, const void
                       size_t len) {
     if (!subject || !*subject) return MG_ERRF(MG_EINVAL, "bus_publish: empty subject");
     if (len > INT32_MAX) return MG_ERRF(MG_EINVAL, "bus_publish: %zu bytes is too large", len);
+    if (reply && !*reply) reply = NULL;
     natsStatus s = reply ? natsConnection_PublishRequest(b->nc, subject, reply, data, (int)len)
                          : natsConnection_Publish(b->nc, subject, data, (int)len);
     return s == NATS_OK ? MG_OK : nats_fail(s, "publish to", subject);
@@ -305,6 +306,7 @@ mg_status bus_publish_hdr(bus *b, const char *subject, const char *reply, const 
                           int nhdrs, const void *data, size_t len) {
     if (!subject || !*subject) return MG_ERRF(MG_EINVAL, "bus_publish_hdr: empty subject");
     if (len > INT32_MAX) return MG_ERRF(MG_EINVAL, "bus_publish_hdr: %zu bytes is too large", len);
+    if (reply && !*reply) reply = NULL;
     natsMsg *m = NULL;
     natsStatus s = natsMsg_Create(&m, subject, reply, data, (int)len);
     for (int i = 0; s == NATS_OK && i < nhdrs; i++)

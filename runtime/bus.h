@@ -14,11 +14,20 @@
  *   - no chunk for the stream's silence timeout: the stream FAILS with MG_ETIMEOUT.
  * Payloads are opaque bytes; this layer knows nothing of protobuf.
  *
- * Connection. bus_connect() fails fast when no server answers; once connected, the connection
- * reconnects (forever by default) with a pause between attempts, buffers publishes while
- * disconnected (reconnect buffer), re-creates its subscriptions on the new connection and logs
- * disconnects and reconnects. Messages published by others while this process was disconnected
- * are lost; the stream layer turns that into MG_EGAP or MG_ETIMEOUT rather than a hang.
+ * Use. Frontend: bus_inbox_create() once; per request bus_inbox_open(ib, id, {.queue = true,
+ * .fn = wake}) and bus_publish(b, "<ns>.router.generate", reply_subject, request, len); wake()
+ * (NATS thread) resumes the HTTP response, whose writer pops with bus_stream_next(s, 0, &c)
+ * until it returns something other than MG_OK; bus_stream_close() when the response ends.
+ * Worker: bus_subscribe(b, "<ns>.worker.<id>.generate", NULL, on_request, ...) where on_request
+ * copies m->data and m->reply into the engine's queue; the step loop's output side calls
+ * bus_stream_send(b, reply, seq++, chunk, len, finished) per sequence and step.
+ *
+ * Connection. bus_connect() fails fast when no server answers (unless connect_wait_ms asks it to
+ * keep trying); once connected, the connection reconnects (forever by default) with a pause
+ * between attempts, buffers publishes while disconnected (reconnect buffer), re-creates its
+ * subscriptions on the new connection and logs disconnects and reconnects. Messages published by
+ * others while this process was disconnected are lost; the stream layer turns that into MG_EGAP or
+ * MG_ETIMEOUT rather than a hang.
  *
  * Threads. Publishing, flushing, subscribing and opening/closing streams may be called from any
  * thread, concurrently. Subscription callbacks and stream callbacks run on libnats threads (one
