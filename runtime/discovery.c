@@ -361,6 +361,8 @@ mg_status disc_register_ttl(etcd_client *c, const disc_instance *inst, const dis
         r->card.instance_id = lease;
         r->model.instance_id = lease;
         if (r->auto_subject) set_subject(&r->card);
+        /* Let the owner serve under the id before the card makes it visible. */
+        if (r->rereg) r->rereg(r->ud, 0, &r->card);
         atomic_store(&r->lease, lease);
         st = put_cards(c, &r->card, r->has_model ? &r->model : NULL, lease);
         if (st != MG_OK) {

@@ -67,9 +67,11 @@ mg_status disc_model_key(const char *ns, const char *model, int64_t id, char *bu
 
 /* Registration. */
 typedef struct disc_reg disc_reg;
-/* Called on re-registration (lease lost, new lease granted), on the registration thread, before
- * the cards are put: old_id is the lost instance id, card has the new instance_id and may be
- * edited (e.g. a subject of the owner's choosing). The owner should serve under the new id. */
+/* Called before the cards are put: once at the first registration (old_id 0, on the caller's
+ * thread) and on every re-registration (lease lost, new lease granted; on the registration
+ * thread, old_id the lost instance id). card has the new instance_id and may be edited (e.g. a
+ * subject of the owner's choosing). The owner should serve under the new id from this call on,
+ * so that nobody who finds the card can reach a subject without a subscriber. */
 typedef void (*disc_rereg_cb)(void *ud, int64_t old_id, disc_instance *card);
 
 /* Grant a DISC_TTL_S lease, put inst (and model when not NULL) under it, start renewing. The
