@@ -1,0 +1,8 @@
+# Frontend tests: the OpenAI schema and stop strings (unit), the HTTP layer through libcurl
+# (unit: loopback only), and the frontend against real nats-server, etcd and workers
+# (integration).
+if(TARGET mg_frontend_http)
+  mg_test(test_openai SOURCES unit/test_openai.c LIBS mg_frontend_http LABELS unit)
+  mg_test(test_frontend_http SOURCES unit/test_frontend_http.c LIBS mg_frontend_http
+          PkgConfig::CURL LABELS unit)
+endif()
