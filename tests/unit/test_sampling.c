@@ -185,7 +185,7 @@ static void test_seed(void) {
 static void test_check(void) {
     mg_sampling p = {1.0f, 1.0f, 0, 0};
     CHECK_OK(sampling_check(&p));
-    p.top_p = 0.0f;
+    p.top_p = 1.5f;
     CHECK(sampling_check(&p) == MG_EINVAL);
     p.top_p = 1.0f;
     p.temperature = -1.0f;

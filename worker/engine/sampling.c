@@ -36,8 +36,8 @@ double sampling_uniform(uint64_t seed, uint64_t counter) {
 mg_status sampling_check(const mg_sampling *p) {
     if (!(p->temperature >= 0.0f) || p->temperature > 100.0f)
         return MG_ERRF(MG_EINVAL, "sampling: temperature %g outside [0, 100]", p->temperature);
-    if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
-        return MG_ERRF(MG_EINVAL, "sampling: top_p %g outside (0, 1]", p->top_p);
+    if (!(p->top_p >= 0.0f && p->top_p <= 1.0f))
+        return MG_ERRF(MG_EINVAL, "sampling: top_p %g outside [0, 1]", p->top_p);
     if (p->top_k < 0) return MG_ERRF(MG_EINVAL, "sampling: top_k %d is negative", p->top_k);
     return MG_OK;
 }
@@ -157,10 +157,11 @@ int32_t sampling_pick(mg_sampler *s, const float *l, const mg_sampling *p, uint6
     int vocab = s->vocab;
     if (p->temperature <= 0.0f || p->top_k == 1) return sampling_argmax(l, vocab);
     double inv_t = 1.0 / p->temperature;
+    float top_p = (p->top_p > 0.0f && p->top_p < 1.0f) ? p->top_p : 1.0f; /* 0 and 1: off */
     double u = sampling_uniform(p->seed, counter);
     int k = (p->top_k > 0 && p->top_k < vocab) ? p->top_k : vocab;
 
-    if (k == vocab && p->top_p >= 1.0f) {
+    if (k == vocab && top_p >= 1.0f) {
         /* Plain temperature sampling over the whole row: max, weights, one scan. */
         float lmax = -INFINITY;
         for (int i = 0; i < vocab; i++)
@@ -189,7 +190,7 @@ int32_t sampling_pick(mg_sampler *s, const float *l, const mg_sampling *p, uint6
         if (n == 0) return 0;
         double z = 0.0, lmax = s->hval[0];
         for (int i = 0; i < n; i++) z += s->w[i] = exp(((double)s->hval[i] - lmax) * inv_t);
-        return draw(s, n, z, p->top_p, u);
+        return draw(s, n, z, top_p, u);
     }
 
     /* top_p alone: the normalizer is over the whole row; grow the best-first candidate list
@@ -201,12 +202,12 @@ int32_t sampling_pick(mg_sampler *s, const float *l, const mg_sampling *p, uint6
     double z = 0.0;
     for (int i = 0; i < vocab; i++)
         if (l[i] == l[i]) z += exp(((double)l[i] - lmax) * inv_t);
-    double want = (double)p->top_p * z;
+    double want = (double)top_p * z;
     for (int cand = 256;; cand *= 4) {
         if (cand > vocab) cand = vocab;
         int n = top_k_sorted(s, l, vocab, cand);
         double kept = 0.0;
         for (int i = 0; i < n; i++) kept += s->w[i] = exp(((double)s->hval[i] - lmax) * inv_t);
-        if (kept >= want || n < cand || cand == vocab) return draw(s, n, z, p->top_p, u);
+        if (kept >= want || n < cand || cand == vocab) return draw(s, n, z, top_p, u);
     }
 }

@@ -14,7 +14,7 @@
  * Cost: greedy is one pass over the row. top_k in 1..MG_SAMPLING_HEAP_MAX keeps a k-entry heap
  * (one pass, no sort of the vocabulary); top_p alone grows a candidate heap until it holds the
  * requested mass (rarely more than a few hundred entries); plain temperature sampling is two
- * passes. Only rows with both top_k large and top_p < 1 fall back to a full selection.
+ * passes. top_k larger than the heap bound still works, in O(vocab log k).
  *
  * Thread rule: an mg_sampler is used by one thread at a time (the engine thread owns one). */
 #ifndef MG_SAMPLING_H
@@ -28,7 +28,8 @@
 /* Per-request sampling parameters (OpenAI / vLLM meaning). */
 typedef struct mg_sampling {
     float temperature; /* <= 0: greedy (argmax) */
-    float top_p;   /* in (0, 1]; 1: off. Keep the smallest set of best tokens with mass >= top_p */
+    float
+        top_p; /* in [0, 1]; 0 or 1: off. Keep the smallest set of best tokens with mass >= top_p */
     int32_t top_k; /* 0: off; else only the k best tokens are candidates (top_k applies first) */
     uint64_t seed; /* RNG seed; the engine derives one from the request id when none is given */
 } mg_sampling;

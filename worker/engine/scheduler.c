@@ -13,6 +13,7 @@
 #include "scheduler.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,8 +150,11 @@ mg_status sched_seq_create(const mg_sched *s, const mg_request *r, mg_seq **out)
         (r->n_stop_ids && !r->stop_ids))
         return MG_ERRF(MG_EINVAL, "request %s: %d stop ids (at most %d)", r->id, r->n_stop_ids,
                        MG_REQUEST_MAX_STOP_IDS);
-    if (sampling_check(&r->sampling))
-        return MG_ERRF(MG_EINVAL, "request %s: %s", r->id, mg_err_msg());
+    if (sampling_check(&r->sampling)) {
+        char why[256]; /* the detail buffer is about to be rewritten */
+        snprintf(why, sizeof(why), "%s", mg_err_msg());
+        return MG_ERRF(MG_EINVAL, "request %s: %s", r->id, why);
+    }
 
     mg_seq *q = calloc(1, sizeof(*q));
     if (!q) return MG_ERRF(MG_ENOMEM, "request %s: out of memory", r->id);
