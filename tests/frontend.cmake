@@ -6,3 +6,8 @@ if(TARGET mg_frontend_http)
   mg_test(test_frontend_http SOURCES unit/test_frontend_http.c LIBS mg_frontend_http
           PkgConfig::CURL LABELS unit)
 endif()
+if(TARGET mg_frontend)
+  mg_test(test_frontend SOURCES integration/test_frontend.c LIBS mg_frontend mg_testspawn
+          PkgConfig::CURL LABELS integration)
+  target_compile_definitions(test_frontend PRIVATE MG_TOK_RANKS="${MG_TOK_RANKS}")
+endif()

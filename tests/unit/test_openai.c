@@ -345,7 +345,7 @@ static void test_response(void) {
 /* Feed pieces, collect the released text. */
 static int run_stop(const char *const *stops, int n, const char *const *pieces, int np, char *out,
                     size_t cap) {
-    size_t lens[8];
+    size_t lens[8] = {0};
     for (int i = 0; i < n; i++) lens[i] = strlen(stops[i]);
     stopstr m;
     stopstr_init(&m, stops, lens, n);
