@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "check.h"
 #include "metrics.h"
@@ -386,6 +387,38 @@ static void test_concurrency(void) {
     metrics_registry_destroy(s.r);
 }
 
+/* Cost of the hot-path updates, printed for the record (single thread, uncontended). The check
+ * is only that they return the counts they were given; timings vary with the machine. */
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void test_hot_path_cost(void) {
+    mg_registry *r;
+    CHECK_OK(metrics_registry_create(&r));
+    mg_metric *m;
+    mg_counter *c;
+    mg_histogram *h;
+    CHECK_OK(metrics_counter_new(r, "magneto_test_ops_total", "o", MG_LABELS("model"), &m));
+    CHECK_OK(metrics_counter_child(m, MG_LABELS("x"), &c));
+    CHECK_OK(
+        metrics_histogram_new(r, "magneto_test_itl_seconds", "i", MG_LABELS("model"), NULL, 0, &m));
+    CHECK_OK(metrics_histogram_child(m, MG_LABELS("x"), &h));
+    enum { N = 2000000 };
+    double t0 = now_s();
+    for (int i = 0; i < N; i++) metrics_counter_inc(c);
+    double t1 = now_s();
+    for (int i = 0; i < N; i++) metrics_histogram_observe(h, (i & 1023) * 0.001);
+    double t2 = now_s();
+    CHECK_NEAR(metrics_counter_value(c), N, 0);
+    CHECK_EQ_INT(metrics_histogram_count(h), N);
+    printf("hot path: counter_inc %.1f ns, histogram_observe (%zu buckets) %.1f ns\n",
+           (t1 - t0) / N * 1e9, metrics_latency_nbuckets, (t2 - t1) / N * 1e9);
+    metrics_registry_destroy(r);
+}
+
 int main(void) {
     test_exposition();
     test_escaping();
@@ -394,5 +427,6 @@ int main(void) {
     test_callbacks();
     test_process();
     test_concurrency();
+    test_hot_path_cost();
     return check_done();
 }
