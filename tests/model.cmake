@@ -1,0 +1,14 @@
+# Model loading and the CPU backend. The checkpoint tests make their checkpoints at test time
+# with mg-mkckpt into the build folder (nothing is committed but the small golden files).
+if(TARGET mg_cpu AND TARGET mg-mkckpt)
+  set(MG_MODEL_GOLDEN ${CMAKE_CURRENT_LIST_DIR}/golden/model)
+  foreach(name tiny mid)
+    if(EXISTS ${MG_MODEL_GOLDEN}/${name}.golden)
+      set(t test_cpu_golden_${name})
+      mg_test(${t} SOURCES unit/test_cpu_golden.c LIBS mg_cpu LABELS unit)
+      add_dependencies(${t} mg-mkckpt)
+      set_tests_properties(${t} PROPERTIES ENVIRONMENT
+        "MG_MKCKPT=$<TARGET_FILE:mg-mkckpt>;MG_GOLDEN=${MG_MODEL_GOLDEN}/${name}.golden;MG_CKPT_DIR=${CMAKE_BINARY_DIR}/ckpt/${t}")
+    endif()
+  endforeach()
+endif()
