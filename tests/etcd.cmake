@@ -2,6 +2,7 @@
 # etcd processes on free loopback ports for tests that must stop, kill or restart a server.
 add_library(mg_testspawn STATIC ${CMAKE_CURRENT_LIST_DIR}/integration/spawn.c)
 target_include_directories(mg_testspawn PUBLIC ${CMAKE_CURRENT_LIST_DIR}/integration)
+target_link_libraries(mg_testspawn PUBLIC Threads::Threads)
 
 if(TARGET mg_runtime)
   mg_test(test_etcd_codec SOURCES unit/test_etcd_codec.c LIBS mg_runtime LABELS unit)

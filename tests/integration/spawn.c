@@ -2,14 +2,18 @@
  *
  * fork + exec with the argv built before fork (only async-signal-safe calls in the child). A
  * start polls until the server answers, and fails early if the child exits first (a port taken
- * between our probe and the server's bind shows up that way). */
+ * between our probe and the server's bind shows up that way). The proxy simulates a partition
+ * between a client and a server that stays up. */
 #include "spawn.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,4 +262,136 @@ void spawn_cleanup(spawn_srv *s) {
     if (s->log[0]) unlink(s->log);
     if (s->own_datadir && s->datadir[0]) remove_tree(s->datadir);
     s->own_datadir = false;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * proxy: one thread polling the listener and every connection pair */
+
+#define PROXY_MAX 64
+
+struct spawn_proxy {
+    int lfd, port, target;
+    char url[64];
+    atomic_bool blocked, stop;
+    pthread_t th;
+    int a[PROXY_MAX], b[PROXY_MAX]; /* client side, server side; -1 when free */
+};
+
+static void pair_close(spawn_proxy *p, int i) {
+    close(p->a[i]);
+    close(p->b[i]);
+    p->a[i] = p->b[i] = -1;
+}
+
+/* Copy what is readable from one side to the other; false when the pair is finished. */
+static bool pump(int from, int to) {
+    char buf[16384];
+    ssize_t n = read(from, buf, sizeof buf);
+    if (n <= 0) return false;
+    for (ssize_t off = 0; off < n;) {
+        ssize_t w = write(to, buf + off, (size_t)(n - off));
+        if (w <= 0) return false;
+        off += w;
+    }
+    return true;
+}
+
+static void *proxy_main(void *arg) {
+    spawn_proxy *p = arg;
+    struct pollfd fds[1 + 2 * PROXY_MAX];
+    int who[1 + 2 * PROXY_MAX];
+    while (!atomic_load(&p->stop)) {
+        bool blocked = atomic_load(&p->blocked);
+        int nf = 0;
+        fds[nf] = (struct pollfd){.fd = p->lfd, .events = POLLIN};
+        who[nf++] = -1;
+        for (int i = 0; i < PROXY_MAX; i++) {
+            if (p->a[i] < 0) continue;
+            if (blocked) {
+                pair_close(p, i);
+                continue;
+            }
+            fds[nf] = (struct pollfd){.fd = p->a[i], .events = POLLIN};
+            who[nf++] = i;
+            fds[nf] = (struct pollfd){.fd = p->b[i], .events = POLLIN};
+            who[nf++] = i + PROXY_MAX;
+        }
+        if (poll(fds, (nfds_t)nf, 20) <= 0) continue;
+        if (fds[0].revents & POLLIN) {
+            int cfd = accept(p->lfd, NULL, NULL);
+            if (cfd >= 0) {
+                int slot = -1;
+                for (int i = 0; i < PROXY_MAX && slot < 0; i++)
+                    if (p->a[i] < 0) slot = i;
+                int sfd = blocked || slot < 0 ? -1 : connect_port(p->target);
+                if (sfd < 0) {
+                    close(cfd);
+                } else {
+                    struct timeval tv = {0, 0}; /* connect_port set timeouts; the proxy blocks */
+                    setsockopt(sfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+                    setsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+                    p->a[slot] = cfd;
+                    p->b[slot] = sfd;
+                }
+            }
+        }
+        for (int f = 1; f < nf; f++) {
+            if (!fds[f].revents) continue;
+            int i = who[f] % PROXY_MAX;
+            if (p->a[i] < 0) continue; /* closed earlier in this round */
+            bool ok = who[f] < PROXY_MAX ? pump(p->a[i], p->b[i]) : pump(p->b[i], p->a[i]);
+            if (!ok) pair_close(p, i);
+        }
+    }
+    for (int i = 0; i < PROXY_MAX; i++)
+        if (p->a[i] >= 0) pair_close(p, i);
+    return NULL;
+}
+
+spawn_proxy *spawn_proxy_start(int target_port) {
+    spawn_proxy *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    for (int i = 0; i < PROXY_MAX; i++) p->a[i] = p->b[i] = -1;
+    p->target = target_port;
+    p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (p->lfd < 0 || bind(p->lfd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        listen(p->lfd, 64) != 0 || getsockname(p->lfd, (struct sockaddr *)&a, &len) != 0) {
+        fprintf(stderr, "spawn proxy: cannot listen: %s\n", strerror(errno));
+        if (p->lfd >= 0) close(p->lfd);
+        free(p);
+        return NULL;
+    }
+    p->port = ntohs(a.sin_port);
+    snprintf(p->url, sizeof p->url, "http://127.0.0.1:%d", p->port);
+    if (pthread_create(&p->th, NULL, proxy_main, p) != 0) {
+        close(p->lfd);
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int spawn_proxy_port(const spawn_proxy *p) {
+    return p->port;
+}
+
+const char *spawn_proxy_url(const spawn_proxy *p) {
+    return p->url;
+}
+
+void spawn_proxy_block(spawn_proxy *p, bool blocked) {
+    atomic_store(&p->blocked, blocked);
+    /* Let the thread act on it (close what it carries) before the caller goes on. */
+    sleep_ms(60);
+}
+
+void spawn_proxy_stop(spawn_proxy *p) {
+    if (!p) return;
+    atomic_store(&p->stop, true);
+    pthread_join(p->th, NULL);
+    close(p->lfd);
+    free(p);
 }

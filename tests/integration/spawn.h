@@ -8,7 +8,8 @@
  *
  * Server output goes to a log file (spawn_srv.log) so a failing test can point at it. Children
  * get SIGKILL if the test process dies, so a crashed test leaves no server behind.
- * Not thread-safe: call from the test's main thread (the one that started the server). */
+ * Server calls are not thread-safe: call them from the test's main thread (the one that started
+ * the server). */
 #ifndef MG_TEST_SPAWN_H
 #define MG_TEST_SPAWN_H
 
@@ -41,6 +42,16 @@ int spawn_kill(spawn_srv *s);
 int spawn_restart(spawn_srv *s);
 /* Stop if running, then remove the log and a data dir that spawn_etcd created. */
 void spawn_cleanup(spawn_srv *s);
+
+/* A TCP proxy on a free loopback port in front of 127.0.0.1:target_port, on a thread of its own,
+ * to cut a client off from a server that stays up (a partition): while blocked, it closes every
+ * connection it carries and closes new ones at once. Thread-safe. */
+typedef struct spawn_proxy spawn_proxy;
+spawn_proxy *spawn_proxy_start(int target_port); /* NULL with a message on stderr */
+int spawn_proxy_port(const spawn_proxy *p);
+const char *spawn_proxy_url(const spawn_proxy *p); /* "http://127.0.0.1:P" */
+void spawn_proxy_block(spawn_proxy *p, bool blocked);
+void spawn_proxy_stop(spawn_proxy *p); /* NULL is accepted */
 
 /* A free TCP port on 127.0.0.1 (bind port 0, read it back, close), or -1. */
 int spawn_free_port(void);

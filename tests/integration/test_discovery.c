@@ -337,6 +337,75 @@ static void test_etcd_restart(void) {
     spawn_cleanup(&s);
 }
 
+/* A watcher cut off from etcd (etcd stays up) while instances come and go and the store is
+ * compacted past its revision: when it gets back, etcd cannot replay the missed events, so the
+ * watcher re-reads and ends with the true set (B), having reported A removed and B added, and
+ * never the short-lived C. */
+static void test_partition_compacted(void) {
+    spawn_srv s;
+    if (spawn_etcd(&s, NULL) != 0) {
+        CHECK_MSG(0, "cannot start etcd");
+        return;
+    }
+    spawn_proxy *px = spawn_proxy_start(s.port);
+    CHECK(px != NULL);
+    etcd_client *direct = NULL, *cut = NULL;
+    CHECK_OK(etcd_client_create(s.url, 2000, &direct));
+    if (px) CHECK_OK(etcd_client_create(spawn_proxy_url(px), 2000, &cut));
+    recorder rec = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    disc_watch *w = NULL;
+    disc_reg *ra = NULL, *rb = NULL, *rc = NULL;
+    disc_instance a = card("worker", 0), b = card("worker", 1), cc = card("worker", 2);
+    if (cut) CHECK_OK(disc_watch_instances(cut, NS, "worker", on_inst, &rec, &w));
+    CHECK_OK(disc_register_ttl(direct, &a, NULL, 5, NULL, NULL, &ra));
+    if (!w || !ra) goto out;
+    CHECK(wait_n(&rec, 1, 5000));
+    int64_t ida = disc_reg_id(ra);
+
+    spawn_proxy_block(px, true);
+    CHECK_OK(disc_register_ttl(direct, &b, NULL, 5, NULL, NULL, &rb));
+    CHECK_OK(disc_register_ttl(direct, &cc, NULL, 5, NULL, NULL, &rc));
+    disc_close(rc);
+    disc_close(ra);
+    ra = NULL;
+    etcd_kvs kvs; /* an empty read, for the current revision */
+    CHECK_OK(etcd_get_prefix(direct, "nothing/", &kvs));
+    char cmd[256];
+    snprintf(cmd, sizeof cmd,
+             "ETCDCTL_API=3 etcdctl --endpoints=%s compaction %" PRId64 " >/dev/null 2>&1", s.url,
+             kvs.revision);
+    etcd_kvs_free(&kvs);
+    CHECK_EQ_INT(system(cmd), 0);
+    CHECK_EQ_INT(count(&rec), 1); /* cut off: nothing seen yet */
+    spawn_proxy_block(px, false);
+
+    CHECK_OK(disc_watch_wait_count(w, 1, 1, 8000));
+    CHECK(wait_n(&rec, 3, 3000));
+    sleep_ms(300);
+    CHECK_EQ_INT(count(&rec), 3);
+    if (rb && count(&rec) == 3) {
+        CHECK(rec.v[1].ch == DISC_REMOVED && rec.v[1].id == ida);
+        CHECK(rec.v[2].ch == DISC_ADDED && rec.v[2].id == disc_reg_id(rb));
+    }
+    disc_instance *snap = NULL;
+    size_t n = 0;
+    CHECK_OK(disc_watch_instances_snapshot(w, &snap, &n));
+    CHECK(n == 1 && rb && snap[0].instance_id == disc_reg_id(rb));
+    free(snap);
+    /* Live again: a change after the re-read is seen. */
+    disc_close(rb);
+    rb = NULL;
+    CHECK_OK(disc_watch_wait_count(w, 0, 0, 3000));
+out:
+    disc_close(ra);
+    disc_close(rb);
+    disc_watch_destroy(w);
+    etcd_client_destroy(cut);
+    etcd_client_destroy(direct);
+    spawn_proxy_stop(px);
+    spawn_cleanup(&s);
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "register") == 0) return child_register(argv[2], argv[3]);
     mg_log_init("test_discovery", -1);
@@ -360,5 +429,6 @@ int main(int argc, char **argv) {
     }
     if (own.pid) spawn_cleanup(&own);
     test_etcd_restart();
+    test_partition_compacted();
     return check_done();
 }
