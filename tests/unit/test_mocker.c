@@ -257,6 +257,7 @@ static void test_cancel_shutdown_determinism(void) {
     }
     CHECK_EQ_INT(st.kv_active_blocks, 0);
     CHECK_EQ_INT(st.active_slots, 0);
+    CHECK(engine_idle(eng));
     engine_cancel(eng, "no-such-request"); /* ignored */
 
     /* shutdown with work in flight: the request ends with an error */

@@ -5,7 +5,8 @@
  * Shows: the same tokens for each request alone, inside a batch of 32 with chunked prefill,
  * under forced preemption, and with its prefix taken from the cache; ref counts back to zero and
  * events balanced after every run; exact lengths for min_tokens / ignore_eos / max_tokens /
- * max_seq_len; cancel frees blocks; a backend failure ends the batch with errors. */
+ * max_seq_len; cancel frees blocks; a backend failure ends the batch with errors; a backend that
+ * samples on its own (forward_sampled) gives the same tokens as the logits path. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,6 +87,21 @@ static mg_status toy_forward(mg_backend *be, const mg_batch *b, float *logits) {
     return MG_OK;
 }
 
+/* The same model choosing its own tokens, as a device-sampling backend would: it must follow
+ * sampling.h with the (params, counter) the scheduler hands it. */
+static mg_sampler *toy_sampler;
+static float toy_rows[64 * V];
+
+static mg_status toy_forward_sampled(mg_backend *be, const mg_batch *b, const mg_sample_req *rq,
+                                     int32_t *out) {
+    if (b->n_logits > 64) return MG_ERRF(MG_EINVAL, "toy: too many rows");
+    mg_status st = toy_forward(be, b, toy_rows);
+    if (st) return st;
+    for (int i = 0; i < b->n_logits; i++)
+        out[i] = sampling_pick(toy_sampler, toy_rows + (size_t)i * V, &rq[i].params, rq[i].counter);
+    return MG_OK;
+}
+
 static void toy_destroy(mg_backend *be) {
     toy *t = (toy *)be;
     free(t->kv);
@@ -93,10 +109,14 @@ static void toy_destroy(mg_backend *be) {
 }
 
 static const mg_backend_ops toy_ops = {"toy", toy_forward, NULL, NULL, toy_destroy};
+static const mg_backend_ops toy_sampled_ops = {"toy-sampled", NULL, toy_forward_sampled, NULL,
+                                               toy_destroy};
+static bool use_sampled_ops;
 
 static toy *toy_new(int num_blocks) {
     toy *t = calloc(1, sizeof(*t));
-    t->base = (mg_backend){&toy_ops, V, num_blocks, BS, 1 << 20};
+    t->base =
+        (mg_backend){use_sampled_ops ? &toy_sampled_ops : &toy_ops, V, num_blocks, BS, 1 << 20};
     t->kv = calloc((size_t)num_blocks * BS, sizeof(int32_t));
     return t;
 }
@@ -284,6 +304,23 @@ static void test_batch_chunked(void) {
         CHECK(ro.load.kv.hit_blocks > 0); /* the shared 40-token prefixes were reused */
         CHECK_EQ_INT(ro.load.preemptions, 0);
     }
+}
+
+static void test_sampled_path(void) {
+    CHECK_OK(sampler_create(V, &toy_sampler));
+    use_sampled_ops = true;
+    mg_engine_config c = base_cfg();
+    c.max_batch_size = 32;
+    c.max_num_tokens = 48;
+    res out[NREQ];
+    run_out ro;
+    run_batch(c, 60, out, NREQ, &ro); /* small pool: preemption on this path too */
+    int mism = 0;
+    for (int i = 0; i < NREQ; i++) mism += !same_tokens(&out[i], &ref[i]);
+    CHECK_EQ_INT(mism, 0);
+    CHECK(ro.load.preemptions > 0);
+    use_sampled_ops = false;
+    sampler_destroy(toy_sampler);
 }
 
 static void test_preemption(void) {
@@ -561,6 +598,7 @@ int main(void) {
     test_alone();
     test_batch_chunked();
     test_preemption();
+    test_sampled_path();
     test_prefix_cache();
     test_full_block_prompt();
     test_stops();

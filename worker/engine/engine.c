@@ -83,25 +83,25 @@ static void *engine_main(void *arg) {
             pthread_cond_wait(&e->cv, &e->mu);
         pend *list = e->head;
         e->head = e->tail = NULL;
-        e->n_pending_submits = 0;
         bool stop = e->stop, clear = e->clear_kv;
         e->clear_kv = false;
         pthread_mutex_unlock(&e->mu);
 
-        int cancelled = 0;
+        int cancelled = 0, taken = 0;
         for (pend *p = list, *n; p; p = n) {
             n = p->next;
-            if (p->seq)
+            if (p->seq) {
                 sched_enqueue(e->sched, p->seq);
-            else if (sched_cancel(e->sched, p->cancel))
+                taken++;
+            } else if (sched_cancel(e->sched, p->cancel)) {
                 cancelled++;
+            }
             free(p->cancel);
             free(p);
         }
         if (cancelled) count_done(e, cancelled);
         if (clear) kv_clear(sched_kv(e->sched));
-        if (stop) break;
-        if (sched_has_work(e->sched)) {
+        if (!stop && sched_has_work(e->sched)) {
             mg_step_info inf;
             double t0 = now_ms();
             sched_step(e->sched, &inf); /* a failure ended the batch's requests and was logged */
@@ -111,6 +111,14 @@ static void *engine_main(void *arg) {
         } else {
             publish(e, NULL, 0, 0);
         }
+        if (taken) {
+            /* Only now do the published figures hold these requests: until here they counted as
+             * pending, so engine_idle never sees a request in neither place. */
+            pthread_mutex_lock(&e->mu);
+            e->n_pending_submits -= taken;
+            pthread_mutex_unlock(&e->mu);
+        }
+        if (stop) break;
     }
     mg_sched_load l = sched_load(e->sched);
     sched_abort_all(e->sched, MG_FINISH_ERROR);
@@ -247,6 +255,11 @@ mg_engine_stats engine_stats(mg_engine *e) {
     pthread_mutex_unlock(&e->stats_mu);
     s.waiting += pending;
     return s;
+}
+
+bool engine_idle(mg_engine *e) {
+    mg_engine_stats s = engine_stats(e);
+    return s.waiting == 0 && s.active_slots == 0;
 }
 
 int engine_max_len(const mg_engine *e) {

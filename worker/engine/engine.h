@@ -77,6 +77,9 @@ void engine_clear_kv(mg_engine *e);
 
 /* A consistent copy of the load figures, updated after every step (any thread). */
 mg_engine_stats engine_stats(mg_engine *e);
+/* Whether nothing is queued, pending or running (for a graceful drain: stop taking requests,
+ * then poll this). Any thread. */
+bool engine_idle(mg_engine *e);
 /* The longest prompt + output accepted (model card's context length). */
 int engine_max_len(const mg_engine *e);
 /* KV blocks and block size (model card). */

