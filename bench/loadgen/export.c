@@ -457,7 +457,7 @@ mg_status bench_export_all(const bench_config *cfg, const bench_pool *pool, cons
 }
 
 void bench_print_summary(FILE *f, const bench_config *cfg, const bench_run *run,
-                         const bench_summary *s, double tokenize_s) {
+                         const bench_summary *s, double tokenize_s, const char *tokenizer) {
     fprintf(f, "\n%*s\n", 60, "magneto-bench | LLM Metrics");
     fprintf(f, "%-44s %10s %10s %10s %10s %10s %10s %10s\n", "Metric", "avg", "min", "max", "p99",
             "p90", "p50", "std");
@@ -499,6 +499,6 @@ void bench_print_summary(FILE *f, const bench_config *cfg, const bench_run *run,
             run->wall_s > 0 ? run->responses / run->wall_s : 0, run->bytes_in / 1e6,
             (unsigned long long)run->connections_opened, run->max_in_flight, run->cpu_user_s,
             run->cpu_sys_s, cpu, run->wall_s > 0 ? 100.0 * cpu / run->wall_s : 0, tokenize_s,
-            cfg->tokenizer ? cfg->tokenizer : "default");
+            tokenizer);
     fprintf(f, "Artifacts: %s\n", cfg->artifact_dir);
 }

@@ -34,7 +34,7 @@ mg_status bench_export_deployment(const char *path, const bench_config *cfg);
 mg_status bench_export_plots(const char *dir, const bench_run *run);
 /* The console table and the client's own cost. */
 void bench_print_summary(FILE *f, const bench_config *cfg, const bench_run *run,
-                         const bench_summary *s, double tokenize_s);
+                         const bench_summary *s, double tokenize_s, const char *tokenizer);
 /* mkdir -p */
 mg_status bench_mkdirs(const char *path);
 

@@ -396,11 +396,8 @@ static void issue(loop *L) {
 
 /* ---- response handling ---------------------------------------------------------------------- */
 
-static int on_event(void *ctx, const char *type, const char *data, size_t len) {
-    conn *c = ctx;
-    loop *L = c->L;
-    bench_record *r = rec_of(c);
-    L->run->sse_events++;
+int bench_record_event(bench_record *r, const char *type, const char *data, size_t len,
+                       int64_t now) {
     if (strcmp(type, "error") == 0) {
         bench_record_fail(r, 0, "SSEError", "server sent an error event: %.*s",
                           (int)(len > 200 ? 200 : len), data);
@@ -424,24 +421,69 @@ static int on_event(void *ctx, const char *type, const char *data, size_t len) {
                           ch.error_msg[0] ? ch.error_msg : "error in stream");
         return -1;
     }
-    if (ch.usage_completion_tokens >= 0)
-        r->usage_completion_tokens = (int)ch.usage_completion_tokens;
-    if (ch.content_added || ch.reasoning_added) {
-        if (r->n_resp == r->cap_resp) {
-            size_t nc = r->cap_resp ? r->cap_resp * 2 : 64;
-            int64_t *n = realloc(r->resp_ns, nc * sizeof *n);
-            if (!n) {
-                bench_record_fail(r, 0, "ClientError", "out of memory");
-                return -1;
-            }
-            r->resp_ns = n;
-            r->cap_resp = nc;
+    if (ch.usage_completion_tokens >= 0) r->usage_completion_tokens = (int)ch.usage_completion_tokens;
+    if (!ch.content_added && !ch.reasoning_added) return 0; /* role-only, usage-only, empty */
+    if (r->n_resp == r->cap_resp) {
+        size_t nc = r->cap_resp ? r->cap_resp * 2 : 64;
+        int64_t *n = realloc(r->resp_ns, nc * sizeof *n);
+        if (!n) {
+            bench_record_fail(r, 0, "ClientError", "out of memory");
+            return -1;
         }
-        r->resp_ns[r->n_resp++] = L->now;
-        if (ch.content_added && !r->first_output_ns) r->first_output_ns = L->now;
-        L->run->responses++;
+        r->resp_ns = n;
+        r->cap_resp = nc;
     }
-    return 0;
+    r->resp_ns[r->n_resp++] = now;
+    if (ch.content_added && !r->first_output_ns) r->first_output_ns = now;
+    return 1;
+}
+
+int bench_record_body(bench_record *r, const char *body, size_t len, int64_t now) {
+    bench_chunk ch = {
+        .content = &r->text,
+        .content_len = &r->text_len,
+        .content_cap = &r->text_cap,
+        .reasoning = &r->reasoning,
+        .reasoning_len = &r->reasoning_len,
+        .reasoning_cap = &r->reasoning_cap,
+    };
+    if (len == 0) {
+        bench_record_fail(r, 0, "ResponseError", "empty response body");
+        return -1;
+    }
+    if (bench_chunk_scan(body, len, &ch)) {
+        bench_record_fail(r, 0, "ResponseParseError", "response body is not JSON");
+        return -1;
+    }
+    if (ch.error) {
+        bench_record_fail(r, ch.error_code, "ServerError", "%s",
+                          ch.error_msg[0] ? ch.error_msg : "error in response");
+        return -1;
+    }
+    if (ch.usage_completion_tokens >= 0) r->usage_completion_tokens = (int)ch.usage_completion_tokens;
+    if (!ch.content_added && !ch.reasoning_added) return 0;
+    if (r->n_resp == r->cap_resp) {
+        size_t nc = r->cap_resp ? r->cap_resp * 2 : 4;
+        int64_t *n = realloc(r->resp_ns, nc * sizeof *n);
+        if (!n) {
+            bench_record_fail(r, 0, "ClientError", "out of memory");
+            return -1;
+        }
+        r->resp_ns = n;
+        r->cap_resp = nc;
+    }
+    r->resp_ns[r->n_resp++] = now;
+    if (ch.content_added && !r->first_output_ns) r->first_output_ns = now;
+    return 1;
+}
+
+static int on_event(void *ctx, const char *type, const char *data, size_t len) {
+    conn *c = ctx;
+    loop *L = c->L;
+    L->run->sse_events++;
+    int rc = bench_record_event(rec_of(c), type, data, len, L->now);
+    if (rc > 0) L->run->responses++;
+    return rc < 0 ? -1 : 0;
 }
 
 static void response_done(loop *L, conn *c) {
@@ -458,37 +500,8 @@ static void response_done(loop *L, conn *c) {
         request_end(L, c, h->keep_alive);
         return;
     }
-    if (!h->sse) {
-        if (r->streaming && h->body_len == 0) {
-            bench_record_fail(r, 0, "ResponseError", "empty response body");
-        } else {
-            bench_chunk ch = {
-                .content = &r->text,
-                .content_len = &r->text_len,
-                .content_cap = &r->text_cap,
-                .reasoning = &r->reasoning,
-                .reasoning_len = &r->reasoning_len,
-                .reasoning_cap = &r->reasoning_cap,
-            };
-            if (bench_chunk_scan(h->body ? h->body : "", h->body_len, &ch)) {
-                bench_record_fail(r, 0, "ResponseParseError", "response body is not JSON");
-            } else if (ch.error) {
-                bench_record_fail(r, ch.error_code, "ServerError", "%s", ch.error_msg);
-            } else {
-                if (ch.usage_completion_tokens >= 0)
-                    r->usage_completion_tokens = (int)ch.usage_completion_tokens;
-                if (ch.content_added || ch.reasoning_added) {
-                    if (r->cap_resp == 0) {
-                        r->resp_ns = malloc(sizeof *r->resp_ns * 4);
-                        r->cap_resp = r->resp_ns ? 4 : 0;
-                    }
-                    if (r->cap_resp) r->resp_ns[r->n_resp++] = L->now;
-                    if (ch.content_added) r->first_output_ns = L->now;
-                    L->run->responses++;
-                }
-            }
-        }
-    }
+    if (!h->sse && bench_record_body(r, h->body ? h->body : "", h->body_len, L->now) > 0)
+        L->run->responses++;
     request_end(L, c, h->keep_alive && !r->err_type);
 }
 
@@ -930,19 +943,17 @@ double bench_run_count_tokens(bench_run *r, const btok *t, int nthreads, bool us
     if (nthreads < 1) nthreads = 1;
     if (nthreads > 64) nthreads = 64;
     pthread_t th[64];
+    bool made[64] = {0};
     count_job jobs[64];
     size_t per = (r->n_recs + nthreads - 1) / nthreads;
-    int started = 0;
     for (int i = 0; i < nthreads; i++) {
         size_t from = i * per, to = from + per > r->n_recs ? r->n_recs : from + per;
         if (from >= to) break;
         jobs[i] = (count_job){r, t, use_server, from, to};
-        if (pthread_create(&th[i], NULL, count_thread, &jobs[i])) {
-            count_thread(&jobs[i]);
-            continue;
-        }
-        started = i + 1;
+        made[i] = pthread_create(&th[i], NULL, count_thread, &jobs[i]) == 0;
+        if (!made[i]) count_thread(&jobs[i]); /* no thread: do it here */
     }
-    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < nthreads; i++)
+        if (made[i]) pthread_join(th[i], NULL);
     return (mono_ns() - t0) / 1e9;
 }

@@ -50,6 +50,16 @@ void bench_run_deinit(bench_run *r);
  * Returns the seconds it took. */
 double bench_run_count_tokens(bench_run *r, const btok *t, int nthreads, bool use_server);
 
+/* What the loop does with one SSE event's data of record r, received at now (monotonic ns):
+ * a chunk with non-empty content or reasoning text is a response (its time is kept and its text
+ * appended); role-only, usage-only and [DONE] events are not; an "error" event, an error object
+ * or data that is not JSON fail the record. Returns 1 for a response, 0 for none, -1 on error.
+ * Exposed so that tests can check these rules without a network. */
+int bench_record_event(bench_record *r, const char *type, const char *data, size_t len,
+                       int64_t now);
+/* The same for a whole non-streaming response body. */
+int bench_record_body(bench_record *r, const char *body, size_t len, int64_t now);
+
 /* Asks a running loop (from a signal handler) to stop issuing and cancel what is in flight. */
 void bench_run_interrupt(void);
 

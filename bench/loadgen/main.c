@@ -80,7 +80,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "magneto-bench: %s\n", mg_err_msg());
         goto out;
     }
-    bench_print_summary(stdout, &cfg, &run, &sum, tok_s);
+    bench_print_summary(stdout, &cfg, &run, &sum, tok_s, btok_name(tok));
     rc = run.was_cancelled ? 130 : 0;
 out:
     bench_summary_free(&sum);
