@@ -191,7 +191,10 @@ mg_status mg_cfg_parse(mg_cfg_opt *opts, int n, int argc, char **argv, const cha
     }
     mg_status s;
     for (int i = 0; i < n; i++) {
-        if (opts[i].type == MG_CFG_STR || opts[i].type == MG_CFG_YAML) *(char **)opts[i].dst = NULL;
+        if (opts[i].type == MG_CFG_STR || opts[i].type == MG_CFG_YAML) {
+            free(*(char **)opts[i].dst); /* a second parse of the same table replaces the first */
+            *(char **)opts[i].dst = NULL;
+        }
         if (opts[i].def && (s = mg_cfg_set(&opts[i], opts[i].def, "default"))) return s;
     }
     /* YAML files first (from env, then flags), so that env and flags override their keys. */

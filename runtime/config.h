@@ -11,7 +11,8 @@
  * "kv_cache_config.free_gpu_memory_fraction". Keys the table does not know are logged and skipped
  * (configs written for other engines carry over); a bad value is an error naming file and line.
  *
- * Strings are copied into memory owned by the table; mg_cfg_free() releases them. */
+ * Strings are copied into memory owned by the table; mg_cfg_free() releases them. String
+ * destinations must hold NULL (or a string of an earlier parse of the same table) on entry. */
 #ifndef MG_CONFIG_H
 #define MG_CONFIG_H
 
