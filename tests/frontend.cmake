@@ -7,7 +7,14 @@ if(TARGET mg_frontend_http)
           PkgConfig::CURL LABELS unit)
 endif()
 if(TARGET mg_frontend)
-  mg_test(test_frontend SOURCES integration/test_frontend.c LIBS mg_frontend mg_testspawn
-          PkgConfig::CURL LABELS integration)
+  mg_test(test_frontend SOURCES integration/test_frontend.c e2e/scripted_worker.c
+          LIBS mg_frontend mg_testspawn PkgConfig::CURL LABELS integration)
+  target_include_directories(test_frontend PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/e2e)
   target_compile_definitions(test_frontend PRIVATE MG_TOK_RANKS="${MG_TOK_RANKS}")
+endif()
+# The scripted workers as a process, for tests/e2e/run.sh and the frontend benchmark.
+if(TARGET mg_frontend)
+  add_executable(magneto-scripted-worker e2e/scripted_worker_main.c e2e/scripted_worker.c)
+  target_include_directories(magneto-scripted-worker PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/e2e)
+  target_link_libraries(magneto-scripted-worker PRIVATE mg_runtime mg_proto mg_tok)
 endif()

@@ -27,8 +27,8 @@
 #include "frontend.h"
 #include "harmony.h"
 #include "log.h"
-#include "magneto.pb-c.h"
 #include "openai.h"
+#include "scripted_worker.h"
 #include "spawn.h"
 #include "tok.h"
 
@@ -67,163 +67,20 @@ static void set_script(const char *text) {
     pthread_mutex_unlock(&script_mu);
 }
 
-typedef struct tworker {
-    disc_reg *reg;
-    bus_sub *sub, *csub;
-    char subject[160];
-    int delay_us;  /* between tokens */
-    int die_after; /* a first-attempt request makes the worker vanish after this many tokens */
-    atomic_bool dead;
-    atomic_int requests, cancels, running, tokens_sent;
-    pthread_mutex_t mu;
-    char cancelled[64][64]; /* ids of cancelled requests */
-    int n_cancelled;
-} tworker;
-
-typedef struct job {
-    tworker *w;
-    char id[64], reply[256];
-    uint32_t pos, max, prompt;
-    uint32_t migrations;
-} job;
-
-static bool is_cancelled(tworker *w, const char *id) {
-    pthread_mutex_lock(&w->mu);
-    bool c = false;
-    for (int i = 0; i < w->n_cancelled; i++) c |= !strcmp(w->cancelled[i], id);
-    pthread_mutex_unlock(&w->mu);
-    return c;
+static void script_cb(void *ud, const uint32_t *prompt, size_t n_prompt, uint32_t **out,
+                      size_t *n) {
+    pthread_mutex_lock(&script_mu);
+    *out = malloc((n_script ? n_script : 1) * sizeof **out);
+    memcpy(*out, script, n_script * sizeof **out);
+    *n = n_script;
+    pthread_mutex_unlock(&script_mu);
 }
 
-static void send_chunk(job *j, uint64_t seq, uint32_t *ids, size_t n, int finish, uint32_t done) {
-    Magneto__GenerateChunk c = MAGNETO__GENERATE_CHUNK__INIT;
-    Magneto__Usage u = MAGNETO__USAGE__INIT;
-    c.request_id = j->id;
-    c.seq = seq;
-    c.n_token_ids = n;
-    c.token_ids = ids;
-    c.finish = (Magneto__FinishReason)finish;
-    if (finish) {
-        u.prompt_tokens = j->prompt;
-        u.completion_tokens = done;
-        c.usage = &u;
-    }
-    uint8_t buf[512];
-    size_t len = magneto__generate_chunk__pack(&c, buf);
-    bus_stream_send(BUS, j->reply, seq, buf, len, finish != 0);
-}
-
-static void *job_run(void *arg) {
-    job *j = arg;
-    tworker *w = j->w;
-    uint64_t seq = 0;
-    uint32_t sent = 0;
-    int finish = 0;
-    for (;;) {
-        if (atomic_load(&w->dead) || is_cancelled(w, j->id)) break;
-        pthread_mutex_lock(&script_mu);
-        bool more = j->pos + sent < n_script;
-        uint32_t id = more ? script[j->pos + sent] : 0;
-        pthread_mutex_unlock(&script_mu);
-        if (!more) {
-            finish = MAGNETO__FINISH_REASON__FINISH_STOP;
-            break;
-        }
-        if (sent == j->max) {
-            finish = MAGNETO__FINISH_REASON__FINISH_LENGTH;
-            break;
-        }
-        if (w->die_after && j->migrations == 0 && sent == (uint32_t)w->die_after) {
-            atomic_store(&w->dead, true); /* stop answering anything, like a killed process */
-            disc_close(w->reg);
-            w->reg = NULL;
-            break;
-        }
-        send_chunk(j, seq++, &id, 1, 0, 0);
-        sent++;
-        atomic_fetch_add(&w->tokens_sent, 1);
-        if (w->delay_us) usleep((useconds_t)w->delay_us);
-    }
-    if (finish) send_chunk(j, seq++, NULL, 0, finish, sent);
-    atomic_fetch_sub(&w->running, 1);
-    free(j);
-    return NULL;
-}
-
-static void on_generate(void *arg, const bus_msg *m) {
-    tworker *w = arg;
-    if (atomic_load(&w->dead)) return;
-    Magneto__GenerateRequest *r = magneto__generate_request__unpack(NULL, m->len, m->data);
-    if (!r) return;
-    job *j = calloc(1, sizeof *j);
-    j->w = w;
-    snprintf(j->id, sizeof j->id, "%s", r->request_id);
-    snprintf(j->reply, sizeof j->reply, "%s", m->reply ? m->reply : r->reply_subject);
-    j->prompt = r->prompt_tokens;
-    j->pos = (uint32_t)r->n_token_ids - r->prompt_tokens;
-    j->max = r->sampling ? r->sampling->max_tokens : 16;
-    j->migrations = r->migrations;
-    magneto__generate_request__free_unpacked(r, NULL);
-    atomic_fetch_add(&w->requests, 1);
-    atomic_fetch_add(&w->running, 1);
-    pthread_t t;
-    pthread_create(&t, NULL, job_run, j);
-    pthread_detach(t);
-}
-
-static void on_cancel(void *arg, const bus_msg *m) {
-    tworker *w = arg;
-    Magneto__CancelRequest *r = magneto__cancel_request__unpack(NULL, m->len, m->data);
-    if (!r) return;
-    pthread_mutex_lock(&w->mu);
-    if (w->n_cancelled < 64) snprintf(w->cancelled[w->n_cancelled++], 64, "%s", r->request_id);
-    pthread_mutex_unlock(&w->mu);
-    atomic_fetch_add(&w->cancels, 1);
-    magneto__cancel_request__free_unpacked(r, NULL);
-}
-
-static tworker *tw_start(int delay_us) {
-    tworker *w = calloc(1, sizeof *w);
-    pthread_mutex_init(&w->mu, NULL);
-    w->delay_us = delay_us;
-    disc_instance in = {0};
-    snprintf(in.ns, sizeof in.ns, "%s", NS);
-    snprintf(in.component, sizeof in.component, "worker");
-    in.dp_size = 1;
-    in.gpu = -1;
-    snprintf(in.role, sizeof in.role, "agg");
-    disc_model md = {0};
-    snprintf(md.name, sizeof md.name, "%s", MODEL);
-    md.context_length = 4096;
-    md.kv_block_size = 32;
-    snprintf(md.tokenizer, sizeof md.tokenizer, "o200k_harmony");
-    /* Subscribe under the id the lease will give: register first, then subscribe before the
-     * frontend can route to us (the test waits for the frontend to see the worker). */
-    if (disc_register(ETCD, &in, &md, NULL, NULL, &w->reg)) {
-        MG_LOG_ERR("register test worker");
-        return w;
-    }
-    disc_instance card;
-    disc_reg_card(w->reg, &card);
-    snprintf(w->subject, sizeof w->subject, "%s", card.subject);
-    char csub[200];
-    snprintf(csub, sizeof csub, "%.*s.cancel", (int)(strlen(card.subject) - strlen(".generate")),
-             card.subject);
-    CHECK_OK(bus_subscribe(BUS, card.subject, NULL, on_generate, w, &w->sub));
-    CHECK_OK(bus_subscribe(BUS, csub, NULL, on_cancel, w, &w->csub));
-    bus_flush(BUS, 2000);
+static sworker *tw_start(int delay_us) {
+    sworker *w = sworker_start(BUS, ETCD, NS, MODEL, 4096, script_cb, NULL);
+    CHECK(w != NULL);
+    if (w) w->delay_us = delay_us;
     return w;
-}
-
-static void tw_stop(tworker *w) {
-    if (!w) return;
-    atomic_store(&w->dead, true);
-    for (int i = 0; i < 500 && atomic_load(&w->running) > 0; i++) usleep(10000);
-    disc_close(w->reg);
-    bus_sub_destroy(w->sub);
-    bus_sub_destroy(w->csub);
-    pthread_mutex_destroy(&w->mu);
-    free(w);
 }
 
 static bool wait_workers(frontend *fe, size_t n) {
@@ -479,7 +336,7 @@ int main(int argc, char **argv) {
 
     /* A worker joins. */
     set_script("Hello, world! This is a test of the magneto frontend, streaming tokens.");
-    tworker *w1 = tw_start(0);
+    sworker *w1 = tw_start(0);
     CHECK(wait_workers(fe, 1));
     req(port, "GET", "/health", NULL, 0, &r);
     CHECK_EQ_INT(r.status, 200);
@@ -651,14 +508,14 @@ int main(int argc, char **argv) {
     CHECK(r.t_end - t0 < 15);
     sse_free(&s);
     oai_buf_free(&r.body);
-    tw_stop(w1);
+    sworker_stop(w1);
     CHECK(wait_workers(fe, 0));
     frontend_destroy(fe);
 
     /* With migration: the stream completes with every token, in order. */
     fe = start_frontend(2, ranks);
     port = frontend_port(fe);
-    tworker *a = tw_start(5000), *b = tw_start(5000);
+    sworker *a = tw_start(5000), *b = tw_start(5000);
     CHECK(wait_workers(fe, 2));
     a->die_after = b->die_after = 7;
     snprintf(body, sizeof body,
@@ -681,8 +538,8 @@ int main(int argc, char **argv) {
     CHECK(strstr(r.body.p, "magneto_frontend_time_to_first_token_seconds_bucket") != NULL);
     oai_buf_free(&r.body);
 
-    tw_stop(a);
-    tw_stop(b);
+    sworker_stop(a);
+    sworker_stop(b);
     frontend_destroy(fe);
     free(script);
     tok_destroy(TOK);
