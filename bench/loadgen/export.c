@@ -162,10 +162,13 @@ mg_status bench_export_json(const char *path, const bench_config *cfg, const ben
     if (s->total_reasoning_tokens)
         json_object_set_new(o, "total_reasoning_tokens",
                             scalar_json("tokens", (double)s->total_reasoning_tokens));
-    json_object_set_new(o, "min_request_timestamp",
-                        scalar_json("ns", (double)s->min_request_wall_ns));
-    json_object_set_new(o, "max_response_timestamp",
-                        scalar_json("ns", (double)s->max_response_wall_ns));
+    /* Wall-clock ns exceed a double's 53 bits: written as integers to stay exact. */
+    json_object_set_new(
+        o, "min_request_timestamp",
+        json_pack("{s:s, s:I}", "unit", "ns", "avg", (json_int_t)s->min_request_wall_ns));
+    json_object_set_new(
+        o, "max_response_timestamp",
+        json_pack("{s:s, s:I}", "unit", "ns", "avg", (json_int_t)s->max_response_wall_ns));
     json_object_set_new(o, "input_config", bench_config_json(cfg));
     json_object_set_new(o, "was_cancelled", json_boolean(run->was_cancelled));
     json_t *errs = json_array();

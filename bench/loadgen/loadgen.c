@@ -421,7 +421,8 @@ int bench_record_event(bench_record *r, const char *type, const char *data, size
                           ch.error_msg[0] ? ch.error_msg : "error in stream");
         return -1;
     }
-    if (ch.usage_completion_tokens >= 0) r->usage_completion_tokens = (int)ch.usage_completion_tokens;
+    if (ch.usage_completion_tokens >= 0)
+        r->usage_completion_tokens = (int)ch.usage_completion_tokens;
     if (!ch.content_added && !ch.reasoning_added) return 0; /* role-only, usage-only, empty */
     if (r->n_resp == r->cap_resp) {
         size_t nc = r->cap_resp ? r->cap_resp * 2 : 64;
@@ -460,7 +461,8 @@ int bench_record_body(bench_record *r, const char *body, size_t len, int64_t now
                           ch.error_msg[0] ? ch.error_msg : "error in response");
         return -1;
     }
-    if (ch.usage_completion_tokens >= 0) r->usage_completion_tokens = (int)ch.usage_completion_tokens;
+    if (ch.usage_completion_tokens >= 0)
+        r->usage_completion_tokens = (int)ch.usage_completion_tokens;
     if (!ch.content_added && !ch.reasoning_added) return 0;
     if (r->n_resp == r->cap_resp) {
         size_t nc = r->cap_resp ? r->cap_resp * 2 : 4;

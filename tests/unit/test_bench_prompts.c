@@ -58,11 +58,11 @@ static void test_options(void) {
     char *b = bench_body_make(&c, "hello", 1000, NULL);
     json_t *j = json_loads(b, 0, NULL);
     CHECK(j != NULL);
-    CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(json_object_get(j, "messages"), 0),
-                                                   "content")),
+    CHECK_EQ_STR(json_string_value(
+                     json_object_get(json_array_get(json_object_get(j, "messages"), 0), "content")),
                  "hello");
-    CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(json_object_get(j, "messages"), 0),
-                                                   "name")),
+    CHECK_EQ_STR(json_string_value(
+                     json_object_get(json_array_get(json_object_get(j, "messages"), 0), "name")),
                  "text");
     CHECK_EQ_STR(json_string_value(json_object_get(j, "model")), "openai/gpt-oss-120b");
     CHECK(json_is_true(json_object_get(j, "stream")));
@@ -146,7 +146,7 @@ static void check_exact(const btok *t, const char *what) {
     bench_rng_seed(&r, 7);
     for (int i = 0; i < 300; i++) {
         size_t n = 1 + bench_rng_next(&r) % 2000;
-        size_t off = bench_rng_next(&r); /* any offset: wraps around the corpus */
+        size_t off = bench_rng_next(&r);  /* any offset: wraps around the corpus */
         if (i < 5) off = corpus.ntok - 3; /* the wrap itself */
         char *p = NULL;
         int got = -1;
@@ -186,7 +186,8 @@ static void test_prompts(void) {
         CHECK(a.conv[i].osl >= 30 && a.conv[i].osl <= 70);
         json_t *j = json_loads(a.conv[i].body, 0, NULL);
         CHECK(j != NULL);
-        CHECK_EQ_INT(json_integer_value(json_object_get(j, "max_completion_tokens")), a.conv[i].osl);
+        CHECK_EQ_INT(json_integer_value(json_object_get(j, "max_completion_tokens")),
+                     a.conv[i].osl);
         json_decref(j);
     }
     CHECK(differ > 20); /* stddev 10 spreads them */
@@ -213,8 +214,9 @@ static void test_prompts(void) {
     CHECK(write(fd, trace, strlen(trace)) == (ssize_t)strlen(trace));
     close(fd);
     char line[600];
-    snprintf(line, sizeof line, "-m m --input-file %s --custom-dataset-type mooncake_trace "
-                                "--isl-block-size 8 --tokenizer words",
+    snprintf(line, sizeof line,
+             "-m m --input-file %s --custom-dataset-type mooncake_trace "
+             "--isl-block-size 8 --tokenizer words",
              path);
     CHECK_OK(parse(&c, line));
     CHECK_OK(bench_pool_build(&a, &c, &corpus, t));

@@ -23,15 +23,14 @@ static int on_ev(void *ctx, const char *type, const char *data, size_t len) {
     return 0;
 }
 
-static const char *STREAM =
-    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-    "Transfer-Encoding: chunked\r\n\r\n"
-    "19\r\ndata: {\"a\":1}\n\n: comment\n\r\n"
-    "2;ext=1\r\nda\r\n"
-    "16\r\nta: {\"b\":2}\r\n\r\nevent: \r\n"
-    "23\r\nerror\ndata: x\ndata: y\n\ndata: [DONE]\r\n"
-    "4\r\n\r\n\r\n\r\n"
-    "0\r\nTrailer: v\r\n\r\n";
+static const char *STREAM = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+                            "Transfer-Encoding: chunked\r\n\r\n"
+                            "19\r\ndata: {\"a\":1}\n\n: comment\n\r\n"
+                            "2;ext=1\r\nda\r\n"
+                            "16\r\nta: {\"b\":2}\r\n\r\nevent: \r\n"
+                            "23\r\nerror\ndata: x\ndata: y\n\ndata: [DONE]\r\n"
+                            "4\r\n\r\n\r\n\r\n"
+                            "0\r\nTrailer: v\r\n\r\n";
 
 /* Feed text in pieces of `step` bytes; returns the final result. */
 static hresp_result feed_steps(hresp *h, const char *text, size_t step) {
@@ -174,9 +173,8 @@ static void test_scanner(void) {
         CHECK_EQ_INT(cl, before);
     }
     /* error objects */
-    CHECK_EQ_INT(scan("{\"error\":{\"message\":\"m\",\"code\":429}}", &ct, &cl, &cc, &rs, &rl, &rc,
-                      &c),
-                 0);
+    CHECK_EQ_INT(
+        scan("{\"error\":{\"message\":\"m\",\"code\":429}}", &ct, &cl, &cc, &rs, &rl, &rc, &c), 0);
     CHECK(c.error);
     CHECK_EQ_STR(c.error_msg, "m");
     CHECK_EQ_INT(c.error_code, 429);
