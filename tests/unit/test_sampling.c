@@ -47,6 +47,23 @@ static void test_temperature(void) {
     sampler_destroy(s);
 }
 
+/* NaN and -inf entries (a masked token) are never drawn, on any path, including rows longer
+ * than one summation block. */
+static void test_masked(void) {
+    enum { NV = 3000 };
+    static float l[NV];
+    for (int i = 0; i < NV; i++) l[i] = (i % 3 == 0) ? NAN : (i % 3 == 1) ? -INFINITY : -(i % 7);
+    mg_sampler *s;
+    CHECK_OK(sampler_create(NV, &s));
+    mg_sampling ps[4] = {
+        {1.0f, 1.0f, 0, 1}, {1.0f, 0.5f, 0, 2}, {2.0f, 1.0f, 100, 3}, {0, 1, 0, 0}};
+    int bad = 0;
+    for (int k = 0; k < 4; k++)
+        for (int c = 0; c < 500; c++) bad += (sampling_pick(s, l, &ps[k], (uint64_t)c) % 3) != 2;
+    CHECK_EQ_INT(bad, 0);
+    sampler_destroy(s);
+}
+
 static void test_top_k(void) {
     enum { V = 1000, K = 10, N = 40000 };
     float l[V];
@@ -202,6 +219,7 @@ static void test_check(void) {
 int main(void) {
     test_greedy();
     test_temperature();
+    test_masked();
     test_top_k();
     test_top_p();
     test_big_vocab();
