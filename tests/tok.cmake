@@ -10,7 +10,7 @@ if(TARGET mg_tok)
       DEPENDS ${PROJECT_SOURCE_DIR}/tools/tok/mkcorpus.py VERBATIM)
     add_custom_target(tok_corpus ALL DEPENDS ${MG_TOK_CORPUS})
   endif()
-  foreach(t test_tok_golden)
+  foreach(t test_tok test_tok_golden test_harmony)
     mg_test(${t} SOURCES unit/${t}.c LIBS mg_tok LABELS unit)
     target_compile_definitions(${t} PRIVATE MG_TOK_RANKS="${MG_TOK_RANKS}"
       MG_TOK_GOLDEN_DIR="${PROJECT_SOURCE_DIR}/tests/golden/tok" MG_TOK_CORPUS="${MG_TOK_CORPUS}")

@@ -43,10 +43,11 @@ typedef struct harmony_tool {
 } harmony_tool;
 
 /* One turn. Strings are borrowed for the call. For an assistant turn, `content` is the final
- * answer, `reasoning` its analysis (rendered only when the turn carries tool calls or follows the
- * last final answer, per the format's history rule), tool_name/tool_args a function call it made
- * (rendered on the commentary channel to=functions.NAME with <|constrain|>json). For a tool turn,
- * `name` is the function whose result `content` is. */
+ * answer, tool_name/tool_args a function call it made (rendered as the model writes it: the
+ * commentary channel "to=functions.NAME <|constrain|>json", ended by <|call|>), `reasoning` its
+ * analysis, rendered before the call only for a tool-calling turn after the last final answer
+ * (the format drops chain of thought once answered and keeps it between tool calls). For a tool
+ * turn, `name` is the function whose result `content` is. */
 typedef struct harmony_msg {
     harmony_role role;
     const char *content;   /* may be NULL (assistant turn with only a tool call) */
@@ -96,9 +97,9 @@ typedef struct harmony_event {
     harmony_kind kind;
     const char *text; /* the delta (complete UTF-8 only), len bytes, NUL-terminated */
     size_t len;
-    bool tool_begin;       /* a new tool call starts: tool_name is set (text may be empty) */
+    bool tool_begin;       /* a new tool call starts (its text may be empty) */
     int tool_index;        /* 0-based index of the current tool call, -1 when none */
-    const char *tool_name; /* "get_weather" (the "functions." prefix removed) */
+    const char *tool_name; /* with HARMONY_TOOL_ARGS: "get_weather" ("functions." removed) */
     bool stop;             /* <|return|> or <|call|>: the completion is over */
 } harmony_event;
 
