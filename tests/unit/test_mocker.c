@@ -273,6 +273,35 @@ static void test_cancel_shutdown_determinism(void) {
     be->ops->destroy(be);
 }
 
+/* An open-ended request longer than the first reservation grows its arrays inside the step. */
+static void test_long_output(void) {
+    mg_engine_config ec;
+    engine_config_defaults(&ec);
+    ec.max_batch_size = 4;
+    ec.max_num_tokens = 256;
+    ec.max_seq_len = 20100;
+    ec.kv_block_size = 16;
+    mg_mocker_config mc;
+    mocker_config_defaults(&mc);
+    mc.speedup_ratio = 0;
+    mc.num_blocks = 1300;
+    mg_backend *be;
+    CHECK_OK(mocker_create(&mc, &ec, &be));
+    CHECK_OK(engine_create(&ec, be, NULL, &eng));
+    int32_t p[100];
+    for (int i = 0; i < 100; i++) p[i] = i;
+    rec r = {0};
+    n_done = 0;
+    mg_request q = {
+        .id = "long", .prompt = p, .n_prompt = 100, .ignore_eos = true, .cb = on_out, .ud = &r};
+    CHECK_OK(engine_submit(eng, &q));
+    CHECK(wait_done(1, 60));
+    CHECK_EQ_INT(r.n, 20000); /* max_tokens 0: up to max_seq_len */
+    CHECK_EQ_INT(r.fin, MG_FINISH_LENGTH);
+    engine_destroy(eng);
+    be->ops->destroy(be);
+}
+
 static void test_step_model(void) {
     mg_mocker_config mc;
     mocker_config_defaults(&mc);
@@ -357,5 +386,6 @@ int main(void) {
     test_config_yaml();
     test_cancel_shutdown_determinism();
     test_thousand();
+    test_long_output();
     return check_done();
 }

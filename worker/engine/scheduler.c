@@ -162,8 +162,9 @@ mg_status sched_seq_create(const mg_sched *s, const mg_request *r, mg_seq **out)
     q->n_prompt = q->n_tokens = r->n_prompt;
     int room = s->max_len - r->n_prompt;
     q->max_out = (r->max_tokens > 0 && r->max_tokens < room) ? r->max_tokens : room;
-    /* Start with room for a modest output; long generations grow the arrays. */
-    int first = r->n_prompt + (q->max_out < 256 ? q->max_out : 256);
+    /* Room for the whole output up front when it is bounded (the usual max_tokens), so the step
+     * never reallocates; an open-ended request starts with 4,096 and grows geometrically. */
+    int first = r->n_prompt + (q->max_out < 16384 ? q->max_out : 4096);
     if (!q->id || !seq_reserve(q, first, s->bs)) {
         sched_seq_destroy(q);
         return MG_ERRF(MG_ENOMEM, "request %s: out of memory", r->id);
