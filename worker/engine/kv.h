@@ -9,10 +9,10 @@
  * A block gets its hash only through kv_commit, after its KV was fully written; a hash maps to at
  * most one block (a duplicate commit leaves the second block unhashed).
  *
- * Events: every block that enters the reusable set (kv_commit) is reported as "stored" with its
- * parent's sequence hash, every block that leaves it (evicted, or dropped by kv_clear) as
- * "removed"; kv_clear reports one "cleared". Event ids rise by one per event, so a consumer
- * (the router, through {ns}.kv_events) sees gaps.
+ * The reusable set is every hashed block, active or idle. Events: every block that enters it
+ * (kv_commit) is reported as "stored" with its parent's sequence hash, every block that leaves it
+ * (evicted by kv_allocate) as "removed"; kv_clear empties it with one "cleared" instead. Event
+ * ids rise by one per event, so a consumer (the router, through {ns}.kv_events) sees gaps.
  *
  * Questions are apart from actions: kv_match / kv_can_allocate change nothing; kv_acquire,
  * kv_allocate, kv_commit, kv_release, kv_clear do.

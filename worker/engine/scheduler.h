@@ -5,12 +5,13 @@
  *   schedule    running sequences first, decode ones (one token) before prefill chunks, then
  *               waiting ones in arrival order while there are slots (max_batch_size), step tokens
  *               (max_num_tokens; a prompt longer than what is left is chunked) and KV blocks.
- *               A waiting prompt reuses cached blocks of its prefix (at least its last token is
- *               always recomputed so that logits exist). When a running sequence needs a block and
- *               none is free, the newest running sequence is preempted: it gives its blocks back
- *               and waits again at the head of the queue; when readmitted it recomputes prompt and
- *               output so far (often from the cache), and what it already emitted is not emitted
- *               again.
+ *               A waiting prompt reuses cached full blocks of its prefix, but at least its last
+ *               token is recomputed so that logits exist (a fully cached prompt recomputes its
+ *               last block: blocks shared between sequences are never written). When a running
+ *               sequence needs a block and none is free, the newest running sequence is
+ *               preempted: it gives its blocks back and waits again at the head of the queue;
+ *               when readmitted it recomputes prompt and output so far (often from the cache),
+ *               and what it already emitted is not emitted again.
  *   run         builds an mg_batch in preallocated arrays and calls the backend (forward_sampled
  *               when it has one, else forward + sampling.h on each logits row).
  *   postprocess appends the sampled tokens, registers newly full blocks with the pool (their hashes
