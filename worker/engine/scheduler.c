@@ -448,7 +448,8 @@ static int blocks_needed(const mg_sched *s, const mg_seq *q, int n) {
 }
 
 static void schedule_running(mg_sched *s, bool decode_pass, int *budget, int *n_preempted) {
-    for (int i = 0; i<s->n_running && * budget> 0; i++) {
+    for (int i = 0; i < s->n_running; i++) {
+        if (*budget <= 0) break;
         mg_seq *q = s->running[i];
         if (q->sched_n) continue;
         int need = q->n_tokens - q->n_computed;
@@ -474,7 +475,8 @@ static void schedule_running(mg_sched *s, bool decode_pass, int *budget, int *n_
 }
 
 static void schedule_waiting(mg_sched *s, int *budget) {
-    while (s->wait_head && s->n_running<s->max_batch && * budget> 0) {
+    while (s->wait_head && *budget > 0) {
+        if (s->n_running >= s->max_batch) break;
         mg_seq *q = s->wait_head;
         int total = q->n_tokens;
         seq_hash_upto(q, total / s->bs, s->bs);
