@@ -62,6 +62,15 @@ int main(int argc, char **argv) {
         mg_cfg_free(opts, n);
         return 2;
     }
+#ifdef MG_DEFAULT_TOKENIZER
+    if (!tokenizer && access(MG_DEFAULT_TOKENIZER, R_OK) == 0) {
+        MG_INFO("no --tokenizer given: using %s", MG_DEFAULT_TOKENIZER);
+        cfg.tokenizer = MG_DEFAULT_TOKENIZER;
+    }
+#endif
+    if (!cfg.tokenizer)
+        MG_WARN("no tokenizer (--tokenizer or MAGNETO_TOKENIZER): only token-id prompts are "
+                "served and output is not detokenized");
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);

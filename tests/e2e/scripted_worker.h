@@ -22,8 +22,8 @@
 
 /* Copy the script for a request with this prompt into *out (malloc'd, caller frees), *n its
  * length. */
-typedef void (*sworker_script_fn)(void *ud, const uint32_t *prompt, size_t n_prompt,
-                                  uint32_t **out, size_t *n);
+typedef void (*sworker_script_fn)(void *ud, const uint32_t *prompt, size_t n_prompt, uint32_t **out,
+                                  size_t *n);
 
 typedef struct sworker {
     /* settings the test may change at any time */

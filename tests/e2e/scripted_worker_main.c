@@ -100,8 +100,7 @@ int main(int argc, char **argv) {
     size_t n_fox;
     encode(" The quick brown fox jumps over the lazy dog.", &fox, &n_fox);
     plain_ids = malloc((size_t)plain * sizeof *plain_ids);
-    for (n_plain = 0; n_plain < (size_t)plain; n_plain++)
-        plain_ids[n_plain] = fox[n_plain % n_fox];
+    for (n_plain = 0; n_plain < (size_t)plain; n_plain++) plain_ids[n_plain] = fox[n_plain % n_fox];
     free(fox);
 
     signal(SIGINT, on_signal);
