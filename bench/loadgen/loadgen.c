@@ -72,6 +72,7 @@ struct loop {
     int64_t phase_start, duration_end, grace_end;
     bool issuing_done;
     int64_t next_due;
+    bool slot_wait; /* the due credit is waiting for a concurrency slot */
     int in_flight;
     size_t trace_next;
     int64_t trace_offset_ms;
@@ -689,11 +690,16 @@ static int64_t schedule(loop *L) {
         bool slot = !cfg->concurrency || L->in_flight < cfg->concurrency;
         if (cfg->request_rate > 0) {
             if (L->now < L->next_due) return L->next_due;
-            if (!slot) return INT64_MAX; /* a completion frees a slot */
+            if (!slot) {
+                L->slot_wait = true;
+                return INT64_MAX; /* a completion frees a slot */
+            }
             int64_t due = L->next_due;
             issue(L);
-            /* A credit that waited for a slot restarts the clock; missed slots are not made up. */
-            int64_t base = L->now - due > 1000000 ? L->now : due;
+            /* A credit that had to wait for a slot restarts the clock: missed slots are not made
+             * up. Lateness of the loop itself is absorbed (the schedule stays on its grid). */
+            int64_t base = L->slot_wait ? L->now : due;
+            L->slot_wait = false;
             L->next_due = base + (int64_t)interval_ns(L);
             continue;
         }

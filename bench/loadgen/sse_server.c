@@ -78,6 +78,7 @@ typedef struct sconn {
 typedef struct worker {
     int ep, lfd;
     sconn *ready_head, *ready_tail;
+    sconn *dead; /* closed connections, freed after the event batch */
     sconn **waiting;
     size_t n_waiting, cap_waiting;
 } worker;
@@ -121,10 +122,21 @@ static void conn_free(worker *w, sconn *c, bool reset) {
     }
     close(c->fd);
     c->fd = -1;
-    if (c->queued || c->waiting) return; /* freed when it leaves the ready/waiting list */
-    free(c->in);
-    free(c->out);
-    free(c);
+    /* Freed later: the current epoll batch, the ready list or the waiting list may still point
+     * at it. */
+    if (c->queued || c->waiting) return; /* freed when it leaves that list */
+    c->next_ready = w->dead;
+    w->dead = c;
+}
+
+static void free_dead(worker *w) {
+    while (w->dead) {
+        sconn *c = w->dead;
+        w->dead = c->next_ready;
+        free(c->in);
+        free(c->out);
+        free(c);
+    }
 }
 
 static void ready_push(worker *w, sconn *c) {
@@ -512,6 +524,7 @@ static void *worker_main(void *arg) {
             }
             if (evs[i].events & EPOLLOUT && !c->queued && !c->waiting) pump(w, c);
         }
+        free_dead(w);
         /* Connections that still had data: one more round each. */
         sconn *head = w->ready_head;
         w->ready_head = w->ready_tail = NULL;
