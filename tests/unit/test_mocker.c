@@ -363,6 +363,7 @@ static void test_config_yaml(void) {
     CHECK(!ec.enable_block_reuse);
     CHECK_NEAR(ec.free_gpu_memory_fraction, 0.8, 1e-12);
     CHECK_EQ_INT(ec.kv_block_size, 32);
+    CHECK_EQ_INT(ec.stream_interval, 10);
     CHECK_EQ_INT(mc.num_blocks, 77);
     CHECK_OK(engine_config_check(&ec));
     CHECK_EQ_INT(ec.n_stop_ids, 2);

@@ -128,12 +128,14 @@ typedef struct res {
     int n;
     mg_finish fin;
     int n_final, after_final, overflow;
+    int calls, first_n; /* callbacks, and tokens in the first one */
     mg_usage usage;
 } res;
 
 static void on_out(void *ud, const mg_output *o) {
     res *r = ud;
     if (r->n_final) r->after_final++;
+    if (r->calls++ == 0) r->first_n = o->n_tokens;
     for (int i = 0; i < o->n_tokens; i++) {
         if (r->n < MAXOUT)
             r->toks[r->n++] = o->tokens[i];
@@ -321,6 +323,27 @@ static void test_sampled_path(void) {
     CHECK(ro.load.preemptions > 0);
     use_sampled_ops = false;
     sampler_destroy(toy_sampler);
+}
+
+/* stream_interval 4: the same tokens, the first alone, then in fours, the rest with the finish;
+ * preemption included (small pool). */
+static void test_stream_interval(void) {
+    mg_engine_config c = base_cfg();
+    c.max_batch_size = 32;
+    c.max_num_tokens = 64;
+    c.stream_interval = 4;
+    res out[NREQ];
+    run_out ro;
+    run_batch(c, 48, out, NREQ, &ro);
+    int mism = 0, bad_calls = 0;
+    for (int i = 0; i < NREQ; i++) {
+        mism += !same_tokens(&out[i], &ref[i]);
+        int n = out[i].n, want = 1 + (n - 1) / 4 + ((n - 1) % 4 ? 1 : 0);
+        if (out[i].first_n != 1 || out[i].calls != want || out[i].n_final != 1) bad_calls++;
+    }
+    CHECK_EQ_INT(mism, 0);
+    CHECK_EQ_INT(bad_calls, 0);
+    CHECK(ro.load.preemptions > 0);
 }
 
 static void test_preemption(void) {
@@ -598,6 +621,7 @@ int main(void) {
     test_alone();
     test_batch_chunked();
     test_preemption();
+    test_stream_interval();
     test_sampled_path();
     test_prefix_cache();
     test_full_block_prompt();

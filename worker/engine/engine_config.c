@@ -21,6 +21,7 @@ void engine_config_defaults(mg_engine_config *c) {
     c->tensor_parallel_size = 1;
     c->moe_expert_parallel_size = 1;
     c->enable_attention_dp = false;
+    c->stream_interval = 1;
     c->eos_token_ids = NULL;
 }
 
@@ -106,6 +107,14 @@ int engine_config_opts(mg_engine_config *c, mg_cfg_opt *r) {
                           0,
                           "each rank runs attention on its own batch",
                           NULL};
+    r[n++] = (mg_cfg_opt){"stream-interval",
+                          MG_CFG_INT,
+                          &c->stream_interval,
+                          "1",
+                          1,
+                          1 << 20,
+                          "hand out tokens every N steps (the first at once)",
+                          NULL};
     r[n++] = (mg_cfg_opt){"eos-token-ids",
                           MG_CFG_STR,
                           &c->eos_token_ids,
@@ -149,6 +158,9 @@ mg_status engine_config_check(mg_engine_config *c) {
     if (!(c->free_gpu_memory_fraction > 0 && c->free_gpu_memory_fraction <= 1))
         return MG_ERRF(MG_EINVAL, "kv_cache_config.free_gpu_memory_fraction %g outside (0, 1]",
                        c->free_gpu_memory_fraction);
+    if (c->stream_interval < 1)
+        return MG_ERRF(MG_EINVAL, "stream_interval %lld must be >= 1",
+                       (long long)c->stream_interval);
     if (c->tensor_parallel_size < 1 || c->moe_expert_parallel_size < 1)
         return MG_ERRF(MG_EINVAL, "tensor_parallel_size and moe_expert_parallel_size must be >= 1");
     if (c->eos_token_ids) {

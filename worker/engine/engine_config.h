@@ -30,6 +30,7 @@ typedef struct mg_engine_config {
     int64_t tensor_parallel_size;     /* tensor_parallel_size */
     int64_t moe_expert_parallel_size; /* moe_expert_parallel_size */
     bool enable_attention_dp;         /* enable_attention_dp */
+    int64_t stream_interval;          /* stream_interval: output callback every N tokens */
     char *eos_token_ids;              /* default stop ids, "200002,200012"; owned by the table */
     /* Parsed from eos_token_ids by engine_config_check: */
     int n_stop_ids;
@@ -37,7 +38,7 @@ typedef struct mg_engine_config {
 } mg_engine_config;
 
 /* Number of rows engine_config_opts writes. */
-#define MG_ENGINE_CONFIG_NOPTS 11
+#define MG_ENGINE_CONFIG_NOPTS 12
 
 /* Defaults without parsing anything (eos_token_ids stays NULL: the gpt-oss stops apply). */
 void engine_config_defaults(mg_engine_config *c);

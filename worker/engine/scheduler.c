@@ -31,6 +31,7 @@ struct mg_seq {
     uint64_t *hashes, *locals; /* (cap_blocks) */
     int n_hashed, n_committed, n_computed;
     int n_out, max_out, n_cached;
+    int n_emitted; /* output tokens already handed to the callback */
     bool admitted;
     mg_sampling sp;
     int32_t min_tokens;
@@ -50,7 +51,7 @@ struct mg_sched {
     mg_backend *be;
     mg_kv_pool *kv;
     mg_sampler *sampler;
-    int bs, max_len, max_blocks_seq, max_batch, max_tokens_step, vocab;
+    int bs, max_len, max_blocks_seq, max_batch, max_tokens_step, vocab, stream_interval;
     /* running sequences in admission order: the last is the newest (first to be preempted) */
     mg_seq **running;
     int n_running;
@@ -186,9 +187,13 @@ static mg_usage seq_usage(const mg_seq *q) {
     return (mg_usage){q->n_prompt, q->n_out, q->n_cached};
 }
 
-static void seq_emit(mg_seq *q, const int32_t *toks, int n, mg_finish f) {
+/* Hand the output tokens not yet emitted to the callback, with finish f. */
+static void seq_emit(mg_seq *q, mg_finish f) {
+    const int32_t *toks = q->tokens + q->n_prompt + q->n_emitted;
+    int n = q->n_out - q->n_emitted;
+    q->n_emitted = q->n_out;
     if (!q->cb) return;
-    mg_output o = {q->id, toks, n, f, seq_usage(q)};
+    mg_output o = {q->id, n ? toks : NULL, n, f, seq_usage(q)};
     q->cb(q->ud, &o);
 }
 
@@ -274,7 +279,7 @@ static void seq_finish(mg_sched *s, mg_seq *q, mg_finish f) {
     } else {
         wait_unlink(s, q);
     }
-    seq_emit(q, NULL, 0, f);
+    seq_emit(q, f);
     sched_seq_destroy(q);
 }
 
@@ -307,6 +312,7 @@ mg_status sched_create(const mg_engine_config *cfg, mg_backend *be, mg_sched **o
     s->max_blocks_seq = (s->max_len + s->bs - 1) / s->bs;
     s->max_batch = (int)cfg->max_batch_size;
     s->max_tokens_step = (int)cfg->max_num_tokens;
+    s->stream_interval = cfg->stream_interval > 0 ? (int)cfg->stream_interval : 1;
     mg_status st = kv_pool_create(be->num_blocks, s->bs, cfg->enable_block_reuse, &s->kv);
     if (st) {
         free(s);
@@ -627,14 +633,11 @@ static int postprocess(mg_sched *s, const mg_batch *b) {
             else if (q->n_out >= q->max_out)
                 f = MG_FINISH_LENGTH;
         }
-        if (f != MG_FINISH_ERROR) {
-            if (q->cb) {
-                mg_output o = {q->id, &q->tokens[q->n_tokens - 1], 1, f, seq_usage(q)};
-                q->cb(q->ud, &o);
-            }
-        } else {
-            seq_emit(q, NULL, 0, f);
-        }
+        /* stream_interval: the first token at once (time to first token), then every
+         * interval tokens, and whatever is left with the finish. */
+        if (f != MG_FINISH_NONE || q->n_emitted == 0 ||
+            q->n_out - q->n_emitted >= s->stream_interval)
+            seq_emit(q, f);
         if (f != MG_FINISH_NONE) {
             q->done = true;
             n_finished++;
@@ -692,7 +695,7 @@ mg_status sched_step(mg_sched *s, mg_step_info *info) {
             mg_seq *q = s->running[r];
             if (q->done) {
                 kv_release(s->kv, q->blocks, q->n_blocks);
-                seq_emit(q, NULL, 0, MG_FINISH_ERROR);
+                seq_emit(q, MG_FINISH_ERROR);
                 sched_seq_destroy(q);
                 inf.n_finished++;
             } else {

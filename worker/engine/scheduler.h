@@ -56,8 +56,10 @@ typedef struct mg_usage {
     int32_t cached_tokens;     /* prompt tokens found in the prefix cache at first admission */
 } mg_usage;
 
-/* One callback per step in which the request produced a token, and always exactly one with
- * finish != MG_FINISH_NONE, after which the request is gone (its user data may be freed). */
+/* Callbacks carry the tokens produced since the last one: the first token at once, then every
+ * stream_interval tokens (engine config; 1 = every step), and always exactly one callback with
+ * finish != MG_FINISH_NONE (carrying what is left), after which the request is gone (its user
+ * data may be freed). */
 typedef struct mg_output {
     const char *id;        /* the request id */
     const int32_t *tokens; /* new tokens since the last callback (n_tokens of them; may be 0) */
