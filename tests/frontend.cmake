@@ -18,3 +18,21 @@ if(TARGET mg_frontend)
   target_include_directories(magneto-scripted-worker PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/e2e)
   target_link_libraries(magneto-scripted-worker PRIVATE mg_runtime mg_proto mg_tok)
 endif()
+# End to end through the openai npm client and curl (tests/e2e/run.sh): scripted workers (exact
+# reasoning_content and tool calls), mocker workers, and CPU workers on the tiny checkpoint.
+find_program(MG_NODE node)
+if(MG_NODE AND TARGET magneto-frontend AND TARGET magneto-scripted-worker)
+  add_test(NAME e2e_frontend_scripted
+           COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e/run.sh ${CMAKE_BINARY_DIR} scripted 2)
+  set_tests_properties(e2e_frontend_scripted PROPERTIES TIMEOUT 300 LABELS "integration;e2e")
+  if(TARGET magneto-worker)
+    add_test(NAME e2e_frontend_mocker
+             COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e/run.sh ${CMAKE_BINARY_DIR} mocker 2)
+    set_tests_properties(e2e_frontend_mocker PROPERTIES TIMEOUT 300 LABELS "integration;e2e")
+  endif()
+  if(TARGET magneto-worker AND TARGET mg_cpu AND TARGET mg-mkckpt)
+    add_test(NAME e2e_frontend_cpu
+             COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e/run.sh ${CMAKE_BINARY_DIR} cpu 2)
+    set_tests_properties(e2e_frontend_cpu PROPERTIES TIMEOUT 300 LABELS "integration;e2e")
+  endif()
+endif()

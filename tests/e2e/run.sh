@@ -46,8 +46,9 @@ scripted)
 mocker | cpu)
   WARGS=(--backend mocker --mocker-speedup-ratio 0)
   if [ "$MODE" = cpu ]; then
-    "$BIN/tools/mkckpt/magneto-mkckpt" --preset tiny --out "$WORK/ckpt" --tokenizer-from "$RANKS" \
-      >"$WORK/mkckpt.log" 2>&1
+    MK=$BIN/tools/mkckpt/mg-mkckpt
+    [ -x "$MK" ] || MK=$BIN/tools/mkckpt/magneto-mkckpt
+    "$MK" --preset tiny --out "$WORK/ckpt" >"$WORK/mkckpt.log" 2>&1
     WARGS=(--backend cpu --model "$WORK/ckpt" --max-batch-size 8 --max-num-tokens 256
            --max-seq-len 1024 --threads 1)
   fi
