@@ -653,6 +653,7 @@ struct etcd_watch {
     buf line;           /* bytes of the current, incomplete line */
     bool created;       /* etcd confirmed the watch on this connection */
     bool restart_now;   /* the stream must be re-created (compaction) without backoff */
+    bool broken;        /* a connection ended since the last confirmed watch */
     mg_status conn_err; /* a protocol error that ended this connection */
     char *scratch_k, *scratch_v;
     size_t scratch_kcap, scratch_vcap;
@@ -710,9 +711,12 @@ static bool watch_message(etcd_watch *w, const char *text, size_t n) {
             atomic_store(&w->last_rev, jint(json_object_get(r, "header"), "revision"));
         }
         w->created = true;
-        if (atomic_load(&w->reconnects) > 0)
+        if (w->broken) {
+            w->broken = false;
+            atomic_fetch_add(&w->reconnects, 1);
             MG_INFO("etcd watch %s: resumed after revision %" PRId64, w->key,
                     atomic_load(&w->last_rev));
+        }
         start_done(w, MG_OK);
     }
     int64_t compact = jint(r, "compact_revision");
@@ -880,6 +884,7 @@ static void *watch_main(void *arg) {
     etcd_watch *w = arg;
     int backoff_ms = 100;
     bool warned = false;
+    int64_t warned_at = 0;
     while (!atomic_load(&w->stop)) {
         mg_status st = watch_connection(w);
         if (atomic_load(&w->stop)) break;
@@ -888,13 +893,17 @@ static void *watch_main(void *arg) {
             break;
         }
         if (w->created) backoff_ms = 100, warned = false;
-        atomic_fetch_add(&w->reconnects, 1);
+        w->broken = true;
         if (st == MG_EGAP) continue; /* compaction: re-create at once from the new floor */
-        if (!warned)
-            MG_WARN("etcd watch %s: stream broke after revision %" PRId64 ", reconnecting: %s",
-                    w->key, atomic_load(&w->last_rev), mg_err_msg());
-        else
+        /* One warning per break, then one every 30 s while etcd stays away. */
+        if (!warned || mono_ms() - warned_at > 30000) {
+            MG_WARN("etcd watch %s: %s after revision %" PRId64 ", reconnecting: %s", w->key,
+                    warned ? "still broken" : "stream broke", atomic_load(&w->last_rev),
+                    mg_err_msg());
+            warned_at = mono_ms();
+        } else {
             MG_DEBUG("etcd watch %s: reconnect failed: %s", w->key, mg_err_msg());
+        }
         warned = true;
         struct timespec ts;
         deadline_ts(&ts, backoff_ms);
@@ -922,7 +931,8 @@ static void watch_free(etcd_watch *w) {
 mg_status etcd_watch_start(etcd_client *c, const char *key, bool prefix, int64_t start_rev,
                            etcd_watch_cb cb, void *ud, etcd_watch **out) {
     *out = NULL;
-    if (!cb) return MG_ERRF(MG_EINVAL, "etcd watch %s: no callback", key);
+    if (!c || !key || !cb)
+        return MG_ERRF(MG_EINVAL, "etcd watch: client, key and callback are needed");
     etcd_watch *w = calloc(1, sizeof *w);
     if (!w) return MG_ERRF(MG_ENOMEM, "etcd: out of memory");
     pthread_mutex_init(&w->mu, NULL);
