@@ -19,6 +19,7 @@ PIDS=()
 OWN_SERVERS=
 cleanup() {
   local rc=$?
+  set +e
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   [ -n "$OWN_SERVERS" ] && mg_servers_stop
