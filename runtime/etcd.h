@@ -117,7 +117,8 @@ mg_status etcd_watch_start(etcd_client *c, const char *key, bool prefix, int64_t
                            etcd_watch_cb cb, void *ud, etcd_watch **out);
 /* Stop and join the thread; no callback runs after it returns. NULL is accepted. */
 void etcd_watch_stop(etcd_watch *w);
-/* The revision of the last event delivered (start_rev - 1 before any). Any thread. */
+/* The revision of the last event delivered: before any, start_rev - 1, or for a watch from now
+ * the store revision when etcd confirmed it. Any thread. */
 int64_t etcd_watch_revision(etcd_watch *w);
 /* How many times the stream was re-established after a break. Any thread. */
 int etcd_watch_reconnects(etcd_watch *w);
