@@ -85,7 +85,8 @@ mg_status disc_register_ttl(etcd_client *c, const disc_instance *inst, const dis
 int64_t disc_reg_id(disc_reg *r);                    /* current instance id (= lease); any thread */
 int disc_reg_generation(disc_reg *r);                /* 0, then +1 on every re-registration */
 void disc_reg_card(disc_reg *r, disc_instance *out); /* current card (copy) */
-/* Stop renewing and revoke the lease, so watchers see the removal at once. NULL is accepted. */
+/* Stop renewing and revoke the lease, so watchers see the removal at once. NULL is accepted.
+ * Not from the rereg callback. */
 void disc_close(disc_reg *r);
 
 /* Watching. */
@@ -93,7 +94,8 @@ typedef enum disc_change { DISC_ADDED = 0, DISC_UPDATED = 1, DISC_REMOVED = 2 } 
 /* Called once per change of the set: an add for each card present at start (on the caller's
  * thread, before disc_watch_* returns), then on the watch thread. A put that repeats the card
  * already held is not reported. For DISC_REMOVED the card is the last one seen. The set (count,
- * snapshot) changes just before the callback runs. */
+ * snapshot) changes just before the callback runs. A callback may take snapshots; it must not
+ * destroy its own watch. */
 typedef void (*disc_instance_cb)(void *ud, disc_change change, const disc_instance *inst);
 typedef void (*disc_model_cb)(void *ud, disc_change change, const disc_model *model);
 
