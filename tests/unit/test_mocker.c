@@ -2,7 +2,7 @@
  * from several threads all finish with the right token counts inside the batch and KV limits;
  * cancel mid-generation frees the blocks; shutdown ends what is left with an error; the
  * mocker's tokens repeat per seed and its step time follows its model; a TensorRT-LLM engine
- * YAML fills the engine settings. */
+ * YAML fills the engine settings; two lockstep ranks step together with work on one only. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -302,6 +302,127 @@ static void test_long_output(void) {
     be->ops->destroy(be);
 }
 
+/* ---------- lockstep: two ranks of a group, work on one only ---------- */
+
+typedef struct group {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n, arrived, acc, result;
+    unsigned gen;
+    bool closed;
+} group;
+
+typedef struct rank_be {
+    mg_backend base;
+    group *g;
+    atomic_int forwards, empty_forwards, syncs;
+} rank_be;
+
+/* An all-reduce (max) over the group's ranks, as NCCL would do it. */
+static mg_status rank_sync(mg_backend *b, int local, int *any) {
+    rank_be *r = (rank_be *)b;
+    group *g = r->g;
+    atomic_fetch_add(&r->syncs, 1);
+    pthread_mutex_lock(&g->mu);
+    unsigned gen = g->gen;
+    g->acc |= local;
+    if (++g->arrived == g->n) {
+        g->result = g->acc;
+        g->acc = g->arrived = 0;
+        g->gen++;
+        pthread_cond_broadcast(&g->cv);
+    } else {
+        while (gen == g->gen && !g->closed) pthread_cond_wait(&g->cv, &g->mu);
+    }
+    *any = g->result;
+    bool closed = g->closed;
+    pthread_mutex_unlock(&g->mu);
+    return closed ? MG_ECLOSED : MG_OK;
+}
+
+static mg_status rank_forward(mg_backend *b, const mg_batch *bt, const mg_sample_req *rq,
+                              int32_t *out) {
+    rank_be *r = (rank_be *)b;
+    atomic_fetch_add(&r->forwards, 1);
+    if (bt->n_seqs == 0) atomic_fetch_add(&r->empty_forwards, 1);
+    for (int i = 0; i < bt->n_logits; i++) out[i] = (int32_t)(rq[i].counter % 100);
+    return MG_OK;
+}
+
+static void rank_destroy(mg_backend *b) {
+    (void)b;
+}
+
+static const mg_backend_ops rank_ops = {.name = "rank",
+                                        .forward_sampled = rank_forward,
+                                        .destroy = rank_destroy,
+                                        .group_sync = rank_sync};
+
+static void test_lockstep(void) {
+    group g = {.n = 2};
+    pthread_mutex_init(&g.mu, NULL);
+    pthread_cond_init(&g.cv, NULL);
+    rank_be r[2];
+    mg_engine *e[2];
+    mg_engine_config ec;
+    engine_config_defaults(&ec);
+    ec.max_batch_size = 8;
+    ec.max_num_tokens = 64;
+    ec.max_seq_len = 256;
+    ec.kv_block_size = 16;
+    for (int i = 0; i < 2; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        r[i].base = (mg_backend){&rank_ops, 1000, 64, 16, 256};
+        r[i].g = &g;
+        CHECK_OK(engine_create(&ec, &r[i].base, NULL, &e[i]));
+    }
+    rec out[10];
+    char rid[10][8];
+    int32_t p[20];
+    for (int k = 0; k < 20; k++) p[k] = k;
+    n_done = 0;
+    for (int i = 0; i < 10; i++) {
+        memset(&out[i], 0, sizeof(out[i]));
+        snprintf(rid[i], sizeof(rid[i]), "g%d", i);
+        mg_request q = {.id = rid[i],
+                        .prompt = p,
+                        .n_prompt = 20,
+                        .max_tokens = 12,
+                        .ignore_eos = true,
+                        .cb = on_out,
+                        .ud = &out[i]};
+        CHECK_OK(engine_submit(e[0], &q)); /* rank 0 only */
+    }
+    CHECK(wait_done(10, 30));
+    for (int i = 0; i < 10; i++) CHECK_EQ_INT(out[i].n, 12);
+    /* Once both are idle again they have stepped the same number of times: every step of rank 0
+     * was matched by an empty one on rank 1. */
+    int f0 = -1, f1 = -2;
+    for (int t = 0; t < 500 && f0 != f1; t++) {
+        usleep(2000);
+        f0 = atomic_load(&r[0].forwards);
+        f1 = atomic_load(&r[1].forwards);
+    }
+    CHECK_EQ_INT(f0, f1);
+    CHECK(f0 >= 12);
+    CHECK_EQ_INT(atomic_load(&r[1].empty_forwards), f1);
+    CHECK_EQ_INT(atomic_load(&r[0].empty_forwards), 0);
+    /* idle ranks keep meeting in the collective without stepping */
+    int s0 = atomic_load(&r[0].syncs);
+    usleep(20000);
+    CHECK(atomic_load(&r[0].syncs) > s0);
+    CHECK_EQ_INT(atomic_load(&r[0].forwards), f0);
+    /* shutdown: abort the group first, then destroy the ranks */
+    pthread_mutex_lock(&g.mu);
+    g.closed = true;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    engine_destroy(e[0]);
+    engine_destroy(e[1]);
+    pthread_mutex_destroy(&g.mu);
+    pthread_cond_destroy(&g.cv);
+}
+
 static void test_step_model(void) {
     mg_mocker_config mc;
     mocker_config_defaults(&mc);
@@ -388,5 +509,6 @@ int main(void) {
     test_cancel_shutdown_determinism();
     test_thousand();
     test_long_output();
+    test_lockstep();
     return check_done();
 }

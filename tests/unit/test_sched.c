@@ -108,9 +108,10 @@ static void toy_destroy(mg_backend *be) {
     free(t);
 }
 
-static const mg_backend_ops toy_ops = {"toy", toy_forward, NULL, NULL, toy_destroy};
-static const mg_backend_ops toy_sampled_ops = {"toy-sampled", NULL, toy_forward_sampled, NULL,
-                                               toy_destroy};
+static const mg_backend_ops toy_ops = {
+    .name = "toy", .forward = toy_forward, .destroy = toy_destroy};
+static const mg_backend_ops toy_sampled_ops = {
+    .name = "toy-sampled", .forward_sampled = toy_forward_sampled, .destroy = toy_destroy};
 static bool use_sampled_ops;
 
 static toy *toy_new(int num_blocks) {

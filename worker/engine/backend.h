@@ -13,7 +13,8 @@
  * with the same prefix) and must be read, not recomputed.
  *
  * Order: decode sequences (one token, generation phase) come first, rows 0..n_decode-1, then
- * prefill chunks. Tokens of a sequence are contiguous and in position order.
+ * prefill chunks. Tokens of a sequence are contiguous and in position order. A batch may be empty
+ * (n_seqs 0) only for a backend with group_sync: it must still take part in the group's step.
  *
  * Ownership: every array belongs to the scheduler and is valid only during the call.
  * Thread rule: every call comes from the one engine thread of this rank. */
@@ -64,6 +65,13 @@ typedef struct mg_backend_ops {
      * The scheduler does not need it today: it never shares a partial block. */
     mg_status (*copy_block)(mg_backend *b, int32_t dst, int32_t src);
     void (*destroy)(mg_backend *b); /* frees b and everything it owns */
+    /* Optional, for ranks that step in lockstep (attention data-parallel ranks whose MoE layers
+     * exchange hidden states over NCCL): a collective over the group, called once per engine
+     * loop iteration by every rank, that sets *group_work to whether any rank has local_work.
+     * When present, the engine runs a step on every rank whenever *group_work is set, with an
+     * empty batch (n_seqs 0) on ranks that have nothing to do, and while the whole group is
+     * idle it calls this again every millisecond or so. */
+    mg_status (*group_sync)(mg_backend *b, int local_work, int *group_work);
 } mg_backend_ops;
 
 struct mg_backend {

@@ -75,12 +75,27 @@ static void count_done(mg_engine *e, int n) {
     pthread_mutex_unlock(&e->stats_mu);
 }
 
+/* Lockstep ranks poll the group this often while all of them are idle. */
+#define GROUP_IDLE_POLL_NS 1000000L
+
 static void *engine_main(void *arg) {
     mg_engine *e = arg;
+    bool lockstep = e->be->ops->group_sync != NULL, group_busy = false, sync_failed = false;
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        while (!e->stop && !e->head && !e->clear_kv && !sched_has_work(e->sched))
-            pthread_cond_wait(&e->cv, &e->mu);
+        if (!lockstep) {
+            while (!e->stop && !e->head && !e->clear_kv && !sched_has_work(e->sched))
+                pthread_cond_wait(&e->cv, &e->mu);
+        } else if (!e->stop && !e->head && !e->clear_kv && !sched_has_work(e->sched) &&
+                   !group_busy) {
+            /* The group's collective must be reached by every rank, so an idle rank only naps
+             * (woken early by a submit) and then takes part again. */
+            struct timespec dl;
+            clock_gettime(CLOCK_MONOTONIC, &dl);
+            dl.tv_nsec += GROUP_IDLE_POLL_NS;
+            if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+            pthread_cond_timedwait(&e->cv, &e->mu, &dl);
+        }
         pend *list = e->head;
         e->head = e->tail = NULL;
         bool stop = e->stop, clear = e->clear_kv;
@@ -101,10 +116,25 @@ static void *engine_main(void *arg) {
         }
         if (cancelled) count_done(e, cancelled);
         if (clear) kv_clear(sched_kv(e->sched));
-        if (!stop && sched_has_work(e->sched)) {
+        bool run = !stop && sched_has_work(e->sched);
+        if (lockstep && !stop) {
+            int any = 0;
+            if (e->be->ops->group_sync(e->be, run, &any) != MG_OK) {
+                if (!sync_failed) MG_LOG_ERR("engine: group sync failed; stepping alone");
+                sync_failed = true;
+                any = run;
+            }
+            group_busy = any != 0;
+            run = group_busy;
+        }
+        if (run) {
             mg_step_info inf;
             double t0 = now_ms();
-            sched_step(e->sched, &inf); /* a failure ended the batch's requests and was logged */
+            /* A failure ended the batch's requests and was logged. */
+            if (lockstep && !sync_failed)
+                sched_step_lockstep(e->sched, &inf);
+            else
+                sched_step(e->sched, &inf);
             double ms = now_ms() - t0;
             publish(e, &inf, ms, 0);
             if (inf.n_seqs && e->hooks.on_step) e->hooks.on_step(e->hooks.on_step_ud, &inf, ms);
@@ -149,7 +179,11 @@ mg_status engine_create(const mg_engine_config *cfg, mg_backend *backend,
     if (e->hooks.kv_event)
         kv_pool_set_event_cb(sched_kv(e->sched), e->hooks.kv_event, e->hooks.kv_event_ud);
     pthread_mutex_init(&e->mu, NULL);
-    pthread_cond_init(&e->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the lockstep nap's deadline */
+    pthread_cond_init(&e->cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&e->stats_mu, NULL);
     publish(e, NULL, 0, 0);
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {

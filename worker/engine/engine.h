@@ -11,6 +11,11 @@
  *        ^                                                 | output cb, kv event cb
  *        +---------------- NATS chunks / events <----------+
  *
+ * Lockstep groups: when the backend has group_sync (backend.h), every loop iteration first asks
+ * the group whether any rank has work; if so every rank steps (with an empty batch when it has
+ * nothing), else all nap about a millisecond and ask again. Before engine_destroy of a rank, make
+ * the group's collective return an error (abort the communicator), or peers would wait on it.
+ *
  * Ownership: the engine copies the config and each request; it borrows the backend, which the
  * caller destroys after engine_destroy. */
 #ifndef MG_ENGINE_H

@@ -661,7 +661,17 @@ static int postprocess(mg_sched *s, const mg_batch *b) {
     return n_finished;
 }
 
+static mg_status step(mg_sched *s, mg_step_info *info, bool always_run);
+
 mg_status sched_step(mg_sched *s, mg_step_info *info) {
+    return step(s, info, false);
+}
+
+mg_status sched_step_lockstep(mg_sched *s, mg_step_info *info) {
+    return step(s, info, true);
+}
+
+static mg_status step(mg_sched *s, mg_step_info *info, bool always_run) {
     mg_step_info inf = {0};
     int budget = s->max_tokens_step;
     s->n_batch = 0;
@@ -671,7 +681,7 @@ mg_status sched_step(mg_sched *s, mg_step_info *info) {
     /* While blocks are short enough to preempt, admitting new work would only thrash. */
     if (!preempted) schedule_waiting(s, &budget);
     inf.n_preempted = preempted;
-    if (s->n_batch == 0) {
+    if (s->n_batch == 0 && !always_run) {
         if (info) *info = inf;
         return MG_OK;
     }
@@ -681,7 +691,7 @@ mg_status sched_step(mg_sched *s, mg_step_info *info) {
     inf.n_tokens = b.n_tokens;
     inf.n_decode = b.n_decode;
     inf.n_prefill_tokens = b.n_prefill_tokens;
-    s->steps++;
+    if (s->n_batch) s->steps++; /* lockstep empty steps are not counted */
     mg_status st = run_batch(s, &b);
     if (st) {
         /* The KV of every sequence in the batch is suspect: end them all with an error. */

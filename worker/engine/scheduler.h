@@ -143,6 +143,10 @@ bool sched_has_work(const mg_sched *s);
  * MG_FINISH_ERROR and the backend's status is returned. */
 mg_status sched_step(mg_sched *s, mg_step_info *info);
 
+/* The same, but the backend is called even when nothing could be scheduled (an empty batch):
+ * ranks of a group that exchange hidden states every layer must all run every step. */
+mg_status sched_step_lockstep(mg_sched *s, mg_step_info *info);
+
 mg_sched_load sched_load(const mg_sched *s);
 /* The KV pool, for its event callback and counters (same thread rule). */
 mg_kv_pool *sched_kv(mg_sched *s);
