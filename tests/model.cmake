@@ -1,6 +1,11 @@
 # Model loading and the CPU backend. The checkpoint tests make their checkpoints at test time
 # with mg-mkckpt into the build folder (nothing is committed but the small golden files).
 if(TARGET mg_cpu AND TARGET mg-mkckpt)
+  mg_test(test_model SOURCES unit/test_model.c LIBS mg_model LABELS unit)
+  add_dependencies(test_model mg-mkckpt)
+  set_tests_properties(test_model PROPERTIES ENVIRONMENT
+    "MG_MKCKPT=$<TARGET_FILE:mg-mkckpt>;MG_CKPT_DIR=${CMAKE_BINARY_DIR}/ckpt/test_model")
+
   set(MG_MODEL_GOLDEN ${CMAKE_CURRENT_LIST_DIR}/golden/model)
   foreach(name tiny mid)
     if(EXISTS ${MG_MODEL_GOLDEN}/${name}.golden)

@@ -8,7 +8,7 @@
  *   - each prompt as one prefill, logits within relative error 1e-3 (of the row's largest |logit|)
  *   - each prompt token by token (the decode path), same bound, and close to the prefill
  *   - all prompts in one mixed batch, and the longest prompt in 64-token chunks
- *   - greedy continuations token-identical, each sequence alone and two batched together.
+ *   - greedy continuations token-identical, the sequences batched together.
  * KV blocks are handed out in a scrambled order so that paging is exercised.
  *
  * Environment: MG_MKCKPT (maker binary), MG_GOLDEN (golden file), MG_CKPT_DIR (scratch folder). */
@@ -156,8 +156,16 @@ static void step_begin(step *st) {
     st->b.logits_rows = st->rows, st->b.logits_seq = st->rows_seq;
 }
 
-/* Add n tokens of sequence s; want_logits: every token (1) or the last only (2) or none (0). */
-static void step_add(step *st, seq *s, const int32_t *toks, int n, int want_logits) {
+/* Add n tokens of sequence s. Logits are wanted for the last token (last_only) or for the
+ * positions the golden file records for prompt gp (gp >= 0). */
+static const golden *G;
+static bool wanted(int gp, int pos) {
+    for (int k = 0; gp >= 0 && k < G->n_rows; k++)
+        if (G->rows[k].prompt == gp && G->rows[k].pos == pos) return true;
+    return false;
+}
+
+static void step_add(step *st, seq *s, const int32_t *toks, int n, int gp, bool last_only) {
     mg_batch *b = &st->b;
     int si = b->n_seqs++;
     st->seq_start[si] = b->n_tokens, st->seq_len[si] = n, st->seq_ctx[si] = s->ctx + n;
@@ -165,7 +173,7 @@ static void step_add(step *st, seq *s, const int32_t *toks, int n, int want_logi
     for (int i = 0; i < n; i++) {
         int t = b->n_tokens++;
         st->tokens[t] = toks[i], st->positions[t] = s->ctx + i, st->token_seq[t] = si;
-        if (want_logits == 1 || (want_logits == 2 && i == n - 1))
+        if (last_only ? i == n - 1 : wanted(gp, s->ctx + i))
             st->rows[b->n_logits] = t, st->rows_seq[b->n_logits++] = si;
     }
     s->ctx += n;
@@ -189,13 +197,15 @@ static double rel_err(const grow *r, const float *logits) {
 
 static double worst_prefill, worst_decode;
 
-/* Check every golden row of prompt p against logits (n_tok rows, one per prompt position). */
+/* Check every golden row of prompt p against logits: one row per recorded position, in
+ * position order (as the golden file lists them). */
 static void check_prompt_rows(const golden *g, int p, const float *all, int vocab, double *worst,
                               const char *what) {
+    int j = 0;
     for (int k = 0; k < g->n_rows; k++) {
         const grow *r = &g->rows[k];
         if (r->prompt != p) continue;
-        double e = rel_err(r, all + (size_t)r->pos * vocab);
+        double e = rel_err(r, all + (size_t)j++ * vocab);
         if (e > *worst) *worst = e;
         CHECK_MSG(e <= 1e-3, "%s: prompt %d position %d: relative error %.3g", what, p, r->pos, e);
     }
@@ -215,7 +225,8 @@ int main(void) {
         fprintf(stderr, "set MG_MKCKPT, MG_GOLDEN and MG_CKPT_DIR\n");
         return 2;
     }
-    golden g;
+    static golden g;
+    G = &g;
     CHECK(load_golden(gpath, &g));
     if (!g.n_files) return check_done();
 
@@ -242,8 +253,8 @@ int main(void) {
     int V = be->vocab, maxlen = 0;
     for (int p = 0; p < g.n_prompts; p++) maxlen = g.plen[p] > maxlen ? g.plen[p] : maxlen;
     CHECK(maxlen + 256 <= BS * MAX_BLOCKS_PER_SEQ);
-    float *pre = malloc(sizeof(float) * (size_t)maxlen * V);
-    float *dec = malloc(sizeof(float) * (size_t)maxlen * V);
+    float *pre = malloc(sizeof(float) * (size_t)MAX_ROWS * V);
+    float *dec = malloc(sizeof(float) * (size_t)MAX_ROWS * V);
     float *mix = malloc(sizeof(float) * (size_t)MAX_PROMPTS * V);
     static step st;
 
@@ -253,19 +264,22 @@ int main(void) {
         seq s;
         seq_init(&s, num_blocks);
         step_begin(&st);
-        step_add(&st, &s, g.prompt[p], n, 1);
+        step_add(&st, &s, g.prompt[p], n, p, false);
+        int nrows = st.b.n_logits;
         CHECK_OK(be->ops->forward(be, &st.b, pre));
         check_prompt_rows(&g, p, pre, V, &worst_prefill, "prefill");
 
         seq_init(&s, num_blocks);
+        float *row = dec;
         for (int i = 0; i < n; i++) {
             step_begin(&st);
-            step_add(&st, &s, g.prompt[p] + i, 1, 1);
-            CHECK_OK(be->ops->forward(be, &st.b, dec + (size_t)i * V));
+            step_add(&st, &s, g.prompt[p] + i, 1, p, false);
+            CHECK_OK(be->ops->forward(be, &st.b, row));
+            row += (size_t)st.b.n_logits * V;
         }
         check_prompt_rows(&g, p, dec, V, &worst_decode, "decode");
         double d = 0;
-        for (size_t i = 0; i < (size_t)n * V; i++) d = fmax(d, fabs(pre[i] - dec[i]));
+        for (size_t i = 0; i < (size_t)nrows * V; i++) d = fmax(d, fabs(pre[i] - dec[i]));
         CHECK_MSG(d <= 1e-4, "prompt %d: prefill and decode logits differ by %.3g", p, d);
     }
 
@@ -278,17 +292,17 @@ int main(void) {
             if (g.plen[p] == 1) order[n++] = p;
         for (int p = 0; p < g.n_prompts; p++)
             if (g.plen[p] != 1) order[n++] = p;
-        int total = 0;
-        for (int i = 0; i < n; i++) total += g.plen[order[i]];
-        float *lg = malloc(sizeof(float) * (size_t)total * V);
+        float *lg = malloc(sizeof(float) * (size_t)MAX_ROWS * V);
+        int first[MAX_PROMPTS];
         for (int i = 0; i < n; i++) {
             seq_init(&s[i], num_blocks);
-            step_add(&st, &s[i], g.prompt[order[i]], g.plen[order[i]], 1);
+            first[i] = st.b.n_logits;
+            step_add(&st, &s[i], g.prompt[order[i]], g.plen[order[i]], order[i], false);
         }
         CHECK_OK(be->ops->forward(be, &st.b, lg));
         for (int i = 0; i < n; i++) {
             double w = 0;
-            check_prompt_rows(&g, order[i], lg + (size_t)st.seq_start[i] * V, V, &w, "batch");
+            check_prompt_rows(&g, order[i], lg + (size_t)first[i] * V, V, &w, "batch");
         }
         free(lg);
     }
@@ -303,7 +317,7 @@ int main(void) {
         for (int at = 0; at < g.plen[p]; at += 64) {
             int n = g.plen[p] - at < 64 ? g.plen[p] - at : 64;
             step_begin(&st);
-            step_add(&st, &s, g.prompt[p] + at, n, 2);
+            step_add(&st, &s, g.prompt[p] + at, n, -1, true);
             CHECK_OK(be->ops->forward(be, &st.b, mix));
             for (int k = 0; k < g.n_rows; k++)
                 if (g.rows[k].prompt == p && g.rows[k].pos == at + n - 1) {
@@ -314,37 +328,33 @@ int main(void) {
         }
     }
 
-    /* 5. Greedy continuations: alone, then all greedy prompts batched together. */
-    for (int pass = 0; pass < 2; pass++) {
-        int ng = pass == 0 ? 1 : g.n_greedy;
-        for (int g0 = 0; g0 < g.n_greedy; g0 += ng) {
-            seq s[MAX_PROMPTS];
-            int32_t *out[MAX_PROMPTS], last[MAX_PROMPTS];
-            int cnt = g0 + ng <= g.n_greedy ? ng : g.n_greedy - g0;
+    /* 5. Greedy continuations, all greedy prompts batched together (decode steps of several
+     * sequences at once; the decode path alone is checked above). */
+    {
+        int cnt = g.n_greedy;
+        seq s[MAX_PROMPTS];
+        int32_t *out[MAX_PROMPTS], last[MAX_PROMPTS];
+        step_begin(&st);
+        for (int j = 0; j < cnt; j++) {
+            int p = g.gprompt[j];
+            seq_init(&s[j], num_blocks);
+            out[j] = calloc(g.glen[j], sizeof(int32_t));
+            step_add(&st, &s[j], g.prompt[p], g.plen[p], -1, true);
+        }
+        CHECK_OK(be->ops->forward(be, &st.b, mix));
+        for (int j = 0; j < cnt; j++) last[j] = out[j][0] = argmax(mix + (size_t)j * V, V);
+        for (int i = 1; cnt && i < g.glen[0]; i++) {
             step_begin(&st);
-            for (int j = 0; j < cnt; j++) {
-                int p = g.gprompt[g0 + j];
-                seq_init(&s[j], num_blocks);
-                out[j] = calloc(g.glen[g0 + j], sizeof(int32_t));
-                step_add(&st, &s[j], g.prompt[p], g.plen[p], 2);
-            }
-            CHECK_OK(be->ops->forward(be, &st.b, mix));
-            for (int j = 0; j < cnt; j++) last[j] = out[j][0] = argmax(mix + (size_t)j * V, V);
-            for (int i = 1; i < g.glen[g0]; i++) {
-                step_begin(&st);
-                for (int j = 0; j < cnt; j++) step_add(&st, &s[j], &last[j], 1, 1);
-                if (be->ops->forward(be, &st.b, mix) != MG_OK) break;
-                for (int j = 0; j < cnt; j++) last[j] = out[j][i] = argmax(mix + (size_t)j * V, V);
-            }
-            for (int j = 0; j < cnt; j++) {
-                int k = g0 + j, same = 0;
-                while (same < g.glen[k] && out[j][same] == g.gtok[k][same]) same++;
-                CHECK_MSG(same == g.glen[k],
-                          "greedy prompt %d (%s): first difference at token %d "
-                          "of %d",
-                          g.gprompt[k], pass ? "batched" : "alone", same, g.glen[k]);
-                free(out[j]);
-            }
+            for (int j = 0; j < cnt; j++) step_add(&st, &s[j], &last[j], 1, -1, true);
+            if (be->ops->forward(be, &st.b, mix) != MG_OK) break;
+            for (int j = 0; j < cnt; j++) last[j] = out[j][i] = argmax(mix + (size_t)j * V, V);
+        }
+        for (int j = 0; j < cnt; j++) {
+            int same = 0;
+            while (same < g.glen[j] && out[j][same] == g.gtok[j][same]) same++;
+            CHECK_MSG(same == g.glen[j], "greedy prompt %d: first difference at token %d of %d",
+                      g.gprompt[j], same, g.glen[j]);
+            free(out[j]);
         }
     }
     printf("worst relative error: prefill %.3g, decode %.3g\n", worst_prefill, worst_decode);

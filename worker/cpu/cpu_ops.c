@@ -17,6 +17,16 @@ float ops_dot(const float *a, const float *b, int n) {
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
+float ops_dot_bf16(const uint16_t *w, const float *x, int n) {
+    /* Same order of additions as ops_dot, so either path gives the same bits. */
+    float s[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += bf16_to_f32(w[i + j]) * x[i + j];
+    for (; i < n; i++) s[i & 7] += bf16_to_f32(w[i]) * x[i];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
 void ops_bf16_row(float *out, const uint16_t *w, int n) {
     for (int i = 0; i < n; i++) out[i] = bf16_to_f32(w[i]);
 }
@@ -40,6 +50,17 @@ void ops_mxfp4_row(float *out, const uint8_t *blocks, const uint8_t *scales, int
 
 void ops_matmul_bf16(float *out, const float *x, const uint16_t *w, const uint16_t *b, int T, int N,
                      int K, int r0, int r1, float *wrow) {
+    /* Few tokens (decode): read the bf16 row straight into the dot product. Many: convert the
+     * row once and reuse it for every token. */
+    if (T <= 2) {
+        for (int r = r0; r < r1; r++) {
+            float bias = b ? bf16_to_f32(b[r]) : 0.0f;
+            for (int t = 0; t < T; t++)
+                out[(size_t)t * N + r] =
+                    ops_dot_bf16(w + (size_t)r * K, x + (size_t)t * K, K) + bias;
+        }
+        return;
+    }
     for (int r = r0; r < r1; r++) {
         ops_bf16_row(wrow, w + (size_t)r * K, K);
         float bias = b ? bf16_to_f32(b[r]) : 0.0f;

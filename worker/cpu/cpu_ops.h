@@ -14,6 +14,9 @@
 /* sum a[i]*b[i], i < n, in a fixed order (8 partial sums, then a fixed tree). */
 float ops_dot(const float *a, const float *b, int n);
 
+/* ops_dot with a bf16 first operand, converted on the fly; same summation order. */
+float ops_dot_bf16(const uint16_t *w, const float *x, int n);
+
 /* out (n) = bf16 row w (n) as float. */
 void ops_bf16_row(float *out, const uint16_t *w, int n);
 
