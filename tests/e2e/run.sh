@@ -23,6 +23,11 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   [ -n "$OWN_SERVERS" ] && mg_servers_stop
+  # A sanitizer build reports memory errors and leaks when its processes exit.
+  if grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$WORK"/*.log 2>/dev/null; then
+    echo "sanitizer reports above"
+    rc=1
+  fi
   if [ $rc -ne 0 ]; then
     for f in "$WORK"/*.log; do echo "== $f"; tail -20 "$f"; done
   fi
