@@ -102,6 +102,10 @@ struct bus {
     pthread_cond_t cv;
     bool connected, closed; /* guarded by mu */
     _Atomic bool closing;   /* bus_destroy began: the disconnect is ours, not worth a warning */
+    /* Unsubscribed natsSubscriptions whose memory must outlive the read loop (see sub_free). */
+    pthread_mutex_t grave_mu;
+    natsSubscription **grave;
+    size_t ngrave, capgrave;
     _Atomic uint64_t disconnects, reconnects, async_errors;
 };
 
@@ -170,6 +174,7 @@ mg_status bus_connect(const bus_options *o, bus **out) {
     if (!b) return MG_ERRF(MG_ENOMEM, "bus_connect: out of memory");
     snprintf(b->url, sizeof b->url, "%s", o->url);
     pthread_mutex_init(&b->mu, NULL);
+    pthread_mutex_init(&b->grave_mu, NULL);
     cond_init_mono(&b->cv);
 
     natsStatus s = natsOptions_Create(&b->opts);
@@ -194,6 +199,7 @@ mg_status bus_connect(const bus_options *o, bus **out) {
         mg_status st = nats_fail(s, "options for", o->url);
         natsOptions_Destroy(b->opts);
         pthread_mutex_destroy(&b->mu);
+        pthread_mutex_destroy(&b->grave_mu);
         pthread_cond_destroy(&b->cv);
         free(b);
         return st;
@@ -215,6 +221,7 @@ mg_status bus_connect(const bus_options *o, bus **out) {
         mg_status st = nats_fail(s, "connect to", o->url);
         natsOptions_Destroy(b->opts);
         pthread_mutex_destroy(&b->mu);
+        pthread_mutex_destroy(&b->grave_mu);
         pthread_cond_destroy(&b->cv);
         free(b);
         return st;
@@ -239,8 +246,12 @@ void bus_destroy(bus *b) {
         if (pthread_cond_timedwait(&b->cv, &b->mu, &ts) == ETIMEDOUT) break;
     }
     pthread_mutex_unlock(&b->mu);
+    /* The read loop has been joined by the close: now the subscriptions can go. */
+    for (size_t i = 0; i < b->ngrave; i++) natsSubscription_Destroy(b->grave[i]);
+    free(b->grave);
     natsConnection_Destroy(b->nc);
     natsOptions_Destroy(b->opts);
+    pthread_mutex_destroy(&b->grave_mu);
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->cv);
     free(b);
@@ -324,6 +335,7 @@ mg_status bus_flush(bus *b, int timeout_ms) {
 /* ==== subscribe ============================================================================= */
 
 struct bus_sub {
+    bus *b;
     natsSubscription *sub;
     bus_msg_fn fn;
     void *arg;
@@ -356,8 +368,28 @@ static void sub_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     tl_cur_sub = NULL;
 }
 
+/* libnats 3.4 (Debian 12) has a race between its read loop and natsSubscription_Destroy: the
+ * loop looks the subscription up, drops the table lock, then locks the subscription, which
+ * another thread may have freed meanwhile (nats.c issue #637, fixed in later releases). Messages
+ * still in flight to an unsubscribed subject hit it (seen here as a crash closing an inbox while
+ * chunks arrived). So the natsSubscription of a destroyed bus_sub is only unsubscribed; its
+ * memory is kept until bus_destroy has closed the connection and joined the read loop. A process
+ * creates few subscriptions, so the cost is a few hundred bytes per destroyed one. */
 static void sub_free(bus_sub *s) {
-    natsSubscription_Destroy(s->sub);
+    if (s->sub) {
+        bus *b = s->b;
+        pthread_mutex_lock(&b->grave_mu);
+        if (b->ngrave == b->capgrave) {
+            size_t nc = b->capgrave ? b->capgrave * 2 : 8;
+            natsSubscription **ng = realloc(b->grave, nc * sizeof *ng);
+            if (ng) b->grave = ng, b->capgrave = nc;
+        }
+        if (b->ngrave < b->capgrave)
+            b->grave[b->ngrave++] = s->sub;
+        else
+            MG_ERROR("nats: out of memory keeping an unsubscribed subscription; leaking it");
+        pthread_mutex_unlock(&b->grave_mu);
+    }
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -380,6 +412,7 @@ static mg_status sub_create(bus *b, const char *subject, const char *queue, bus_
     if (!fn && !raw) return MG_ERRF(MG_EINVAL, "bus_subscribe %s: no callback", subject);
     bus_sub *s = calloc(1, sizeof *s);
     if (!s) return MG_ERRF(MG_ENOMEM, "bus_subscribe: out of memory");
+    s->b = b;
     s->fn = fn;
     s->raw = raw;
     s->arg = arg;
