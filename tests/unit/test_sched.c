@@ -55,7 +55,7 @@ static mg_status toy_forward(mg_backend *be, const mg_batch *b, float *logits) {
         int s = b->token_seq[r], pos = b->positions[r];
         if (pos != b->seq_ctx[s] - b->seq_len[s] + (r - b->seq_start[s])) t->errors++;
         const int32_t *row = b->block_table + (size_t)s * b->max_blocks;
-        int32_t blk = row[pos / BS];
+        int32_t blk = row[pos / be->block_size];
         if (blk < 0 || blk >= be->num_blocks) {
             t->errors++;
             continue;
@@ -67,7 +67,7 @@ static mg_status toy_forward(mg_backend *be, const mg_batch *b, float *logits) {
             for (int k = 0; k < b->max_blocks && orow[k] >= 0; k++)
                 if (orow[k] == blk) t->errors++;
         }
-        t->kv[blk * BS + pos % BS] = b->tokens[r] + 1;
+        t->kv[blk * be->block_size + pos % be->block_size] = b->tokens[r] + 1;
     }
     /* logits from the history read back through the block table */
     for (int i = 0; i < b->n_logits; i++) {
@@ -76,7 +76,8 @@ static mg_status toy_forward(mg_backend *be, const mg_batch *b, float *logits) {
         const int32_t *row = b->block_table + (size_t)s * b->max_blocks;
         uint64_t h = 1469598103934665603ull;
         for (int p = 0; p <= pos; p++) {
-            int32_t v = t->kv[row[p / BS] * BS + p % BS];
+            int bs = be->block_size;
+            int32_t v = t->kv[row[p / bs] * bs + p % bs];
             if (v == 0) t->errors++; /* reading a position nobody wrote */
             h = mix(h ^ (uint64_t)v);
         }
@@ -114,12 +115,16 @@ static const mg_backend_ops toy_sampled_ops = {
     .name = "toy-sampled", .forward_sampled = toy_forward_sampled, .destroy = toy_destroy};
 static bool use_sampled_ops;
 
-static toy *toy_new(int num_blocks) {
+static toy *toy_new_bs(int num_blocks, int bs) {
     toy *t = calloc(1, sizeof(*t));
     t->base =
-        (mg_backend){use_sampled_ops ? &toy_sampled_ops : &toy_ops, V, num_blocks, BS, 1 << 20};
-    t->kv = calloc((size_t)num_blocks * BS, sizeof(int32_t));
+        (mg_backend){use_sampled_ops ? &toy_sampled_ops : &toy_ops, V, num_blocks, bs, 1 << 20};
+    t->kv = calloc((size_t)num_blocks * bs, sizeof(int32_t));
     return t;
+}
+
+static toy *toy_new(int num_blocks) {
+    return toy_new_bs(num_blocks, BS);
 }
 
 /* ---------- results ---------- */
@@ -345,6 +350,74 @@ static void test_stream_interval(void) {
     CHECK_EQ_INT(mism, 0);
     CHECK_EQ_INT(bad_calls, 0);
     CHECK(ro.load.preemptions > 0);
+}
+
+/* Random configurations (block size 1..16, step budgets down to 1 token, batch sizes down to 1,
+ * pools from barely enough to plenty, reuse on and off, stream intervals) with random cancels:
+ * every request that is not cancelled gives its reference tokens, a cancelled one a prefix of
+ * them, and the pool ends all free. */
+static void test_random_configs(void) {
+    unsigned seed = 77;
+    int bad_tokens = 0, bad_cancel = 0, bad_final = 0, preempting_runs = 0;
+    for (int it = 0; it < 150; it++) {
+        int bs_choices[5] = {1, 2, 4, 8, 16};
+        int bs = bs_choices[rand_r(&seed) % 5];
+        mg_engine_config c = base_cfg();
+        c.kv_block_size = bs;
+        c.max_batch_size = 1 + rand_r(&seed) % 32;
+        c.max_num_tokens = 1 + rand_r(&seed) % 100;
+        c.enable_block_reuse = rand_r(&seed) % 4 != 0;
+        c.stream_interval = 1 + rand_r(&seed) % 5;
+        int need = (70 + 32 + bs - 1) / bs; /* one longest sequence must fit */
+        int nblocks = need + rand_r(&seed) % (need * 6);
+        toy *t = toy_new_bs(nblocks, bs);
+        mg_sched *s;
+        CHECK_OK(sched_create(&c, &t->base, &s));
+        evs ev = {0};
+        kv_pool_set_event_cb(sched_kv(s), on_ev, &ev);
+        res out[NREQ];
+        bool cancelled[NREQ] = {0};
+        for (int i = 0; i < NREQ; i++) {
+            memset(&out[i], 0, sizeof(res));
+            mg_request r = reqs[i];
+            r.cb = on_out;
+            r.ud = &out[i];
+            CHECK_OK(sched_add(s, &r));
+        }
+        int steps = 0;
+        while (sched_has_work(s) && steps < 200000) {
+            CHECK_OK(sched_step(s, NULL));
+            steps++;
+            if (rand_r(&seed) % 64 == 0) {
+                int v = rand_r(&seed) % NREQ;
+                if (sched_cancel(s, ids[v])) cancelled[v] = true;
+            }
+        }
+        CHECK(!sched_has_work(s));
+        for (int i = 0; i < NREQ; i++) {
+            if (out[i].n_final != 1 || out[i].after_final) bad_final++;
+            if (cancelled[i]) {
+                if (out[i].fin != MG_FINISH_CANCELLED || out[i].n > ref[i].n ||
+                    memcmp(out[i].toks, ref[i].toks, sizeof(int32_t) * out[i].n) != 0)
+                    bad_cancel++;
+            } else if (!same_tokens(&out[i], &ref[i])) {
+                bad_tokens++;
+            }
+        }
+        mg_kv_stats st = kv_stats(sched_kv(s));
+        CHECK_EQ_INT(st.active_blocks, 0);
+        CHECK_EQ_INT(st.free_blocks, nblocks);
+        CHECK_EQ_INT(ev.stored - ev.removed, st.cached_blocks);
+        CHECK_EQ_INT(t->errors, 0);
+        CHECK(t->max_tokens <= c.max_num_tokens && t->max_seqs <= c.max_batch_size);
+        preempting_runs += sched_load(s).preemptions > 0;
+        sched_destroy(s);
+        toy_destroy(&t->base);
+    }
+    CHECK_EQ_INT(bad_tokens, 0);
+    CHECK_EQ_INT(bad_cancel, 0);
+    CHECK_EQ_INT(bad_final, 0);
+    CHECK(preempting_runs > 0);
 }
 
 static void test_preemption(void) {
@@ -623,6 +696,7 @@ int main(void) {
     test_batch_chunked();
     test_preemption();
     test_stream_interval();
+    test_random_configs();
     test_sampled_path();
     test_prefix_cache();
     test_full_block_prompt();
