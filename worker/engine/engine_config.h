@@ -2,9 +2,11 @@
  *
  * A TensorRT-LLM `--extra-engine-args engine.yaml` file carries over as is: the YAML keys are
  * TensorRT-LLM's (max_batch_size, max_num_tokens, max_seq_len, kv_cache_config.* ,
- * tensor_parallel_size, moe_expert_parallel_size, enable_attention_dp); keys we do not use
- * (cuda_graph_config, moe_config, stream_interval ...) are logged and skipped by config.c.
- * Flags are the same names with '-' (--max-batch-size, --free-gpu-memory-fraction ...).
+ * tensor_parallel_size, moe_expert_parallel_size, enable_attention_dp, stream_interval); keys we
+ * do not use (cuda_graph_config, moe_config ...) are logged and skipped by config.c. Flags are
+ * the same names with '-' (--max-batch-size, --free-gpu-memory-fraction ...), except
+ * --expert-parallel-size (Dynamo's spelling) and --kv-block-size / --kv-max-tokens /
+ * --enable-block-reuse for the kv_cache_config keys.
  *
  * The worker executable appends these rows to its own table (engine_config_opts) and parses once;
  * tests fill the struct with engine_config_defaults and set fields directly. */
