@@ -197,6 +197,7 @@ static void test_cancel_shutdown_determinism(void) {
     mc.decode_base_us = 2000; /* 2 ms a step */
     mc.prefill_us_per_token = 1;
     mc.decode_us_per_seq = 0;
+    mc.decode_us_per_kv_token = 0;
     mc.num_blocks = 256;
     mg_backend *be;
     CHECK_OK(mocker_create(&mc, &ec, &be));
@@ -430,8 +431,11 @@ static void test_step_model(void) {
     mc.prefill_us_per_token = 10;
     mc.decode_us_per_seq = 5;
     mc.speedup_ratio = 2;
-    mg_batch b = {.n_tokens = 110, .n_seqs = 12, .n_decode = 10, .n_prefill_tokens = 100};
-    CHECK_NEAR(mocker_step_us(&mc, &b), (1000 + 100 * 10 + 10 * 5) / 2.0, 1e-9);
+    mc.decode_us_per_kv_token = 0.5;
+    int32_t ctx[12] = {10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 300, 400}; /* decode: 550 */
+    mg_batch b = {
+        .n_tokens = 110, .n_seqs = 12, .n_decode = 10, .n_prefill_tokens = 100, .seq_ctx = ctx};
+    CHECK_NEAR(mocker_step_us(&mc, &b), (1000 + 100 * 10 + 10 * 5 + 550 * 0.5) / 2.0, 1e-9);
     mc.speedup_ratio = 0;
     CHECK_NEAR(mocker_step_us(&mc, &b), 0, 0);
     mg_engine_config ec;

@@ -21,6 +21,8 @@ void mocker_config_defaults(mg_mocker_config *c) {
     c->prefill_us_per_token = 20.0;
     c->decode_base_us = 7000.0;
     c->decode_us_per_seq = 15.0;
+    /* bf16 KV of 36 layers is 72 KiB a token: ~0.025 us at 3 TB/s */
+    c->decode_us_per_kv_token = 0.025;
     c->speedup_ratio = 1.0;
     c->eos_rate = 0.0;
     c->eos_token = 200002;
@@ -70,6 +72,14 @@ int mocker_config_opts(mg_mocker_config *c, mg_cfg_opt *r) {
                           1e6,
                           "simulated microseconds per decode sequence",
                           NULL};
+    r[n++] = (mg_cfg_opt){"mocker-decode-us-per-kv-token",
+                          MG_CFG_DOUBLE,
+                          &c->decode_us_per_kv_token,
+                          "0.025",
+                          0,
+                          1e6,
+                          "simulated microseconds per context token of a decode sequence",
+                          NULL};
     r[n++] = (mg_cfg_opt){"mocker-speedup-ratio",
                           MG_CFG_DOUBLE,
                           &c->speedup_ratio,
@@ -99,8 +109,10 @@ int mocker_config_opts(mg_mocker_config *c, mg_cfg_opt *r) {
 
 double mocker_step_us(const mg_mocker_config *c, const mg_batch *b) {
     if (c->speedup_ratio <= 0 || b->n_tokens == 0) return 0.0;
+    double ctx = 0;
+    for (int i = 0; i < b->n_decode; i++) ctx += b->seq_ctx[i];
     double us = c->decode_base_us + c->prefill_us_per_token * b->n_prefill_tokens +
-                c->decode_us_per_seq * b->n_decode;
+                c->decode_us_per_seq * b->n_decode + c->decode_us_per_kv_token * ctx;
     return us / c->speedup_ratio;
 }
 
@@ -151,7 +163,7 @@ mg_status mocker_create(const mg_mocker_config *mc, const mg_engine_config *ec, 
         return MG_ERRF(MG_EINVAL, "mocker-eos-token %lld outside the vocabulary of %lld",
                        (long long)mc->eos_token, (long long)mc->vocab);
     if (mc->speedup_ratio < 0 || mc->prefill_us_per_token < 0 || mc->decode_base_us < 0 ||
-        mc->decode_us_per_seq < 0)
+        mc->decode_us_per_seq < 0 || mc->decode_us_per_kv_token < 0)
         return MG_ERRF(MG_EINVAL, "mocker: timing parameters must be >= 0");
     mocker *m = calloc(1, sizeof(*m));
     if (!m) return MG_ERRF(MG_ENOMEM, "mocker: out of memory");

@@ -6,9 +6,11 @@
  * Each step it sleeps a simulated time and returns tokens through forward_sampled:
  *
  *   step_us = (decode_base_us + prefill_us_per_token * prefill tokens
- *              + decode_us_per_seq * decode sequences) / speedup_ratio
+ *              + decode_us_per_seq * decode sequences
+ *              + decode_us_per_kv_token * context tokens of the decode sequences) / speedup_ratio
  *
- * (decode_base_us stands for reading the weights once per step, which every step pays;
+ * (decode_base_us stands for reading the weights once per step, which every step pays; the
+ * context term for reading the KV cache in attention, which grows as sequences get longer;
  * speedup_ratio 0 means instant). Token ids are pseudo-random ordinary tokens, a pure function of
  * (request seed, output index) through sampling.h's stream, so a request repeats exactly; a stop
  * token comes only when eos_rate > 0 (then with that probability per token).
@@ -25,18 +27,19 @@
 #include "status.h"
 
 typedef struct mg_mocker_config {
-    int64_t num_blocks;          /* mocker-num-kv-blocks */
-    int64_t vocab;               /* mocker-vocab (gpt-oss: 201088) */
-    int64_t ordinary_tokens;     /* mocker-ordinary-tokens: ids drawn from [0, this) */
-    double prefill_us_per_token; /* mocker-prefill-us-per-token */
-    double decode_base_us;       /* mocker-decode-base-us */
-    double decode_us_per_seq;    /* mocker-decode-us-per-seq */
-    double speedup_ratio;        /* mocker-speedup-ratio: divides every time; 0 = instant */
-    double eos_rate;             /* mocker-eos-rate: chance per token of eos_token */
-    int64_t eos_token;           /* mocker-eos-token (gpt-oss <|return|>) */
+    int64_t num_blocks;            /* mocker-num-kv-blocks */
+    int64_t vocab;                 /* mocker-vocab (gpt-oss: 201088) */
+    int64_t ordinary_tokens;       /* mocker-ordinary-tokens: ids drawn from [0, this) */
+    double prefill_us_per_token;   /* mocker-prefill-us-per-token */
+    double decode_base_us;         /* mocker-decode-base-us */
+    double decode_us_per_seq;      /* mocker-decode-us-per-seq */
+    double decode_us_per_kv_token; /* mocker-decode-us-per-kv-token */
+    double speedup_ratio;          /* mocker-speedup-ratio: divides every time; 0 = instant */
+    double eos_rate;               /* mocker-eos-rate: chance per token of eos_token */
+    int64_t eos_token;             /* mocker-eos-token (gpt-oss <|return|>) */
 } mg_mocker_config;
 
-#define MG_MOCKER_CONFIG_NOPTS 9
+#define MG_MOCKER_CONFIG_NOPTS 10
 
 void mocker_config_defaults(mg_mocker_config *c);
 /* Rows for the worker's settings table; returns MG_MOCKER_CONFIG_NOPTS. */
