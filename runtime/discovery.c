@@ -192,6 +192,10 @@ mg_status disc_model_key(const char *ns, const char *model, int64_t id, char *bu
     return key_fmt(buf, cap, "models", ns, model, hex);
 }
 
+mg_status disc_nccl_key(const char *ns, const char *group, char *buf, size_t cap) {
+    return key_fmt(buf, cap, "groups", ns, group, "nccl");
+}
+
 /* ---------------------------------------------------------------------------------------------
  * shared helpers */
 

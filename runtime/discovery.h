@@ -64,6 +64,9 @@ mg_status disc_model_decode(const char *json, size_t len, disc_model *out);
 mg_status disc_instance_key(const char *ns, const char *component, int64_t id, char *buf,
                             size_t cap);
 mg_status disc_model_key(const char *ns, const char *model, int64_t id, char *buf, size_t cap);
+/* magneto/v1/groups/{ns}/{group}/nccl: the group's NCCL unique id, put by rank 0 (under its
+ * lease), read by the other ranks with etcd_get_wait. */
+mg_status disc_nccl_key(const char *ns, const char *group, char *buf, size_t cap);
 
 /* Registration. */
 typedef struct disc_reg disc_reg;

@@ -989,3 +989,91 @@ int64_t etcd_watch_revision(etcd_watch *w) {
 int etcd_watch_reconnects(etcd_watch *w) {
     return atomic_load(&w->reconnects);
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * waiting for a key */
+
+typedef struct key_waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool got;
+    mg_status st;
+    etcd_kv kv;
+} key_waiter;
+
+static void on_key_event(void *ud, const etcd_event *ev) {
+    key_waiter *kw = ud;
+    if (ev->type != ETCD_EV_PUT) return;
+    pthread_mutex_lock(&kw->mu);
+    if (!kw->got) {
+        kw->kv.key = malloc(ev->key_len + 1);
+        kw->kv.value = malloc(ev->value_len + 1);
+        if (kw->kv.key && kw->kv.value) {
+            memcpy(kw->kv.key, ev->key, ev->key_len);
+            kw->kv.key[ev->key_len] = 0;
+            memcpy(kw->kv.value, ev->value, ev->value_len);
+            kw->kv.value[ev->value_len] = 0;
+            kw->kv.key_len = ev->key_len;
+            kw->kv.value_len = ev->value_len;
+            kw->kv.create_revision = ev->create_revision;
+            kw->kv.mod_revision = ev->mod_revision;
+            kw->kv.version = ev->version;
+            kw->kv.lease = ev->lease;
+            kw->st = MG_OK;
+        } else {
+            free(kw->kv.key);
+            free(kw->kv.value);
+            memset(&kw->kv, 0, sizeof kw->kv);
+            kw->st = MG_ENOMEM;
+        }
+        kw->got = true;
+        pthread_cond_broadcast(&kw->cv);
+    }
+    pthread_mutex_unlock(&kw->mu);
+}
+
+mg_status etcd_get_wait(etcd_client *c, const char *key, int timeout_ms, etcd_kvs *out) {
+    int64_t t0 = mono_ms();
+    mg_status st = etcd_get(c, key, out);
+    if (st != MG_ENOTFOUND) return st;
+    int64_t rev = out->revision;
+    etcd_kvs_free(out);
+    key_waiter kw = {.st = MG_OK};
+    pthread_mutex_init(&kw.mu, NULL);
+    cond_init_mono(&kw.cv);
+    etcd_watch *w = NULL;
+    st = etcd_watch_start(c, key, false, rev + 1, on_key_event, &kw, &w);
+    if (st == MG_OK) {
+        struct timespec ts;
+        int64_t left = timeout_ms - (mono_ms() - t0);
+        deadline_ts(&ts, left > 0 ? left : 0);
+        pthread_mutex_lock(&kw.mu);
+        while (!kw.got && pthread_cond_timedwait(&kw.cv, &kw.mu, &ts) != ETIMEDOUT) {
+        }
+        bool got = kw.got;
+        pthread_mutex_unlock(&kw.mu);
+        etcd_watch_stop(w); /* no callback after this */
+        if (!got)
+            st = MG_ERRF(MG_ETIMEOUT, "etcd at %s: key %s did not appear within %d ms", c->url, key,
+                         timeout_ms);
+        else if (kw.st != MG_OK)
+            st = MG_ERRF(kw.st, "etcd: out of memory reading %s", key);
+    }
+    if (st == MG_OK) {
+        out->kvs = malloc(sizeof *out->kvs);
+        if (out->kvs) {
+            out->kvs[0] = kw.kv;
+            out->n = 1;
+            out->revision = kw.kv.mod_revision;
+        } else {
+            st = MG_ERRF(MG_ENOMEM, "etcd: out of memory reading %s", key);
+        }
+    }
+    if (st != MG_OK) {
+        free(kw.kv.key);
+        free(kw.kv.value);
+    }
+    pthread_cond_destroy(&kw.cv);
+    pthread_mutex_destroy(&kw.mu);
+    return st;
+}

@@ -57,6 +57,10 @@ mg_status etcd_create(etcd_client *c, const char *key, const void *value, size_t
                       int64_t lease);
 /* Read one key. MG_ENOTFOUND (out->n == 0, out->revision set) when absent. Free out either way. */
 mg_status etcd_get(etcd_client *c, const char *key, etcd_kvs *out);
+/* Read one key, waiting up to timeout_ms for it to be created (a get, then a watch from the
+ * get's revision + 1): how ranks wait for the NCCL id that rank 0 publishes. MG_ETIMEOUT when it
+ * does not appear in time. */
+mg_status etcd_get_wait(etcd_client *c, const char *key, int timeout_ms, etcd_kvs *out);
 /* Read every key that starts with prefix, sorted by key. Free out with etcd_kvs_free. */
 mg_status etcd_get_prefix(etcd_client *c, const char *prefix, etcd_kvs *out);
 /* Delete key, or every key starting with key when prefix. deleted (may be NULL): how many. */

@@ -191,6 +191,46 @@ static void test_threads(etcd_client *c) {
     CHECK_EQ_INT(del, 160);
 }
 
+/* Waiting for a key that another thread (rank 0) publishes a little later. */
+typedef struct late_put {
+    etcd_client *c;
+    const char *key;
+} late_put;
+
+static void *put_later(void *arg) {
+    late_put *lp = arg;
+    sleep_ms(300);
+    static const unsigned char id[128] = {1, 2, 3, 0, 0xff}; /* binary, like an NCCL id */
+    etcd_put(lp->c, lp->key, id, sizeof id, 0);
+    return NULL;
+}
+
+static void test_get_wait(etcd_client *c) {
+    etcd_kvs r;
+    CHECK_OK(etcd_put(c, k("wait/here"), "now", 3, 0));
+    CHECK_OK(etcd_get_wait(c, k("wait/here"), 1000, &r)); /* already there: at once */
+    CHECK(r.n == 1 && strcmp(r.kvs[0].value, "now") == 0);
+    etcd_kvs_free(&r);
+
+    late_put lp = {c, k("wait/nccl")};
+    pthread_t th;
+    pthread_create(&th, NULL, put_later, &lp);
+    long long t0 = now_ms();
+    CHECK_OK(etcd_get_wait(c, lp.key, 5000, &r));
+    long long took = now_ms() - t0;
+    pthread_join(th, NULL);
+    CHECK_MSG(took >= 250 && took < 3000, "waited %lld ms", took);
+    CHECK(r.n == 1 && r.kvs[0].value_len == 128 && (unsigned char)r.kvs[0].value[4] == 0xff);
+    if (r.n == 1) CHECK_EQ_STR(r.kvs[0].key, lp.key);
+    etcd_kvs_free(&r);
+
+    t0 = now_ms();
+    CHECK_EQ_INT(etcd_get_wait(c, k("wait/never"), 300, &r), MG_ETIMEOUT);
+    CHECK(r.n == 0);
+    took = now_ms() - t0;
+    CHECK_MSG(took >= 250 && took < 2000, "timed out after %lld ms", took);
+}
+
 /* ---- leases */
 
 static atomic_int lost_calls;
@@ -498,6 +538,7 @@ int main(void) {
         CHECK_EQ_STR(etcd_client_url(c), url);
         test_kv(c);
         test_threads(c);
+        test_get_wait(c);
         test_leases(c);
         test_watch(c);
         measure(c);

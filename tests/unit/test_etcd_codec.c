@@ -67,6 +67,8 @@ static void test_keys(void) {
     CHECK_EQ_STR(k, "magneto/v1/instances/magneto/worker/694d98147d54be25");
     CHECK_OK(disc_model_key("prod", "openai/gpt-oss-120b", 0x1a, k, sizeof k));
     CHECK_EQ_STR(k, "magneto/v1/models/prod/openai/gpt-oss-120b/1a");
+    CHECK_OK(disc_nccl_key("magneto", "g0", k, sizeof k));
+    CHECK_EQ_STR(k, "magneto/v1/groups/magneto/g0/nccl");
     CHECK_EQ_INT(disc_instance_key("magneto", "worker", 1, k, 20), MG_EINVAL);
     CHECK_EQ_INT(disc_instance_key("", "worker", 1, k, sizeof k), MG_EINVAL);
 }
