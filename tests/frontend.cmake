@@ -29,6 +29,10 @@ if(MG_NODE AND TARGET magneto-frontend AND TARGET magneto-scripted-worker)
     add_test(NAME e2e_frontend_mocker
              COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e/run.sh ${CMAKE_BINARY_DIR} mocker 2)
     set_tests_properties(e2e_frontend_mocker PROPERTIES TIMEOUT 300 LABELS "integration;e2e")
+    # Disconnect frees the worker's sequence; SIGKILL mid-stream with and without migration.
+    add_test(NAME e2e_frontend_faults
+             COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e/faults.sh ${CMAKE_BINARY_DIR})
+    set_tests_properties(e2e_frontend_faults PROPERTIES TIMEOUT 300 LABELS "integration;e2e")
   endif()
   if(TARGET magneto-worker AND TARGET mg_cpu AND TARGET mg-mkckpt)
     add_test(NAME e2e_frontend_cpu
