@@ -24,7 +24,9 @@ const char tok_o200k_pattern[] = "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\
                                  "?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|"
                                  "\\s+(?!\\S)|\\s+";
 
-enum { BPE_SMALL = 256, NO_RANK = 0xFFFFFFFFu };
+/* Pieces up to BPE_QUAD bytes use the quadratic loop (fewest instructions when short); longer
+ * ones the heap, with stack buffers up to BPE_STACK bytes. BPE_SMALL bounds tok_merge_split. */
+enum { BPE_QUAD = 20, BPE_STACK = 512, BPE_SMALL = 256, NO_RANK = 0xFFFFFFFFu };
 
 /* ---------------------------------------------------------------- hashing */
 
@@ -65,18 +67,71 @@ static inline uint64_t hash_bytes(const uint8_t *p, size_t n) {
     return mix64(h ^ v ^ 0x5555);
 }
 
+/* The bytes of a token of at most 8 bytes as a little-endian integer, zero-padded. */
+static inline uint64_t load_small(const uint8_t *p, size_t n) {
+    uint64_t v = 0;
+    switch (n) {
+    case 8:
+        v |= (uint64_t)p[7] << 56; /* fall through */
+    case 7:
+        v |= (uint64_t)p[6] << 48; /* fall through */
+    case 6:
+        v |= (uint64_t)p[5] << 40; /* fall through */
+    case 5:
+        v |= (uint64_t)p[4] << 32; /* fall through */
+    case 4:
+        v |= (uint64_t)p[3] << 24; /* fall through */
+    case 3:
+        v |= (uint64_t)p[2] << 16; /* fall through */
+    case 2:
+        v |= (uint64_t)p[1] << 8; /* fall through */
+    case 1:
+        v |= p[0];
+    }
+    return v;
+}
+
+/* The same from a buffer with at least 8 readable bytes at p (one load and a mask). */
+static inline uint64_t load_padded(const uint8_t *p, size_t n) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return n >= 8 ? v : v & ((1ull << (8 * n)) - 1);
+}
+
+/* Fibonacci hashing: the index is the top bits of one multiplication. */
+static inline uint64_t small_hash(uint64_t v, size_t n) {
+    return (v ^ ((uint64_t)n << 59)) * 0x9E3779B97F4A7C15ull;
+}
+
+static inline uint32_t probe_small(const tok_t *t, uint64_t v, size_t n) {
+    for (uint64_t i = small_hash(v, n) >> t->shift;; i = (i + 1) & t->mask) {
+        const tok_slot *sl = &t->slot[i];
+        if (!sl->rank1) return NO_RANK;
+        if (sl->key == v && sl->len == n) return sl->rank1 - 1;
+    }
+}
+
+static inline uint32_t probe_long(const tok_t *t, const uint8_t *p, size_t n) {
+    uint64_t h = hash_bytes(p, n);
+    for (uint64_t i = h >> t->shift;; i = (i + 1) & t->mask) {
+        const tok_slot *sl = &t->slot[i];
+        if (!sl->rank1) return NO_RANK;
+        if (sl->key == h && sl->len == n && memcmp(t->pool + t->off[sl->rank1 - 1], p, n) == 0)
+            return sl->rank1 - 1;
+    }
+}
+
 /* Rank of bytes p[0..n) or NO_RANK. */
 static inline uint32_t rank_of(const tok_t *t, const uint8_t *p, size_t n) {
-    uint64_t h = hash_bytes(p, n);
-    uint32_t fp = (uint32_t)(h >> 32);
-    for (uint64_t i = h & t->mask;; i = (i + 1) & t->mask) {
-        uint64_t sl = t->slot[i];
-        if (!sl) return NO_RANK;
-        if ((uint32_t)(sl >> 32) == fp) {
-            uint32_t r = (uint32_t)sl - 1;
-            if (t->off[r + 1] - t->off[r] == n && memcmp(t->pool + t->off[r], p, n) == 0) return r;
-        }
-    }
+    return n <= 8 ? probe_small(t, load_small(p, n), n) : probe_long(t, p, n);
+}
+
+/* The same where 8 bytes are readable at p whatever n is. */
+static inline uint32_t rank_of_padded(const tok_t *t, const uint8_t *p, size_t n) {
+    return n <= 8 ? probe_small(t, load_padded(p, n), n) : probe_long(t, p, n);
 }
 
 int64_t tok_rank(const tok_t *t, const void *bytes, size_t len) {
@@ -200,12 +255,15 @@ mg_status tok_builder_finish(tok_builder *b, const char *what, tok_t **out) {
     t->pool = malloc(b->nbytes + 1);
     uint32_t *id_entry = malloc(vocab * sizeof *id_entry); /* builder entry of each id */
     uint64_t nslots = 1;
-    while (nslots < 2ull * n_ranks) nslots <<= 1;
+    int bits = 0;
+    while (nslots < 2ull * n_ranks) nslots <<= 1, bits++;
     t->slot = calloc(nslots, sizeof *t->slot);
+    t->pair_rank = malloc(65536 * sizeof *t->pair_rank);
     t->mask = nslots - 1;
+    t->shift = 64 - bits;
     t->specials = calloc(b->nspecials ? b->nspecials : 1, sizeof *t->specials);
     mg_status st = MG_OK;
-    if (!t->off || !t->kind || !t->pool || !id_entry || !t->slot || !t->specials) {
+    if (!t->off || !t->kind || !t->pool || !id_entry || !t->slot || !t->pair_rank || !t->specials) {
         st = MG_ERRF(MG_ENOMEM, "%s: out of memory", what);
         goto fail;
     }
@@ -258,10 +316,14 @@ mg_status tok_builder_finish(tok_builder *b, const char *what, tok_t **out) {
                          rank_of(t, p, n), r);
             goto fail;
         }
-        uint64_t h = hash_bytes(p, n);
-        uint64_t i = h & t->mask;
-        while (t->slot[i]) i = (i + 1) & t->mask;
-        t->slot[i] = ((h >> 32) << 32) | (uint64_t)(r + 1);
+        uint64_t key = n <= 8 ? load_small(p, n) : hash_bytes(p, n);
+        uint64_t i = (n <= 8 ? small_hash(key, n) : key) >> t->shift;
+        while (t->slot[i].rank1) i = (i + 1) & t->mask;
+        t->slot[i] = (tok_slot){key, r + 1, (uint32_t)n};
+    }
+    for (uint32_t v = 0; v < 65536; v++) {
+        uint8_t pair[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
+        t->pair_rank[v] = rank_of(t, pair, 2);
     }
     for (int c = 0; c < 256; c++) {
         uint8_t byte = (uint8_t)c;
@@ -308,6 +370,7 @@ void tok_destroy(tok_t *t) {
     free(t->off);
     free(t->kind);
     free(t->slot);
+    free(t->pair_rank);
     free(t->specials);
     free(t);
 }
@@ -530,111 +593,122 @@ static inline void emit_id(emit *e, uint32_t id) {
 
 /* tiktoken's merge loop: part i covers [st[i], st[i+1]); rk[i] is the rank of part i merged
  * with part i+1; tr[i] the token of part i. */
-static void bpe_small(const tok_t *t, const uint8_t *s, size_t n, emit *e) {
-    uint32_t st[BPE_SMALL + 1], rk[BPE_SMALL + 1], tr[BPE_SMALL + 1];
-    size_t m = n; /* parts */
-    for (size_t i = 0; i < n; i++) st[i] = (uint32_t)i, tr[i] = (uint32_t)t->byte_rank[s[i]];
-    st[n] = (uint32_t)n;
-    for (size_t i = 0; i + 1 < n; i++) rk[i] = rank_of(t, s + i, 2);
-    rk[n - 1] = NO_RANK;
+static void bpe_small(const tok_t *t, const uint8_t *piece, size_t n, emit *e) {
+    struct part {
+        uint32_t start, rank, tok;
+    } pt[BPE_QUAD + 1];
+    uint8_t s[BPE_QUAD + 8]; /* a copy with 8 bytes of slack for rank_of_padded's loads */
+    memcpy(s, piece, n);
+    memset(s + n, 0, 8);
+    size_t m = n; /* parts; pt[m].start = n closes the last one */
+    for (size_t i = 0; i + 1 < n; i++)
+        pt[i] = (struct part){(uint32_t)i, t->pair_rank[s[i] | (uint32_t)s[i + 1] << 8],
+                              (uint32_t)t->byte_rank[s[i]]};
+    pt[n - 1] = (struct part){(uint32_t)n - 1, NO_RANK, (uint32_t)t->byte_rank[s[n - 1]]};
+    pt[n].start = (uint32_t)n;
     for (;;) {
         uint32_t best = NO_RANK;
         size_t bi = 0;
         for (size_t i = 0; i + 1 < m; i++)
-            if (rk[i] < best) best = rk[i], bi = i;
+            if (pt[i].rank < best) best = pt[i].rank, bi = i;
         if (best == NO_RANK) break;
-        tr[bi] = best;
-        memmove(st + bi + 1, st + bi + 2, (m - bi - 1) * sizeof *st);
-        memmove(rk + bi + 1, rk + bi + 2, (m - bi - 2) * sizeof *rk);
-        memmove(tr + bi + 1, tr + bi + 2, (m - bi - 2) * sizeof *tr);
+        pt[bi].tok = best;
+        for (size_t i = bi + 1; i < m; i++) pt[i] = pt[i + 1]; /* drop part bi + 1 */
         m--;
-        rk[bi] = bi + 1 < m ? rank_of(t, s + st[bi], st[bi + 2] - st[bi]) : NO_RANK;
-        if (bi > 0) rk[bi - 1] = rank_of(t, s + st[bi - 1], st[bi + 1] - st[bi - 1]);
+        pt[bi].rank = bi + 1 < m
+                          ? rank_of_padded(t, s + pt[bi].start, pt[bi + 2].start - pt[bi].start)
+                          : NO_RANK;
+        if (bi > 0)
+            pt[bi - 1].rank =
+                rank_of_padded(t, s + pt[bi - 1].start, pt[bi + 1].start - pt[bi - 1].start);
     }
-    for (size_t i = 0; i < m; i++) emit_id(e, tr[i]);
+    for (size_t i = 0; i < m; i++) emit_id(e, pt[i].tok);
 }
 
-/* The same order of merges with a binary heap of (rank, position) and a linked list of parts. */
-typedef struct heap_ent {
-    uint32_t rank, pos;
-} heap_ent;
-
-static inline int heap_less(heap_ent a, heap_ent b) {
-    return a.rank < b.rank || (a.rank == b.rank && a.pos < b.pos);
-}
-
-static void heap_push(heap_ent *h, size_t *n, heap_ent v) {
+/* The same order of merges with a binary min-heap of (rank << 32 | position): lowest rank
+ * first, leftmost on ties, one comparison each. Parts are a linked list. */
+static void heap_push(uint64_t *h, size_t *n, uint64_t v) {
     size_t i = (*n)++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (!heap_less(v, h[p])) break;
+        if (v >= h[p]) break;
         h[i] = h[p], i = p;
     }
     h[i] = v;
 }
 
-static heap_ent heap_pop(heap_ent *h, size_t *n) {
-    heap_ent top = h[0], v = h[--(*n)];
+static uint64_t heap_pop(uint64_t *h, size_t *n) {
+    uint64_t top = h[0], v = h[--(*n)];
     size_t i = 0;
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= *n) break;
-        if (c + 1 < *n && heap_less(h[c + 1], h[c])) c++;
-        if (!heap_less(h[c], v)) break;
+        if (c + 1 < *n && h[c + 1] < h[c]) c++;
+        if (h[c] >= v) break;
         h[i] = h[c], i = c;
     }
     if (*n) h[i] = v;
     return top;
 }
 
-static void bpe_large(const tok_t *t, const uint8_t *s, size_t n, emit *e) {
+static void bpe_large(const tok_t *t, const uint8_t *piece, size_t n, emit *e) {
     /* Parts are named by their start byte; next[] links them, n is the end sentinel. */
-    uint32_t *next = malloc((n + 1) * sizeof *next), *prev = malloc((n + 1) * sizeof *prev);
-    uint32_t *rk = malloc((n + 1) * sizeof *rk), *tr = malloc((n + 1) * sizeof *tr);
-    heap_ent *h = malloc((2 * n + 1) * sizeof *h);
-    if (!next || !prev || !rk || !tr || !h) {
+    uint32_t next_s[BPE_STACK + 1], prev_s[BPE_STACK + 1], rk_s[BPE_STACK + 1], tr_s[BPE_STACK + 1];
+    uint64_t h_s[2 * BPE_STACK + 1];
+    uint8_t s_s[BPE_STACK + 8];
+    int big = n > BPE_STACK;
+    uint32_t *next = big ? malloc((n + 1) * sizeof *next) : next_s;
+    uint32_t *prev = big ? malloc((n + 1) * sizeof *prev) : prev_s;
+    uint32_t *rk = big ? malloc((n + 1) * sizeof *rk) : rk_s;
+    uint32_t *tr = big ? malloc((n + 1) * sizeof *tr) : tr_s;
+    uint64_t *h = big ? malloc((2 * n + 1) * sizeof *h) : h_s;
+    uint8_t *s = big ? malloc(n + 8) : s_s; /* a copy with slack for rank_of_padded */
+    if (!next || !prev || !rk || !tr || !h || !s) {
         e->oom = true;
         goto done;
     }
+    memcpy(s, piece, n);
+    memset(s + n, 0, 8);
     size_t hn = 0;
     for (size_t i = 0; i <= n; i++) next[i] = (uint32_t)i + 1, prev[i] = (uint32_t)i - 1;
     for (size_t i = 0; i < n; i++) {
         tr[i] = (uint32_t)t->byte_rank[s[i]];
-        rk[i] = i + 1 < n ? rank_of(t, s + i, 2) : NO_RANK;
-        if (rk[i] != NO_RANK) heap_push(h, &hn, (heap_ent){rk[i], (uint32_t)i});
+        rk[i] = i + 1 < n ? t->pair_rank[s[i] | (uint32_t)s[i + 1] << 8] : NO_RANK;
+        if (rk[i] != NO_RANK) heap_push(h, &hn, (uint64_t)rk[i] << 32 | i);
     }
     while (hn) {
-        heap_ent top = heap_pop(h, &hn);
-        uint32_t i = top.pos;
-        if (tr[i] == NO_RANK || rk[i] != top.rank) continue; /* merged away or stale */
+        uint64_t top = heap_pop(h, &hn);
+        uint32_t i = (uint32_t)top, top_rank = (uint32_t)(top >> 32);
+        if (tr[i] == NO_RANK || rk[i] != top_rank) continue; /* merged away or stale */
         uint32_t j = next[i];                                /* the part merged into i */
-        tr[i] = top.rank;
+        tr[i] = top_rank;
         tr[j] = NO_RANK;
         next[i] = next[j];
         if (next[j] <= n) prev[next[j]] = i;
         uint32_t k = next[i]; /* i now covers [i, k) */
-        rk[i] = k < n ? rank_of(t, s + i, next[k] - i) : NO_RANK;
-        if (rk[i] != NO_RANK) heap_push(h, &hn, (heap_ent){rk[i], i});
+        rk[i] = k < n ? rank_of_padded(t, s + i, next[k] - i) : NO_RANK;
+        if (rk[i] != NO_RANK) heap_push(h, &hn, (uint64_t)rk[i] << 32 | i);
         if (i > 0) {
             uint32_t p = prev[i];
-            rk[p] = rank_of(t, s + p, k - p);
-            if (rk[p] != NO_RANK) heap_push(h, &hn, (heap_ent){rk[p], p});
+            rk[p] = rank_of_padded(t, s + p, k - p);
+            if (rk[p] != NO_RANK) heap_push(h, &hn, (uint64_t)rk[p] << 32 | p);
         }
     }
     for (size_t i = 0; i < n; i = next[i]) emit_id(e, tr[i]);
 done:
-    free(next), free(prev), free(rk), free(tr), free(h);
+    if (big) free(next), free(prev), free(rk), free(tr), free(h), free(s);
 }
 
-static inline void encode_piece(const tok_t *t, const uint8_t *s, size_t n, emit *e) {
+/* One piece; `room` bytes are readable from s (at least n). */
+static inline void encode_piece(const tok_t *t, const uint8_t *s, size_t n, size_t room, emit *e) {
     if (n == 1) {
         emit_id(e, (uint32_t)t->byte_rank[s[0]]);
         return;
     }
-    uint32_t r = rank_of(t, s, n);
+    uint32_t r = room >= 8 ? rank_of_padded(t, s, n) : rank_of(t, s, n);
     if (r != NO_RANK) {
         emit_id(e, r);
-    } else if (n <= BPE_SMALL) {
+    } else if (n <= BPE_QUAD) {
         bpe_small(t, s, n, e);
     } else {
         bpe_large(t, s, n, e);
@@ -645,7 +719,7 @@ static void encode_ordinary(const tok_t *t, const uint8_t *s, size_t len, emit *
     size_t p = 0;
     while (p < len) {
         size_t q = scan_piece(s, p, len);
-        encode_piece(t, s + p, q - p, e);
+        encode_piece(t, s + p, q - p, len - p, e);
         p = q;
     }
 }

@@ -16,15 +16,26 @@ typedef struct tok_special_entry {
     uint32_t id;
 } tok_special_entry;
 
+/* A hash slot. Tokens of up to 8 bytes are compared by `key`, their bytes zero-padded, without
+ * touching the pool (most lookups in BPE are of short byte pairs); longer ones by the full hash
+ * in `key`, then their bytes. rank1 = rank + 1, 0 for an empty slot. */
+typedef struct tok_slot {
+    uint64_t key;
+    uint32_t rank1;
+    uint32_t len;
+} tok_slot;
+
 struct tok {
     uint32_t vocab;   /* ids 0..vocab-1 */
     uint32_t n_ranks; /* ordinary ids are 0..n_ranks-1 */
     uint8_t *pool;
     uint32_t *off;  /* [vocab + 1] */
     uint8_t *kind;  /* [vocab] TOK_KIND_* */
-    uint64_t *slot; /* hash table: (fingerprint << 32) | (rank + 1); 0 = empty */
+    tok_slot *slot; /* open-addressing hash of ordinary tokens' bytes */
     uint64_t mask;  /* slots - 1 */
+    int shift;      /* 64 - log2(slots): the index is the hash's top bits */
     int32_t byte_rank[256];
+    uint32_t *pair_rank;         /* [65536] rank of each two-byte string (first byte low), or ~0 */
     tok_special_entry *specials; /* sorted by text */
     uint32_t n_specials;
     uint32_t max_special_len;
