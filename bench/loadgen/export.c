@@ -218,7 +218,7 @@ static void put_metric(FILE *f, bool *first, const char *tag, double v, const ch
     *first = false;
 }
 
-mg_status bench_export_jsonl(const char *path, const bench_run *run) {
+mg_status bench_export_jsonl(const char *path, const bench_run *run, const bench_pool *pool) {
     FILE *f = fopen(path, "w");
     if (!f) return MG_ERRF(MG_EIO, "%s: %s", path, strerror(errno));
     static char buf[1 << 20];
@@ -230,9 +230,10 @@ mg_status bench_export_jsonl(const char *path, const bench_run *run) {
         int64_t base = r->start_wall_ns - r->start_ns; /* monotonic -> wall */
         fprintf(f,
                 "{\"metadata\":{\"session_num\":%ld,\"x_request_id\":\"%s\","
-                "\"x_correlation_id\":\"%s\",\"conversation_id\":\"conv_%d\",\"turn_index\":0,"
+                "\"x_correlation_id\":\"%s\",\"conversation_id\":\"%s\",\"turn_index\":0,"
                 "\"request_start_ns\":%lld,",
-                session++, r->request_id, r->request_id, r->conversation,
+                session++, r->request_id, r->request_id,
+                (size_t)r->conversation < pool->n ? pool->conv[r->conversation].session_id : "",
                 (long long)r->start_wall_ns);
         if (r->ack_ns)
             fprintf(f, "\"request_ack_ns\":%lld,", (long long)(r->ack_ns + base));
@@ -451,7 +452,7 @@ mg_status bench_export_all(const bench_config *cfg, const bench_pool *pool, cons
     } while (0)
     OUT("profile_export_aiperf.csv", bench_export_csv(path, s));
     OUT("profile_export_aiperf.json", bench_export_json(path, cfg, run, s));
-    OUT("profile_export.jsonl", bench_export_jsonl(path, run));
+    OUT("profile_export.jsonl", bench_export_jsonl(path, run, pool));
     OUT("inputs.json", bench_export_inputs(path, pool));
     OUT("deployment_config.json", bench_export_deployment(path, cfg));
 #undef OUT
@@ -461,8 +462,8 @@ mg_status bench_export_all(const bench_config *cfg, const bench_pool *pool, cons
 
 void bench_print_summary(FILE *f, const bench_config *cfg, const bench_run *run,
                          const bench_summary *s, double tokenize_s, const char *tokenizer) {
-    fprintf(f, "\n%*s\n", 60, "magneto-bench | LLM Metrics");
-    fprintf(f, "%-44s %10s %10s %10s %10s %10s %10s %10s\n", "Metric", "avg", "min", "max", "p99",
+    fprintf(f, "\n%*s\n", 70, "magneto-bench | LLM Metrics");
+    fprintf(f, "%-52s %10s %10s %10s %10s %10s %10s %10s\n", "Metric", "avg", "min", "max", "p99",
             "p90", "p50", "std");
     static const int order[] = {BM_TTFT, BM_TTST,     BM_TTFO, BM_REQUEST_LATENCY,
                                 BM_ITL,  BM_TPS_USER, BM_OSL,  BM_ISL};
@@ -473,7 +474,7 @@ void bench_print_summary(FILE *f, const bench_config *cfg, const bench_run *run,
         char name[128];
         row_name(name, sizeof name, bench_record_metric_info[m].header,
                  bench_record_metric_info[m].unit);
-        fprintf(f, "%-44s %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f\n", name, st->avg,
+        fprintf(f, "%-52s %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f\n", name, st->avg,
                 st->min, st->max, st->p99, st->p90, st->p50, st->std);
     }
     scalar sc[16];
@@ -481,7 +482,7 @@ void bench_print_summary(FILE *f, const bench_config *cfg, const bench_run *run,
     for (int i = 0; i < n; i++) {
         char name[128];
         row_name(name, sizeof name, sc[i].header, sc[i].unit);
-        fprintf(f, "%-44s %10.2f\n", name, sc[i].v);
+        fprintf(f, "%-52s %10.2f\n", name, sc[i].v);
     }
     if (s->n_errors) {
         fprintf(f, "\nErrors (%zu requests):\n", s->error_request_count);

@@ -27,7 +27,7 @@ mg_status bench_export_all(const bench_config *cfg, const bench_pool *pool, cons
 mg_status bench_export_csv(const char *path, const bench_summary *s);
 mg_status bench_export_json(const char *path, const bench_config *cfg, const bench_run *run,
                             const bench_summary *s);
-mg_status bench_export_jsonl(const char *path, const bench_run *run);
+mg_status bench_export_jsonl(const char *path, const bench_run *run, const bench_pool *pool);
 mg_status bench_export_inputs(const char *path, const bench_pool *pool);
 mg_status bench_export_deployment(const char *path, const bench_config *cfg);
 /* Writes plot data and runs gnuplot; returns MG_EUNAVAIL (after a warning) without gnuplot. */

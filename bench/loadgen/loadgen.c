@@ -728,7 +728,10 @@ static void expire_timers(loop *L) {
         if (r->phase == BENCH_PROFILING) L->done_profiling++, L->errors_profiling++;
         conn_close(L, c, true);
     }
-    while ((t = tq_peek(&L->timeouts)) && t->at <= L->now) {
+    /* Entries of finished requests are dropped from the head as well, so the queue holds about
+     * what is in flight rather than every request of the last --request-timeout-seconds. */
+    while ((t = tq_peek(&L->timeouts)) && (t->at <= L->now || t->c->gen != t->gen ||
+                                           t->c->state == C_FREE || t->c->state == C_IDLE)) {
         conn *c = t->c;
         uint32_t gen = t->gen;
         tq_pop(&L->timeouts);

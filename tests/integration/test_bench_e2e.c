@@ -9,6 +9,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -326,6 +327,25 @@ static void test_streaming_artifacts(void) {
         CHECK(json_is_true(json_object_get(b, "ignore_eos")));
         json_decref(o);
     }
+    /* each record's conversation_id is a session of inputs.json */
+    o = load_json(dir, "inputs.json");
+    json_t *recs = load_jsonl(dir);
+    if (o) {
+        size_t i, k;
+        json_t *r, *e;
+        json_array_foreach(recs, i, r) {
+            const char *cid = json_string_value(
+                json_object_get(json_object_get(r, "metadata"), "conversation_id"));
+            bool found = false;
+            json_array_foreach(json_object_get(o, "data"), k, e) {
+                if (cid && !strcmp(cid, json_string_value(json_object_get(e, "session_id"))))
+                    found = true;
+            }
+            CHECK_MSG(found, "conversation_id %s not in inputs.json", cid ? cid : "(null)");
+        }
+        json_decref(o);
+    }
+    json_decref(recs);
     o = load_json(dir, "deployment_config.json");
     if (o) {
         CHECK_EQ_STR(json_string_value(json_object_get(o, "kind")), "dynamo_agg");
