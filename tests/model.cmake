@@ -6,6 +6,11 @@ if(TARGET mg_cpu AND TARGET mg-mkckpt)
   set_tests_properties(test_model PROPERTIES ENVIRONMENT
     "MG_MKCKPT=$<TARGET_FILE:mg-mkckpt>;MG_CKPT_DIR=${CMAKE_BINARY_DIR}/ckpt/test_model")
 
+  mg_test(test_cpu SOURCES unit/test_cpu.c LIBS mg_cpu LABELS unit)
+  add_dependencies(test_cpu mg-mkckpt)
+  set_tests_properties(test_cpu PROPERTIES ENVIRONMENT
+    "MG_MKCKPT=$<TARGET_FILE:mg-mkckpt>;MG_CKPT_DIR=${CMAKE_BINARY_DIR}/ckpt/test_cpu")
+
   set(MG_MODEL_GOLDEN ${CMAKE_CURRENT_LIST_DIR}/golden/model)
   foreach(name tiny mid)
     if(EXISTS ${MG_MODEL_GOLDEN}/${name}.golden)
