@@ -433,6 +433,23 @@ static mg_status write_tokenizer(const char *from, const char *tool, const char 
             return MG_ERRF(MG_ENOTFOUND, "--tokenizer-from %s: no tokenizer.json there", from);
         return MG_OK;
     }
+    /* Default tool: the one built beside this maker (build/runtime/tok/), else PATH. */
+    char near[4096];
+    if (!tool) {
+        tool = "mk-tokenizer-json";
+        char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n > 0) {
+            self[n] = 0;
+            char *slash = strrchr(self, '/');
+            if (slash) {
+                *slash = 0;
+                snprintf(near, sizeof(near), "%.4000s/../../runtime/tok/mk-tokenizer-json", self);
+                if (access(near, X_OK) == 0) tool = near;
+            }
+        }
+    }
+    MG_INFO("tokenizer: %s %s %s", tool, from, dir);
     pid_t pid = fork();
     if (pid < 0) return MG_ERRF(MG_EIO, "fork: %s", strerror(errno));
     if (pid == 0) {
@@ -441,8 +458,15 @@ static mg_status write_tokenizer(const char *from, const char *tool, const char 
         _exit(127);
     }
     int ws;
-    if (waitpid(pid, &ws, 0) < 0 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+    if (waitpid(pid, &ws, 0) < 0 || !WIFEXITED(ws))
         return MG_ERRF(MG_EIO, "tokenizer tool %s failed on %s", tool, from);
+    if (WEXITSTATUS(ws) == 127) { /* not found: the model loads without tokenizer files */
+        MG_WARN("tokenizer tool %s not found: tokenizer files not written", tool);
+        return MG_OK;
+    }
+    if (WEXITSTATUS(ws) != 0)
+        return MG_ERRF(MG_EIO, "tokenizer tool %s failed on %s (exit %d)", tool, from,
+                       WEXITSTATUS(ws));
     return MG_OK;
 }
 
@@ -482,8 +506,9 @@ int main(int argc, char **argv) {
         {"shard-mb", MG_CFG_INT, &v[10], "0", 0, 1 << 20, "largest shard in MiB", NULL},
         {"tokenizer-from", MG_CFG_STR, &tok_from, NULL, 0, -1,
          "tokenizer folder to copy, or o200k ranks file for --tokenizer-tool", NULL},
-        {"tokenizer-tool", MG_CFG_STR, &tok_tool, "mk-tokenizer-json", 0, -1,
-         "program run as TOOL RANKS OUTDIR", NULL},
+        {"tokenizer-tool", MG_CFG_STR, &tok_tool, NULL, 0, -1,
+         "program run as TOOL RANKS OUTDIR (default: mk-tokenizer-json of this build, else PATH)",
+         NULL},
     };
     int nopts = (int)(sizeof(opts) / sizeof(opts[0]));
     mg_status st =
