@@ -22,6 +22,10 @@ endif()
 # reasoning_content and tool calls), mocker workers, and CPU workers on the tiny checkpoint.
 find_program(MG_NODE node)
 if(MG_NODE AND TARGET magneto-frontend AND TARGET magneto-scripted-worker)
+  # 2,048 concurrent streams held by one frontend (magneto-frontend-bench as the clients).
+  add_test(NAME e2e_frontend_many_clients
+           COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e/many_clients.sh ${CMAKE_BINARY_DIR} 2048)
+  set_tests_properties(e2e_frontend_many_clients PROPERTIES TIMEOUT 300 LABELS "integration;e2e")
   add_test(NAME e2e_frontend_scripted
            COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/e2e/run.sh ${CMAKE_BINARY_DIR} scripted 2)
   set_tests_properties(e2e_frontend_scripted PROPERTIES TIMEOUT 300 LABELS "integration;e2e")
