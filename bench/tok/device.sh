@@ -31,7 +31,7 @@ mkdir -p /tmp/tokjson && $MK $C/o200k_base.tiktoken /tmp/tokjson && ls -la /tmp/
 echo "== golden"
 time python3 tools/tok/golden.py $C/o200k_base.tiktoken $C/corpus.bin "$OUT" --hf /tmp/tokjson
 echo "== speed, same machine, single thread"
-for i in 1 2; do
+for i in 1 2 3; do
   python3 tools/tok/golden.py $C/o200k_base.tiktoken $C/corpus.bin /tmp --bench 5 | grep -v "^hf"
   $BENCH --ranks $C/o200k_base.tiktoken --repeat 5 $C/corpus.bin
 done
