@@ -95,11 +95,68 @@ static bool etcd_healthy(int port) {
     return strstr(buf, "\"health\":\"true\"") != NULL;
 }
 
+/* Servers still registered when the test process exits (a test that returned early or forgot
+ * spawn_cleanup) are killed and their temporary files removed, so runs leave nothing behind.
+ * Entries are copies keyed by port, since a spawn_srv may live on a stack that is gone by then. */
+typedef struct reg_ent {
+    bool used, own;
+    int port;
+    pid_t pid;
+    char datadir[512];
+    char log[576];
+} reg_ent;
+static reg_ent reg[32];
+static pid_t reg_owner;
+
+static void remove_tree(const char *path);
+
+static void reg_at_exit(void) {
+    if (getpid() != reg_owner) return; /* a forked child exiting: the servers are not its own */
+    for (int i = 0; i < 32; i++) {
+        if (!reg[i].used) continue;
+        if (reg[i].pid > 0) {
+            kill(reg[i].pid, SIGKILL);
+            waitpid(reg[i].pid, NULL, 0);
+        }
+        if (!getenv("MG_SPAWN_KEEP_LOGS")) unlink(reg[i].log);
+        if (reg[i].own) remove_tree(reg[i].datadir);
+    }
+}
+
+static void reg_update(const spawn_srv *s) {
+    int free_slot = -1;
+    for (int i = 0; i < 32; i++) {
+        if (reg[i].used && reg[i].port == s->port) {
+            reg[i].pid = s->pid;
+            return;
+        }
+        if (!reg[i].used && free_slot < 0) free_slot = i;
+    }
+    if (free_slot < 0) return;
+    if (!reg_owner) {
+        reg_owner = getpid();
+        atexit(reg_at_exit);
+    }
+    reg_ent *e = &reg[free_slot];
+    e->used = true;
+    e->own = s->own_datadir;
+    e->port = s->port;
+    e->pid = s->pid;
+    snprintf(e->datadir, sizeof e->datadir, "%s", s->datadir);
+    snprintf(e->log, sizeof e->log, "%s", s->log);
+}
+
+static void reg_drop(const spawn_srv *s) {
+    for (int i = 0; i < 32; i++)
+        if (reg[i].used && reg[i].port == s->port) reg[i].used = false;
+}
+
 /* Reap the child if it has exited; returns true when it is gone. */
 static bool reaped(spawn_srv *s, int *wstatus) {
     pid_t r = waitpid(s->pid, wstatus, WNOHANG);
     if (r == s->pid || (r < 0 && errno == ECHILD)) {
         s->pid = 0;
+        reg_update(s);
         return true;
     }
     return false;
@@ -163,6 +220,7 @@ static int start(spawn_srv *s) {
     }
     close(logfd);
     s->pid = pid;
+    reg_update(s);
 
     long long end = now_ms() + 30000;
     for (;;) {
@@ -259,6 +317,7 @@ static void remove_tree(const char *path) {
 
 void spawn_cleanup(spawn_srv *s) {
     if (s->pid > 0) spawn_stop(s);
+    reg_drop(s);
     if (s->log[0]) unlink(s->log);
     if (s->own_datadir && s->datadir[0]) remove_tree(s->datadir);
     s->own_datadir = false;

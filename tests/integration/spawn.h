@@ -7,7 +7,9 @@
  * accepts TCP, etcd reports {"health":"true"} on /health (it has elected itself leader).
  *
  * Server output goes to a log file (spawn_srv.log) so a failing test can point at it. Children
- * get SIGKILL if the test process dies, so a crashed test leaves no server behind.
+ * get SIGKILL if the test process dies, so a crashed test leaves no server behind; at exit, servers
+ * not cleaned up are killed and their log and temporary data dir removed (MG_SPAWN_KEEP_LOGS=1
+ * keeps the logs).
  * Server calls are not thread-safe: call them from the test's main thread (the one that started
  * the server). */
 #ifndef MG_TEST_SPAWN_H
