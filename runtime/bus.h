@@ -128,7 +128,8 @@ typedef void (*bus_msg_fn)(void *arg, const bus_msg *m);
 mg_status bus_subscribe(bus *b, const char *subject, const char *queue, bus_msg_fn fn, void *arg,
                         bus_sub **out);
 /* Unsubscribe and free. On return the callback is not running and will not run again, so arg may
- * be freed; called from the subscription's own callback it returns without waiting. */
+ * be freed; called from the subscription's own callback it returns without waiting. (libnats'
+ * small subscription record is kept until bus_destroy, to dodge a libnats 3.4 race.) */
 void bus_sub_destroy(bus_sub *s);
 
 /* ---- token streams: receiving side ------------------------------------------------------ */
