@@ -504,5 +504,10 @@ void bench_print_summary(FILE *f, const bench_config *cfg, const bench_run *run,
             (unsigned long long)run->connections_opened, run->max_in_flight, run->cpu_user_s,
             run->cpu_sys_s, cpu, run->wall_s > 0 ? 100.0 * cpu / run->wall_s : 0, tokenize_s,
             tokenizer);
+    if (run->resent)
+        fprintf(f,
+                "%llu requests were sent again on a new connection (the server had closed the "
+                "kept-alive one)\n",
+                (unsigned long long)run->resent);
     fprintf(f, "Artifacts: %s\n", cfg->artifact_dir);
 }

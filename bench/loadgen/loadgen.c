@@ -268,6 +268,7 @@ static bool retry_fresh(loop *L, conn *c) {
     n->rec = rec;
     n->retried = true;
     n->got_bytes = false;
+    L->run->resent++;
     hresp_reset(&n->resp);
     return true;
 }

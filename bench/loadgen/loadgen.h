@@ -37,6 +37,7 @@ typedef struct bench_run {
     uint64_t sse_events, responses, bytes_in;
     int max_in_flight;
     uint64_t connections_opened;
+    uint64_t resent; /* requests sent again after a kept-alive connection turned out closed */
 } bench_run;
 
 /* Run the benchmark against cfg's server with prompts from pool. Returns MG_OK also when

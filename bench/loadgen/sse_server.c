@@ -5,6 +5,7 @@
  *   magneto-sse-server [--host 127.0.0.1] [--port 0] [--threads 1] [--batch 16]
  *                      [--ttft-ms 0] [--itl-ms 0] [--default-osl 16] [--reasoning-tokens 0]
  *                      [--fault-500 N] [--fault-reset N] [--fault-malformed N] [--fault-close N]
+ *                      [--conn-max-requests N]
  *
  * It prints "PORT <n>" on stdout once listening. /v1/chat/completions and /v1/completions accept
  * a JSON body; the response has max_completion_tokens (else max_tokens, else --default-osl)
@@ -14,7 +15,8 @@
  * a batching engine. --fault-X N makes every Nth request (counted over all threads, from 1) fail:
  * 500 answers HTTP 500 with an OpenAI error body; reset sends part of the stream then resets the
  * connection (RST); malformed sends an SSE line that is not JSON mid-stream; close closes the
- * connection cleanly mid-stream without the terminating chunk.
+ * connection cleanly mid-stream without the terminating chunk. --conn-max-requests N closes a
+ * connection after N responses without announcing it, as a keep-alive timeout would.
  *
  * One epoll loop per thread, each with its own SO_REUSEPORT listener; connections are
  * edge-triggered and served round-robin a few batches at a time so none starves the others. */
@@ -47,9 +49,10 @@ typedef struct opts {
     int port, threads, batch, default_osl, reasoning_tokens;
     double ttft_ms, itl_ms;
     long fault_500, fault_reset, fault_malformed, fault_close;
+    long conn_max_requests; /* close a kept-alive connection after this many responses */
 } opts;
 
-static opts O = {"127.0.0.1", 0, 1, 16, 16, 0, 0, 0, 0, 0, 0, 0};
+static opts O = {"127.0.0.1", 0, 1, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0};
 static atomic_ulong g_requests;
 
 enum { F_NONE, F_500, F_RESET, F_MALFORMED, F_CLOSE };
@@ -65,6 +68,7 @@ typedef struct sconn {
     /* The response being streamed. */
     bool chat, stream, usage, keep_alive, started, finished, queued, waiting;
     int osl, sent, reasoning, fault, isl_chars;
+    long served; /* responses completed on this connection */
     int64_t next_ns;
     char prefix[512], prefix_r[512]; /* event text before the token (content / reasoning) */
     size_t prefix_len, prefix_r_len;
@@ -422,7 +426,10 @@ static bool pump(worker *w, sconn *c) {
                 /* unreachable: non-stream bodies are sent in one go below */
             }
             c->state = S_READ;
-            if (!c->keep_alive) {
+            c->served++;
+            /* --conn-max-requests: close without "Connection: close", as a server whose
+             * keep-alive timeout fires just as the client reuses the connection. */
+            if (!c->keep_alive || (O.conn_max_requests && c->served >= O.conn_max_requests)) {
                 conn_free(w, c, false);
                 return false;
             }
@@ -576,10 +583,10 @@ static int listen_on(int port) {
 }
 
 static void usage(void) {
-    fprintf(stderr,
-            "usage: magneto-sse-server [--host IP] [--port N] [--threads N] [--batch K]\n"
-            "  [--ttft-ms X] [--itl-ms X] [--default-osl N] [--reasoning-tokens N]\n"
-            "  [--fault-500 N] [--fault-reset N] [--fault-malformed N] [--fault-close N]\n");
+    fprintf(stderr, "usage: magneto-sse-server [--host IP] [--port N] [--threads N] [--batch K]\n"
+                    "  [--ttft-ms X] [--itl-ms X] [--default-osl N] [--reasoning-tokens N]\n"
+                    "  [--fault-500 N] [--fault-reset N] [--fault-malformed N] [--fault-close N]\n"
+                    "  [--conn-max-requests N]\n");
 }
 
 int main(int argc, char **argv) {
@@ -618,6 +625,8 @@ int main(int argc, char **argv) {
             O.fault_malformed = atol(v);
         else if (!strcmp(a, "--fault-close"))
             O.fault_close = atol(v);
+        else if (!strcmp(a, "--conn-max-requests"))
+            O.conn_max_requests = atol(v);
         else {
             fprintf(stderr, "magneto-sse-server: unknown option %s\n", a);
             usage();

@@ -429,6 +429,31 @@ static void test_faults(void) {
     CHECK_NEAR(check_csv(dir), 60 - nerr, 0);
 }
 
+/* A server that closes kept-alive connections unannounced: a request sent on such a connection
+ * before the close was seen is sent again on a new one, so no request fails. */
+static void test_keepalive_close(void) {
+    server s = start_server("--conn-max-requests 2 --batch 4");
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/keepalive", g_dir);
+    int rc = run_bench(60,
+                       "-m m -u 127.0.0.1:%d --streaming --isl 8 --osl 10 --concurrency 4 "
+                       "--request-count 200 --artifact-dir %s --no-plots",
+                       s.port, dir);
+    stop_server(&s);
+    CHECK_EQ_INT(rc, 0);
+    json_t *o = load_json(dir, "profile_export_aiperf.json");
+    if (!o) return;
+    CHECK_NEAR(avg(o, "request_count"), 200, 0);
+    CHECK_EQ_INT(json_array_size(json_object_get(o, "error_summary")), 0);
+    json_decref(o);
+    /* the resend path was taken (the summary says how often) */
+    char p[400];
+    snprintf(p, sizeof p, "%s/bench.log", g_dir);
+    char *log = slurp(p);
+    CHECK(log && strstr(log, "were sent again on a new connection"));
+    free(log);
+}
+
 static void test_completions_nonstreaming(void) {
     server s = start_server("--ttft-ms 5");
     char dir[300];
@@ -636,6 +661,7 @@ int main(void) {
     signal(SIGPIPE, SIG_IGN);
     test_streaming_artifacts();
     test_faults();
+    test_keepalive_close();
     test_completions_nonstreaming();
     test_rate_cancel();
     test_rate_capped();
