@@ -5,7 +5,7 @@
  * harmony parser. The benchmark uses tok_count / tok_encode to size prompts and count outputs.
  *
  * Encoding is exactly tiktoken's: the o200k pre-tokenizer regex (a hand-written scanner over a
- * Unicode category table, tok_scan.c), then rank-ordered byte-pair merging inside each piece.
+ * Unicode category table, tok_scan.h), then rank-ordered byte-pair merging inside each piece.
  * Special tokens ("<|start|>" ...) are recognised in the text before that, when the call allows.
  *
  * Threads: a tok_t is immutable after loading and may be used from any number of threads at
@@ -54,7 +54,8 @@ typedef struct tok tok_t;
 mg_status tok_load_tiktoken(const char *path, tok_t **out);
 /* Load from a checkpoint folder: tokenizer.json (model.vocab of byte-level strings as ranks and
  * added_tokens for the specials); tokenizer_config.json and special_tokens_map.json are read
- * when present for the names of bos/eos/pad. The pre-tokenizer must be o200k's (checked). */
+ * when present: their bos/eos/pad must name special tokens. The pre-tokenizer is taken to be
+ * o200k's; a different Split regex is logged as a warning. */
 mg_status tok_load_dir(const char *dir, tok_t **out);
 void tok_destroy(tok_t *t);
 
@@ -69,7 +70,7 @@ mg_status tok_encode(const tok_t *t, const char *text, size_t len, tok_special s
                      uint32_t **ids, size_t *n, size_t *cap);
 /* Number of tokens the text encodes to as ordinary text (TOK_SPECIAL_TEXT). Never fails: each
  * invalid UTF-8 sequence counts as U+FFFD would (Python's errors="replace"). Allocation-free for
- * pieces under 256 bytes. */
+ * valid text whose pieces are under 512 bytes. */
 size_t tok_count(const tok_t *t, const char *text, size_t len);
 
 /* Decode ids to bytes appended to *out (growable, caller-owned, kept NUL-terminated); *len is

@@ -376,6 +376,34 @@ static void parse_errors(const tok_t *t) {
     CHECK(harmony_is_stop(TOK_RETURN) && harmony_is_stop(TOK_CALL) && !harmony_is_stop(TOK_END));
 }
 
+/* Random token streams (specials included) never crash the parser or leave it stuck. */
+static void parse_fuzz(const tok_t *t) {
+    static const uint32_t specials[] = {TOK_START,     TOK_END,  TOK_MESSAGE, TOK_CHANNEL,
+                                        TOK_CONSTRAIN, TOK_CALL, TOK_RETURN,  TOK_ENDOFTEXT};
+    uint64_t x = 42;
+    for (int iter = 0; iter < 300; iter++) {
+        harmony_parser *p = harmony_parser_create(t);
+        harmony_event ev;
+        for (int i = 0; i < 200; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            uint32_t id =
+                (x >> 33) % 4 == 0 ? specials[(x >> 40) % 8] : (uint32_t)((x >> 20) % 200000);
+            mg_status st = harmony_parser_feed(p, id, &ev);
+            CHECK(st == MG_OK || st == MG_EPROTO);
+            CHECK(ev.text != NULL && strlen(ev.text) == ev.len);
+        }
+        /* After any of that, a well-formed message still parses. */
+        uint32_t tail[] = {TOK_START, 173781, TOK_CHANNEL, 17196, TOK_MESSAGE, 17, TOK_RETURN};
+        char content[64] = "";
+        for (size_t i = 0; i < sizeof tail / sizeof tail[0]; i++) {
+            harmony_parser_feed(p, tail[i], &ev);
+            if (ev.kind == HARMONY_CONTENT) strncat(content, ev.text, 32);
+        }
+        CHECK_EQ_STR(content, "2");
+        harmony_parser_destroy(p);
+    }
+}
+
 int main(void) {
     doc_examples();
     schema_cases();
@@ -387,6 +415,7 @@ int main(void) {
         parse_doc_stream(t);
         parse_interleaved(t);
         parse_errors(t);
+        parse_fuzz(t);
     }
     tok_destroy(t);
     return check_done();

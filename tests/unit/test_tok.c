@@ -1,6 +1,7 @@
 /* test_tok.c - mg_tok's API: loading errors, specials per mode, decoding, invalid UTF-8,
  * streaming decode, tokenizer.json written and read back, and a property test that
  * decode(encode(x)) == x for random valid UTF-8 (and that random bytes never crash). */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +191,18 @@ static void roundtrip_property(const tok_t *t) {
         int ok =
             st == MG_OK && olen == len && memcmp(out, buf, len) == 0 && tok_count(t, buf, len) == n;
         for (size_t i = 0; ok && i < n; i++) ok = !tok_is_special(t, ids[i]);
+        if (ok && iter % 10 == 0) { /* streaming gives the same text, in whole characters */
+            tok_stream *s = tok_stream_create(t);
+            size_t sl = 0;
+            for (size_t i = 0; ok && i < n; i++) {
+                size_t before = sl;
+                ok = tok_stream_feed(s, ids[i], &out, &sl, &ocap) == MG_OK &&
+                     tok_utf8_valid_prefix(out + before, sl - before) == sl - before;
+            }
+            ok = ok && tok_stream_finish(s, &out, &sl, &ocap) == MG_OK && sl == len &&
+                 memcmp(out, buf, len) == 0;
+            tok_stream_destroy(s);
+        }
         if (!ok) fails++;
         CHECK_MSG(ok, "iteration %d: decode(encode(x)) != x (%zu bytes): %s", iter, len,
                   st ? mg_err_msg() : "");
@@ -317,6 +330,43 @@ static void tokenizer_json(const tok_t *t) {
     rmdir(dir);
 }
 
+/* A tok_t is shared by threads: concurrent encodes give the single-threaded result. */
+typedef struct job {
+    const tok_t *t;
+    const char *text;
+    size_t len, n;
+    uint64_t sum;
+} job;
+
+static void *encode_job(void *arg) {
+    job *j = arg;
+    uint32_t *ids = NULL;
+    size_t cap = 0;
+    for (int r = 0; r < 20; r++) {
+        size_t n = 0;
+        if (tok_encode(j->t, j->text, j->len, TOK_SPECIAL_TEXT, &ids, &n, &cap)) break;
+        uint64_t sum = 0;
+        for (size_t i = 0; i < n; i++) sum = sum * 31 + ids[i];
+        if (r == 0) j->n = n, j->sum = sum;
+        if (n != j->n || sum != j->sum) j->n = 0;
+    }
+    free(ids);
+    return NULL;
+}
+
+static void threads(const tok_t *t) {
+    const char *text = "Threads share one tokenizer: 東京, Zürich, 12345, 'LL   \n\n 😀 done.";
+    job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (job){t, text, strlen(text), 0, 0};
+        CHECK_EQ_INT(pthread_create(&th[i], NULL, encode_job, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++)
+        CHECK(jobs[i].n > 0 && jobs[i].n == jobs[0].n && jobs[i].sum == jobs[0].sum);
+}
+
 int main(void) {
     load_errors();
     tok_t *t = NULL;
@@ -328,6 +378,7 @@ int main(void) {
         roundtrip_property(t);
         streaming(t);
         tokenizer_json(t);
+        threads(t);
     }
     tok_destroy(t);
     tok_destroy(NULL);
