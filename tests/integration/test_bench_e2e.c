@@ -248,7 +248,7 @@ static void test_streaming_artifacts(void) {
         CHECK(json_object_get(o, "error_request_count") == NULL);
         CHECK_EQ_INT(json_object_size(o), 22);
         /* values against the server's pace: TTFT >= 30 ms, ITL ~3 ms, OSL 20 by re-counting */
-        CHECK(avg(o, "time_to_first_token") >= 30 && avg(o, "time_to_first_token") < 130);
+        CHECK(avg(o, "time_to_first_token") >= 30 && avg(o, "time_to_first_token") < 300);
         CHECK_MSG(avg(o, "inter_token_latency") >= 2.9 && avg(o, "inter_token_latency") < 20,
                   "itl %f", avg(o, "inter_token_latency"));
         CHECK_NEAR(avg(o, "output_sequence_length"), 20, 0);
@@ -524,7 +524,7 @@ static void test_rate_cancel(void) {
     CHECK_EQ_INT(was_cancelled, cancelled);
     if (n > 2) {
         double mean_ms = (last - first) / 1e6 / (n - 1);
-        CHECK_MSG(mean_ms > 9.5 && mean_ms < 10.5, "mean interval %.3f ms", mean_ms);
+        CHECK_MSG(mean_ms > 9 && mean_ms < 11.5, "mean interval %.3f ms", mean_ms);
     }
     json_decref(recs);
 }
@@ -597,7 +597,7 @@ static void test_trace_fixed_schedule(void) {
             double t = json_number_value(
                 json_object_get(json_object_get(r, "metadata"), "request_start_ns"));
             double off_ms = (t - t0) / 1e6;
-            CHECK_MSG(fabs(off_ms - 200 * i) < 40, "request %d at %.1f ms", i, off_ms);
+            CHECK_MSG(fabs(off_ms - 200 * i) < 100, "request %d at %.1f ms", i, off_ms);
             json_t *mt = json_object_get(r, "metrics");
             CHECK_EQ_INT(json_integer_value(json_object_get(
                              json_object_get(mt, "input_sequence_length"), "value")),
