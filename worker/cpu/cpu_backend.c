@@ -42,7 +42,7 @@ typedef struct cpu {
     float *h, *act, *y;                    /* (T*TK, 2I) (T*TK, I) (T*TK, H) */
     float *lx;                             /* (T,H) final-normed rows for lm_head */
     int rowmax;
-    float *thr_row;    /* (nth, rowmax) a weight row per thread */
+    float *thr_row;    /* (nth, OPS_ROW_TILE * rowmax) weight rows per thread */
     float *thr_scores; /* (nth, max_ctx) attention scores per thread */
 } cpu;
 
@@ -60,7 +60,7 @@ static void mm_task(void *p, int task, int thread) {
     mm_ctx *c = p;
     int r0 = task * c->chunk, r1 = r0 + c->chunk < c->N ? r0 + c->chunk : c->N;
     ops_matmul_bf16(c->out, c->x, c->w, c->bias, c->T, c->N, c->K, r0, r1,
-                    c->b->thr_row + (size_t)thread * c->b->rowmax);
+                    c->b->thr_row + (size_t)thread * OPS_ROW_TILE * c->b->rowmax);
 }
 
 /* out (T,N) = x (T,K) · W^T + bias, rows split over the pool when the work is worth it. */
@@ -139,7 +139,7 @@ static void ex_task(void *p, int task, int thread) {
     const uint8_t *blocks = c->down ? c->L->down_blocks : c->L->gate_up_blocks;
     const uint8_t *scales = c->down ? c->L->down_scales : c->L->gate_up_scales;
     const uint16_t *bias = c->down ? c->L->down_bias : c->L->gate_up_bias;
-    float *wrow = b->thr_row + (size_t)thread * b->rowmax;
+    float *wrow = b->thr_row + (size_t)thread * OPS_ROW_TILE * b->rowmax;
     const int32_t *slots = b->e_slots + b->e_start[e];
     int n = b->e_count[e], nb = in / 32;
     for (int r = r0; r < r1; r++) {
@@ -403,7 +403,7 @@ mg_status cpu_backend_create(const mg_model *m, const cpu_backend_opts *o, mg_ba
         (b->h = malloc(sizeof(float) * S * 2 * b->I)) &&
         (b->act = malloc(sizeof(float) * S * b->I)) && (b->y = malloc(sizeof(float) * S * b->H)) &&
         (b->lx = malloc(sizeof(float) * T * b->H)) &&
-        (b->thr_row = malloc(sizeof(float) * (size_t)nth * b->rowmax)) &&
+        (b->thr_row = malloc(sizeof(float) * (size_t)nth * OPS_ROW_TILE * b->rowmax)) &&
         (b->thr_scores = malloc(sizeof(float) * (size_t)nth * b->base.max_ctx));
     if (!ok) {
         cpu_destroy(&b->base);

@@ -61,11 +61,19 @@ void ops_matmul_bf16(float *out, const float *x, const uint16_t *w, const uint16
         }
         return;
     }
-    for (int r = r0; r < r1; r++) {
-        ops_bf16_row(wrow, w + (size_t)r * K, K);
-        float bias = b ? bf16_to_f32(b[r]) : 0.0f;
-        for (int t = 0; t < T; t++)
-            out[(size_t)t * N + r] = ops_dot(wrow, x + (size_t)t * K, K) + bias;
+    /* Rows in tiles of OPS_ROW_TILE: each output row of a token is then written as one short
+     * contiguous run instead of T scattered floats (N can be 201088 wide: scattered writes
+     * cost a cache line and a TLB entry each). */
+    for (int rt = r0; rt < r1; rt += OPS_ROW_TILE) {
+        int nr = r1 - rt < OPS_ROW_TILE ? r1 - rt : OPS_ROW_TILE;
+        for (int i = 0; i < nr; i++)
+            ops_bf16_row(wrow + (size_t)i * K, w + (size_t)(rt + i) * K, K);
+        for (int t = 0; t < T; t++) {
+            const float *xt = x + (size_t)t * K;
+            float *o = out + (size_t)t * N + rt;
+            for (int i = 0; i < nr; i++)
+                o[i] = ops_dot(wrow + (size_t)i * K, xt, K) + (b ? bf16_to_f32(b[rt + i]) : 0.0f);
+        }
     }
 }
 

@@ -25,7 +25,8 @@ void ops_bf16_row(float *out, const uint16_t *w, int n);
 void ops_mxfp4_row(float *out, const uint8_t *blocks, const uint8_t *scales, int n);
 
 /* out (T, N) rows [r0, r1) = x (T, K) · W^T + b, W (N, K) bf16, b (N) bf16 or NULL.
- * wrow: K floats of scratch. */
+ * wrow: OPS_ROW_TILE * K floats of scratch. */
+#define OPS_ROW_TILE 16
 void ops_matmul_bf16(float *out, const float *x, const uint16_t *w, const uint16_t *b, int T, int N,
                      int K, int r0, int r1, float *wrow);
 
