@@ -446,7 +446,8 @@ static mg_status build(const harmony_request *r, segs *s) {
     size_t last_final = 0;
     int have_final = 0;
     for (size_t i = 0; i < r->n_msgs; i++)
-        if (r->msgs[i].role == HARMONY_ASSISTANT && r->msgs[i].content && *r->msgs[i].content)
+        if (r->msgs[i].role == HARMONY_ASSISTANT && r->msgs[i].content && *r->msgs[i].content &&
+            !r->msgs[i].tool_name)
             last_final = i, have_final = 1;
 
     for (size_t i = 0; i < r->n_msgs; i++) {
@@ -460,8 +461,10 @@ static mg_status build(const harmony_request *r, segs *s) {
         case HARMONY_ASSISTANT:
             if (m->reasoning && *m->reasoning && m->tool_name && (!have_final || i > last_final))
                 message(s, "assistant", TOK_CHANNEL, "analysis", m->reasoning, TOK_END);
+            /* Text beside a tool call is a preamble (commentary); alone, the final answer. */
             if (m->content && *m->content)
-                message(s, "assistant", TOK_CHANNEL, "final", m->content, TOK_END);
+                message(s, "assistant", TOK_CHANNEL, m->tool_name ? "commentary" : "final",
+                        m->content, TOK_END);
             if (m->tool_name) {
                 /* The model's own form: recipient after the channel, then <|constrain|>json. */
                 sbuf ch = {0};

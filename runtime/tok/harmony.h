@@ -46,7 +46,8 @@ typedef struct harmony_tool {
  * answer, tool_name/tool_args a function call it made (rendered as the model writes it: the
  * commentary channel "to=functions.NAME <|constrain|>json", ended by <|call|>), `reasoning` its
  * analysis, rendered before the call only for a tool-calling turn after the last final answer
- * (the format drops chain of thought once answered and keeps it between tool calls). For a tool
+ * (the format drops chain of thought once answered and keeps it between tool calls). With a tool
+ * call, `content` is a preamble on the commentary channel rather than a final answer. For a tool
  * turn, `name` is the function whose result `content` is. */
 typedef struct harmony_msg {
     harmony_role role;

@@ -163,6 +163,32 @@ static void doc_examples(void) {
     free(got);
 }
 
+static void preamble_case(void) {
+    /* Text beside a call is a commentary preamble; the analysis before it is kept. */
+    harmony_msg msgs[] = {
+        {.role = HARMONY_USER, .content = "Weather?"},
+        {.role = HARMONY_ASSISTANT,
+         .reasoning = "Call it.",
+         .content = "Let me check.",
+         .tool_name = "get_weather",
+         .tool_args = "{}"},
+        {.role = HARMONY_TOOL, .name = "get_weather", .content = "sunny"},
+    };
+    harmony_tool tool = {"get_weather", NULL, NULL};
+    harmony_request r = {.tools = &tool, .n_tools = 1, .msgs = msgs, .n_msgs = 3};
+    char *got = render(&r);
+    CHECK(got &&
+          strstr(got, "<|start|>user<|message|>Weather?<|end|>"
+                      "<|start|>assistant<|channel|>analysis<|message|>Call it.<|end|>"
+                      "<|start|>assistant<|channel|>commentary<|message|>Let me check.<|end|>"
+                      "<|start|>assistant<|channel|>commentary to=functions.get_weather "
+                      "<|constrain|>json<|message|>{}<|call|>"
+                      "<|start|>functions.get_weather to=assistant<|channel|>commentary"
+                      "<|message|>sunny<|end|><|start|>assistant"));
+    CHECK(got && strstr(got, "type get_weather = () => any;\n\n} // namespace functions"));
+    free(got);
+}
+
 static void schema_cases(void) {
     /* Nested objects, numbers, booleans, nullable, type arrays, oneOf, non-enum defaults. */
     harmony_tool t = {
@@ -406,6 +432,7 @@ static void parse_fuzz(const tok_t *t) {
 
 int main(void) {
     doc_examples();
+    preamble_case();
     schema_cases();
     tok_t *t = NULL;
     CHECK_MSG(tok_load_tiktoken(ranks_path(), &t) == MG_OK, "load %s: %s", ranks_path(),
