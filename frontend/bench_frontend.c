@@ -7,9 +7,10 @@
  * frontend under test is a separate process (give its URL, and its pid to read its CPU time).
  *
  * Figures: streamed tokens per second received by the clients, the frontend's CPU seconds per
- * token, and the latency it adds per token: the time from a worker handing a token to NATS to a
- * client receiving its SSE event (p50, p99), which is the frontend's work plus one NATS hop and
- * loopback HTTP. */
+ * token, and the latency per token from a worker handing a token to NATS to a client receiving
+ * its SSE event (p50, p99). With --direct 1 the same load then runs straight over NATS to a bus
+ * inbox in this process (what a client of the workers without a frontend would see); the
+ * latency the frontend adds is the difference of the two. */
 #include <curl/curl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -90,6 +91,7 @@ typedef struct iworker {
     wjob *incoming;
     bool stop;
     int step_us;
+    char subject[160];
 } iworker;
 
 static void on_generate(void *arg, const bus_msg *m) {
@@ -235,6 +237,67 @@ static void client_start(CURLM *m, client *c, const char *url, const char *body)
     curl_multi_add_handle(m, c->h);
 }
 
+/* ---- the direct path (no frontend), for the baseline ---- */
+
+typedef struct dstream {
+    bus_stream *s;
+    atomic_int done;
+    int count;
+    char id[64];
+    slot *sl;
+} dstream;
+
+static double *lat2;
+static size_t n_lat2;
+static double t_measure2;
+
+static void on_dchunk(void *arg, bus_stream *s, const bus_chunk *ch, mg_status st) {
+    dstream *d = arg;
+    double t = now_s();
+    if (!ch) {
+        atomic_store(&d->done, 2);
+        return;
+    }
+    Magneto__GenerateChunk *m = magneto__generate_chunk__unpack(NULL, ch->len, ch->data);
+    if (m) {
+        if (!d->sl) d->sl = slot_get(key_of(d->id), false);
+        for (size_t i = 0; i < m->n_token_ids; i++, d->count++)
+            if (d->sl && d->count < TOKENS && t >= t_measure2 && n_lat2 < cap_lat)
+                lat2[n_lat2++] = t - d->sl->t_send[d->count];
+        magneto__generate_chunk__free_unpacked(m, NULL);
+    }
+    if (ch->last) atomic_store(&d->done, 1);
+}
+
+static void dstream_start(bus *b, bus_inbox *ib, dstream *d, const char *subject) {
+    static atomic_ullong ctr;
+    unsigned long long x = atomic_fetch_add(&ctr, 1) + 1;
+    snprintf(d->id, sizeof d->id, "%016llx%08x-0", x * 0x9E3779B97F4A7C15ull, (unsigned)x);
+    d->count = 0;
+    d->sl = NULL;
+    atomic_store(&d->done, 0);
+    bus_stream_opts so = {.fn = on_dchunk, .arg = d};
+    const char *reply;
+    if (bus_inbox_open(ib, d->id, &so, &d->s, &reply)) {
+        d->s = NULL;
+        atomic_store(&d->done, 2);
+        return;
+    }
+    uint32_t ids[3] = {1, 2, 3};
+    Magneto__SamplingParams sp = MAGNETO__SAMPLING_PARAMS__INIT;
+    sp.max_tokens = (uint32_t)TOKENS;
+    Magneto__GenerateRequest gr = MAGNETO__GENERATE_REQUEST__INIT;
+    gr.request_id = d->id;
+    gr.n_token_ids = 3;
+    gr.token_ids = ids;
+    gr.sampling = &sp;
+    gr.reply_subject = (char *)reply;
+    gr.prompt_tokens = 3;
+    uint8_t buf[256];
+    size_t n = magneto__generate_request__pack(&gr, buf);
+    bus_publish(b, subject, reply, buf, n);
+}
+
 /* /health body: count the instances listed. */
 static size_t discard_len;
 static int discard_count;
@@ -269,7 +332,7 @@ int main(int argc, char **argv) {
     mg_log_init("frontend-bench", -1);
     char *url = NULL, *ns = NULL, *nats = NULL, *etcd = NULL, *model = NULL;
     int64_t workers = 4, streams = 256, tokens = 1000, duration = 10, warmup = 2, pid = 0,
-            step_us = 0;
+            step_us = 0, direct = 0;
     mg_cfg_opt opts[] = {
         {"url", MG_CFG_STR, &url, "http://127.0.0.1:8000", 1, 0, "frontend base URL", NULL},
         {"namespace", MG_CFG_STR, &ns, "magneto", 1, 0, "namespace the frontend watches", NULL},
@@ -283,6 +346,8 @@ int main(int argc, char **argv) {
         {"warmup", MG_CFG_INT, &warmup, "2", 0, 600, "seconds before measuring", NULL},
         {"step-us", MG_CFG_INT, &step_us, "0", 0, 1000000, "worker pause between steps", NULL},
         {"frontend-pid", MG_CFG_INT, &pid, "0", 0, 1 << 30, "frontend pid (CPU time)", NULL},
+        {"direct", MG_CFG_INT, &direct, "0", 0, 1,
+         "1: then the same load straight over NATS, for the added latency", NULL},
     };
     int nopt = sizeof opts / sizeof opts[0];
     mg_status s = mg_cfg_parse(opts, nopt, argc, argv, "magneto-frontend-bench",
@@ -321,6 +386,7 @@ int main(int argc, char **argv) {
         if (disc_register(ec, &in, &md, NULL, NULL, &w->reg)) return 1;
         disc_instance card;
         disc_reg_card(w->reg, &card);
+        snprintf(w->subject, sizeof w->subject, "%s", card.subject);
         if (bus_subscribe(w->b, card.subject, NULL, on_generate, w, &w->sub)) return 1;
         bus_flush(w->b, 2000);
         pthread_create(&w->th, NULL, worker_loop, w);
@@ -395,8 +461,8 @@ int main(int argc, char **argv) {
     double p50 = n_lat ? lat[n_lat / 2] * 1e3 : 0, p99 = n_lat ? lat[n_lat * 99 / 100] * 1e3 : 0;
     double tps = (double)rx / elapsed;
     printf("frontend_tok_s %.0f\n", tps);
-    printf("frontend_added_p50_ms %.3f\n", p50);
-    printf("frontend_added_p99_ms %.3f\n", p99);
+    printf("through_frontend_p50_ms %.3f\n", p50);
+    printf("through_frontend_p99_ms %.3f\n", p99);
     if (pid && cpu0 >= 0 && cpu1 >= 0) {
         double cpu = cpu1 - cpu0;
         printf("frontend_cpu_cores %.2f\n", cpu / elapsed);
@@ -407,5 +473,39 @@ int main(int argc, char **argv) {
            (long long)streams, (long long)tokens, (long long)workers, (long long)step_us, n_lat,
            failures);
     fflush(stdout);
+    if (direct) {
+        /* The same load straight over NATS (worker -> bus inbox), no frontend: what the frontend
+         * adds is the difference. Close the HTTP streams and let the workers drain first. */
+        for (int i = 0; i < streams; i++) {
+            curl_multi_remove_handle(m, cs[i].h);
+            curl_easy_cleanup(cs[i].h);
+        }
+        sleep(2 + (unsigned)((double)tokens * (double)step_us * 1e-6));
+        bus *db;
+        bus_inbox *ib;
+        if (bus_connect(&bo, &db) || bus_inbox_create(db, NULL, &ib)) return 1;
+        lat2 = malloc(cap_lat * sizeof *lat2);
+        dstream *ds = calloc((size_t)streams, sizeof *ds);
+        for (int i = 0; i < streams; i++) dstream_start(db, ib, &ds[i], ws[i % workers].subject);
+        t_measure2 = now_s() + (double)warmup;
+        double t_end2 = t_measure2 + (double)duration;
+        while (now_s() < t_end2) {
+            for (int i = 0; i < streams; i++) {
+                if (!atomic_load(&ds[i].done)) continue;
+                bus_stream_close(ds[i].s);
+                dstream_start(db, ib, &ds[i], ws[i % workers].subject);
+            }
+            usleep(1000);
+        }
+        qsort(lat2, n_lat2, sizeof *lat2, cmp_d);
+        double d50 = n_lat2 ? lat2[n_lat2 / 2] * 1e3 : 0;
+        double d99 = n_lat2 ? lat2[n_lat2 * 99 / 100] * 1e3 : 0;
+        printf("direct_nats_p50_ms %.3f\n", d50);
+        printf("direct_nats_p99_ms %.3f\n", d99);
+        printf("frontend_added_p50_ms %.3f (through the frontend minus direct)\n", p50 - d50);
+        printf("frontend_added_p99_ms %.3f (through the frontend minus direct)\n", p99 - d99);
+        printf("direct samples %zu\n", n_lat2);
+        fflush(stdout);
+    }
     _exit(0); /* streams are still open: skip the orderly teardown of a benchmark process */
 }

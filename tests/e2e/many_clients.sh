@@ -18,6 +18,10 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
   [ -n "$OWN_SERVERS" ] && mg_servers_stop
+  if grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$WORK"/*.log 2>/dev/null; then
+    echo "sanitizer reports above"
+    rc=1
+  fi
   if [ $rc -ne 0 ]; then for f in "$WORK"/*.log; do echo "== $f"; tail -15 "$f"; done; fi
   rm -rf "$WORK"
   exit $rc
