@@ -53,13 +53,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "magneto-bench: %s\n", mg_err_msg());
         goto out;
     }
-    if (cfg.input_file && cfg.request_count == 10 && !cfg.fixed_schedule) {
-        /* A trace is replayed once through unless a count was asked for explicitly. */
-        bool explicit_count = false;
-        for (int i = 1; i < argc; i++)
-            if (!strncmp(argv[i], "--request-count", 15) || !strncmp(argv[i], "--num-requests", 14))
-                explicit_count = true;
-        if (!explicit_count) cfg.request_count = (long long)pool.n;
+    if (cfg.input_file) {
+        /* AIPerf: a trace whose first record has a timestamp runs on its fixed schedule unless
+         * another timing mode was asked for; a trace is replayed once through by default. */
+        if (!cfg.fixed_schedule && !cfg.concurrency && cfg.request_rate == 0 &&
+            pool.conv[0].timestamp_ms >= 0) {
+            cfg.fixed_schedule = true;
+            MG_INFO("%s has timestamps: fixed schedule", cfg.input_file);
+        }
+        if (!cfg.fixed_schedule && !cfg.concurrency && cfg.request_rate == 0) cfg.concurrency = 1;
+        if (cfg.request_count == 0 && cfg.benchmark_duration_s == 0)
+            cfg.request_count = (long long)pool.n;
     }
     MG_INFO("tokenizer %s, corpus %zu tokens, %zu prompts; %s", btok_name(tok), corpus.ntok, pool.n,
             cfg.url);

@@ -331,7 +331,9 @@ mg_status bench_options_parse(int argc, char **argv, bench_config *c) {
                        c->custom_dataset_type);
     if (c->fixed_schedule && !c->input_file)
         return MG_ERRF(MG_EINVAL, "--fixed-schedule needs --input-file");
-    if (c->request_count == 0 && c->benchmark_duration_s == 0) c->request_count = 10;
+    /* A trace is replayed once through unless a count or duration is given (main.c sets it). */
+    if (c->request_count == 0 && c->benchmark_duration_s == 0 && !c->input_file)
+        c->request_count = 10;
     if (!c->endpoint_path)
         c->endpoint_path =
             strdup(c->endpoint_type == BENCH_CHAT ? "/v1/chat/completions" : "/v1/completions");
@@ -342,7 +344,10 @@ mg_status bench_options_parse(int argc, char **argv, bench_config *c) {
         c->endpoint_path = p;
     }
     if (!c->random_seed_set) c->random_seed = 0;
-    if (!c->concurrency && c->request_rate == 0 && !c->fixed_schedule) c->concurrency = 1;
+    /* Without a timing mode: one request at a time; a trace with timestamps instead switches
+     * to its fixed schedule (main.c, once the trace is read). */
+    if (!c->concurrency && c->request_rate == 0 && !c->fixed_schedule && !c->input_file)
+        c->concurrency = 1;
     if (!c->artifact_dir) {
         char m[256];
         snprintf(m, sizeof m, "%s", c->model);
