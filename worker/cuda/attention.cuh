@@ -1,0 +1,142 @@
+/* attention.cuh - q/k/v bias + YaRN RoPE + KV-cache write (one kernel), and attention with sinks
+ * over the paged KV cache for decode and chunked prefill alike.
+ * CPU twins: ops_rope and att_task in worker/cpu. */
+#pragma once
+
+#include "common.cuh"
+
+/* ---- kernels ---- */
+
+/* One CTA per token. Work items: q rotation pairs (n_heads * D/2), k pairs (n_kv * D/2), then v
+ * elements (n_kv * D). The angle and its cos/sin are computed per pair as the CPU does (float
+ * angle = pos * inv_freq, accurate cosf/sinf: this file is built without fast math). */
+__global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *qkv,
+                                const uint16_t *bias, const int32_t *positions,
+                                const int32_t *slots, const float *inv_freq, float conc,
+                                int n_heads, int n_kv, int D, int bs) {
+    int t = blockIdx.x, half = D / 2, Q = n_heads * D, KV = n_kv * D;
+    const float *row = qkv + (size_t)t * (Q + 2 * KV);
+    int pos = positions[t], slot = slots[t], blk = slot / bs, off = slot % bs;
+    int n_rot = (n_heads + n_kv) * half, n_all = n_rot + KV;
+    for (int w = threadIdx.x; w < n_all; w += blockDim.x) {
+        if (w < n_rot) {
+            int head = w / half, i = w % half;
+            bool is_q = head < n_heads;
+            int col = is_q ? head * D : Q + (head - n_heads) * D;
+            float x1 = row[col + i] + bf16f(bias[col + i]);
+            float x2 = row[col + i + half] + bf16f(bias[col + i + half]);
+            float angle = (float)pos * inv_freq[i];
+            float c = cosf(angle) * conc, sn = sinf(angle) * conc;
+            float y1 = x1 * c - x2 * sn, y2 = x2 * c + x1 * sn;
+            if (is_q) {
+                q[(size_t)t * Q + col + i] = y1;
+                q[(size_t)t * Q + col + i + half] = y2;
+            } else {
+                int kh = head - n_heads;
+                uint16_t *dst = kcache + ((size_t)(blk * n_kv + kh) * bs + off) * D;
+                dst[i] = f2bf16(y1);
+                dst[i + half] = f2bf16(y2);
+            }
+        } else {
+            int e = w - n_rot, kh = e / D, d = e % D, col = Q + KV + e;
+            vcache[((size_t)(blk * n_kv + kh) * bs + off) * D + d] =
+                f2bf16(row[col] + bf16f(bias[col]));
+        }
+    }
+}
+
+/* Grid (T, n_kv); one warp per query head of the kv group, so the group's K/V rows are read
+ * once from memory and shared through L1. Lane l scores key j0 + l (a whole 128-byte K row,
+ * 16-byte loads), the warp keeps the online-softmax state, and each lane accumulates two output
+ * dimensions over the chunk's 32 V rows (coalesced 128-byte V reads). The sink joins at the
+ * end: one more logit in the denominator, none in the numerator. */
+__global__ void attention_kernel(uint16_t *out, const float *q, const uint16_t *kc,
+                                 const uint16_t *vc, const uint16_t *sinks,
+                                 const int32_t *block_table, int max_blocks,
+                                 const int32_t *token_seq, const int32_t *positions, int n_heads,
+                                 int n_kv, int bs, int window) {
+    __shared__ __align__(16) float qs[32][64];
+    const int D = 64;
+    int t = blockIdx.x, g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int h = g * (n_heads / n_kv) + warp;
+    const float *qr = q + ((size_t)t * n_heads + h) * D;
+    /* 1/sqrt(64) = 1/8 is a power of two: scaling q first rounds exactly as scaling the dot. */
+    qs[warp][lane] = qr[lane] * 0.125f;
+    qs[warp][lane + 32] = qr[lane + 32] * 0.125f;
+    __syncwarp();
+    int s = token_seq[t], pos = positions[t];
+    int lo = window > 0 ? max(0, pos - window + 1) : 0;
+    const int32_t *brow = block_table + (size_t)s * max_blocks;
+    float m = -INFINITY, l = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
+    for (int j0 = lo; j0 <= pos; j0 += 32) {
+        int j = j0 + lane;
+        float sc = -INFINITY;
+        unsigned long long base = 0;
+        if (j <= pos) {
+            int blk = brow[j / bs];
+            base = ((unsigned long long)(blk * n_kv + g) * bs + j % bs) * D;
+            const uint4 *kr = reinterpret_cast<const uint4 *>(kc + base);
+            float d = 0.0f;
+#pragma unroll
+            for (int c = 0; c < 8; c++) {
+                uint4 u = kr[c];
+                uint32_t w4[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    d += __uint_as_float(w4[e] << 16) * qs[warp][c * 8 + 2 * e];
+                    d += __uint_as_float(w4[e] & 0xffff0000u) * qs[warp][c * 8 + 2 * e + 1];
+                }
+            }
+            sc = d;
+        }
+        float mn = fmaxf(m, warp_max(sc)); /* finite: lane 0's key is always in range */
+        float alpha = expf(m - mn);
+        float p = j <= pos ? expf(sc - mn) : 0.0f;
+        l = l * alpha + warp_sum(p);
+        acc0 *= alpha;
+        acc1 *= alpha;
+        int nvalid = min(32, pos - j0 + 1);
+#pragma unroll 8
+        for (int jj = 0; jj < nvalid; jj++) {
+            float pj = __shfl_sync(0xffffffffu, p, jj);
+            unsigned long long bj = __shfl_sync(0xffffffffu, base, jj);
+            uint32_t v2 = *reinterpret_cast<const uint32_t *>(vc + bj + 2 * lane);
+            acc0 += pj * __uint_as_float(v2 << 16);
+            acc1 += pj * __uint_as_float(v2 & 0xffff0000u);
+        }
+        m = mn;
+    }
+    float sk = bf16f(sinks[h]), mf = fmaxf(m, sk), a = expf(m - mf);
+    l = l * a + expf(sk - mf);
+    uint16_t *o = out + ((size_t)t * n_heads + h) * D;
+    o[2 * lane] = f2bf16(acc0 * a / l);
+    o[2 * lane + 1] = f2bf16(acc1 * a / l);
+}
+
+/* ---- launchers ---- */
+
+extern "C" int cuda_qkv_rope(float *q, uint16_t *kcache, uint16_t *vcache, const float *qkv,
+                             const uint16_t *bias, const int32_t *positions, const int32_t *slots,
+                             const float *inv_freq, float concentration, int T, int n_heads,
+                             int n_kv_heads, int D, int block_size, cudaStream_t s) {
+    if (T <= 0) return 0;
+    qkv_rope_kernel<<<T, 256, 0, s>>>(q, kcache, vcache, qkv, bias, positions, slots, inv_freq,
+                                      concentration, n_heads, n_kv_heads, D, block_size);
+    return launch_status();
+}
+
+extern "C" int cuda_attention(uint16_t *out, const float *q, const uint16_t *kcache,
+                              const uint16_t *vcache, const uint16_t *sinks,
+                              const int32_t *block_table, int max_blocks, const int32_t *token_seq,
+                              const int32_t *positions, int T, int n_heads, int n_kv_heads, int D,
+                              int block_size, int window, cudaStream_t s) {
+    if (T <= 0) return 0;
+    int group = n_heads / n_kv_heads;
+    if (D != 64 || group < 1 || group > 32 || group * n_kv_heads != n_heads)
+        return (int)cudaErrorInvalidValue;
+    dim3 grid(T, n_kv_heads);
+    attention_kernel<<<grid, 32 * group, 0, s>>>(out, q, kcache, vcache, sinks, block_table,
+                                                 max_blocks, token_seq, positions, n_heads,
+                                                 n_kv_heads, block_size, window);
+    return launch_status();
+}

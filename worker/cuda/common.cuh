@@ -1,0 +1,46 @@
+/* common.cuh - helpers shared by the kernels of cuda_ops.cu: bf16 bits <-> float, warp and
+ * block reductions, the launch-error return every launcher ends with. */
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+/* bf16 bits → float: the high half of the float's bits (exact). */
+__device__ __forceinline__ float bf16f(uint16_t h) {
+    return __uint_as_float((uint32_t)h << 16);
+}
+
+/* float → bf16 bits, round to nearest even (NaN stays NaN). */
+__device__ __forceinline__ uint16_t f2bf16(float f) {
+    __nv_bfloat16 b = __float2bfloat16_rn(f);
+    return *reinterpret_cast<uint16_t *>(&b);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the CTA (blockDim.x a multiple of 32, at most 1024); every thread gets the total.
+ * red: 32 floats of shared memory. */
+__device__ __forceinline__ float block_sum(float v, float *red) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads(); /* red may still be read by an earlier call */
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+static inline int launch_status(void) {
+    return (int)cudaGetLastError();
+}

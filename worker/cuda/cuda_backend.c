@@ -1,0 +1,626 @@
+/* cuda_backend.c - the forward pass on the GPU (see cuda_backend.h).
+ *
+ * One step, all on one stream: upload the step's index arrays (one copy), embed, RMSNorm, then
+ * per layer: fused q/k/v GEMM → bias + RoPE + KV write → attention with sinks over the paged KV
+ * → o_proj GEMM → residual + o bias + RMSNorm (one kernel) → router GEMM → top-k + softmax +
+ * grouping by expert (one kernel) → MXFP4 gate_up GEMM with bias and SwiGLU → MXFP4 down GEMM
+ * with bias and routing weight → residual (fixed-order sum of the top_k rows) + the next
+ * RMSNorm; finally the rows that want logits, lm_head, and the logits or the greedy tokens
+ * back to the host. Mirrors cpu_forward step for step. */
+#include "cuda_backend.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "cpu_ops.h"
+#include "cuda_gemm.h"
+#include "cuda_ops.h"
+#include "cuda_plan.h"
+#include "log.h"
+#include "sampling.h"
+
+typedef struct dev_layer {
+    uint16_t *attn_norm;            /* (H) */
+    uint16_t *qkv_w, *qkv_b;        /* (Q + 2KV, H), (Q + 2KV): q, k, v rows stacked */
+    uint16_t *o_w, *o_b;            /* (H, Q), (H) */
+    uint16_t *sinks;                /* (n_heads) */
+    uint16_t *mlp_norm;             /* (H) */
+    uint16_t *router_w, *router_b;  /* (E, H), (E) */
+    uint8_t *gu_blocks, *gu_scales; /* (E, 2I, H/32, 16), (E, 2I, H/32) */
+    uint16_t *gu_bias;              /* (E, 2I) */
+    uint8_t *dn_blocks, *dn_scales; /* (E, H, I/32, 16), (E, H, I/32) */
+    uint16_t *dn_bias;              /* (E, H) */
+} dev_layer;
+
+static const char *prof_names[CUDA_PROF_OPS] = {
+    "embed+norm",  "qkv_gemm",    "qkv_rope",    "attention", "o_gemm",  "residual_norm",
+    "router_gemm", "router_topk", "moe_gate_up", "moe_down",  "lm_head", "sample+copy"};
+enum { P_EMBED, P_QKV, P_ROPE, P_ATT, P_O, P_NORM, P_RGEMM, P_ROUTER, P_GU, P_DN, P_LM, P_SAMPLE };
+enum { PROF_EVENTS = 1024 };
+
+typedef struct cuda {
+    mg_backend base;
+    mg_model_config c;
+    int H, Q, KV, D, E, TK, I, V, L;
+    int dev, max_tokens, max_seqs, max_blocks_cap;
+    cudaStream_t stream;
+    cuda_gemm *gemm;
+    void *weights; /* the one allocation the tensors are carved from */
+    size_t weight_bytes;
+    uint16_t *embed, *final_norm, *lm_head; /* (V, H), (H), (V, H) */
+    dev_layer *layers;
+    uint16_t *kv;       /* K of every layer, then V of every layer */
+    size_t layer_elems; /* num_blocks * n_kv * block_size * D */
+    float *inv_freq;    /* (D/2) */
+    float concentration;
+    /* scratch: T = max_tokens, S = T * top_k, R = max_seqs */
+    float *x, *qkv, *q, *tmp, *rlog, *top_w, *y, *logits; /* (T,H) (T,Q+2KV) (T,Q) (T,H) (T,E)
+                                                              (S) (S,H) (R,V) */
+    uint16_t *xn, *att, *act, *lx;                        /* (T,H) (T,Q) (S,I) (R,H) */
+    int32_t *top_e, *e_start, *e_slots, *tok_out;         /* (S) (E+1) (S) (R) */
+    int32_t *meta_d, *meta_h; /* the step's index arrays, device and pinned host */
+    size_t meta_cap;          /* int32 entries */
+    int32_t *tok_h;           /* (R) pinned */
+    float *row_h;             /* (V) pinned: one logits row for host sampling */
+    mg_sampler *sampler;
+    /* profiling */
+    bool prof;
+    cudaEvent_t ev[PROF_EVENTS];
+    int ev_op[PROF_EVENTS / 2], n_ev;
+    double prof_ms[CUDA_PROF_OPS];
+    int prof_calls[CUDA_PROF_OPS];
+} cuda;
+
+static mg_status cuda_fail(int err, const char *what) {
+    return MG_ERRF(MG_ECUDA, "cuda backend: %s: %s", what, cudaGetErrorString((cudaError_t)err));
+}
+
+#define CK(call, what)                                                                             \
+    do {                                                                                           \
+        int e_ = (int)(call);                                                                      \
+        if (e_) return cuda_fail(e_, what);                                                        \
+    } while (0)
+
+/* ---- profiling: an event pair around each launch group ---- */
+
+static void prof_begin(cuda *b, int op) {
+    if (!b->prof || b->n_ev + 2 > PROF_EVENTS) return;
+    b->ev_op[b->n_ev / 2] = op;
+    cudaEventRecord(b->ev[b->n_ev++], b->stream);
+}
+
+static void prof_end(cuda *b) {
+    if (!b->prof || b->n_ev % 2 == 0) return;
+    cudaEventRecord(b->ev[b->n_ev++], b->stream);
+}
+
+static void prof_collect(cuda *b) {
+    if (!b->prof) return;
+    cudaStreamSynchronize(b->stream);
+    for (int i = 0; i + 1 < b->n_ev; i += 2) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, b->ev[i], b->ev[i + 1]) == cudaSuccess) {
+            b->prof_ms[b->ev_op[i / 2]] += ms;
+            b->prof_calls[b->ev_op[i / 2]]++;
+        }
+    }
+    b->n_ev = 0;
+}
+
+void cuda_backend_set_profile(mg_backend *base, bool on) {
+    cuda *b = (cuda *)base;
+    b->prof = on;
+    b->n_ev = 0;
+}
+
+int cuda_backend_profile_read(mg_backend *base, const char **names, double *ms, int *calls) {
+    cuda *b = (cuda *)base;
+    for (int i = 0; i < CUDA_PROF_OPS; i++) {
+        names[i] = prof_names[i];
+        ms[i] = b->prof_ms[i];
+        calls[i] = b->prof_calls[i];
+        b->prof_ms[i] = 0;
+        b->prof_calls[i] = 0;
+    }
+    return CUDA_PROF_OPS;
+}
+
+/* ---- the step ---- */
+
+static mg_status check_batch(const cuda *b, const mg_batch *bt) {
+    int bs = b->base.block_size;
+    if (bt->n_tokens > b->max_tokens || bt->n_seqs > b->max_seqs || bt->n_logits > b->max_seqs)
+        return MG_ERRF(MG_EINVAL,
+                       "cuda forward: %d tokens, %d sequences, %d logits rows exceed "
+                       "max_tokens %d / max_seqs %d",
+                       bt->n_tokens, bt->n_seqs, bt->n_logits, b->max_tokens, b->max_seqs);
+    if (bt->n_seqs < 1 || bt->max_blocks < 1 ||
+        (size_t)bt->n_seqs * bt->max_blocks > (size_t)b->max_seqs * b->max_blocks_cap)
+        return MG_ERRF(MG_EINVAL, "cuda forward: %d sequences, %d blocks per row", bt->n_seqs,
+                       bt->max_blocks);
+    for (int s = 0; s < bt->n_seqs; s++) {
+        int ctx = bt->seq_ctx[s], nblk = (ctx + bs - 1) / bs;
+        if (ctx < 1 || ctx > b->base.max_ctx || nblk > bt->max_blocks)
+            return MG_ERRF(MG_EINVAL,
+                           "cuda forward: sequence %d: context %d outside [1, %d] or past "
+                           "its %d blocks",
+                           s, ctx, b->base.max_ctx, bt->max_blocks);
+        for (int k = 0; k < nblk; k++) {
+            int32_t blk = bt->block_table[(size_t)s * bt->max_blocks + k];
+            if (blk < 0 || blk >= b->base.num_blocks)
+                return MG_ERRF(MG_EINVAL,
+                               "cuda forward: sequence %d: block %d is %d, outside [0, %d)", s, k,
+                               blk, b->base.num_blocks);
+        }
+    }
+    for (int t = 0; t < bt->n_tokens; t++) {
+        int s = bt->token_seq[t];
+        if (bt->tokens[t] < 0 || bt->tokens[t] >= b->V)
+            return MG_ERRF(MG_EINVAL, "cuda forward: token %d is %d, outside the vocabulary", t,
+                           bt->tokens[t]);
+        if (s < 0 || s >= bt->n_seqs || bt->positions[t] < 0 || bt->positions[t] >= bt->seq_ctx[s])
+            return MG_ERRF(MG_EINVAL,
+                           "cuda forward: token %d: sequence %d, position %d outside its context",
+                           t, s, bt->positions[t]);
+    }
+    for (int i = 0; i < bt->n_logits; i++)
+        if (bt->logits_rows[i] < 0 || bt->logits_rows[i] >= bt->n_tokens)
+            return MG_ERRF(MG_EINVAL, "cuda forward: logits row %d is %d, outside the batch", i,
+                           bt->logits_rows[i]);
+    return MG_OK;
+}
+
+/* Everything up to the logits (n_logits, V) in b->logits, on the stream, unsynchronized. */
+static mg_status run_step(cuda *b, const mg_batch *bt) {
+    mg_status st = check_batch(b, bt);
+    if (st) return st;
+    const mg_model_config *c = &b->c;
+    int T = bt->n_tokens, H = b->H, bs = b->base.block_size, nl = bt->n_logits;
+    size_t nbt = (size_t)bt->n_seqs * bt->max_blocks;
+    /* The index arrays, packed: tokens, positions, token_seq, slots, logits_rows, block_table. */
+    int32_t *mh = b->meta_h;
+    memcpy(mh, bt->tokens, sizeof(int32_t) * T);
+    memcpy(mh + T, bt->positions, sizeof(int32_t) * T);
+    memcpy(mh + 2 * T, bt->token_seq, sizeof(int32_t) * T);
+    for (int t = 0; t < T; t++) {
+        int s = bt->token_seq[t], pos = bt->positions[t];
+        mh[3 * T + t] = bt->block_table[(size_t)s * bt->max_blocks + pos / bs] * bs + pos % bs;
+    }
+    memcpy(mh + 4 * T, bt->logits_rows, sizeof(int32_t) * nl);
+    memcpy(mh + 4 * T + nl, bt->block_table, sizeof(int32_t) * nbt);
+    size_t n_meta = 4 * (size_t)T + nl + nbt;
+    CK(cudaMemcpyAsync(b->meta_d, mh, sizeof(int32_t) * n_meta, cudaMemcpyHostToDevice, b->stream),
+       "index upload");
+    const int32_t *d_tok = b->meta_d, *d_pos = b->meta_d + T, *d_seq = b->meta_d + 2 * T;
+    const int32_t *d_slot = b->meta_d + 3 * T, *d_rows = b->meta_d + 4 * T;
+    const int32_t *d_bt = b->meta_d + 4 * T + nl;
+    cudaStream_t s = b->stream;
+
+    prof_begin(b, P_EMBED);
+    CK(cuda_embed(b->x, b->embed, d_tok, T, H, s), "embed");
+    CK(cuda_rmsnorm(b->xn, b->x, NULL, 0, NULL, b->layers[0].attn_norm, T, H, c->rms_eps, s),
+       "rmsnorm");
+    prof_end(b);
+    for (int l = 0; l < b->L; l++) {
+        const dev_layer *L = &b->layers[l];
+        uint16_t *kc = b->kv + l * b->layer_elems;
+        uint16_t *vc = b->kv + (b->L + l) * b->layer_elems;
+        prof_begin(b, P_QKV);
+        st = cuda_matmul_bf16(b->gemm, b->qkv, b->xn, L->qkv_w, T, b->Q + 2 * b->KV, H, s);
+        if (st) return st;
+        prof_end(b);
+        prof_begin(b, P_ROPE);
+        CK(cuda_qkv_rope(b->q, kc, vc, b->qkv, L->qkv_b, d_pos, d_slot, b->inv_freq,
+                         b->concentration, T, c->n_heads, c->n_kv_heads, b->D, bs, s),
+           "qkv_rope");
+        prof_end(b);
+        prof_begin(b, P_ATT);
+        CK(cuda_attention(b->att, b->q, kc, vc, L->sinks, d_bt, bt->max_blocks, d_seq, d_pos, T,
+                          c->n_heads, c->n_kv_heads, b->D, bs,
+                          c->sliding[l] ? c->sliding_window : 0, s),
+           "attention");
+        prof_end(b);
+        prof_begin(b, P_O);
+        st = cuda_matmul_bf16(b->gemm, b->tmp, b->att, L->o_w, T, H, b->Q, s);
+        if (st) return st;
+        prof_end(b);
+        prof_begin(b, P_NORM);
+        CK(cuda_rmsnorm(b->xn, b->x, b->tmp, 1, L->o_b, L->mlp_norm, T, H, c->rms_eps, s),
+           "residual rmsnorm");
+        prof_end(b);
+        prof_begin(b, P_RGEMM);
+        st = cuda_matmul_bf16(b->gemm, b->rlog, b->xn, L->router_w, T, b->E, H, s);
+        if (st) return st;
+        prof_end(b);
+        prof_begin(b, P_ROUTER);
+        CK(cuda_router(b->top_e, b->top_w, b->e_start, b->e_slots, b->rlog, L->router_b, T, b->E,
+                       b->TK, s),
+           "router");
+        prof_end(b);
+        prof_begin(b, P_GU);
+        CK(cuda_moe_gate_up(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
+                            b->e_slots, b->TK, b->E, b->I, H, c->swiglu_limit, s),
+           "moe gate_up");
+        prof_end(b);
+        prof_begin(b, P_DN);
+        CK(cuda_moe_down(b->y, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->e_start,
+                         b->e_slots, b->top_w, b->E, H, b->I, s),
+           "moe down");
+        prof_end(b);
+        prof_begin(b, P_NORM);
+        const uint16_t *next = l + 1 < b->L ? b->layers[l + 1].attn_norm : b->final_norm;
+        CK(cuda_rmsnorm(b->xn, b->x, b->y, b->TK, NULL, next, T, H, c->rms_eps, s),
+           "residual rmsnorm");
+        prof_end(b);
+    }
+    prof_begin(b, P_LM);
+    CK(cuda_gather_rows(b->lx, b->xn, d_rows, nl, H, s), "gather");
+    st = cuda_matmul_bf16(b->gemm, b->logits, b->lx, b->lm_head, nl, b->V, H, s);
+    if (st) return st;
+    prof_end(b);
+    return MG_OK;
+}
+
+static mg_status cuda_forward(mg_backend *base, const mg_batch *bt, float *logits) {
+    cuda *b = (cuda *)base;
+    if (bt->n_tokens == 0) return MG_OK;
+    CK(cudaSetDevice(b->dev), "set device");
+    mg_status st = run_step(b, bt);
+    if (st) return st;
+    prof_begin(b, P_SAMPLE);
+    CK(cudaMemcpyAsync(logits, b->logits, sizeof(float) * bt->n_logits * b->V,
+                       cudaMemcpyDeviceToHost, b->stream),
+       "logits copy");
+    prof_end(b);
+    CK(cudaStreamSynchronize(b->stream), "forward");
+    prof_collect(b);
+    return MG_OK;
+}
+
+static mg_status cuda_forward_sampled(mg_backend *base, const mg_batch *bt,
+                                      const mg_sample_req *reqs, int32_t *out_tokens) {
+    cuda *b = (cuda *)base;
+    if (bt->n_tokens == 0) return MG_OK;
+    CK(cudaSetDevice(b->dev), "set device");
+    mg_status st = run_step(b, bt);
+    if (st) return st;
+    int nl = bt->n_logits;
+    prof_begin(b, P_SAMPLE);
+    CK(cuda_argmax(b->tok_out, b->logits, nl, b->V, b->stream), "argmax");
+    CK(cudaMemcpyAsync(b->tok_h, b->tok_out, sizeof(int32_t) * nl, cudaMemcpyDeviceToHost,
+                       b->stream),
+       "token copy");
+    prof_end(b);
+    CK(cudaStreamSynchronize(b->stream), "forward");
+    prof_collect(b);
+    /* Greedy rows (sampling_pick's rule: temperature <= 0 or top_k 1) take the device's
+     * arg-max; a row that samples comes to the host and goes through sampling_pick itself, so
+     * both paths follow sampling.h to the letter. */
+    for (int i = 0; i < nl; i++) {
+        const mg_sampling *p = &reqs[i].params;
+        if (p->temperature <= 0.0f || p->top_k == 1) {
+            out_tokens[i] = b->tok_h[i];
+            continue;
+        }
+        CK(cudaMemcpy(b->row_h, b->logits + (size_t)i * b->V, sizeof(float) * b->V,
+                      cudaMemcpyDeviceToHost),
+           "logits row copy");
+        out_tokens[i] = sampling_pick(b->sampler, b->row_h, p, reqs[i].counter);
+    }
+    return MG_OK;
+}
+
+static void cuda_destroy(mg_backend *base) {
+    cuda *b = (cuda *)base;
+    if (!b) return;
+    cudaSetDevice(b->dev);
+    if (b->stream) cudaStreamSynchronize(b->stream);
+    void *dev_bufs[] = {b->weights, b->kv,    b->inv_freq, b->x,       b->qkv,     b->q,     b->tmp,
+                        b->rlog,    b->top_w, b->y,        b->logits,  b->xn,      b->att,   b->act,
+                        b->lx,      b->top_e, b->e_start,  b->e_slots, b->tok_out, b->meta_d};
+    for (size_t i = 0; i < sizeof(dev_bufs) / sizeof(dev_bufs[0]); i++)
+        if (dev_bufs[i]) cudaFree(dev_bufs[i]);
+    if (b->meta_h) cudaFreeHost(b->meta_h);
+    if (b->tok_h) cudaFreeHost(b->tok_h);
+    if (b->row_h) cudaFreeHost(b->row_h);
+    for (int i = 0; i < PROF_EVENTS; i++)
+        if (b->ev[i]) cudaEventDestroy(b->ev[i]);
+    cuda_gemm_destroy(b->gemm);
+    if (b->stream) cudaStreamDestroy(b->stream);
+    sampler_destroy(b->sampler);
+    free(b->layers);
+    free(b);
+}
+
+static const mg_backend_ops cuda_backend_ops = {
+    .name = "cuda",
+    .forward = cuda_forward,
+    .forward_sampled = cuda_forward_sampled,
+    .destroy = cuda_destroy,
+};
+
+/* ---- creation ---- */
+
+/* The weight tensors in carving order; size in bytes from the config. */
+typedef struct carve {
+    char *base;
+    size_t off;
+} carve;
+
+static void *take(carve *cv, size_t bytes) {
+    void *p = cv->base ? cv->base + cv->off : NULL;
+    cv->off += (bytes + 255) & ~(size_t)255; /* 256-byte aligned: 16-byte loads everywhere */
+    return p;
+}
+
+/* Lay the tensors out over cv (a NULL base only measures). */
+static void carve_weights(cuda *b, carve *cv) {
+    size_t H = b->H, Q = b->Q, KV = b->KV, E = b->E, I = b->I, V = b->V;
+    b->embed = take(cv, 2 * V * H);
+    b->final_norm = take(cv, 2 * H);
+    b->lm_head = take(cv, 2 * V * H);
+    for (int l = 0; l < b->L; l++) {
+        dev_layer *L = &b->layers[l];
+        L->attn_norm = take(cv, 2 * H);
+        L->qkv_w = take(cv, 2 * (Q + 2 * KV) * H);
+        L->qkv_b = take(cv, 2 * (Q + 2 * KV));
+        L->o_w = take(cv, 2 * H * Q);
+        L->o_b = take(cv, 2 * H);
+        L->sinks = take(cv, 2 * (size_t)b->c.n_heads);
+        L->mlp_norm = take(cv, 2 * H);
+        L->router_w = take(cv, 2 * E * H);
+        L->router_b = take(cv, 2 * E);
+        L->gu_blocks = take(cv, E * 2 * I * H / 2);
+        L->gu_scales = take(cv, E * 2 * I * H / 32);
+        L->gu_bias = take(cv, 2 * E * 2 * I);
+        L->dn_blocks = take(cv, E * H * I / 2);
+        L->dn_scales = take(cv, E * H * I / 32);
+        L->dn_bias = take(cv, 2 * E * H);
+    }
+}
+
+static mg_status upload_weights(cuda *b, const mg_model *m) {
+    size_t H = b->H, Q = b->Q, KV = b->KV, E = b->E, I = b->I, V = b->V;
+#define UP(dst, src, bytes)                                                                        \
+    CK(cudaMemcpy((char *)(dst), (src), (bytes), cudaMemcpyHostToDevice), "weight upload")
+    UP(b->embed, m->embed, 2 * V * H);
+    UP(b->final_norm, m->final_norm, 2 * H);
+    UP(b->lm_head, m->lm_head, 2 * V * H);
+    for (int l = 0; l < b->L; l++) {
+        dev_layer *L = &b->layers[l];
+        const mg_layer *S = &m->layers[l];
+        UP(L->attn_norm, S->attn_norm, 2 * H);
+        UP(L->qkv_w, S->q_w, 2 * Q * H);
+        UP(L->qkv_w + Q * H, S->k_w, 2 * KV * H);
+        UP(L->qkv_w + (Q + KV) * H, S->v_w, 2 * KV * H);
+        UP(L->qkv_b, S->q_b, 2 * Q);
+        UP(L->qkv_b + Q, S->k_b, 2 * KV);
+        UP(L->qkv_b + Q + KV, S->v_b, 2 * KV);
+        UP(L->o_w, S->o_w, 2 * H * Q);
+        UP(L->o_b, S->o_b, 2 * H);
+        UP(L->sinks, S->sinks, 2 * (size_t)b->c.n_heads);
+        UP(L->mlp_norm, S->mlp_norm, 2 * H);
+        UP(L->router_w, S->router_w, 2 * E * H);
+        UP(L->router_b, S->router_b, 2 * E);
+        UP(L->gu_blocks, S->gate_up_blocks, E * 2 * I * H / 2);
+        UP(L->gu_scales, S->gate_up_scales, E * 2 * I * H / 32);
+        UP(L->gu_bias, S->gate_up_bias, 2 * E * 2 * I);
+        UP(L->dn_blocks, S->down_blocks, E * H * I / 2);
+        UP(L->dn_scales, S->down_scales, E * H * I / 32);
+        UP(L->dn_bias, S->down_bias, 2 * E * H);
+    }
+#undef UP
+    return MG_OK;
+}
+
+/* E8M0 scale whose decoded MXFP4 values have deviation about 1/sqrt(fan_in) (random e2m1 codes
+ * have RMS 2.93), as tools/mkckpt chooses them. */
+static int mxfp4_scale(int fan_in) {
+    return 127 + (int)lrint(log2(1.0 / (2.93 * sqrt((double)fan_in))));
+}
+
+static mg_status random_weights(cuda *b, uint64_t seed) {
+    size_t H = b->H, Q = b->Q, KV = b->KV, E = b->E, I = b->I, V = b->V;
+    cudaStream_t s = b->stream;
+    uint64_t k = seed * 0x9E3779B97F4A7C15ull;
+#define BF(p, n, mean, std)                                                                        \
+    CK(cuda_fill_bf16((uint16_t *)(p), (n), ++k, (mean), (std), s), "random weights")
+#define U8(p, n, lo, hi) CK(cuda_fill_u8((p), (n), ++k, (lo), (hi), s), "random weights")
+    BF(b->embed, V * H, 0.0f, 1.0f);
+    BF(b->final_norm, H, 1.0f, 0.1f);
+    BF(b->lm_head, V * H, 0.0f, 1.0f / sqrtf((float)H));
+    int su = mxfp4_scale((int)H), sd = mxfp4_scale((int)I);
+    for (int l = 0; l < b->L; l++) {
+        dev_layer *L = &b->layers[l];
+        BF(L->attn_norm, H, 1.0f, 0.1f);
+        BF(L->qkv_w, (Q + 2 * KV) * H, 0.0f, 1.0f / sqrtf((float)H));
+        BF(L->qkv_b, Q + 2 * KV, 0.0f, 0.02f);
+        BF(L->o_w, H * Q, 0.0f, 1.0f / sqrtf((float)Q));
+        BF(L->o_b, H, 0.0f, 0.02f);
+        BF(L->sinks, (size_t)b->c.n_heads, 0.0f, 1.0f);
+        BF(L->mlp_norm, H, 1.0f, 0.1f);
+        BF(L->router_w, E * H, 0.0f, 1.0f / sqrtf((float)H));
+        BF(L->router_b, E, 0.0f, 0.02f);
+        U8(L->gu_blocks, E * 2 * I * H / 2, 0, 255);
+        U8(L->gu_scales, E * 2 * I * H / 32, su - 1, su + 1);
+        BF(L->gu_bias, E * 2 * I, 0.0f, 0.02f);
+        U8(L->dn_blocks, E * H * I / 2, 0, 255);
+        U8(L->dn_scales, E * H * I / 32, sd - 1, sd + 1);
+        BF(L->dn_bias, E * H, 0.0f, 0.02f);
+    }
+#undef BF
+#undef U8
+    CK(cudaStreamSynchronize(s), "random weights");
+    return MG_OK;
+}
+
+mg_status cuda_backend_fill_kv(mg_backend *base, uint64_t seed) {
+    cuda *b = (cuda *)base;
+    CK(cudaSetDevice(b->dev), "set device");
+    CK(cuda_fill_bf16(b->kv, 2 * (size_t)b->L * b->layer_elems, seed, 0.0f, 1.0f, b->stream),
+       "KV fill");
+    CK(cudaStreamSynchronize(b->stream), "KV fill");
+    return MG_OK;
+}
+
+static mg_status dmalloc(void *pp, size_t bytes, const char *what) {
+    cudaError_t e = cudaMalloc((void **)pp, bytes ? bytes : 1);
+    if (e != cudaSuccess)
+        return MG_ERRF(MG_ENOMEM, "cuda backend: %s (%zu MiB): %s", what, bytes >> 20,
+                       cudaGetErrorString(e));
+    return MG_OK;
+}
+
+/* Everything but the weights' contents: checks, stream, GEMM, weights carved, scratch, KV. */
+static mg_status create_common(const mg_model_config *c, const cuda_backend_opts *o, cuda **out) {
+    *out = NULL;
+    if (o->block_size < 1 || o->max_tokens < 1 || o->max_seqs < 1 || o->num_blocks < 0)
+        return MG_ERRF(MG_EINVAL,
+                       "cuda backend: block_size %d, max_tokens %d, max_seqs %d must be "
+                       "positive, num_blocks %d not negative",
+                       o->block_size, o->max_tokens, o->max_seqs, o->num_blocks);
+    if (c->head_dim != 64 || c->n_heads % c->n_kv_heads || c->n_heads / c->n_kv_heads > 32 ||
+        c->n_experts > 1024 || c->top_k > 8 || c->hidden % 32 || c->intermediate % 32 ||
+        c->head_dim / 2 > 512)
+        return MG_ERRF(MG_EUNSUPPORTED,
+                       "cuda backend: head_dim %d (must be 64), %d heads over %d kv heads, %d "
+                       "experts top-%d, hidden %d, intermediate %d: outside what the kernels take",
+                       c->head_dim, c->n_heads, c->n_kv_heads, c->n_experts, c->top_k, c->hidden,
+                       c->intermediate);
+    CK(cudaSetDevice(o->device), "set device");
+    cuda *b = calloc(1, sizeof(*b));
+    if (!b) return MG_ERRF(MG_ENOMEM, "out of memory");
+    b->dev = o->device;
+    b->base.ops = &cuda_backend_ops;
+    b->base.vocab = c->vocab;
+    b->base.block_size = o->block_size;
+    b->c = *c;
+    b->H = c->hidden, b->Q = c->n_heads * c->head_dim, b->KV = c->n_kv_heads * c->head_dim;
+    b->D = c->head_dim, b->E = c->n_experts, b->TK = c->top_k, b->I = c->intermediate;
+    b->V = c->vocab, b->L = c->n_layers;
+    b->max_tokens = o->max_tokens, b->max_seqs = o->max_seqs;
+    mg_status st = MG_OK;
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        if ((st = (x))) goto fail;                                                                 \
+    } while (0)
+    b->layers = calloc(b->L, sizeof(dev_layer));
+    if (!b->layers) TRY(MG_ERRF(MG_ENOMEM, "out of memory"));
+    if (cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking) != cudaSuccess)
+        TRY(MG_ERRF(MG_ECUDA, "cuda backend: stream creation failed"));
+    TRY(cuda_gemm_create((size_t)32 << 20, &b->gemm));
+    TRY(sampler_create(c->vocab, &b->sampler));
+    for (int i = 0; i < PROF_EVENTS; i++)
+        if (cudaEventCreate(&b->ev[i]) != cudaSuccess)
+            TRY(MG_ERRF(MG_ECUDA, "cuda backend: event creation failed"));
+    /* weights: measure, allocate once, carve */
+    carve cv = {NULL, 0};
+    carve_weights(b, &cv);
+    b->weight_bytes = cv.off;
+    TRY(dmalloc(&b->weights, cv.off, "weights"));
+    cv.base = b->weights, cv.off = 0;
+    carve_weights(b, &cv);
+    /* rope table */
+    float inv_freq[512];
+    b->concentration =
+        ops_yarn_inv_freq(inv_freq, b->D, c->rope_theta, c->rope_factor, c->beta_fast, c->beta_slow,
+                          c->rope_orig_ctx, c->rope_truncate);
+    TRY(dmalloc(&b->inv_freq, sizeof(float) * b->D / 2, "rope table"));
+    if (cudaMemcpy(b->inv_freq, inv_freq, sizeof(float) * b->D / 2, cudaMemcpyHostToDevice))
+        TRY(MG_ERRF(MG_ECUDA, "cuda backend: rope table upload failed"));
+    /* scratch */
+    size_t T = o->max_tokens, S = T * b->TK, R = o->max_seqs;
+    size_t H = b->H, Q = b->Q, KV = b->KV;
+    TRY(dmalloc(&b->x, 4 * T * H, "scratch"));
+    TRY(dmalloc(&b->qkv, 4 * T * (Q + 2 * KV), "scratch"));
+    TRY(dmalloc(&b->q, 4 * T * Q, "scratch"));
+    TRY(dmalloc(&b->tmp, 4 * T * H, "scratch"));
+    TRY(dmalloc(&b->rlog, 4 * T * b->E, "scratch"));
+    TRY(dmalloc(&b->top_w, 4 * S, "scratch"));
+    TRY(dmalloc(&b->y, 4 * S * H, "scratch"));
+    TRY(dmalloc(&b->logits, 4 * R * b->V, "logits"));
+    TRY(dmalloc(&b->xn, 2 * T * H, "scratch"));
+    TRY(dmalloc(&b->att, 2 * T * Q, "scratch"));
+    TRY(dmalloc(&b->act, 2 * S * b->I, "scratch"));
+    TRY(dmalloc(&b->lx, 2 * R * H, "scratch"));
+    TRY(dmalloc(&b->top_e, 4 * S, "scratch"));
+    TRY(dmalloc(&b->e_start, 4 * (size_t)(b->E + 1), "scratch"));
+    TRY(dmalloc(&b->e_slots, 4 * S, "scratch"));
+    TRY(dmalloc(&b->tok_out, 4 * R, "scratch"));
+    /* KV pool: given, or a share of what is free now */
+    size_t block_bytes = cuda_plan_block_bytes(c, o->block_size);
+    int max_ctx_req = o->max_ctx > 0 ? o->max_ctx : c->max_pos;
+    b->max_blocks_cap = (max_ctx_req + o->block_size - 1) / o->block_size;
+    b->meta_cap = 4 * T + R + R * (size_t)b->max_blocks_cap;
+    TRY(dmalloc(&b->meta_d, 4 * b->meta_cap, "index arrays"));
+    if (cudaMallocHost((void **)&b->meta_h, 4 * b->meta_cap) ||
+        cudaMallocHost((void **)&b->tok_h, 4 * R) ||
+        cudaMallocHost((void **)&b->row_h, 4 * (size_t)b->V))
+        TRY(MG_ERRF(MG_ENOMEM, "cuda backend: pinned host buffers"));
+    int nblocks = o->num_blocks;
+    if (nblocks == 0) {
+        size_t free_b = 0, total_b = 0;
+        if (cudaMemGetInfo(&free_b, &total_b))
+            TRY(MG_ERRF(MG_ECUDA, "cuda backend: cudaMemGetInfo failed"));
+        double frac = o->free_gpu_memory_fraction > 0 ? o->free_gpu_memory_fraction : 0.9;
+        TRY(cuda_plan_kv_blocks(free_b, frac, block_bytes, &nblocks));
+    }
+    b->base.num_blocks = nblocks;
+    b->layer_elems = (size_t)nblocks * c->n_kv_heads * o->block_size * b->D;
+    TRY(dmalloc(&b->kv, 2 * 2 * (size_t)b->L * b->layer_elems, "KV cache"));
+    /* Zeroed KV: a block read before it is written gives zeros, never stale garbage. */
+    if (cudaMemset(b->kv, 0, 2 * 2 * (size_t)b->L * b->layer_elems))
+        TRY(MG_ERRF(MG_ECUDA, "cuda backend: KV clear failed"));
+    long cap = (long)nblocks * o->block_size;
+    long mc = o->max_ctx > 0 && o->max_ctx < cap ? o->max_ctx : cap;
+    if (mc > (long)b->max_blocks_cap * o->block_size) mc = (long)b->max_blocks_cap * o->block_size;
+    b->base.max_ctx = (int)mc;
+    MG_INFO("cuda backend: weights %.2f GiB, KV %d blocks of %d (%.2f GiB), max_ctx %d",
+            b->weight_bytes / 1073741824.0, nblocks, o->block_size,
+            (double)nblocks * block_bytes / 1073741824.0, b->base.max_ctx);
+    *out = b;
+    return MG_OK;
+fail:
+    cuda_destroy(&b->base);
+    return st;
+#undef TRY
+}
+
+mg_status cuda_backend_create(const mg_model *m, const cuda_backend_opts *o, mg_backend **out) {
+    *out = NULL;
+    cuda *b;
+    mg_status st = create_common(&m->cfg, o, &b);
+    if (st) return st;
+    if ((st = upload_weights(b, m))) {
+        cuda_destroy(&b->base);
+        return st;
+    }
+    *out = &b->base;
+    return MG_OK;
+}
+
+mg_status cuda_backend_open(const char *dir, const cuda_backend_opts *o, mg_backend **out) {
+    mg_model *m;
+    mg_status st = model_load(dir, &m);
+    if (st) return st;
+    st = cuda_backend_create(m, o, out);
+    model_destroy(m); /* the weights are on the device now */
+    return st;
+}
+
+mg_status cuda_backend_create_random(const mg_model_config *c, uint64_t seed,
+                                     const cuda_backend_opts *o, mg_backend **out) {
+    *out = NULL;
+    cuda *b;
+    mg_status st = create_common(c, o, &b);
+    if (st) return st;
+    if ((st = random_weights(b, seed))) {
+        cuda_destroy(&b->base);
+        return st;
+    }
+    *out = &b->base;
+    return MG_OK;
+}

@@ -1,0 +1,53 @@
+/* cuda_backend.h - the CUDA backend: the gpt-oss forward pass on one GPU behind mg_backend_ops
+ * (worker/engine/backend.h), the same scheduler and paged KV as the CPU backend.
+ *
+ * Weights live in one device allocation carved into tensors in the checkpoint's layout (bf16,
+ * MXFP4 codes + E8M0 scales; q, k and v concatenated for one GEMM), copied from the model's
+ * mapping or, for benchmarks at shapes whose files would not fit, initialised on the device
+ * from a seed (cuda_backend_create_random). KV is bf16, (num_blocks, n_kv_heads, block_size,
+ * head_dim) per layer, sized from free_gpu_memory_fraction of the memory free once weights and
+ * scratch are allocated. The step's kernels are in cuda_ops.h, the GEMMs in cuda_gemm.h;
+ * forward_sampled picks greedy tokens on the device and copies only the rows that sample.
+ *
+ * Ownership: cuda_backend_create copies the weights and does not keep the model;
+ * cuda_backend_open loads, copies and unloads. The backend owns every device buffer; forward
+ * allocates nothing. Thread rule: the engine thread makes every call; the backend binds its
+ * device on each call (cudaSetDevice is per thread). */
+#ifndef MG_CUDA_BACKEND_H
+#define MG_CUDA_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "model.h"
+#include "status.h"
+
+typedef struct cuda_backend_opts {
+    int device;                      /* CUDA device ordinal */
+    int num_blocks;                  /* KV blocks; 0: from free_gpu_memory_fraction */
+    double free_gpu_memory_fraction; /* share of free memory after loading (0: 0.9) */
+    int block_size;                  /* positions per block */
+    int max_tokens;                  /* most tokens in one forward */
+    int max_seqs;                    /* most sequences (and logits rows) in one forward */
+    int max_ctx;                     /* longest sequence; 0: num_blocks * block_size */
+} cuda_backend_opts;
+
+mg_status cuda_backend_create(const mg_model *m, const cuda_backend_opts *o, mg_backend **out);
+mg_status cuda_backend_open(const char *dir, const cuda_backend_opts *o, mg_backend **out);
+/* Weights of config c drawn on the device from seed (scales as tools/mkckpt's: unit-RMS
+ * activations through the layers). For benchmarks; logits mean nothing. */
+mg_status cuda_backend_create_random(const mg_model_config *c, uint64_t seed,
+                                     const cuda_backend_opts *o, mg_backend **out);
+
+/* Benchmarks: fill the whole KV pool with random bf16 values (contexts that no prefill wrote). */
+mg_status cuda_backend_fill_kv(mg_backend *b, uint64_t seed);
+
+/* Per-op timing with device events around each launch group while on (it adds a sync per
+ * step). cuda_backend_profile_read gives the op names and milliseconds summed since the last
+ * read (or since profiling began) and resets them; returns the number of ops. */
+enum { CUDA_PROF_OPS = 12 };
+void cuda_backend_set_profile(mg_backend *b, bool on);
+int cuda_backend_profile_read(mg_backend *b, const char **names, double *ms, int *calls);
+
+#endif

@@ -1,0 +1,176 @@
+/* cuda_bench.c - decode-step time of the CUDA backend at a released shape with random weights
+ * (--random-weights: the 120b files would not fit on the benchmark machine's disk), next to the
+ * bytes-and-FLOPs limit of the step (cuda_plan_decode_limit, DESIGN.md §8), with per-kernel
+ * times from a profiled step. The KV pool is filled with random values so that every sequence
+ * reads a full context.
+ *
+ *   cuda-bench [--preset 120b] [--batches 1,64,256,512] [--ctx 1024] [--steps 20]
+ *              [--bw 3.35e12] [--peak 989e12] */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cuda_runtime_api.h>
+
+#include "cuda_backend.h"
+#include "cuda_plan.h"
+#include "log.h"
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv) {
+    const char *preset = "120b", *batches = "1,64,256,512";
+    int ctx_req = 1024, steps = 20;
+    double bw = 3.35e12, peak = 989e12;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--preset"))
+            preset = argv[i + 1];
+        else if (!strcmp(argv[i], "--batches"))
+            batches = argv[i + 1];
+        else if (!strcmp(argv[i], "--ctx"))
+            ctx_req = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--steps"))
+            steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--bw"))
+            bw = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--peak"))
+            peak = atof(argv[i + 1]);
+        else {
+            fprintf(stderr, "cuda-bench: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (steps < 1 || steps > 1000 || ctx_req < 1) {
+        fprintf(stderr, "cuda-bench: --steps in [1, 1000], --ctx positive\n");
+        return 2;
+    }
+    mg_model_config c;
+    if (cuda_plan_preset(preset, &c)) {
+        fprintf(stderr, "cuda-bench: %s\n", mg_err_msg());
+        return 2;
+    }
+    int bl[16], nb = 0, maxB = 1;
+    for (const char *p = batches; *p && nb < 16;) {
+        bl[nb] = atoi(p);
+        if (bl[nb] < 1) {
+            fprintf(stderr, "cuda-bench: --batches %s: positive sizes\n", batches);
+            return 2;
+        }
+        if (bl[nb] > maxB) maxB = bl[nb];
+        nb++;
+        const char *q = strchr(p, ',');
+        if (!q) break;
+        p = q + 1;
+    }
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
+        fprintf(stderr, "cuda-bench: no CUDA device\n");
+        return 2;
+    }
+    cuda_backend_opts o = {.device = 0,
+                           .num_blocks = 0,
+                           .free_gpu_memory_fraction = 0.9,
+                           .block_size = 16,
+                           .max_tokens = maxB,
+                           .max_seqs = maxB,
+                           .max_ctx = 8192};
+    mg_backend *b;
+    double t0 = now_ms();
+    if (cuda_backend_create_random(&c, 1, &o, &b) || cuda_backend_fill_kv(b, 2)) {
+        fprintf(stderr, "cuda-bench: %s\n", mg_err_msg());
+        return 1;
+    }
+    printf("cuda-bench: %s, preset %s (random weights), %d KV blocks of 16, set-up %.0f ms\n",
+           prop.name, preset, b->num_blocks, now_ms() - t0);
+    int bs = b->block_size;
+    int32_t *tok = malloc(4 * (size_t)maxB), *pos = malloc(4 * (size_t)maxB);
+    int32_t *tseq = malloc(4 * (size_t)maxB), *st = malloc(4 * (size_t)maxB);
+    int32_t *sl = malloc(4 * (size_t)maxB), *sc = malloc(4 * (size_t)maxB);
+    int32_t *rows = malloc(4 * (size_t)maxB), *out = malloc(4 * (size_t)maxB);
+    mg_sample_req *reqs = calloc((size_t)maxB, sizeof(mg_sample_req));
+    int32_t *bt = NULL;
+    double single_ms = 0;
+    printf("\n%-6s %-6s %10s %10s %10s %10s %8s\n", "batch", "ctx", "step_ms", "limit_ms",
+           "bytes_GB", "TFLOP", "of_limit");
+    for (int bi = 0; bi < nb; bi++) {
+        int B = bl[bi];
+        /* contexts as long as asked, or as the pool allows for B sequences */
+        int per = b->num_blocks / B, ctx = ctx_req;
+        if (per * bs < ctx) ctx = per * bs;
+        if (ctx > b->max_ctx) ctx = b->max_ctx;
+        int mb = (ctx + bs - 1) / bs;
+        free(bt);
+        bt = malloc(4 * (size_t)B * mb);
+        for (int s = 0; s < B; s++) {
+            for (int k = 0; k < mb; k++) bt[(size_t)s * mb + k] = s * mb + k;
+            tok[s] = (int32_t)((s * 7919u + 13) % (unsigned)c.vocab), pos[s] = ctx - 1;
+            tseq[s] = s, st[s] = s, sl[s] = 1, sc[s] = ctx, rows[s] = s;
+            reqs[s].params = mg_sampling_greedy();
+        }
+        mg_batch batch = {.n_tokens = B,
+                          .n_seqs = B,
+                          .n_decode = B,
+                          .tokens = tok,
+                          .positions = pos,
+                          .token_seq = tseq,
+                          .seq_start = st,
+                          .seq_len = sl,
+                          .seq_ctx = sc,
+                          .block_table = bt,
+                          .max_blocks = mb,
+                          .n_logits = B,
+                          .logits_rows = rows,
+                          .logits_seq = tseq};
+        double ms[1000];
+        for (int i = -3; i < steps; i++) {
+            double a = now_ms();
+            if (b->ops->forward_sampled(b, &batch, reqs, out)) {
+                fprintf(stderr, "cuda-bench: B=%d: %s\n", B, mg_err_msg());
+                return 1;
+            }
+            if (i >= 0) ms[i] = now_ms() - a;
+        }
+        qsort(ms, (size_t)steps, sizeof(double), cmp_d);
+        double med = ms[steps / 2];
+        if (B == 1) single_ms = med;
+        cuda_step_limit lim = cuda_plan_decode_limit(&c, B, ctx, bw, peak);
+        printf("%-6d %-6d %10.3f %10.3f %10.2f %10.2f %7.0f%%\n", B, ctx, med, lim.ms,
+               lim.bytes / 1e9, lim.flops / 1e12, 100.0 * lim.ms / med);
+        /* per-kernel times over 3 profiled steps (events around each launch group) */
+        cuda_backend_set_profile(b, true);
+        const char *names[CUDA_PROF_OPS];
+        double pm[CUDA_PROF_OPS];
+        int calls[CUDA_PROF_OPS];
+        cuda_backend_profile_read(b, names, pm, calls);
+        for (int i = 0; i < 3; i++)
+            if (b->ops->forward_sampled(b, &batch, reqs, out)) {
+                fprintf(stderr, "cuda-bench: B=%d: %s\n", B, mg_err_msg());
+                return 1;
+            }
+        cuda_backend_profile_read(b, names, pm, calls);
+        cuda_backend_set_profile(b, false);
+        double tot = 0;
+        for (int i = 0; i < CUDA_PROF_OPS; i++) tot += pm[i] / 3;
+        printf("  per-kernel ms per step (B=%d, profiled, sum %.3f):", B, tot);
+        for (int i = 0; i < CUDA_PROF_OPS; i++) printf(" %s=%.3f", names[i], pm[i] / 3);
+        printf("\n");
+        printf("RESULT decode_step_ms_b%d %.3f limit_ms %.3f ctx %d experts_touched %.1f\n", B, med,
+               lim.ms, ctx, lim.experts_touched);
+    }
+    if (single_ms > 0) printf("RESULT single_stream_tok_s %.1f\n", 1000.0 / single_ms);
+    b->ops->destroy(b);
+    free(tok), free(pos), free(tseq), free(st), free(sl), free(sc), free(rows), free(out);
+    free(reqs), free(bt);
+    return 0;
+}

@@ -1,0 +1,734 @@
+/* cuda_check.c - the kernel lab: every CUDA kernel group against its CPU twin (cpu_ops.h and the
+ * logic of cpu_backend.c) on fresh random inputs at the 120b shapes, and the whole model's
+ * logits against the CPU backend on a checkpoint (the tiny preset).
+ *
+ * Every output buffer is poisoned (all bits set: NaN in float and bf16) before the kernel runs,
+ * so an element the kernel never wrote shows as NaN and fails; the KV-cache write also checks
+ * that nothing outside its slots changed. Errors are ‖gpu − cpu‖ / ‖cpu‖ over each output;
+ * bf16 outputs and bf16-rounded operands pass under 1e-2, float32 ones under 1e-4. Each kernel
+ * is also timed (median of 20 launches, device events).
+ *
+ *   cuda-check [--seed N] [--model DIR]     exit status 1 when any check fails */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cuda_runtime_api.h>
+
+#include "cpu_backend.h"
+#include "cpu_ops.h"
+#include "cuda_backend.h"
+#include "cuda_gemm.h"
+#include "cuda_ops.h"
+#include "cuda_plan.h"
+#include "sampling.h"
+
+static int n_fail, n_pass;
+static uint64_t rng_state;
+
+static uint64_t rnd(void) {
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static float frand(void) { /* uniform [-1, 1) */
+    return (float)(rnd() >> 40) * (2.0f / 16777216.0f) - 1.0f;
+}
+static uint16_t f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffff) > 0x7f800000) return 0x7fc0;
+    u += 0x7FFF + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+#define CU(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (cudaError_t)(call);                                                      \
+        if (e_ != cudaSuccess) {                                                                   \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            exit(2);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of host memory (%zu bytes)\n", n);
+        exit(2);
+    }
+    return p;
+}
+static void *dev_from(const void *h, size_t n) {
+    void *d;
+    CU(cudaMalloc(&d, n ? n : 1));
+    if (n) CU(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
+    return d;
+}
+static void *dev_poisoned(size_t n) {
+    void *d;
+    CU(cudaMalloc(&d, n ? n : 1));
+    CU(cudaMemset(d, 0xFF, n));
+    return d;
+}
+static void *host_from(const void *d, size_t n) {
+    void *h = xmalloc(n);
+    CU(cudaDeviceSynchronize());
+    CU(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost));
+    return h;
+}
+static uint16_t *rand_bf16(size_t n, float scale) {
+    uint16_t *p = xmalloc(2 * n);
+    for (size_t i = 0; i < n; i++) p[i] = f2bf(scale * frand());
+    return p;
+}
+static float *bf16_to_float(const uint16_t *p, size_t n) {
+    float *f = xmalloc(4 * n);
+    for (size_t i = 0; i < n; i++) f[i] = bf16_to_f32(p[i]);
+    return f;
+}
+
+/* ‖a − b‖ / ‖b‖ over n values; unwritten (NaN in a) counted apart. */
+static void compare(const char *name, const float *gpu, const float *cpu, size_t n, double tol,
+                    double us) {
+    double num = 0, den = 0;
+    size_t nan = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(gpu[i])) {
+            nan++;
+            continue;
+        }
+        double d = (double)gpu[i] - cpu[i];
+        num += d * d, den += (double)cpu[i] * cpu[i];
+    }
+    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    bool ok = nan == 0 && rel <= tol && isfinite(rel);
+    ok ? n_pass++ : n_fail++;
+    printf("%-34s rel_err %.3e (tol %.0e)  unwritten %zu/%zu  %8.1f us  %s\n", name, rel, tol, nan,
+           n, us, ok ? "PASS" : "FAIL");
+}
+static void compare_bf16(const char *name, const uint16_t *gpu, const float *cpu, size_t n,
+                         double tol, double us) {
+    float *g = bf16_to_float(gpu, n);
+    compare(name, g, cpu, n, tol, us);
+    free(g);
+}
+static void verdict(const char *name, bool ok, const char *detail) {
+    ok ? n_pass++ : n_fail++;
+    printf("%-34s %s  %s\n", name, detail, ok ? "PASS" : "FAIL");
+}
+
+/* Median microseconds of reps launches of the statement (after one warm-up). */
+#define TIME_US(out, stmt)                                                                         \
+    do {                                                                                           \
+        cudaEvent_t a_, b_;                                                                        \
+        float ts_[20];                                                                             \
+        CU(cudaEventCreate(&a_));                                                                  \
+        CU(cudaEventCreate(&b_));                                                                  \
+        stmt;                                                                                      \
+        for (int r_ = 0; r_ < 20; r_++) {                                                          \
+            CU(cudaEventRecord(a_, 0));                                                            \
+            stmt;                                                                                  \
+            CU(cudaEventRecord(b_, 0));                                                            \
+            CU(cudaEventSynchronize(b_));                                                          \
+            CU(cudaEventElapsedTime(&ts_[r_], a_, b_));                                            \
+        }                                                                                          \
+        for (int i_ = 1; i_ < 20; i_++)                                                            \
+            for (int j_ = i_; j_ > 0 && ts_[j_] < ts_[j_ - 1]; j_--) {                             \
+                float t_ = ts_[j_];                                                                \
+                ts_[j_] = ts_[j_ - 1], ts_[j_ - 1] = t_;                                           \
+            }                                                                                      \
+        (out) = ts_[10] * 1000.0;                                                                  \
+        cudaEventDestroy(a_);                                                                      \
+        cudaEventDestroy(b_);                                                                      \
+    } while (0)
+
+static mg_model_config C; /* the 120b shapes */
+
+/* ---- embedding + RMSNorm (plain and fused with the residual) ---- */
+
+static void check_norm(const uint16_t *table_h, const uint16_t *table_d) {
+    int T = 64, H = C.hidden, V = C.vocab, ND = 4;
+    int32_t tok[64];
+    for (int t = 0; t < T; t++) tok[t] = (int32_t)(rnd() % V);
+    int32_t *tok_d = dev_from(tok, sizeof(tok));
+    float *x_d = dev_poisoned(4 * (size_t)T * H);
+    double us;
+    TIME_US(us, CU(cuda_embed(x_d, table_d, tok_d, T, H, 0)));
+    float *x = host_from(x_d, 4 * (size_t)T * H), *ref = xmalloc(4 * (size_t)T * H);
+    for (int t = 0; t < T; t++) ops_bf16_row(ref + (size_t)t * H, table_h + (size_t)tok[t] * H, H);
+    compare("embed (64 tokens)", x, ref, (size_t)T * H, 0, us);
+
+    uint16_t *g = rand_bf16(H, 1.0f), *bias = rand_bf16(H, 0.1f);
+    float *delta = xmalloc(4 * (size_t)T * ND * H), *x0 = xmalloc(4 * (size_t)T * H);
+    for (size_t i = 0; i < (size_t)T * ND * H; i++) delta[i] = frand();
+    for (size_t i = 0; i < (size_t)T * H; i++) x0[i] = 3.0f * frand();
+    uint16_t *g_d = dev_from(g, 2 * H), *bias_d = dev_from(bias, 2 * H);
+    float *delta_d = dev_from(delta, 4 * (size_t)T * ND * H);
+    uint16_t *out_d = dev_poisoned(2 * (size_t)T * H);
+    float *xref = xmalloc(4 * (size_t)T * H), *oref = xmalloc(4 * (size_t)T * H);
+    for (int pass = 0; pass < 2; pass++) {
+        int nd = pass ? ND : 0;
+        const uint16_t *bb = pass ? bias : NULL;
+        CU(cudaMemcpy(x_d, x0, 4 * (size_t)T * H, cudaMemcpyHostToDevice));
+        CU(cudaMemset(out_d, 0xFF, 2 * (size_t)T * H));
+        CU(cuda_rmsnorm(out_d, x_d, pass ? delta_d : NULL, nd, pass ? bias_d : NULL, g_d, T, H,
+                        C.rms_eps, 0));
+        float *xg = host_from(x_d, 4 * (size_t)T * H);
+        uint16_t *og = host_from(out_d, 2 * (size_t)T * H);
+        for (int t = 0; t < T; t++) {
+            float *xr = xref + (size_t)t * H;
+            memcpy(xr, x0 + (size_t)t * H, 4 * (size_t)H);
+            for (int k = 0; k < nd; k++)
+                for (int i = 0; i < H; i++) xr[i] += delta[((size_t)t * nd + k) * H + i];
+            if (bb)
+                for (int i = 0; i < H; i++) xr[i] += bf16_to_f32(bb[i]);
+            ops_rmsnorm(oref + (size_t)t * H, xr, g, H, C.rms_eps);
+        }
+        if (pass) {
+            /* time the fused form on a copy of x so the checked values stay as they were */
+            TIME_US(us, CU(cuda_rmsnorm(out_d, x_d, delta_d, nd, bias_d, g_d, T, H, C.rms_eps, 0)));
+            compare("residual (4 rows + bias) x", xg, xref, (size_t)T * H, 1e-6, us);
+            compare_bf16("residual + rmsnorm out", og, oref, (size_t)T * H, 1e-2, us);
+        } else {
+            TIME_US(us, CU(cuda_rmsnorm(out_d, x_d, NULL, 0, NULL, g_d, T, H, C.rms_eps, 0)));
+            compare_bf16("rmsnorm (64 x 2880)", og, oref, (size_t)T * H, 1e-2, us);
+        }
+        free(xg), free(og);
+    }
+    cudaFree(tok_d), cudaFree(x_d), cudaFree(g_d), cudaFree(bias_d), cudaFree(delta_d);
+    cudaFree(out_d);
+    free(x), free(ref), free(g), free(bias), free(delta), free(x0), free(xref), free(oref);
+}
+
+/* ---- cuBLASLt GEMMs at the model's shapes ---- */
+
+static void check_gemm(cuda_gemm *gm, const char *name, int T, int N, int K, const uint16_t *w_h,
+                       const uint16_t *w_d) {
+    uint16_t *x = rand_bf16((size_t)T * K, 1.0f);
+    float *xf = bf16_to_float(x, (size_t)T * K);
+    uint16_t *x_d = dev_from(x, 2 * (size_t)T * K);
+    float *out_d = dev_poisoned(4 * (size_t)T * N);
+    mg_status st = cuda_matmul_bf16(gm, out_d, x_d, w_d, T, N, K, 0);
+    if (st) {
+        verdict(name, false, mg_err_msg());
+        return;
+    }
+    float *out = host_from(out_d, 4 * (size_t)T * N), *ref = xmalloc(4 * (size_t)T * N);
+    float *row = xmalloc(4 * (size_t)K);
+    ops_matmul_bf16(ref, xf, w_h, NULL, T, N, K, 0, N, row);
+    double us;
+    TIME_US(us, cuda_matmul_bf16(gm, out_d, x_d, w_d, T, N, K, 0));
+    char label[96];
+    snprintf(label, sizeof(label), "%s gemm (%d x %d x %d)", name, T, N, K);
+    compare(label, out, ref, (size_t)T * N, 1e-4, us);
+    cudaFree(x_d), cudaFree(out_d);
+    free(x), free(xf), free(out), free(ref), free(row);
+}
+
+/* ---- q/k/v bias + RoPE + KV write ---- */
+
+static void check_rope(void) {
+    int T = 64, nh = C.n_heads, nkv = C.n_kv_heads, D = C.head_dim, bs = 16, nblocks = 64;
+    int Q = nh * D, KV = nkv * D, W = Q + 2 * KV;
+    float inv_freq[256];
+    float conc = ops_yarn_inv_freq(inv_freq, D, C.rope_theta, C.rope_factor, C.beta_fast,
+                                   C.beta_slow, C.rope_orig_ctx, C.rope_truncate);
+    int32_t pos[64], slot[64];
+    int perm[1024];
+    for (int i = 0; i < nblocks * bs; i++) perm[i] = i;
+    for (int i = nblocks * bs - 1; i > 0; i--) {
+        int j = (int)(rnd() % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    for (int t = 0; t < T; t++) pos[t] = (int32_t)(rnd() % 131072), slot[t] = perm[t];
+    float *qkv = xmalloc(4 * (size_t)T * W);
+    for (size_t i = 0; i < (size_t)T * W; i++) qkv[i] = frand();
+    uint16_t *bias = rand_bf16(W, 0.1f);
+    float *qkv_d = dev_from(qkv, 4 * (size_t)T * W), *inv_d = dev_from(inv_freq, 4 * D / 2);
+    uint16_t *bias_d = dev_from(bias, 2 * W);
+    int32_t *pos_d = dev_from(pos, sizeof(pos)), *slot_d = dev_from(slot, sizeof(slot));
+    size_t cache = (size_t)nblocks * bs * KV;
+    float *q_d = dev_poisoned(4 * (size_t)T * Q);
+    uint16_t *k_d = dev_poisoned(2 * cache), *v_d = dev_poisoned(2 * cache);
+    CU(cuda_qkv_rope(q_d, k_d, v_d, qkv_d, bias_d, pos_d, slot_d, inv_d, conc, T, nh, nkv, D, bs,
+                     0));
+    float *q = host_from(q_d, 4 * (size_t)T * Q);
+    uint16_t *kc = host_from(k_d, 2 * cache), *vc = host_from(v_d, 2 * cache);
+    float *qref = xmalloc(4 * (size_t)T * Q), *kref = xmalloc(4 * (size_t)T * KV);
+    float *vref = xmalloc(4 * (size_t)T * KV), *kg = xmalloc(4 * (size_t)T * KV);
+    float *vg = xmalloc(4 * (size_t)T * KV);
+    for (int t = 0; t < T; t++) {
+        const float *r = qkv + (size_t)t * W;
+        for (int i = 0; i < Q; i++) qref[(size_t)t * Q + i] = r[i] + bf16_to_f32(bias[i]);
+        for (int i = 0; i < KV; i++) {
+            kref[(size_t)t * KV + i] = r[Q + i] + bf16_to_f32(bias[Q + i]);
+            vref[(size_t)t * KV + i] = r[Q + KV + i] + bf16_to_f32(bias[Q + KV + i]);
+        }
+        ops_rope(qref + (size_t)t * Q, nh, D, pos[t], inv_freq, conc);
+        ops_rope(kref + (size_t)t * KV, nkv, D, pos[t], inv_freq, conc);
+        int blk = slot[t] / bs, off = slot[t] % bs;
+        for (int h = 0; h < nkv; h++)
+            for (int d = 0; d < D; d++) {
+                size_t a = ((size_t)(blk * nkv + h) * bs + off) * D + d;
+                kg[(size_t)t * KV + h * D + d] = bf16_to_f32(kc[a]);
+                vg[(size_t)t * KV + h * D + d] = bf16_to_f32(vc[a]);
+                kc[a] = vc[a] = 0xFFFF; /* consumed: what is left must still be poison */
+            }
+    }
+    size_t stray = 0;
+    for (size_t i = 0; i < cache; i++) stray += (kc[i] != 0xFFFF) + (vc[i] != 0xFFFF);
+    double us;
+    TIME_US(us, CU(cuda_qkv_rope(q_d, k_d, v_d, qkv_d, bias_d, pos_d, slot_d, inv_d, conc, T, nh,
+                                 nkv, D, bs, 0)));
+    compare("qkv bias + rope: q", q, qref, (size_t)T * Q, 1e-4, us);
+    compare("qkv bias + rope: k in cache", kg, kref, (size_t)T * KV, 1e-2, us);
+    compare("v bias: v in cache", vg, vref, (size_t)T * KV, 1e-2, us);
+    char d[64];
+    snprintf(d, sizeof(d), "%zu cache values written outside the slots", stray);
+    verdict("kv write: no stray writes", stray == 0, d);
+    cudaFree(qkv_d), cudaFree(inv_d), cudaFree(bias_d), cudaFree(pos_d), cudaFree(slot_d);
+    cudaFree(q_d), cudaFree(k_d), cudaFree(v_d);
+    free(qkv), free(bias), free(q), free(kc), free(vc), free(qref), free(kref), free(vref);
+    free(kg), free(vg);
+}
+
+/* ---- attention with sinks over paged KV ---- */
+
+/* One batch: n_dec decode sequences (random contexts up to max_ctx) and, when pf_len > 0, one
+ * prefill chunk of pf_len tokens ending at position pf_end - 1. */
+static void check_attention_case(const char *name, int n_dec, int max_ctx, int pf_len, int pf_end,
+                                 int window) {
+    int nh = C.n_heads, nkv = C.n_kv_heads, D = C.head_dim, bs = 16, Q = nh * D, KV = nkv * D;
+    int n_seqs = n_dec + (pf_len > 0), maxb = (max_ctx > pf_end ? max_ctx : pf_end) / bs + 1;
+    int nblocks = n_seqs * maxb;
+    size_t cache = (size_t)nblocks * bs * KV;
+    uint16_t *kc = rand_bf16(cache, 1.0f), *vc = rand_bf16(cache, 1.0f);
+    uint16_t *sinks = rand_bf16(nh, 2.0f);
+    int32_t *bt = xmalloc(4 * (size_t)n_seqs * maxb), *perm = xmalloc(4 * (size_t)nblocks);
+    for (int i = 0; i < nblocks; i++) perm[i] = i;
+    for (int i = nblocks - 1; i > 0; i--) {
+        int j = (int)(rnd() % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    for (int i = 0; i < n_seqs * maxb; i++) bt[i] = perm[i];
+    int T = n_dec + pf_len;
+    int32_t *seq = xmalloc(4 * (size_t)T), *pos = xmalloc(4 * (size_t)T);
+    for (int s = 0; s < n_dec; s++) seq[s] = s, pos[s] = (int32_t)(rnd() % (uint64_t)max_ctx);
+    for (int i = 0; i < pf_len; i++) seq[n_dec + i] = n_dec, pos[n_dec + i] = pf_end - pf_len + i;
+    float *q = xmalloc(4 * (size_t)T * Q);
+    for (size_t i = 0; i < (size_t)T * Q; i++) q[i] = 2.0f * frand();
+    uint16_t *k_d = dev_from(kc, 2 * cache), *v_d = dev_from(vc, 2 * cache);
+    uint16_t *s_d = dev_from(sinks, 2 * nh);
+    int32_t *bt_d = dev_from(bt, 4 * (size_t)n_seqs * maxb), *seq_d = dev_from(seq, 4 * (size_t)T);
+    int32_t *pos_d = dev_from(pos, 4 * (size_t)T);
+    float *q_d = dev_from(q, 4 * (size_t)T * Q);
+    uint16_t *o_d = dev_poisoned(2 * (size_t)T * Q);
+    CU(cuda_attention(o_d, q_d, k_d, v_d, s_d, bt_d, maxb, seq_d, pos_d, T, nh, nkv, D, bs, window,
+                      0));
+    uint16_t *o = host_from(o_d, 2 * (size_t)T * Q);
+    float *ref = xmalloc(4 * (size_t)T * Q), *sc = xmalloc(4 * (size_t)(max_ctx + pf_end + 1));
+    float kr[64], vr[64];
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < nh; h++) { /* att_task of cpu_backend.c */
+            int g = h / (nh / nkv), p = pos[t], lo = window > 0 ? p - window + 1 : 0;
+            if (lo < 0) lo = 0;
+            const float *qr = q + (size_t)t * Q + (size_t)h * D;
+            float sink = bf16_to_f32(sinks[h]), m = sink;
+            for (int j = lo; j <= p; j++) {
+                int sl = bt[(size_t)seq[t] * maxb + j / bs] * bs + j % bs;
+                size_t a = ((size_t)(sl / bs * nkv + g) * bs + sl % bs) * D;
+                ops_bf16_row(kr, kc + a, D);
+                float z = ops_dot(qr, kr, D) * (1.0f / sqrtf((float)D));
+                sc[j - lo] = z;
+                if (z > m) m = z;
+            }
+            float den = expf(sink - m);
+            for (int j = lo; j <= p; j++) den += (sc[j - lo] = expf(sc[j - lo] - m));
+            float *out = ref + (size_t)t * Q + (size_t)h * D;
+            memset(out, 0, 4 * (size_t)D);
+            for (int j = lo; j <= p; j++) {
+                int sl = bt[(size_t)seq[t] * maxb + j / bs] * bs + j % bs;
+                ops_bf16_row(vr, vc + ((size_t)(sl / bs * nkv + g) * bs + sl % bs) * D, D);
+                for (int d = 0; d < D; d++) out[d] += sc[j - lo] / den * vr[d];
+            }
+        }
+    double us;
+    TIME_US(us, CU(cuda_attention(o_d, q_d, k_d, v_d, s_d, bt_d, maxb, seq_d, pos_d, T, nh, nkv, D,
+                                  bs, window, 0)));
+    compare_bf16(name, o, ref, (size_t)T * Q, 1e-2, us);
+    cudaFree(k_d), cudaFree(v_d), cudaFree(s_d), cudaFree(bt_d), cudaFree(seq_d), cudaFree(pos_d);
+    cudaFree(q_d), cudaFree(o_d);
+    free(kc), free(vc), free(sinks), free(bt), free(perm), free(seq), free(pos), free(q), free(o);
+    free(ref), free(sc);
+}
+
+/* ---- router ---- */
+
+static void check_router(void) {
+    int T = 256, E = C.n_experts, K = C.top_k;
+    float *lg = xmalloc(4 * (size_t)T * E);
+    for (size_t i = 0; i < (size_t)T * E; i++) lg[i] = 3.0f * frand();
+    uint16_t *bias = rand_bf16(E, 0.5f);
+    float *lg_d = dev_from(lg, 4 * (size_t)T * E);
+    uint16_t *bias_d = dev_from(bias, 2 * E);
+    int32_t *te_d = dev_poisoned(4 * (size_t)T * K), *es_d = dev_poisoned(4 * (size_t)(E + 1));
+    int32_t *sl_d = dev_poisoned(4 * (size_t)T * K);
+    float *tw_d = dev_poisoned(4 * (size_t)T * K);
+    CU(cuda_router(te_d, tw_d, es_d, sl_d, lg_d, bias_d, T, E, K, 0));
+    int32_t *te = host_from(te_d, 4 * (size_t)T * K), *es = host_from(es_d, 4 * (size_t)(E + 1));
+    int32_t *sl = host_from(sl_d, 4 * (size_t)T * K);
+    float *tw = host_from(tw_d, 4 * (size_t)T * K), *wref = xmalloc(4 * (size_t)T * K);
+    int mism = 0;
+    for (int t = 0; t < T; t++) { /* route() of cpu_backend.c */
+        float l[1024];
+        for (int e = 0; e < E; e++) l[e] = lg[(size_t)t * E + e] + bf16_to_f32(bias[e]);
+        int ch[8];
+        float v[8];
+        for (int k = 0; k < K; k++) {
+            int best = -1;
+            for (int e = 0; e < E; e++) {
+                bool taken = false;
+                for (int j = 0; j < k; j++) taken |= ch[j] == e;
+                if (!taken && (best < 0 || l[e] > l[best])) best = e;
+            }
+            ch[k] = best, v[k] = l[best];
+        }
+        float mx = v[0], sum = 0;
+        for (int k = 0; k < K; k++) sum += (v[k] = expf(v[k] - mx));
+        for (int k = 0; k < K; k++) {
+            wref[t * K + k] = v[k] / sum;
+            mism += te[t * K + k] != ch[k];
+        }
+    }
+    /* grouping: offsets ascend to T*K, each slot once, in its expert's range */
+    bool group_ok = es[0] == 0 && es[E] == T * K;
+    int *seen = calloc((size_t)T * K, sizeof(int));
+    for (int e = 0; e < E && group_ok; e++) {
+        group_ok &= es[e + 1] >= es[e];
+        for (int i = es[e]; i < es[e + 1] && group_ok; i++) {
+            int s = sl[i];
+            group_ok &= s >= 0 && s < T * K && te[s] == e && !seen[s];
+            if (group_ok) seen[s] = 1;
+        }
+    }
+    double us;
+    TIME_US(us, CU(cuda_router(te_d, tw_d, es_d, sl_d, lg_d, bias_d, T, E, K, 0)));
+    char d[96];
+    snprintf(d, sizeof(d), "%d of %d expert choices differ", mism, T * K);
+    verdict("router top-4 (256 tokens)", mism == 0, d);
+    compare("router softmax weights", tw, wref, (size_t)T * K, 1e-5, us);
+    verdict("router grouping by expert", group_ok, "each slot once, in its expert's range");
+    cudaFree(lg_d), cudaFree(bias_d), cudaFree(te_d), cudaFree(es_d), cudaFree(sl_d);
+    cudaFree(tw_d);
+    free(lg), free(bias), free(te), free(es), free(sl), free(tw), free(wref), free(seen);
+}
+
+/* ---- MXFP4 experts ---- */
+
+typedef struct experts {
+    uint8_t *gu_b, *gu_s, *dn_b, *dn_s; /* host */
+    uint16_t *gu_bias, *dn_bias;
+    uint8_t *gu_b_d, *gu_s_d, *dn_b_d, *dn_s_d;
+    uint16_t *gu_bias_d, *dn_bias_d;
+} experts;
+
+static void experts_make(experts *x) {
+    size_t E = C.n_experts, H = C.hidden, I = C.intermediate;
+    size_t gb = E * 2 * I * H / 2, gs = E * 2 * I * H / 32, db = E * H * I / 2, ds = E * H * I / 32;
+    x->gu_b = xmalloc(gb), x->gu_s = xmalloc(gs), x->dn_b = xmalloc(db), x->dn_s = xmalloc(ds);
+    for (size_t i = 0; i < gb; i += 8) {
+        uint64_t r = rnd();
+        memcpy(x->gu_b + i, &r, gb - i < 8 ? gb - i : 8);
+    }
+    for (size_t i = 0; i < db; i += 8) {
+        uint64_t r = rnd();
+        memcpy(x->dn_b + i, &r, db - i < 8 ? db - i : 8);
+    }
+    for (size_t i = 0; i < gs; i++) x->gu_s[i] = (uint8_t)(119 + rnd() % 3); /* ~1/(2.93√2880) */
+    for (size_t i = 0; i < ds; i++) x->dn_s[i] = (uint8_t)(119 + rnd() % 3);
+    x->gu_bias = rand_bf16(E * 2 * I, 0.05f), x->dn_bias = rand_bf16(E * H, 0.05f);
+    x->gu_b_d = dev_from(x->gu_b, gb), x->gu_s_d = dev_from(x->gu_s, gs);
+    x->dn_b_d = dev_from(x->dn_b, db), x->dn_s_d = dev_from(x->dn_s, ds);
+    x->gu_bias_d = dev_from(x->gu_bias, 2 * E * 2 * I),
+    x->dn_bias_d = dev_from(x->dn_bias, 2 * E * H);
+}
+
+/* T tokens, each choosing top_k distinct experts among the first n_pick (n_pick small: many
+ * tokens per expert, several 16-token chunks and partial tiles). */
+static void check_moe_case(const experts *x, int T, int n_pick) {
+    int E = C.n_experts, K = C.top_k, H = C.hidden, I = C.intermediate, S = T * K;
+    int32_t *te = xmalloc(4 * (size_t)S), *es = xmalloc(4 * (size_t)(E + 1));
+    int32_t *sl = xmalloc(4 * (size_t)S), *cnt = calloc(E, sizeof(int32_t));
+    float *tw = xmalloc(4 * (size_t)S);
+    for (int t = 0; t < T; t++) {
+        float sum = 0;
+        for (int k = 0; k < K; k++) {
+            int e;
+            bool dup;
+            do {
+                e = (int)(rnd() % (uint64_t)n_pick);
+                dup = false;
+                for (int j = 0; j < k; j++) dup |= te[t * K + j] == e;
+            } while (dup);
+            te[t * K + k] = e;
+            sum += (tw[t * K + k] = 0.1f + (frand() + 1.0f));
+        }
+        for (int k = 0; k < K; k++) tw[t * K + k] /= sum;
+    }
+    for (int i = 0; i < S; i++) cnt[te[i]]++;
+    es[0] = 0;
+    for (int e = 0; e < E; e++) es[e + 1] = es[e] + cnt[e], cnt[e] = 0;
+    for (int i = 0; i < S; i++) sl[es[te[i]] + cnt[te[i]]++] = i;
+    uint16_t *xn = rand_bf16((size_t)T * H, 1.7f);
+    float *xf = bf16_to_float(xn, (size_t)T * H);
+    uint16_t *xn_d = dev_from(xn, 2 * (size_t)T * H);
+    int32_t *es_d = dev_from(es, 4 * (size_t)(E + 1)), *sl_d = dev_from(sl, 4 * (size_t)S);
+    float *tw_d = dev_from(tw, 4 * (size_t)S);
+    uint16_t *act_d = dev_poisoned(2 * (size_t)S * I);
+    float *y_d = dev_poisoned(4 * (size_t)S * H);
+    CU(cuda_moe_gate_up(act_d, xn_d, x->gu_b_d, x->gu_s_d, x->gu_bias_d, es_d, sl_d, K, E, I, H,
+                        C.swiglu_limit, 0));
+    CU(cuda_moe_down(y_d, act_d, x->dn_b_d, x->dn_s_d, x->dn_bias_d, es_d, sl_d, tw_d, E, H, I, 0));
+    uint16_t *act = host_from(act_d, 2 * (size_t)S * I);
+    float *y = host_from(y_d, 4 * (size_t)S * H);
+    /* CPU twin, expert by expert as ex_task: decode a row once, dot it with the expert's slots. */
+    float *h = xmalloc(4 * (size_t)S * 2 * I), *aref = xmalloc(4 * (size_t)S * I);
+    float *abf = xmalloc(4 * (size_t)S * I), *yref = xmalloc(4 * (size_t)S * H);
+    float *row = xmalloc(4 * (size_t)(H > I ? H : I));
+    for (int e = 0; e < E; e++)
+        for (int r = 0; r < 2 * I && es[e + 1] > es[e]; r++) {
+            size_t rr = (size_t)e * 2 * I + r;
+            ops_mxfp4_row(row, x->gu_b + rr * (H / 32) * 16, x->gu_s + rr * (H / 32), H);
+            for (int i = es[e]; i < es[e + 1]; i++)
+                h[(size_t)sl[i] * 2 * I + r] =
+                    ops_dot(row, xf + (size_t)(sl[i] / K) * H, H) + bf16_to_f32(x->gu_bias[rr]);
+        }
+    for (int s = 0; s < S; s++) {
+        ops_swiglu(aref + (size_t)s * I, h + (size_t)s * 2 * I, I, C.swiglu_limit);
+        for (int i = 0; i < I; i++) /* the GPU keeps act in bf16 between the GEMMs */
+            abf[(size_t)s * I + i] = bf16_to_f32(f2bf(aref[(size_t)s * I + i]));
+    }
+    for (int e = 0; e < E; e++)
+        for (int r = 0; r < H && es[e + 1] > es[e]; r++) {
+            size_t rr = (size_t)e * H + r;
+            ops_mxfp4_row(row, x->dn_b + rr * (I / 32) * 16, x->dn_s + rr * (I / 32), I);
+            for (int i = es[e]; i < es[e + 1]; i++)
+                yref[(size_t)sl[i] * H + r] =
+                    tw[sl[i]] *
+                    (ops_dot(row, abf + (size_t)sl[i] * I, I) + bf16_to_f32(x->dn_bias[rr]));
+        }
+    double us1, us2;
+    TIME_US(us1, CU(cuda_moe_gate_up(act_d, xn_d, x->gu_b_d, x->gu_s_d, x->gu_bias_d, es_d, sl_d, K,
+                                     E, I, H, C.swiglu_limit, 0)));
+    TIME_US(us2, CU(cuda_moe_down(y_d, act_d, x->dn_b_d, x->dn_s_d, x->dn_bias_d, es_d, sl_d, tw_d,
+                                  E, H, I, 0)));
+    int touched = 0;
+    for (int e = 0; e < E; e++) touched += es[e + 1] > es[e];
+    double gb1 = touched * (2.0 * I * H * 17 / 32) / (us1 * 1e3);
+    double gb2 = touched * ((double)H * I * 17 / 32) / (us2 * 1e3);
+    char l1[96], l2[96];
+    snprintf(l1, sizeof(l1), "moe gate_up+swiglu T=%d (%d exp)", T, touched);
+    snprintf(l2, sizeof(l2), "moe down+weight T=%d", T);
+    compare_bf16(l1, act, aref, (size_t)S * I, 1e-2, us1);
+    compare(l2, y, yref, (size_t)S * H, 1e-2, us2);
+    printf("%-34s %.0f GB/s gate_up, %.0f GB/s down (MXFP4 weight bytes / time)\n", "", gb1, gb2);
+    cudaFree(xn_d), cudaFree(es_d), cudaFree(sl_d), cudaFree(tw_d), cudaFree(act_d), cudaFree(y_d);
+    free(te), free(es), free(sl), free(cnt), free(tw), free(xn), free(xf), free(act), free(y);
+    free(h), free(aref), free(abf), free(yref), free(row);
+}
+
+/* ---- arg-max ---- */
+
+static void check_argmax(void) {
+    int n = 6, V = C.vocab;
+    float *l = xmalloc(4 * (size_t)n * V);
+    for (size_t i = 0; i < (size_t)n * V; i++) l[i] = 10.0f * frand();
+    l[(size_t)1 * V + 777] = 50.0f, l[(size_t)1 * V + 5] = 50.0f; /* tie: lower id wins */
+    for (int i = 0; i < V; i++) l[(size_t)2 * V + i] = -INFINITY; /* all -inf: 0 */
+    l[(size_t)3 * V + 0] = NAN, l[(size_t)3 * V + V - 1] = 60.0f; /* NaN never wins */
+    float *l_d = dev_from(l, 4 * (size_t)n * V);
+    int32_t *o_d = dev_poisoned(4 * (size_t)n);
+    CU(cuda_argmax(o_d, l_d, n, V, 0));
+    int32_t *o = host_from(o_d, 4 * (size_t)n);
+    int bad = 0;
+    for (int r = 0; r < n; r++) bad += o[r] != sampling_argmax(l + (size_t)r * V, V);
+    double us;
+    TIME_US(us, CU(cuda_argmax(o_d, l_d, n, V, 0)));
+    char d[96];
+    snprintf(d, sizeof(d), "%d of %d rows differ from sampling_argmax  %.1f us", bad, n, us);
+    verdict("argmax (ties, -inf, NaN)", bad == 0, d);
+    cudaFree(l_d), cudaFree(o_d);
+    free(l), free(o);
+}
+
+/* ---- whole model against the CPU backend ---- */
+
+typedef struct seq {
+    int ctx;
+    int32_t blocks[64];
+    int32_t toks[1024];
+    int n_toks;
+} seq;
+
+/* A step over the listed (sequence, new tokens) pairs; decode pairs (1 token, generation) must
+ * come first. Compares CUDA logits with CPU logits for the last token of each pair. */
+static void model_step(mg_backend *cpu, mg_backend *gpu, seq *sq, const int *which,
+                       const int *n_new, int n, int n_decode, const char *label, int *agree,
+                       int *total) {
+    int T = 0;
+    for (int i = 0; i < n; i++) T += n_new[i];
+    int32_t *tok = xmalloc(4 * (size_t)T), *pos = xmalloc(4 * (size_t)T),
+            *tseq = xmalloc(4 * (size_t)T);
+    int32_t st[16], sl[16], sc[16], bt[16 * 64], rows[16], lseq[16];
+    int t = 0;
+    for (int i = 0; i < n; i++) {
+        seq *s = &sq[which[i]];
+        st[i] = t, sl[i] = n_new[i], sc[i] = s->ctx + n_new[i];
+        memcpy(bt + i * 64, s->blocks, sizeof(s->blocks));
+        for (int j = 0; j < n_new[i]; j++, t++)
+            tok[t] = s->toks[s->ctx + j], pos[t] = s->ctx + j, tseq[t] = i;
+        rows[i] = t - 1, lseq[i] = i;
+    }
+    mg_batch b = {.n_tokens = T,
+                  .n_seqs = n,
+                  .n_decode = n_decode,
+                  .n_prefill_tokens = T - n_decode,
+                  .tokens = tok,
+                  .positions = pos,
+                  .token_seq = tseq,
+                  .seq_start = st,
+                  .seq_len = sl,
+                  .seq_ctx = sc,
+                  .block_table = bt,
+                  .max_blocks = 64,
+                  .n_logits = n,
+                  .logits_rows = rows,
+                  .logits_seq = lseq};
+    int V = cpu->vocab;
+    float *lc = xmalloc(4 * (size_t)n * V), *lg = xmalloc(4 * (size_t)n * V);
+    for (size_t i = 0; i < (size_t)n * V; i++) lg[i] = NAN;
+    mg_status e1 = cpu->ops->forward(cpu, &b, lc);
+    mg_status e2 = gpu->ops->forward(gpu, &b, lg);
+    if (e1 || e2) {
+        verdict(label, false, mg_err_msg());
+    } else {
+        compare(label, lg, lc, (size_t)n * V, 2e-2, 0);
+        for (int i = 0; i < n; i++) {
+            int a = sampling_argmax(lc + (size_t)i * V, V),
+                g = sampling_argmax(lg + (size_t)i * V, V);
+            *agree += a == g, (*total)++;
+            seq *s = &sq[which[i]];
+            if (s->ctx + n_new[i] == s->n_toks) s->toks[s->n_toks++] = a; /* CPU's greedy token */
+        }
+    }
+    for (int i = 0; i < n; i++) sq[which[i]].ctx += n_new[i];
+    free(tok), free(pos), free(tseq), free(lc), free(lg);
+}
+
+static void check_model(const char *dir) {
+    cpu_backend_opts co = {.num_blocks = 256, .block_size = 16, .max_tokens = 512, .threads = 0};
+    cuda_backend_opts go = {
+        .num_blocks = 256, .block_size = 16, .max_tokens = 512, .max_seqs = 16, .max_ctx = 1024};
+    mg_backend *cpu = NULL, *gpu = NULL;
+    mg_status st = cpu_backend_open(dir, &co, &cpu);
+    if (!st) st = cuda_backend_open(dir, &go, &gpu);
+    if (st) {
+        verdict("model: open", false, mg_err_msg());
+        if (cpu) cpu->ops->destroy(cpu);
+        return;
+    }
+    static seq sq[3];
+    int perm[256];
+    for (int i = 0; i < 256; i++) perm[i] = i;
+    for (int i = 255; i > 0; i--) {
+        int j = (int)(rnd() % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    int plen[3] = {150, 20, 300};
+    for (int s = 0; s < 3; s++) {
+        sq[s].ctx = 0, sq[s].n_toks = plen[s];
+        for (int k = 0; k < 64; k++) sq[s].blocks[k] = k < 64 ? perm[s * 64 + k] : -1;
+        for (int i = 0; i < plen[s]; i++) sq[s].toks[i] = (int32_t)(rnd() % (uint64_t)cpu->vocab);
+    }
+    int agree = 0, total = 0;
+    { /* two prefill chunks */
+        int w[] = {0, 1}, nn[] = {100, 20};
+        model_step(cpu, gpu, sq, w, nn, 2, 0, "model: prefill chunks 100 + 20", &agree, &total);
+    }
+    { /* a decode, then the rest of a prompt and a third prompt's first chunk */
+        int w[] = {1, 0, 2}, nn[] = {1, 50, 200};
+        model_step(cpu, gpu, sq, w, nn, 3, 1, "model: 1 decode + chunks 50, 200", &agree, &total);
+    }
+    { /* the third prompt's last chunk beside two decodes */
+        int w[] = {0, 1, 2}, nn[] = {1, 1, 100};
+        model_step(cpu, gpu, sq, w, nn, 2, 2, "model: 2 decodes + chunk 100", &agree, &total);
+    }
+    for (int step = 0; step < 6; step++) {
+        int w[] = {0, 1, 2}, nn[] = {1, 1, 1};
+        char label[64];
+        snprintf(label, sizeof(label), "model: decode step %d (3 seqs)", step);
+        model_step(cpu, gpu, sq, w, nn, 3, 3, label, &agree, &total);
+    }
+    char d[96];
+    snprintf(d, sizeof(d), "greedy tokens agree on %d of %d rows", agree, total);
+    verdict("model: greedy agreement", agree >= total - 1, d);
+    cpu->ops->destroy(cpu);
+    gpu->ops->destroy(gpu);
+}
+
+int main(int argc, char **argv) {
+    const char *model = NULL;
+    uint64_t seed = (uint64_t)time(NULL);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc)
+            model = argv[++i];
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+            seed = strtoull(argv[++i], NULL, 0);
+        else {
+            fprintf(stderr, "usage: cuda-check [--seed N] [--model DIR]\n");
+            return 2;
+        }
+    }
+    rng_state = seed;
+    struct cudaDeviceProp prop;
+    CU(cudaGetDeviceProperties(&prop, 0));
+    printf("cuda-check: %s, %d SMs, seed %llu\n", prop.name, prop.multiProcessorCount,
+           (unsigned long long)seed);
+    if (cuda_plan_preset("120b", &C)) return 2;
+    if (!model || getenv("MG_CHECK_KERNELS")) {
+        int H = C.hidden, V = C.vocab, Q = C.n_heads * C.head_dim, KV = C.n_kv_heads * C.head_dim;
+        uint16_t *table = rand_bf16((size_t)V * H, 1.0f / sqrtf((float)H));
+        uint16_t *table_d = dev_from(table, 2 * (size_t)V * H);
+        check_norm(table, table_d);
+        cuda_gemm *gm;
+        if (cuda_gemm_create((size_t)32 << 20, &gm)) return 2;
+        /* the weights of each GEMM are a slice of the random table (all bf16 at scale 1/√H) */
+        check_gemm(gm, "qkv", 64, Q + 2 * KV, H, table, table_d);
+        check_gemm(gm, "o_proj", 64, H, Q, table, table_d);
+        check_gemm(gm, "router", 64, C.n_experts, H, table, table_d);
+        check_gemm(gm, "lm_head", 4, V, H, table, table_d);
+        cuda_gemm_destroy(gm);
+        cudaFree(table_d);
+        free(table);
+        check_rope();
+        check_attention_case("attention decode 64 seqs, full", 64, 2000, 0, 0, 0);
+        check_attention_case("attention decode 64 seqs, window", 64, 2000, 0, 0, C.sliding_window);
+        check_attention_case("attention prefill 256 + 8 decodes", 8, 700, 256, 556, 0);
+        check_attention_case("attention prefill 256, window", 8, 700, 256, 556, C.sliding_window);
+        check_router();
+        experts x;
+        experts_make(&x);
+        check_moe_case(&x, 64, 8);   /* ~32 tokens per expert: two chunks, partial tiles */
+        check_moe_case(&x, 16, 128); /* spread: mostly one token per expert */
+        check_moe_case(&x, 1, 128);  /* single-stream decode */
+        check_argmax();
+    }
+    if (model) check_model(model);
+    printf("cuda-check: %d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}

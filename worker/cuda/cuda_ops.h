@@ -1,0 +1,96 @@
+/* cuda_ops.h - the launchers of the CUDA forward pass (DESIGN.md §3), callable from C.
+ *
+ * Each launcher mirrors its CPU twin in worker/cpu (cpu_ops.h, cpu_backend.c): same op name with
+ * a cuda_ prefix, outputs first, then inputs, then shapes, then the stream. The kernels live in
+ * the .cuh files of this folder (kernels first, launchers after) and are compiled once, in
+ * cuda_ops.cu. All pointers are device pointers unless said otherwise. Activations are float32
+ * for the residual stream and bf16 (raw uint16_t) where they feed a tensor-core GEMM; weights
+ * keep the checkpoint's layout (bf16, MXFP4 blocks + E8M0 scales) so that loading is a copy.
+ *
+ * KV cache layout, per layer: (num_blocks, n_kv_heads, block_size, head_dim) bf16, so one head's
+ * positions of one block are contiguous. A token's slot is block * block_size + offset.
+ *
+ * Launchers enqueue work and return the launch error (cudaGetLastError) as an int: 0 is success.
+ * No allocation; no thread rules beyond the stream's. */
+#ifndef MG_CUDA_OPS_H
+#define MG_CUDA_OPS_H
+
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* x (T, H) float = embed rows of tokens (T); embed (V, H) bf16. */
+int cuda_embed(float *x, const uint16_t *embed, const int32_t *tokens, int T, int H,
+               cudaStream_t s);
+
+/* The residual add fused with the next RMSNorm. For each row t < T:
+ *   x[t] += delta[t*n_delta + 0] + ... + delta[t*n_delta + n_delta-1] (+ bias), in that order,
+ *   out[t] = bf16(x[t] / sqrt(mean(x[t]^2) + eps) * g).
+ * delta (T*n_delta, H) float or NULL (n_delta 0: a plain RMSNorm), bias (H) bf16 or NULL,
+ * g (H) bf16, out (T, H) bf16. */
+int cuda_rmsnorm(uint16_t *out, float *x, const float *delta, int n_delta, const uint16_t *bias,
+                 const uint16_t *g, int T, int H, float eps, cudaStream_t s);
+
+/* out (n, H) = rows[i] of x (·, H), bf16 (the final-normed rows that want logits). */
+int cuda_gather_rows(uint16_t *out, const uint16_t *x, const int32_t *rows, int n, int H,
+                     cudaStream_t s);
+
+/* After the fused q/k/v GEMM: qkv (T, Q + 2 KV) float, bias (Q + 2 KV) bf16. Adds the bias,
+ * rotates q and k (YaRN RoPE, NeoX halves; inv_freq (D/2) float, concentration multiplies cos and
+ * sin), writes q (T, Q) float and k, v as bf16 into the layer's cache at slot[t]. */
+int cuda_qkv_rope(float *q, uint16_t *kcache, uint16_t *vcache, const float *qkv,
+                  const uint16_t *bias, const int32_t *positions, const int32_t *slots,
+                  const float *inv_freq, float concentration, int T, int n_heads, int n_kv_heads,
+                  int D, int block_size, cudaStream_t s);
+
+/* Attention with sinks over the paged KV cache, one (token, kv head) per CTA, one query head per
+ * warp, online softmax: out (T, Q) bf16. Token t attends to positions [lo, positions[t]] of
+ * its sequence token_seq[t] (block_table row, stride max_blocks), lo = positions[t] - window + 1
+ * when window > 0, else 0. sinks (n_heads) bf16 add exp(sink) to the denominator only.
+ * D must be 64. */
+int cuda_attention(uint16_t *out, const float *q, const uint16_t *kcache, const uint16_t *vcache,
+                   const uint16_t *sinks, const int32_t *block_table, int max_blocks,
+                   const int32_t *token_seq, const int32_t *positions, int T, int n_heads,
+                   int n_kv_heads, int D, int block_size, int window, cudaStream_t s);
+
+/* Router: logits (T, E) float from the router GEMM, bias (E) bf16. Per token the top_k experts
+ * by logit (ties to the lower index) and a softmax over those k logits: top_e, top_w (T*top_k,
+ * slot = t*top_k + k). Then the slots grouped by expert: e_start (E+1) offsets into
+ * e_slots (T*top_k). One CTA (E <= 1024, top_k <= 8). */
+int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32_t *e_slots,
+                const float *logits, const uint16_t *bias, int T, int E, int top_k, cudaStream_t s);
+
+/* First expert GEMM over the slots grouped by expert, MXFP4 codes decoded in registers into
+ * bf16 tensor-core fragments: h = W1[e] · xn[slot / top_k] + b1[e], then the clamped SwiGLU
+ * (gate = even rows, up = odd rows): act (S, I) bf16. xn (T, H) bf16; blocks (E, 2I, H/32, 16),
+ * scales (E, 2I, H/32), bias (E, 2I) bf16. H and I multiples of 32. */
+int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
+                     const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
+                     const int32_t *e_slots, int top_k, int E, int I, int H, float limit,
+                     cudaStream_t s);
+
+/* Second expert GEMM: y[slot] = top_w[slot] * (W2[e] · act[slot] + b2[e]), y (S, H) float;
+ * the routing weight is applied here so that cuda_rmsnorm's n_delta = top_k sum is the MoE
+ * output (a fixed-order sum instead of atomics: results do not depend on the batch). */
+int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
+                  const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
+                  const float *top_w, int E, int H, int I, cudaStream_t s);
+
+/* out (n) = argmax of each logits row (n, V): lowest id on ties, NaN never wins, 0 when every
+ * entry is -inf or NaN (sampling_argmax's rule). */
+int cuda_argmax(int32_t *out, const float *logits, int n, int V, cudaStream_t s);
+
+/* Benchmark weights: n bf16 values mean + std * uniform(-sqrt3, sqrt3) from (seed, index). */
+int cuda_fill_bf16(uint16_t *p, size_t n, uint64_t seed, float mean, float std, cudaStream_t s);
+/* n bytes uniform in [lo, hi] from (seed, index) (MXFP4 codes: 0..255; scales: a narrow range). */
+int cuda_fill_u8(uint8_t *p, size_t n, uint64_t seed, int lo, int hi, cudaStream_t s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,263 @@
+/* moe.cuh - router top-k + softmax + grouping by expert (one kernel), and the two MXFP4 expert
+ * GEMMs. CPU twins: route, ex_task, ops_mxfp4_row, ops_swiglu in worker/cpu.
+ *
+ * The expert GEMMs run on the bf16 tensor cores (mma.sync m16n8k16; H100 has no FP4 ones): each
+ * warp owns 16 weight rows of one expert and walks K one MXFP4 block (32 inputs) at a time, the
+ * codes and scale read straight from memory into registers and decoded there into the A
+ * fragment, so weights cross memory once per step per expert in their 4.25-bit form. The
+ * expert's tokens (up to 16 at a time) sit in shared memory as the B operand; a chunk of tokens
+ * re-reads the warp's weights from L2, not from memory. The grid is (row tiles, experts) and
+ * experts without tokens exit at once, so nothing needs the routing on the host and the step
+ * can be captured in a graph. */
+#pragma once
+
+#include "common.cuh"
+
+enum { MOE_WARPS = 4, MOE_ROWS = 16 * MOE_WARPS, MOE_TOK = 16 };
+
+/* ---- kernels ---- */
+
+/* One CTA. Warps take tokens; lanes hold experts e = lane + 32 c; each of the top_k rounds is a
+ * warp arg-max with ties to the lower index (the CPU scans upwards with a strict >). */
+__global__ void router_kernel(int32_t *top_e, float *top_w, int32_t *e_start, int32_t *e_slots,
+                              const float *logits, const uint16_t *bias, int T, int E, int K) {
+    extern __shared__ int rsm[]; /* count (E), cursor (E) */
+    int *count = rsm, *cursor = rsm + E;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int i = threadIdx.x; i < E; i += blockDim.x) count[i] = 0;
+    __syncthreads();
+    for (int t = warp; t < T; t += nw) {
+        const float *lg = logits + (size_t)t * E;
+        uint32_t taken = 0;
+        float val[8];
+        int idx[8];
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            if (k >= K) break;
+            float bv = -INFINITY;
+            int bi = 0x7fffffff;
+            for (int e = lane, c = 0; e < E; e += 32, c++) {
+                if (taken >> c & 1) continue;
+                float v = lg[e] + bf16f(bias[e]);
+                if (bi == 0x7fffffff || v > bv) bv = v, bi = e;
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) {
+                float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+                int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+                if (oi != 0x7fffffff && (bi == 0x7fffffff || ov > bv || (ov == bv && oi < bi)))
+                    bv = ov, bi = oi;
+            }
+            if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
+            val[k] = bv, idx[k] = bi;
+        }
+        if (lane == 0) {
+            float mx = val[0], sum = 0.0f, w[8];
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+                if (k < K) sum += (w[k] = expf(val[k] - mx));
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+                if (k < K) {
+                    top_e[(size_t)t * K + k] = idx[k];
+                    top_w[(size_t)t * K + k] = w[k] / sum;
+                    atomicAdd(&count[idx[k]], 1);
+                }
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int run = 0;
+        for (int e = 0; e < E; e++) e_start[e] = run, cursor[e] = run, run += count[e];
+        e_start[E] = run;
+    }
+    __syncthreads(); /* also publishes top_e written above to the whole CTA */
+    for (int i = threadIdx.x; i < T * K; i += blockDim.x) {
+        int p = atomicAdd(&cursor[top_e[i]], 1);
+        e_slots[p] = i;
+    }
+}
+
+/* E8M0 → float: 2^(s-127); s = 0 is the subnormal 2^-127, s = 255 becomes inf (the CPU's ldexpf
+ * gives the same). */
+__device__ __forceinline__ float e8m0(uint32_t s) {
+    return s ? __uint_as_float(s << 23) : __uint_as_float(0x00400000u);
+}
+
+/* One code byte (two e2m1 values, low nibble = lower k) → a bf16 pair, lower k in the low half. */
+__device__ __forceinline__ uint32_t dq2(uint32_t byte, float scale, const float *lut) {
+    __nv_bfloat162 p = __floats2bfloat162_rn(lut[byte & 15] * scale, lut[(byte >> 4) & 15] * scale);
+    return *reinterpret_cast<uint32_t *>(&p);
+}
+
+__device__ __forceinline__ void mma_bf16(float *c, uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* N weight rows of K inputs per expert. DOWN = false: in = xn (T, K) read at slot / top_k, out =
+ * act (S, N/2) bf16 after bias + clamped SwiGLU; DOWN = true: in = act (S, K) read at slot, out
+ * = y (S, N) float = top_w * (acc + bias). */
+template <bool DOWN>
+__global__ void __launch_bounds__(128) moe_kernel(void *outp, const uint16_t *in,
+                                                  const uint8_t *blocks, const uint8_t *scales,
+                                                  const uint16_t *bias, const int32_t *e_start,
+                                                  const int32_t *e_slots, const float *top_w,
+                                                  int top_k, int N, int K, float limit) {
+    extern __shared__ __align__(16) uint16_t xs[]; /* (MOE_TOK, K + 8): +8 spreads the banks */
+    __shared__ float lut[16];
+    int e = blockIdx.y, beg = e_start[e], cnt = e_start[e + 1] - beg;
+    if (cnt == 0) return;
+    if (threadIdx.x < 16) {
+        const float mag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+        lut[threadIdx.x] = threadIdx.x & 8 ? -mag[threadIdx.x & 7] : mag[threadIdx.x & 7];
+    }
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    int ra = blockIdx.x * MOE_ROWS + warp * 16 + gq, rb = ra + 8;
+    bool va = ra < N, vb = rb < N;
+    int nb = K / 32, ld = K + 8;
+    const uint4 *wa_p = reinterpret_cast<const uint4 *>(blocks) + ((size_t)e * N + (va ? ra : 0)) * nb;
+    const uint4 *wb_p = reinterpret_cast<const uint4 *>(blocks) + ((size_t)e * N + (vb ? rb : 0)) * nb;
+    const uint8_t *sa_p = scales + ((size_t)e * N + (va ? ra : 0)) * nb;
+    const uint8_t *sb_p = scales + ((size_t)e * N + (vb ? rb : 0)) * nb;
+    float bias_a = va ? bf16f(bias[(size_t)e * N + ra]) : 0.0f;
+    float bias_b = vb ? bf16f(bias[(size_t)e * N + rb]) : 0.0f;
+    const uint4 zero4 = make_uint4(0, 0, 0, 0);
+
+    for (int c0 = 0; c0 < cnt; c0 += MOE_TOK) {
+        int n = min(MOE_TOK, cnt - c0), ntile = (n + 7) / 8, vec = K / 8;
+        __syncthreads(); /* the previous chunk's B reads are done; lut is visible */
+        for (int i = threadIdx.x; i < ntile * 8 * vec; i += blockDim.x) {
+            int j = i / vec, c = i % vec;
+            uint4 v = zero4;
+            if (j < n) {
+                int slot = e_slots[beg + c0 + j], src = DOWN ? slot : slot / top_k;
+                v = reinterpret_cast<const uint4 *>(in + (size_t)src * K)[c];
+            }
+            *reinterpret_cast<uint4 *>(xs + j * ld + c * 8) = v;
+        }
+        __syncthreads();
+        float acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+        /* One block ahead in flight: its 2 × 16 code bytes and 2 scales load while this one's
+         * decode and MMAs run. */
+        uint4 wa = va ? __ldg(wa_p) : zero4, wb = vb ? __ldg(wb_p) : zero4;
+        uint32_t sa = __ldg(sa_p), sb = __ldg(sb_p);
+        for (int kb = 0; kb < nb; kb++) {
+            uint4 nwa = zero4, nwb = zero4;
+            uint32_t nsa = 0, nsb = 0;
+            if (kb + 1 < nb) {
+                if (va) nwa = __ldg(wa_p + kb + 1);
+                if (vb) nwb = __ldg(wb_p + kb + 1);
+                nsa = __ldg(sa_p + kb + 1), nsb = __ldg(sb_p + kb + 1);
+            }
+            float fa = e8m0(sa), fb = e8m0(sb);
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                uint32_t alo = hh ? wa.z : wa.x, ahi = hh ? wa.w : wa.y;
+                uint32_t blo = hh ? wb.z : wb.x, bhi = hh ? wb.w : wb.y;
+                uint32_t a0 = dq2(alo >> (8 * tq), fa, lut), a2 = dq2(ahi >> (8 * tq), fa, lut);
+                uint32_t a1 = dq2(blo >> (8 * tq), fb, lut), a3 = dq2(bhi >> (8 * tq), fb, lut);
+                int k = kb * 32 + hh * 16 + 2 * tq;
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++) {
+                    if (nt >= ntile) break;
+                    const uint16_t *xr = xs + (nt * 8 + gq) * ld + k;
+                    uint32_t b0 = *reinterpret_cast<const uint32_t *>(xr);
+                    uint32_t b1 = *reinterpret_cast<const uint32_t *>(xr + 8);
+                    mma_bf16(acc[nt], a0, a1, a2, a3, b0, b1);
+                }
+            }
+            wa = nwa, wb = nwb, sa = nsa, sb = nsb;
+        }
+        /* Epilogue: c0, c1 are row ra at tokens 2tq, 2tq+1 of the n-tile; c2, c3 row rb. */
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+            if (nt >= ntile) break;
+            float v[4] = {acc[nt][0] + bias_a, acc[nt][1] + bias_a, acc[nt][2] + bias_b,
+                          acc[nt][3] + bias_b};
+            int j0 = nt * 8 + 2 * tq;
+            if (DOWN) {
+                float *y = static_cast<float *>(outp);
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    int j = j0 + (i & 1), row = i < 2 ? ra : rb;
+                    if (j < n && row < N) {
+                        int slot = e_slots[beg + c0 + j];
+                        y[(size_t)slot * N + row] = top_w[slot] * v[i];
+                    }
+                }
+            } else {
+                /* Rows alternate gate (even) and up (odd); row r + 1 lives 4 lanes up. */
+                float u[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) u[i] = __shfl_down_sync(0xffffffffu, v[i], 4);
+                if ((gq & 1) == 0) {
+                    uint16_t *act = static_cast<uint16_t *>(outp);
+                    int I = N / 2;
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        int j = j0 + (i & 1), row = i < 2 ? ra : rb;
+                        if (j < n && row < N) {
+                            int slot = e_slots[beg + c0 + j];
+                            float gate = fminf(v[i], limit);
+                            float up = fminf(fmaxf(u[i], -limit), limit);
+                            float glu = gate / (1.0f + expf(-1.702f * gate));
+                            act[(size_t)slot * I + row / 2] = f2bf16(glu * (up + 1.0f));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- launchers ---- */
+
+extern "C" int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32_t *e_slots,
+                           const float *logits, const uint16_t *bias, int T, int E, int top_k,
+                           cudaStream_t s) {
+    if (E < 1 || E > 1024 || top_k < 1 || top_k > 8 || top_k > E)
+        return (int)cudaErrorInvalidValue;
+    router_kernel<<<1, 1024, 2 * E * sizeof(int), s>>>(top_e, top_w, e_start, e_slots, logits,
+                                                        bias, T, E, top_k);
+    return launch_status();
+}
+
+template <bool DOWN>
+static int moe_launch(void *out, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
+                      const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
+                      const float *top_w, int top_k, int E, int N, int K, float limit,
+                      cudaStream_t s) {
+    if (K % 32 || N % 2 || K > 8192) return (int)cudaErrorInvalidValue;
+    size_t smem = (size_t)MOE_TOK * (K + 8) * sizeof(uint16_t);
+    static size_t smem_set = 0; /* per instantiation; the engine thread is the only caller */
+    if (smem > 48 * 1024 && smem > smem_set) {
+        cudaError_t err = cudaFuncSetAttribute(moe_kernel<DOWN>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (err != cudaSuccess) return (int)err;
+        smem_set = smem;
+    }
+    dim3 grid((N + MOE_ROWS - 1) / MOE_ROWS, E);
+    moe_kernel<DOWN><<<grid, 32 * MOE_WARPS, smem, s>>>(out, in, blocks, scales, bias, e_start,
+                                                         e_slots, top_w, top_k, N, K, limit);
+    return launch_status();
+}
+
+extern "C" int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
+                                const uint8_t *scales, const uint16_t *bias,
+                                const int32_t *e_start, const int32_t *e_slots, int top_k, int E,
+                                int I, int H, float limit, cudaStream_t s) {
+    return moe_launch<false>(act, xn, blocks, scales, bias, e_start, e_slots, NULL, top_k, E,
+                             2 * I, H, limit, s);
+}
+
+extern "C" int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *blocks,
+                             const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
+                             const int32_t *e_slots, const float *top_w, int E, int H, int I,
+                             cudaStream_t s) {
+    return moe_launch<true>(y, act, blocks, scales, bias, e_start, e_slots, top_w, 1, E, H, I,
+                            0.0f, s);
+}

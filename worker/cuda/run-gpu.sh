@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# worker/cuda/run-gpu.sh - everything the CUDA backend needs a GPU for, in one go: build the
+# engine core with CUDA (no serving stack), run the host-side unit test, the kernel lab
+# (cuda-check: every kernel group against its CPU twin at the 120b shapes, poisoned outputs)
+# and the whole-model logits against the CPU backend on the tiny preset, then the decode-step
+# benchmark at the 120b shape with random weights (cuda-bench). Logs go to $OUT (or ./gpu-logs);
+# the summary prints last. Exit status: non-zero when the build or any check fails.
+#
+#   worker/cuda/run-gpu.sh            (from any directory)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/gpu-logs}
+mkdir -p "$OUT"
+B=${MG_GPU_BUILD:-build-gpu}
+J=$(nproc)
+status=0
+
+nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version,clocks.max.sm --format=csv \
+    >"$OUT/gpu.txt" 2>&1
+cat "$OUT/gpu.txt"
+echo "== build"
+if ! { cmake -S . -B "$B" -DMG_SERVING=OFF -DMG_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
+        -DMG_CUDA_VERBOSE=ON &&
+       cmake --build "$B" -j"$J" --target cuda-check cuda-bench mg-mkckpt test_cuda_plan; } \
+        >"$OUT/build.log" 2>&1; then
+    tail -40 "$OUT/build.log"
+    echo "BUILD FAILED"
+    exit 1
+fi
+grep -E "Compiling entry|registers|spill" "$OUT/build.log" | grep -B1 -A1 "sm_90'" \
+    >"$OUT/ptxas.txt" || true
+
+echo "== unit test"
+"$B/tests/test_cuda_plan" 2>&1 | tail -3 || status=1
+
+echo "== kernel lab and whole model (tiny)"
+rm -rf "$B/ckpt-tiny"
+"$B/tools/mkckpt/mg-mkckpt" --preset tiny --out "$B/ckpt-tiny" >"$OUT/mkckpt.log" 2>&1 ||
+    { tail "$OUT/mkckpt.log"; status=1; }
+MG_CHECK_KERNELS=1 timeout 300 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" \
+    >"$OUT/check.log" 2>&1 || status=1
+cat "$OUT/check.log"
+
+echo "== decode-step benchmark, 120b shape, random weights"
+timeout 240 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1,64,256,512 --ctx 1024 \
+    --steps 20 >"$OUT/bench.log" 2>&1 || status=1
+cat "$OUT/bench.log"
+
+echo "== summary"
+grep -E "FAIL|passed, .* failed" "$OUT/check.log" || true
+grep RESULT "$OUT/bench.log" || true
+echo "run-gpu.sh: status $status"
+exit $status
