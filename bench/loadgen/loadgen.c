@@ -814,6 +814,11 @@ mg_status bench_run_execute(const bench_config *cfg, const bench_pool *pool, ben
     loop L = {.cfg = cfg, .pool = pool, .run = run, .ep = -1};
     if (!resolve(&L)) return mg_err_status();
     raise_fd_limit(cfg->concurrency + 1024 > 65536 ? cfg->concurrency + 1024 : 65536);
+    struct rlimit rl;
+    if (!getrlimit(RLIMIT_NOFILE, &rl) && cfg->concurrency + 64 > (long long)rl.rlim_cur)
+        MG_WARN("--concurrency %d exceeds the open-file limit (%llu): connections beyond it will "
+                "fail (raise ulimit -n)",
+                cfg->concurrency, (unsigned long long)rl.rlim_cur);
     L.ep = epoll_create1(EPOLL_CLOEXEC);
     if (L.ep < 0) return MG_ERRF(MG_EIO, "epoll_create1: %s", strerror(errno));
     L.rbuf_size = 256 * 1024;

@@ -454,6 +454,55 @@ static void test_keepalive_close(void) {
     free(log);
 }
 
+static int cmp_ll(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* 4,096 streams at once: every request in flight together (each lasts ~0.4 s at 40 ms per
+ * token), none fails. */
+static void test_many_streams(void) {
+    server s = start_server("--itl-ms 40 --batch 1");
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/many", g_dir);
+    int rc = run_bench(120,
+                       "-m m -u 127.0.0.1:%d --streaming --isl 8 --osl 10 --concurrency 4096 "
+                       "--request-count 4096 --artifact-dir %s --no-plots",
+                       s.port, dir);
+    stop_server(&s);
+    CHECK_EQ_INT(rc, 0);
+    json_t *recs = load_jsonl(dir);
+    size_t n = json_array_size(recs), i;
+    CHECK_EQ_INT(n, 4096);
+    long long *starts = malloc(n * sizeof *starts), *ends = malloc(n * sizeof *ends);
+    int errors = 0;
+    json_t *r;
+    json_array_foreach(recs, i, r) {
+        json_t *md = json_object_get(r, "metadata");
+        starts[i] = json_integer_value(json_object_get(md, "request_start_ns"));
+        ends[i] = json_integer_value(json_object_get(md, "request_end_ns"));
+        errors += !json_is_null(json_object_get(r, "error"));
+    }
+    CHECK_EQ_INT(errors, 0);
+    qsort(starts, n, sizeof *starts, cmp_ll);
+    qsort(ends, n, sizeof *ends, cmp_ll);
+    size_t a = 0, b = 0;
+    int cur = 0, peak = 0;
+    while (a < n) { /* sweep: a start before the next end raises the count */
+        if (starts[a] < ends[b]) {
+            if (++cur > peak) peak = cur;
+            a++;
+        } else {
+            cur--;
+            b++;
+        }
+    }
+    CHECK_MSG(peak == 4096, "peak in flight %d", peak);
+    free(starts);
+    free(ends);
+    json_decref(recs);
+}
+
 static void test_completions_nonstreaming(void) {
     server s = start_server("--ttft-ms 5");
     char dir[300];
@@ -666,6 +715,7 @@ int main(void) {
     test_streaming_artifacts();
     test_faults();
     test_keepalive_close();
+    test_many_streams();
     test_completions_nonstreaming();
     test_rate_cancel();
     test_rate_capped();
