@@ -501,12 +501,13 @@ static void response_done(loop *L, conn *c) {
         for (char *p = msg; *p; p++)
             if (*p == '\n' || *p == '\r') *p = ' ';
         bench_record_fail(r, h->status, h->reason[0] ? h->reason : "HTTPError", "%s", msg);
-        request_end(L, c, h->keep_alive);
+        /* An early answer (before the request was fully sent) leaves the stream unusable. */
+        request_end(L, c, h->keep_alive && c->woff == c->wlen);
         return;
     }
     if (!h->sse && bench_record_body(r, h->body ? h->body : "", h->body_len, L->now) > 0)
         L->run->responses++;
-    request_end(L, c, h->keep_alive && !r->err_type);
+    request_end(L, c, h->keep_alive && !r->err_type && c->woff == c->wlen);
 }
 
 static void conn_readable(loop *L, conn *c) {
