@@ -77,7 +77,7 @@ static void test_swiglu_rmsnorm(void) {
 /* One sequence of n tokens in blocks blk[], logits for the last token. */
 static mg_status run_seq(mg_backend *b, const int32_t *toks, int n, int start, const int32_t *blk,
                          int nblk, float *logits) {
-    int32_t pos[256], ts[256], row = n - 1, zero = 0, len = n, ctx = start + n;
+    int32_t pos[300], ts[300], row = n - 1, zero = 0, len = n, ctx = start + n;
     for (int i = 0; i < n; i++) pos[i] = start + i, ts[i] = 0;
     mg_batch bt = {.n_tokens = n,
                    .n_seqs = 1,
