@@ -347,30 +347,52 @@ static void parse_interleaved(const tok_t *t) {
     }
     CHECK(split);
 
-    /* Feed it whole, then cut at every token boundary (a new parser after the cut resumes from
-     * the same state: feeding is per token, so the two halves must give the same totals). */
-    for (size_t cut = 0; cut <= n; cut++) {
+    /* Every byte boundary of the text becomes a token boundary in some variant: variant k
+     * feeds token k as its single bytes (variant n feeds every token so), the rest as they
+     * are. Each must give the same reasoning, content and calls, in whole characters. */
+    size_t most = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        tok_piece(t, ids[i], &len);
+        most += len;
+    }
+    uint32_t *v = malloc(most * sizeof *v);
+    for (size_t k = 0; k <= n; k++) {
+        size_t vn = 0;
+        for (size_t i = 0; i < n; i++) {
+            size_t len;
+            const char *piece = tok_piece(t, ids[i], &len);
+            if ((i == k || k == n) && !tok_is_special(t, ids[i]) && len > 1) {
+                for (size_t j = 0; j < len; j++) v[vn++] = (uint32_t)tok_rank(t, piece + j, 1);
+            } else {
+                v[vn++] = ids[i];
+            }
+        }
         harmony_parser *p = harmony_parser_create(t);
         collected c = {0};
         harmony_event ev;
-        for (size_t i = 0; i < cut; i++) collect(&c, &ev, harmony_parser_feed(p, ids[i], &ev));
-        for (size_t i = cut; i < n; i++) collect(&c, &ev, harmony_parser_feed(p, ids[i], &ev));
+        for (size_t i = 0; i < vn; i++) collect(&c, &ev, harmony_parser_feed(p, v[i], &ev));
         int ok = strcmp(c.reasoning,
                         "Need two calls: 東京 and Zürich 🌦️.Both sunny 😀.") == 0 &&
                  strcmp(c.content, "Checking the weather…Sunny in 東京 and Zürich.") == 0 &&
                  c.ntools == 2 && strcmp(c.names[0], "get_weather") == 0 &&
+                 strcmp(c.names[1], "get_weather") == 0 &&
                  strcmp(c.args[0], "{\"location\":\"東京\"}") == 0 &&
                  strcmp(c.args[1], "{\"location\":\"Zürich\"}") == 0 && c.stops == 2;
-        CHECK_MSG(ok, "cut %zu: reasoning \"%s\" content \"%s\" tools %d args0 %s args1 %s", cut,
+        CHECK_MSG(ok, "variant %zu: reasoning \"%s\" content \"%s\" tools %d args0 %s args1 %s", k,
                   c.reasoning, c.content, c.ntools, c.args[0], c.args[1]);
-        /* The <|call|> in the middle ends the first completion; a client stops there. The parser
-         * still reads a following message (a resumed completion). */
+        /* The <|call|> in the middle ends the first completion (a client stops there); the
+         * parser still reads the messages of a resumed completion after it. */
         CHECK_EQ_INT(c.errors, 0);
         CHECK_EQ_INT(harmony_parser_tool_count(p), 2);
+        CHECK_EQ_STR(harmony_parser_reasoning(p),
+                     "Need two calls: 東京 and Zürich 🌦️.Both sunny 😀.");
+        CHECK_EQ_STR(harmony_parser_tool_name(p, 1), "get_weather");
         CHECK_EQ_STR(harmony_parser_tool_args(p, 1), "{\"location\":\"Zürich\"}");
         harmony_parser_destroy(p);
         if (!ok) break;
     }
+    free(v);
     free(a);
     free(b);
     free(ids);
