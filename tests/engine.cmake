@@ -10,3 +10,10 @@ endif()
 if(TARGET mg_mocker AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_mocker.c)
   mg_test(test_mocker SOURCES unit/test_mocker.c LIBS mg_mocker LABELS unit)
 endif()
+# The scheduler over the real CPU backend, on a checkpoint written at test time.
+if(TARGET mg_cpu AND TARGET mg-mkckpt AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_sched_cpu.c)
+  mg_test(test_sched_cpu SOURCES unit/test_sched_cpu.c LIBS mg_engine mg_cpu LABELS unit)
+  add_dependencies(test_sched_cpu mg-mkckpt)
+  set_tests_properties(test_sched_cpu PROPERTIES ENVIRONMENT
+    "MG_MKCKPT=$<TARGET_FILE:mg-mkckpt>;MG_CKPT_DIR=${CMAKE_BINARY_DIR}/ckpt/test_sched_cpu")
+endif()
