@@ -2,6 +2,9 @@
 # Make the tiny and mid checkpoints and their golden files on a machine with PyTorch and
 # transformers. MKCKPT: the maker binary. OUT: where golden files and logs go.
 #   MKCKPT=build/tools/mkckpt/mg-mkckpt OUT=/tmp/golden tools/oracle/run_device.sh
+#   cp /tmp/golden/*.golden tests/golden/model/     (each becomes test_cpu_golden_<name>)
+# The maker is deterministic, so the checkpoints are byte-identical to those CI makes; each
+# golden file records their SHA-256 and the test checks it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${MKCKPT:?path of mg-mkckpt}" "${OUT:?output folder}"
