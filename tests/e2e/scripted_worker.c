@@ -69,6 +69,13 @@ static void *job_run(void *arg) {
             }
             break;
         }
+        int gap = atomic_load(&w->gap_after), hang = atomic_load(&w->hang_after);
+        if (gap > 0 && j->migrations == 0 && sent == (uint32_t)gap) seq++; /* a chunk "lost" */
+        if (hang > 0 && j->migrations == 0 && sent == (uint32_t)hang) {
+            /* Silent until cancelled (or the worker stops), as a stuck process would be. */
+            while (!atomic_load(&w->dead) && !is_cancelled(w, j->id)) usleep(2000);
+            break;
+        }
         uint32_t id = j->script[j->pos + sent];
         send_chunk(j, seq++, &id, 1, 0, 0);
         sent++;

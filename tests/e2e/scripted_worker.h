@@ -27,9 +27,13 @@ typedef void (*sworker_script_fn)(void *ud, const uint32_t *prompt, size_t n_pro
 
 typedef struct sworker {
     /* settings the test may change at any time */
-    atomic_int delay_us;  /* between tokens */
-    atomic_int die_after; /* >0: a first-attempt request makes the worker vanish after this many
-                             tokens (it stops answering and its etcd key goes, like a crash) */
+    atomic_int delay_us;   /* between tokens */
+    atomic_int die_after;  /* >0: a first-attempt request makes the worker vanish after this many
+                              tokens (it stops answering and its etcd key goes, like a crash) */
+    atomic_int gap_after;  /* >0: a first-attempt request skips a sequence number after this many
+                              tokens (a lost chunk), then goes on */
+    atomic_int hang_after; /* >0: a first-attempt request falls silent after this many tokens,
+                              the worker staying registered (a stuck process) */
     /* counters */
     atomic_bool dead;
     atomic_int requests, cancels, running, tokens_sent;

@@ -226,13 +226,13 @@ static const char *err_code(const resp *r) {
     return code;
 }
 
-static frontend *start_frontend(int migration_limit, const char *ranks) {
+static frontend *start_frontend(int migration_limit, const char *ranks, int timeout_ms) {
     fe_config cfg = {.host = "127.0.0.1",
                      .ns = NS,
                      .tokenizer = ranks,
                      .migration_limit = migration_limit,
                      .max_body = 64 * 1024,
-                     .stream_timeout_ms = 20000};
+                     .stream_timeout_ms = timeout_ms};
     frontend *fe = NULL;
     CHECK_OK(frontend_create(&cfg, &fe));
     return fe;
@@ -314,7 +314,7 @@ int main(int argc, char **argv) {
     CHECK_OK(bus_connect(&bo, &BUS));
     CHECK_OK(etcd_client_create(eurl, 0, &ETCD));
 
-    frontend *fe = start_frontend(0, ranks);
+    frontend *fe = start_frontend(0, ranks, 20000);
     if (!fe) return check_done();
     int port = frontend_port(fe);
     resp r;
@@ -513,7 +513,7 @@ int main(int argc, char **argv) {
     frontend_destroy(fe);
 
     /* With migration: the stream completes with every token, in order. */
-    fe = start_frontend(2, ranks);
+    fe = start_frontend(2, ranks, 1500);
     port = frontend_port(fe);
     sworker *a = tw_start(5000), *b = tw_start(5000);
     CHECK(wait_workers(fe, 2));
@@ -536,6 +536,39 @@ int main(int argc, char **argv) {
     req(port, "GET", "/metrics", NULL, 0, &r);
     CHECK(strstr(r.body.p, "magneto_frontend_migrations_total 1") != NULL);
     CHECK(strstr(r.body.p, "magneto_frontend_time_to_first_token_seconds_bucket") != NULL);
+    oai_buf_free(&r.body);
+
+    /* A lost chunk (sequence gap) and a worker that falls silent while still registered (the
+     * stream's silence timeout, 1.5 s here): both migrate, and the answer is still exact. */
+    a->die_after = b->die_after = 0;
+    a->gap_after = b->gap_after = 4;
+    req(port, "POST", "/v1/completions", body, 0, &r);
+    sse_parse(r.body.p, &s);
+    want = decode_script(0, 20);
+    CHECK_MSG(!s.error, "%s", r.body.p);
+    CHECK_EQ_STR(s.content.p, want);
+    CHECK_EQ_INT(s.usage_completion, 20);
+    free(want);
+    sse_free(&s);
+    oai_buf_free(&r.body);
+    a->gap_after = b->gap_after = 0;
+    a->hang_after = b->hang_after = 6;
+    int cancels_a = atomic_load(&a->cancels), cancels_b = atomic_load(&b->cancels);
+    t0 = now_s();
+    req(port, "POST", "/v1/completions", body, 0, &r);
+    sse_parse(r.body.p, &s);
+    want = decode_script(0, 20);
+    CHECK_MSG(!s.error, "%s", r.body.p);
+    CHECK_EQ_STR(s.content.p, want);
+    CHECK_EQ_INT(s.usage_completion, 20);
+    CHECK(r.t_end - t0 >= 1.4 && r.t_end - t0 < 10);
+    /* The silent worker was told to drop the attempt. */
+    CHECK_EQ_INT(atomic_load(&a->cancels) + atomic_load(&b->cancels), cancels_a + cancels_b + 1);
+    free(want);
+    sse_free(&s);
+    oai_buf_free(&r.body);
+    req(port, "GET", "/metrics", NULL, 0, &r);
+    CHECK(strstr(r.body.p, "magneto_frontend_migrations_total 3") != NULL);
     oai_buf_free(&r.body);
 
     sworker_stop(a);
