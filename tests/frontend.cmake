@@ -6,6 +6,9 @@ if(TARGET mg_frontend_http)
   mg_test(test_frontend_http SOURCES unit/test_frontend_http.c LIBS mg_frontend_http
           PkgConfig::CURL LABELS unit)
 endif()
+if(TARGET mg_router)
+  mg_test(test_frontend_router SOURCES unit/test_frontend_router.c LIBS mg_router LABELS unit)
+endif()
 if(TARGET mg_frontend)
   mg_test(test_frontend SOURCES integration/test_frontend.c e2e/scripted_worker.c
           LIBS mg_frontend mg_testspawn PkgConfig::CURL LABELS integration)
