@@ -408,12 +408,9 @@ static void feed_harmony(fe_req *q, uint32_t id) {
     case HARMONY_TOOL_ARGS:
         if (ev.tool_begin && ev.tool_index >= 0 && ev.tool_index < 8) {
             char *tid = q->tool_ids[ev.tool_index];
-            unsigned char rnd[6];
             char rid[48];
-            oai_make_id(OAI_COMPLETIONS, rid); /* "cmpl-<24 hex>": reuse its randomness */
-            memcpy(rnd, rid + 5, 6);
-            snprintf(tid, 40, "call_%.*s", 24, rid + 5);
-            (void)rnd;
+            oai_make_id(OAI_COMPLETIONS, rid); /* "cmpl-" + 24 random hex digits */
+            snprintf(tid, 40, "call_%s", rid + 5);
             q->n_tools = ev.tool_index + 1;
             if (!q->any_text) {
                 q->any_text = true;
@@ -1081,6 +1078,7 @@ mg_status frontend_create(const fe_config *cfg, frontend **out) {
     snprintf(fe->ns, sizeof fe->ns, "%s", cfg->ns ? cfg->ns : "magneto");
     fe->cfg.ns = fe->ns;
     if (fe->cfg.stream_timeout_ms <= 0) fe->cfg.stream_timeout_ms = 300000;
+    /* The strings are used during create only; do not keep the caller's pointers. */
     fe->cfg.host = fe->cfg.nats_url = fe->cfg.etcd_url = fe->cfg.tokenizer = NULL;
     pthread_mutex_init(&fe->mu, NULL);
     metrics_init(&fe->m);

@@ -13,6 +13,14 @@
  * requests migrated (prompt plus tokens so far, the rest of max_tokens) up to migration_limit
  * times, else the stream ends with an error event. Never a hang.
  *
+ * Output: chat output is parsed as harmony (analysis -> reasoning_content, final -> content,
+ * commentary to=functions.X -> tool_calls); output that never forms a harmony header (a mocker's
+ * random ids) is passed through as content. Stop strings apply to content (and completions
+ * text), not to reasoning. tool_choice "none" renders no tools; "required" and a named function
+ * are accepted and validated but left to the model, as vLLM does for gpt-oss.
+ * A stream=false request cannot see its client leave (the connection is suspended until the
+ * answer is ready), so it runs to the end on the worker.
+ *
  * Threads: HTTP on libmicrohttpd's threads, chunks on the inbox's NATS thread, discovery on the
  * etcd watch threads; a request's state is guarded by its own lock. */
 #ifndef MG_FRONTEND_H
