@@ -410,7 +410,7 @@ static void feed_harmony(fe_req *q, uint32_t id) {
             char *tid = q->tool_ids[ev.tool_index];
             char rid[48];
             oai_make_id(OAI_COMPLETIONS, rid); /* "cmpl-" + 24 random hex digits */
-            snprintf(tid, 40, "call_%s", rid + 5);
+            snprintf(tid, 40, "call_%.24s", rid + 5);
             q->n_tools = ev.tool_index + 1;
             if (!q->any_text) {
                 q->any_text = true;
