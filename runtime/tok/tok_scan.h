@@ -11,7 +11,9 @@
  *   5  \s*[\r\n]+
  *   6  \s+(?!\S)
  *   7  \s+
- * Call A the class of 1's first bracket ("upper"), B the second ("lower"). The input must be
+ * Call A the class of 1's first bracket ("upper"), B the second ("lower"). The classes come from
+ * Unicode 16.0 (tok_unicode.h), the version of the Rust regex engine inside tiktoken, so that
+ * recently assigned letters split alike. The input must be
  * valid UTF-8 (tok_encode checks it first), so decoding here does no bounds checks beyond len.
  * No allocation; about one table lookup per character. */
 #ifndef MG_TOK_SCAN_H
