@@ -424,6 +424,39 @@ static void test_lockstep(void) {
     pthread_cond_destroy(&g.cv);
 }
 
+/* A mocker asked for stops (eos_rate 1) still gives min_tokens ordinary tokens first. */
+static void test_eos_min_tokens(void) {
+    mg_engine_config ec;
+    engine_config_defaults(&ec);
+    ec.max_seq_len = 1024;
+    mg_mocker_config mc;
+    mocker_config_defaults(&mc);
+    mc.speedup_ratio = 0;
+    mc.eos_rate = 1.0;
+    mc.num_blocks = 64;
+    mg_backend *be;
+    CHECK_OK(mocker_create(&mc, &ec, &be));
+    CHECK_OK(engine_create(&ec, be, NULL, &eng));
+    int32_t p[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    rec a = {0}, b = {0};
+    n_done = 0;
+    mg_request r = {.id = "eos", .prompt = p, .n_prompt = 10, .cb = on_out, .ud = &a};
+    CHECK_OK(engine_submit(eng, &r));
+    r.id = "eos-min";
+    r.min_tokens = 5;
+    r.ud = &b;
+    CHECK_OK(engine_submit(eng, &r));
+    CHECK(wait_done(2, 10));
+    CHECK_EQ_INT(a.n, 1);
+    CHECK_EQ_INT(a.fin, MG_FINISH_STOP);
+    CHECK_EQ_INT(a.bad_tok, 1); /* the stop id 200002 is no ordinary token */
+    CHECK_EQ_INT(b.n, 6);
+    CHECK_EQ_INT(b.fin, MG_FINISH_STOP);
+    CHECK_EQ_INT(b.bad_tok, 1); /* only the last one */
+    engine_destroy(eng);
+    be->ops->destroy(be);
+}
+
 static void test_step_model(void) {
     mg_mocker_config mc;
     mocker_config_defaults(&mc);
@@ -514,5 +547,6 @@ int main(void) {
     test_thousand();
     test_long_output();
     test_lockstep();
+    test_eos_min_tokens();
     return check_done();
 }

@@ -98,8 +98,12 @@ static mg_status toy_forward_sampled(mg_backend *be, const mg_batch *b, const mg
     if (b->n_logits > 64) return MG_ERRF(MG_EINVAL, "toy: too many rows");
     mg_status st = toy_forward(be, b, toy_rows);
     if (st) return st;
-    for (int i = 0; i < b->n_logits; i++)
-        out[i] = sampling_pick(toy_sampler, toy_rows + (size_t)i * V, &rq[i].params, rq[i].counter);
+    for (int i = 0; i < b->n_logits; i++) {
+        float *row = toy_rows + (size_t)i * V;
+        for (int k = 0; k < rq[i].n_banned; k++)
+            if (rq[i].banned[k] >= 0 && rq[i].banned[k] < V) row[rq[i].banned[k]] = -INFINITY;
+        out[i] = sampling_pick(toy_sampler, row, &rq[i].params, rq[i].counter);
+    }
     return MG_OK;
 }
 
@@ -556,15 +560,31 @@ static void test_stops(void) {
     CHECK_EQ_INT(x.n, 1);
     CHECK_EQ_INT(x.toks[0], STOP_TOK);
     CHECK_EQ_INT(x.fin, MG_FINISH_STOP);
-    /* min_tokens 5: five ordinary tokens (stop masked), then the stop */
+    /* min_tokens 5: five ordinary tokens (stop banned), then the stop; on the logits path and
+     * on a backend that samples on its own */
     r.min_tokens = 5;
+    CHECK_OK(sampler_create(V, &toy_sampler));
+    for (int path = 0; path < 2; path++) {
+        use_sampled_ops = path == 1;
+        x = one(c, r, true);
+        CHECK_EQ_INT(x.n, 6);
+        CHECK_EQ_INT(x.fin, MG_FINISH_STOP);
+        int early = 0;
+        for (int i = 0; i < 5; i++) early += x.toks[i] == STOP_TOK;
+        CHECK_EQ_INT(early, 0);
+        CHECK_EQ_INT(x.toks[5], STOP_TOK);
+    }
+    use_sampled_ops = false;
+    sampler_destroy(toy_sampler);
+    /* with ignore_eos the stop id is an ordinary token, not banned: it is drawn at once */
+    r.ignore_eos = true;
+    r.max_tokens = 7;
     x = one(c, r, true);
-    CHECK_EQ_INT(x.n, 6);
-    CHECK_EQ_INT(x.fin, MG_FINISH_STOP);
-    int early = 0;
-    for (int i = 0; i < 5; i++) early += x.toks[i] == STOP_TOK;
-    CHECK_EQ_INT(early, 0);
-    CHECK_EQ_INT(x.toks[5], STOP_TOK);
+    CHECK_EQ_INT(x.n, 7);
+    CHECK_EQ_INT(x.toks[0], STOP_TOK);
+    CHECK_EQ_INT(x.fin, MG_FINISH_LENGTH);
+    r.ignore_eos = false;
+    r.max_tokens = 0;
     /* max_tokens below min_tokens wins */
     r.max_tokens = 3;
     x = one(c, r, true);

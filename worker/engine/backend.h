@@ -48,6 +48,11 @@ typedef struct mg_batch {
 typedef struct mg_sample_req {
     mg_sampling params; /* temperature, top_p, top_k, seed */
     uint64_t counter;   /* tokens this sequence has generated so far: the RNG position */
+    /* Ids that must not be drawn: treat their logits as -inf (the stop ids of a request that has
+     * not reached min_tokens). NULL when none, which is the common case; a backend that cannot
+     * apply them on the device takes such a row through sampling_pick on the host. */
+    const int32_t *banned;
+    int n_banned;
 } mg_sample_req;
 
 typedef struct mg_backend mg_backend;

@@ -514,6 +514,12 @@ static void schedule_waiting(mg_sched *s, int *budget) {
     }
 }
 
+/* min_tokens: until then the stop ids cannot be drawn (as vLLM does; with ignore_eos they are
+ * ordinary tokens and stay drawable). */
+static bool seq_bans_stops(const mg_seq *q) {
+    return q->n_out < q->min_tokens && !q->ignore_eos && q->n_stop > 0;
+}
+
 /* Lay the scheduled sequences out as an mg_batch, decode sequences first. */
 static void build_batch(mg_sched *s, mg_batch *b) {
     /* Decode sequences were scheduled in the first pass, but a waiting sequence admitted with a
@@ -547,7 +553,8 @@ static void build_batch(mg_sched *s, mg_batch *b) {
             /* This chunk reaches the end of what is known: the next token is due. */
             s->logits_rows[nl] = t - 1;
             s->logits_seq[nl] = i;
-            s->reqs[nl] = (mg_sample_req){q->sp, (uint64_t)q->n_out};
+            s->reqs[nl] = (mg_sample_req){q->sp, (uint64_t)q->n_out, NULL, 0};
+            if (seq_bans_stops(q)) s->reqs[nl].banned = q->stop, s->reqs[nl].n_banned = q->n_stop;
             nl++;
         }
     }
@@ -584,11 +591,9 @@ static mg_status run_batch(mg_sched *s, const mg_batch *b) {
     for (int i = 0; i < b->n_logits; i++) {
         mg_seq *q = s->batch[b->logits_seq[i]];
         float *row = s->logits + (size_t)i * s->vocab;
-        if (q->n_out < q->min_tokens) {
-            /* min_tokens: stop ids cannot be drawn yet. */
-            for (int k = 0; k < q->n_stop; k++)
-                if (q->stop[k] >= 0 && q->stop[k] < s->vocab) row[q->stop[k]] = -INFINITY;
-        }
+        const mg_sample_req *rq = &s->reqs[i];
+        for (int k = 0; k < rq->n_banned; k++)
+            if (rq->banned[k] >= 0 && rq->banned[k] < s->vocab) row[rq->banned[k]] = -INFINITY;
         s->out_tok[i] = sampling_pick(s->sampler, row, &q->sp, (uint64_t)q->n_out);
     }
     return MG_OK;

@@ -19,8 +19,9 @@
  *               each request's output callback and frees finished sequences and their blocks.
  *
  * Stop conditions, in order: a stop token id (the engine's eos_token_ids plus the request's own)
- * ends with "stop" unless ignore_eos, and only after min_tokens other tokens (the logits path
- * also masks stop ids until then); max_tokens, max_seq_len and the KV capacity end with "length".
+ * ends with "stop" unless ignore_eos, and only after min_tokens other tokens (until then the stop
+ * ids are banned from sampling, on both backend paths); max_tokens, max_seq_len and the KV
+ * capacity end with "length".
  * The stop token is part of the output (and of completion_tokens).
  *
  * Ownership: the scheduler owns the KV pool, the sequences and every array it hands the backend;

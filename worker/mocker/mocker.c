@@ -130,7 +130,10 @@ static mg_status mocker_forward_sampled(mg_backend *be, const mg_batch *b,
     sleep_us(mocker_step_us(&m->cfg, b));
     for (int i = 0; i < b->n_logits; i++) {
         uint64_t seed = reqs[i].params.seed, n = reqs[i].counter;
-        if (m->cfg.eos_rate > 0 && sampling_uniform(seed ^ 0x5EEDE05ull, n) < m->cfg.eos_rate) {
+        bool banned = false;
+        for (int k = 0; k < reqs[i].n_banned; k++) banned |= reqs[i].banned[k] == m->cfg.eos_token;
+        if (m->cfg.eos_rate > 0 && !banned &&
+            sampling_uniform(seed ^ 0x5EEDE05ull, n) < m->cfg.eos_rate) {
             out[i] = (int32_t)m->cfg.eos_token;
             continue;
         }
