@@ -2,7 +2,7 @@
  * mg-mkckpt writes at test time (preset mid cut to 2 layers, sliding window 32, vocab 4096, so
  * that it stays quick under the sanitizers).
  *
- * The same requests (prompts up to 170 tokens, so past the sliding window; greedy and seeded
+ * The same requests (prompts up to 110 tokens, so past the sliding window; greedy and seeded
  * sampling) must give the same tokens alone, in one batch with chunked prefill, under
  * preemption from a small KV pool, and with their prefix taken from the cache. This holds the
  * scheduler and the backend's paged attention to each other: a block table or position the
@@ -18,7 +18,7 @@
 #include "log.h"
 #include "scheduler.h"
 
-#define NREQ   8
+#define NREQ   6
 #define MAXOUT 32
 #define BS     16
 
@@ -117,15 +117,14 @@ int main(void) {
 
     unsigned seed = 5;
     for (int i = 0; i < NREQ; i++) {
-        plen[i] = 1 + rand_r(&seed) % 170;
+        plen[i] = 1 + rand_r(&seed) % 110;
         for (int k = 0; k < plen[i]; k++) prompts[i][k] = rand_r(&seed) % 4000;
-        if (i >= 4 && plen[i] > 140 && plen[i - 4] >= 140)
-            memcpy(prompts[i], prompts[i - 4], 140 * 4);
+        if (i >= 3 && plen[i] > 80 && plen[i - 3] >= 80) memcpy(prompts[i], prompts[i - 3], 80 * 4);
         snprintf(ids[i], sizeof(ids[i]), "c%d", i);
         reqs[i] = (mg_request){.id = ids[i],
                                .prompt = prompts[i],
                                .n_prompt = plen[i],
-                               .max_tokens = 6 + rand_r(&seed) % 8,
+                               .max_tokens = 4 + rand_r(&seed) % 8,
                                .ignore_eos = true};
         if (i % 2) {
             reqs[i].sampling = (mg_sampling){0.8f, 0.95f, 50, (uint64_t)(7 + i)};
@@ -146,9 +145,9 @@ int main(void) {
     run(cfg(NREQ, 48), 256, out, NREQ, false);
     CHECK_EQ_INT(mismatches(out), 0);
     /* a pool too small for all of them at once: preemption and recompute */
-    int pre = run(cfg(NREQ, 64), 24, out, NREQ, false);
+    int pre = run(cfg(NREQ, 64), 16, out, NREQ, false);
     CHECK_EQ_INT(mismatches(out), 0);
-    CHECK_MSG(pre > 0, "no preemption with 24 blocks");
+    CHECK_MSG(pre > 0, "no preemption with 16 blocks");
     /* the whole workload twice on one scheduler: the second round's prompts come from the cache */
     run(cfg(NREQ, 128), 256, out, NREQ, true);
     CHECK_EQ_INT(mismatches(out), 0);
