@@ -54,6 +54,11 @@ static int scalars(const bench_summary *s, scalar *out) {
     if (s->error_request_count)
         out[n++] = (scalar){"error_request_count", "Error Request Count", "requests",
                             (double)s->error_request_count};
+    if (s->has_goodput) {
+        out[n++] = (scalar){"good_request_count", "Good Request Count", "requests",
+                            (double)s->good_request_count};
+        out[n++] = (scalar){"goodput", "Goodput", "requests/sec", s->goodput};
+    }
     out[n++] = (scalar){"output_token_throughput", "Output Token Throughput", "tokens/sec",
                         s->output_token_throughput};
     out[n++] = (scalar){"request_count", "Request Count", "requests", (double)s->request_count};
@@ -155,6 +160,11 @@ mg_status bench_export_json(const char *path, const bench_config *cfg, const ben
         json_object_set_new(o, "error_request_count",
                             scalar_json("requests", (double)s->error_request_count));
     json_object_set_new(o, "benchmark_duration", scalar_json("sec", s->benchmark_duration_s));
+    if (s->has_goodput) {
+        json_object_set_new(o, "good_request_count",
+                            scalar_json("requests", (double)s->good_request_count));
+        json_object_set_new(o, "goodput", scalar_json("requests/sec", s->goodput));
+    }
     json_object_set_new(o, "total_isl", scalar_json("tokens", (double)s->total_isl));
     json_object_set_new(o, "total_osl", scalar_json("tokens", (double)s->total_osl));
     json_object_set_new(o, "total_output_tokens",

@@ -80,6 +80,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "magneto-bench: out of memory summarizing\n");
         goto out;
     }
+    if (cfg.goodput) {
+        bench_slo slo[16];
+        const char *bad;
+        int n_slo = bench_slo_parse(cfg.goodput, slo, 16, &bad);
+        if (n_slo > 0) bench_summary_goodput(&sum, run.recs, run.n_recs, slo, n_slo);
+    }
     if ((s = bench_export_all(&cfg, &pool, &run, &sum)) != MG_OK) {
         fprintf(stderr, "magneto-bench: %s\n", mg_err_msg());
         goto out;

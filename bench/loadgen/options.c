@@ -1,6 +1,8 @@
 /* options.c - AIPerf-compatible command line parsing (see options.h). */
 #include "options.h"
 
+#include "stats.h"
+
 #include <errno.h>
 #include <stddef.h>
 #include <math.h>
@@ -91,6 +93,10 @@ static const opt opts[] = {
     {{"--deployment-kind"}, O_STR, OFF(deployment_kind), "deployment_config.json kind"},
     {{"--total-gpus"}, O_STR, OFF(total_gpus), "deployment_config.json total_gpus"},
     {{"--no-plots"}, O_FLAG, OFF(no_plots), "skip the gnuplot PNGs"},
+    {{"--goodput", "--goodput-constraints"},
+     O_STR,
+     OFF(goodput),
+     "SLOs 'time_to_first_token:100 inter_token_latency:3.4' (ms; tokens/sec/user)"},
     {{"--help", "-h"}, O_SPECIAL, 0, "this text"},
 };
 
@@ -324,6 +330,17 @@ mg_status bench_options_parse(int argc, char **argv, bench_config *c) {
     if (c->cancel_rate_pct > 100)
         return MG_ERRF(MG_EINVAL, "--request-cancellation-rate %.1f: a percentage (0-100)",
                        c->cancel_rate_pct);
+    if (c->goodput) {
+        bench_slo slo[16];
+        const char *bad;
+        if (bench_slo_parse(c->goodput, slo, 16, &bad) < 0)
+            return MG_ERRF(MG_EINVAL,
+                           "--goodput '%s': bad SLO at '%s' (metric:value with a metric among "
+                           "request_latency, time_to_first_token, time_to_second_token, "
+                           "time_to_first_output_token, inter_token_latency, "
+                           "output_token_throughput_per_user)",
+                           c->goodput, bad ? bad : "");
+    }
     if (c->isl_block_size <= 0) return MG_ERRF(MG_EINVAL, "--isl-block-size must be > 0");
     if (c->conversation_num <= 0) return MG_ERRF(MG_EINVAL, "--conversation-num must be > 0");
     if (c->custom_dataset_type && strcmp(c->custom_dataset_type, "mooncake_trace") != 0)
@@ -385,6 +402,7 @@ void bench_config_deinit(bench_config *c) {
     free(c->deployment_kind);
     free(c->total_gpus);
     free(c->cli_command);
+    free(c->goodput);
     memset(c, 0, sizeof *c);
 }
 
@@ -402,11 +420,11 @@ json_t *bench_config_json(const bench_config *c) {
         json_pack("{s:{s:f, s:f, s:i}, s:{s:o, s:f}}", "input_tokens", "mean", c->isl_mean,
                   "stddev", c->isl_stddev, "block_size", c->isl_block_size, "output_tokens", "mean",
                   c->osl_mean >= 0 ? json_real(c->osl_mean) : json_null(), "stddev", c->osl_stddev);
-    json_t *input =
-        json_pack("{s:O, s:o, s:s?, s:s?, s:I, s:b, s:i, s:s?}", "extra", c->extra_inputs, "prompt",
-                  prompt, "file", c->input_file, "custom_dataset_type", c->custom_dataset_type,
-                  "random_seed", (json_int_t)c->random_seed, "fixed_schedule", c->fixed_schedule,
-                  "conversation_num", c->conversation_num, "corpus", c->corpus);
+    json_t *input = json_pack(
+        "{s:O, s:o, s:s?, s:s?, s:I, s:b, s:i, s:s?}", "extra", c->extra_inputs, "prompt", prompt,
+        "file", c->input_file, "custom_dataset_type", c->custom_dataset_type, "random_seed",
+        (json_int_t)c->random_seed, "fixed_schedule", c->fixed_schedule, "conversation_num",
+        c->conversation_num, "corpus", c->corpus, "goodput", c->goodput);
     json_t *loadgen =
         json_pack("{s:o, s:o, s:s, s:I, s:I, s:o, s:f, s:f, s:f}", "concurrency",
                   c->concurrency ? json_integer(c->concurrency) : json_null(), "request_rate",

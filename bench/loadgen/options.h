@@ -55,6 +55,7 @@ typedef struct bench_config {
     char *corpus; /* colon-separated text files; NULL: the default corpus */
     char *deployment_kind, *total_gpus;
     bool no_plots;
+    char *goodput;     /* --goodput SLOs, as given */
     char *cli_command; /* argv joined, for input_config */
 } bench_config;
 

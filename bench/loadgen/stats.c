@@ -268,3 +268,82 @@ void bench_summary_free(bench_summary *s) {
     s->errors = NULL;
     s->n_errors = 0;
 }
+
+int bench_slo_parse(const char *spec, bench_slo *out, int cap, const char **bad) {
+    int n = 0;
+    const char *p = spec;
+    while (*p) {
+        while (*p == ' ' || *p == ',') p++;
+        if (!*p) break;
+        const char *item = p;
+        while (*p && *p != ' ' && *p != ',') p++;
+        size_t len = p - item;
+        const char *colon = memchr(item, ':', len);
+        *bad = item;
+        if (!colon || n == cap) return -1;
+        size_t kl = colon - item;
+        int m = -1;
+        static const int allowed[] = {BM_REQUEST_LATENCY, BM_TTFT, BM_TTST, BM_TTFO, BM_ITL,
+                                      BM_TPS_USER};
+        for (size_t i = 0; i < sizeof allowed / sizeof *allowed; i++) {
+            const char *tag = bench_record_metric_info[allowed[i]].tag;
+            if (strlen(tag) == kl && strncmp(tag, item, kl) == 0) m = allowed[i];
+        }
+        if (m < 0) return -1;
+        char num[64];
+        size_t vl = len - kl - 1;
+        if (vl == 0 || vl >= sizeof num) return -1;
+        memcpy(num, colon + 1, vl);
+        num[vl] = 0;
+        char *e;
+        double v = strtod(num, &e);
+        if (*e || !(v >= 0)) return -1;
+        out[n++] = (bench_slo){m, v};
+    }
+    *bad = NULL;
+    return n;
+}
+
+bool bench_record_good(const bench_record *r, const bench_slo *slo, int n) {
+    if (!bench_record_ok(r)) return false;
+    for (int i = 0; i < n; i++) {
+        double v;
+        bool have;
+        switch (slo[i].metric) {
+        case BM_REQUEST_LATENCY:
+            have = bench_metric_request_latency(r, &v);
+            break;
+        case BM_TTFT:
+            have = bench_metric_ttft(r, &v);
+            break;
+        case BM_TTST:
+            have = bench_metric_ttst(r, &v);
+            break;
+        case BM_TTFO:
+            have = bench_metric_ttfo(r, &v);
+            break;
+        case BM_ITL:
+            have = bench_metric_itl(r, &v);
+            break;
+        case BM_TPS_USER:
+            have = bench_metric_tps_user(r, &v);
+            break;
+        default:
+            have = false;
+        }
+        if (!have) return false;
+        bool higher_is_better = slo[i].metric == BM_TPS_USER;
+        if (higher_is_better ? v < slo[i].threshold : v > slo[i].threshold) return false;
+    }
+    return true;
+}
+
+void bench_summary_goodput(bench_summary *s, const bench_record *recs, size_t n,
+                           const bench_slo *slo, int n_slo) {
+    s->has_goodput = true;
+    s->good_request_count = 0;
+    for (size_t i = 0; i < n; i++)
+        if (recs[i].phase == BENCH_PROFILING && bench_record_good(&recs[i], slo, n_slo))
+            s->good_request_count++;
+    s->goodput = s->benchmark_duration_s > 0 ? s->good_request_count / s->benchmark_duration_s : 0;
+}

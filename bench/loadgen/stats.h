@@ -117,6 +117,9 @@ typedef struct bench_summary {
     double benchmark_duration_s;
     double request_throughput, output_token_throughput, total_token_throughput;
     long long total_isl, total_osl, total_output_tokens, total_reasoning_tokens, total_error_isl;
+    bool has_goodput; /* --goodput was given */
+    size_t good_request_count;
+    double goodput;           /* good requests / benchmark_duration */
     bench_error_kind *errors; /* distinct (code, type, message), most frequent first */
     size_t n_errors;
 } bench_summary;
@@ -125,5 +128,19 @@ typedef struct bench_summary {
  * failure. The summary owns its error list: free with bench_summary_free. */
 bool bench_summarize(const bench_record *recs, size_t n, bench_summary *out);
 void bench_summary_free(bench_summary *s);
+
+/* AIPerf's --goodput: a request is good when every SLO holds (latencies at most the threshold,
+ * output_token_throughput_per_user at least it; a metric the record lacks fails it). */
+typedef struct bench_slo {
+    int metric;       /* BM_* */
+    double threshold; /* in the metric's display unit (ms, tokens/sec/user) */
+} bench_slo;
+/* Parse "time_to_first_token:100 inter_token_latency:3.4" (space or comma separated). Returns
+ * the number of SLOs, or -1 with *bad pointing at the offending item. */
+int bench_slo_parse(const char *spec, bench_slo *out, int cap, const char **bad);
+bool bench_record_good(const bench_record *r, const bench_slo *slo, int n);
+/* Fill has_goodput, good_request_count and goodput from the profiling records. */
+void bench_summary_goodput(bench_summary *s, const bench_record *recs, size_t n,
+                           const bench_slo *slo, int n_slo);
 
 #endif

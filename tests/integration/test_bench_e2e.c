@@ -214,7 +214,8 @@ static void test_streaming_artifacts(void) {
                        "--streaming --isl 64 --osl 20 --concurrency 4 --request-count 12 "
                        "--warmup-request-count 4 --random-seed 5 --extra-inputs "
                        "'{\"ignore_eos\":true}' --extra-inputs min_tokens:20 --artifact-dir %s "
-                       "--total-gpus 4 --deployment-kind dynamo_agg",
+                       "--total-gpus 4 --deployment-kind dynamo_agg "
+                       "--goodput 'time_to_first_token:10000 inter_token_latency:1000'",
                        s.port, dir);
     stop_server(&s);
     CHECK_EQ_INT(rc, 0);
@@ -246,7 +247,10 @@ static void test_streaming_artifacts(void) {
         CHECK(json_is_string(json_object_get(o, "start_time")));
         CHECK(json_is_string(json_object_get(o, "end_time")));
         CHECK(json_object_get(o, "error_request_count") == NULL);
-        CHECK_EQ_INT(json_object_size(o), 22);
+        check_scalar(o, "good_request_count", "requests");
+        check_scalar(o, "goodput", "requests/sec");
+        CHECK_NEAR(avg(o, "good_request_count"), 12, 0);
+        CHECK_EQ_INT(json_object_size(o), 24);
         /* values against the server's pace: TTFT >= 30 ms, ITL ~3 ms, OSL 20 by re-counting */
         CHECK(avg(o, "time_to_first_token") >= 30 && avg(o, "time_to_first_token") < 300);
         CHECK_MSG(avg(o, "inter_token_latency") >= 2.9 && avg(o, "inter_token_latency") < 20,

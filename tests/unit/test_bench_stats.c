@@ -225,6 +225,45 @@ static void test_stream_errors(void) {
     bench_record_free(&r);
 }
 
+static void test_goodput(void) {
+    bench_slo slo[8];
+    const char *bad;
+    CHECK_EQ_INT(bench_slo_parse("time_to_first_token:25 inter_token_latency:15", slo, 8, &bad), 2);
+    CHECK_EQ_INT(slo[0].metric, BM_TTFT);
+    CHECK_NEAR(slo[1].threshold, 15, 0);
+    CHECK_EQ_INT(bench_slo_parse("ttft:5", slo, 8, &bad), -1);
+    CHECK_EQ_STR(bad, "ttft:5");
+    CHECK_EQ_INT(bench_slo_parse("request_latency:x", slo, 8, &bad), -1);
+    /* A: TTFT 20, ITL 20. B: TTFT 30, ITL 10. C: an error. */
+    bench_record recs[3];
+    stream_rec(&recs[0], BENCH_PROFILING, 0, 2);
+    event(&recs[0], "{\"choices\":[{\"delta\":{\"content\":\"a\"}}]}", 20 * MS);
+    event(&recs[0], "{\"choices\":[{\"delta\":{\"content\":\"b\"}}]}", 40 * MS);
+    stream_rec(&recs[1], BENCH_PROFILING, 0, 4);
+    event(&recs[1], "{\"choices\":[{\"delta\":{\"content\":\"a\"}}]}", 30 * MS);
+    event(&recs[1], "{\"choices\":[{\"delta\":{\"content\":\"b\"}}]}", 60 * MS);
+    stream_rec(&recs[2], BENCH_PROFILING, 0, 0);
+    bench_record_fail(&recs[2], 500, "x", "y");
+    bench_summary s;
+    CHECK(bench_summarize(recs, 3, &s));
+    CHECK_EQ_INT(bench_slo_parse("time_to_first_token:25", slo, 8, &bad), 1);
+    bench_summary_goodput(&s, recs, 3, slo, 1);
+    CHECK_EQ_INT(s.good_request_count, 1); /* A only */
+    CHECK_NEAR(s.goodput, 1 / 0.060, 1e-9);
+    CHECK_EQ_INT(bench_slo_parse("inter_token_latency:15", slo, 8, &bad), 1);
+    bench_summary_goodput(&s, recs, 3, slo, 1);
+    CHECK_EQ_INT(s.good_request_count, 1); /* B only */
+    CHECK(bench_record_good(&recs[1], slo, 1));
+    CHECK_EQ_INT(bench_slo_parse("output_token_throughput_per_user:60", slo, 8, &bad), 1);
+    bench_summary_goodput(&s, recs, 3, slo, 1); /* A 50 tok/s, B 100 tok/s: at least 60 */
+    CHECK(bench_record_good(&recs[1], slo, 1) && !bench_record_good(&recs[0], slo, 1));
+    CHECK_EQ_INT(bench_slo_parse("time_to_first_token:25,inter_token_latency:15", slo, 8, &bad), 2);
+    bench_summary_goodput(&s, recs, 3, slo, 2);
+    CHECK_EQ_INT(s.good_request_count, 0);
+    bench_summary_free(&s);
+    for (int i = 0; i < 3; i++) bench_record_free(&recs[i]);
+}
+
 int main(void) {
     test_percentiles();
     test_ttft_empty_first_chunks();
@@ -232,5 +271,6 @@ int main(void) {
     test_non_streaming();
     test_window_errors();
     test_stream_errors();
+    test_goodput();
     return check_done();
 }
