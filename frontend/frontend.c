@@ -83,8 +83,9 @@ struct fe_req {
 
     tok_stream *ts;
     harmony_parser *hp;
-    bool raw;       /* chat output that is not harmony (random tokens of a mocker): plain text */
-    int hdr_tokens; /* tokens fed before the parser produced anything */
+    bool raw;         /* chat output that is not harmony (random tokens of a mocker): plain text */
+    int hdr_tokens;   /* ordinary tokens in a row before the parser produced anything */
+    bool saw_special; /* the output held a special token: it is harmony, never raw */
     bool any_text;
     stopstr stop;
     bool stop_hit;
@@ -373,15 +374,17 @@ static void emit_content(fe_req *q, const char *t, size_t n) {
 /* Plain-text decode of one id (completions, or chat output that is not harmony). */
 static void feed_plain(fe_req *q, uint32_t id) {
     if (!q->ts) return;
-    if (harmony_is_stop(id) || id == TOK_ENDOFTEXT) return; /* specials are skipped, as vLLM does */
+    if (tok_is_special(q->fe->tok, id)) return; /* specials are skipped, as vLLM does */
     q->text.len = 0;
     if (tok_stream_feed(q->ts, id, &q->text.p, &q->text.len, &q->text.cap)) return;
     if (q->text.len) emit_content(q, q->text.p, q->text.len);
 }
 
 /* Chat output that never forms a harmony header is passed through as text, so that workers
- * emitting arbitrary tokens (the mocker) still produce visible output. */
-#define HARMONY_HEADER_MAX 48
+ * emitting arbitrary tokens (the mocker) still produce visible output. A real header holds a
+ * few ordinary tokens between specials ("commentary to=functions.get_weather "), never this
+ * many in a row. */
+#define HARMONY_HEADER_MAX 16
 
 static void go_raw(fe_req *q) {
     q->raw = true;
@@ -389,6 +392,17 @@ static void go_raw(fe_req *q) {
 }
 
 static void feed_harmony(fe_req *q, uint32_t id) {
+    /* gpt-oss opens its answer with <|channel|>, or with a recipient (" to=functions.x") before
+     * it; any other first token means the output is not harmony: show it as text at once rather
+     * than hold tokens back (which would inflate the time to first token). */
+    if (q->n_gen == 1 && !tok_is_special(q->fe->tok, id)) {
+        size_t pl;
+        const char *piece = tok_piece(q->fe->tok, id, &pl);
+        if (!piece || pl < 3 || memcmp(piece, " to", 3) != 0) {
+            go_raw(q);
+            return;
+        }
+    }
     harmony_event ev;
     mg_status s = harmony_parser_feed(q->hp, id, &ev);
     if (s) {
@@ -397,7 +411,10 @@ static void feed_harmony(fe_req *q, uint32_t id) {
     }
     switch (ev.kind) {
     case HARMONY_NONE:
-        if (!q->any_text && ++q->hdr_tokens > HARMONY_HEADER_MAX) go_raw(q);
+        if (tok_is_special(q->fe->tok, id))
+            q->hdr_tokens = 0, q->saw_special = true;
+        else if (!q->any_text && ++q->hdr_tokens > HARMONY_HEADER_MAX)
+            go_raw(q);
         break;
     case HARMONY_REASONING:
         emit_text(q, OAI_REASONING, ev.text, ev.len);
@@ -445,6 +462,8 @@ static void feed_token(fe_req *q, uint32_t id) {
 /* Write the closing events (or the whole body for stream=false). Caller holds q->mu. */
 static void finish_locked(fe_req *q, oai_finish f) {
     q->finished = true;
+    /* Short non-harmony output ended before the header limit: show it as text all the same. */
+    if (q->hp && !q->raw && !q->any_text && !q->saw_special && q->n_gen > 0) go_raw(q);
     if (!q->stop_hit) { /* release text held back by the stop-string matcher */
         const char *o;
         size_t on;
