@@ -478,6 +478,20 @@ int main(int argc, char **argv) {
     json_decref(j);
     oai_buf_free(&r.body);
 
+    /* Chat output that is not harmony (a mocker's): shown as content from the first token. */
+    set_script("Plain words, no harmony here.");
+    snprintf(body, sizeof body,
+             "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],"
+             "\"stream\":true}",
+             MODEL);
+    req(port, "POST", "/v1/chat/completions", body, 0, &r);
+    sse_parse(r.body.p, &s);
+    CHECK_EQ_STR(s.content.p, "Plain words, no harmony here.");
+    CHECK_EQ_STR(s.reasoning.p, "");
+    CHECK_EQ_STR(s.finish, "stop");
+    sse_free(&s);
+    oai_buf_free(&r.body);
+
     /* A client that leaves: the worker gets a cancel and stops early. */
     set_script("one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
                "fifteen sixteen seventeen eighteen nineteen twenty twenty-one twenty-two");
