@@ -219,7 +219,7 @@ static void check_gemm(cuda_gemm *gm, const char *name, int T, int N, int K, con
         return;
     }
     float *out = host_from(out_d, 4 * (size_t)T * N), *ref = xmalloc(4 * (size_t)T * N);
-    float *row = xmalloc(4 * (size_t)K);
+    float *row = xmalloc(4 * (size_t)OPS_ROW_TILE * K); /* cpu_ops.h's scratch contract */
     ops_matmul_bf16(ref, xf, w_h, NULL, T, N, K, 0, N, row);
     double us;
     TIME_US(us, cuda_matmul_bf16(gm, out_d, x_d, w_d, T, N, K, 0));
