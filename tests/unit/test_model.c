@@ -195,6 +195,36 @@ static void test_config(void) {
     }
 }
 
+/* Same seed, same bytes; another seed, other weights but the same layout. */
+static void test_determinism(const char *maker) {
+    char again[8192], other[8192], a[65], b[65], c[65];
+    snprintf(again, sizeof(again), "%.4000s-again", base_dir);
+    snprintf(other, sizeof(other), "%.4000s-seed2", base_dir);
+    CHECK_EQ_INT(
+        sh("'%s' --preset tiny --vocab 4096 --layers 2 --shard-mb 1 --out '%s' 2>/dev/null", maker,
+           again),
+        0);
+    CHECK_EQ_INT(sh("'%s' --preset tiny --vocab 4096 --layers 2 --shard-mb 1 --seed 2 --out '%s' "
+                    "2>/dev/null",
+                    maker, other),
+                 0);
+    const char *files[] = {"config.json", "model.safetensors.index.json", S1, S2};
+    for (int i = 0; i < 4; i++) {
+        char p1[8192], p2[8192], p3[8192];
+        snprintf(p1, sizeof(p1), "%.4000s/%s", base_dir, files[i]);
+        snprintf(p2, sizeof(p2), "%.4000s/%s", again, files[i]);
+        snprintf(p3, sizeof(p3), "%.4000s/%s", other, files[i]);
+        CHECK_OK(sha256_file(p1, a));
+        CHECK_OK(sha256_file(p2, b));
+        CHECK_OK(sha256_file(p3, c));
+        CHECK_MSG(strcmp(a, b) == 0, "%s differs between two runs with the same seed", files[i]);
+        if (i < 2)
+            CHECK_MSG(strcmp(a, c) == 0, "%s depends on the seed", files[i]);
+        else
+            CHECK_MSG(strcmp(a, c) != 0, "%s does not depend on the seed", files[i]);
+    }
+}
+
 static void test_malformed(void) {
     char path[8192];
     mg_model *m = NULL;
@@ -340,6 +370,7 @@ int main(void) {
            dir, maker, dir),
         0);
     test_config();
+    test_determinism(maker);
     test_malformed();
     return check_done();
 }
