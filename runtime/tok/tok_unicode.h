@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+/* clang-format off */
 #define TOK_UNICODE_VERSION "16.0"
 enum { UC_L = 1, UC_A = 2, UC_B = 4, UC_N = 8, UC_S = 16 };
 #define UC_BLOCK_SHIFT 7
@@ -792,5 +793,6 @@ static const uint8_t uc_stage2[230][128] = {
 static inline unsigned uc_class(uint32_t cp) {
     return cp < 0x110000 ? uc_stage2[uc_stage1[cp >> UC_BLOCK_SHIFT]][cp & ((1u << UC_BLOCK_SHIFT) - 1)] : 0;
 }
+/* clang-format on */
 
 #endif
