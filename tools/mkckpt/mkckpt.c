@@ -433,20 +433,17 @@ static mg_status write_tokenizer(const char *from, const char *tool, const char 
             return MG_ERRF(MG_ENOTFOUND, "--tokenizer-from %s: no tokenizer.json there", from);
         return MG_OK;
     }
-    /* Default tool: the one built beside this maker (build/runtime/tok/), else PATH. */
+    /* Default tool: the one built beside this maker (<build>/tools/tok/), else PATH. */
     char near[4096];
     if (!tool) {
         tool = "mk-tokenizer-json";
         char self[4096];
         ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-        if (n > 0) {
-            self[n] = 0;
-            char *slash = strrchr(self, '/');
-            if (slash) {
-                *slash = 0;
-                snprintf(near, sizeof(near), "%.4000s/../../runtime/tok/mk-tokenizer-json", self);
-                if (access(near, X_OK) == 0) tool = near;
-            }
+        char *slash = n > 0 ? (self[n] = 0, strrchr(self, '/')) : NULL;
+        if (slash) {
+            *slash = 0;
+            snprintf(near, sizeof(near), "%.4000s/../tok/mk-tokenizer-json", self);
+            if (access(near, X_OK) == 0) tool = near;
         }
     }
     MG_INFO("tokenizer: %s %s %s", tool, from, dir);
