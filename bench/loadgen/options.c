@@ -408,7 +408,10 @@ void bench_config_deinit(bench_config *c) {
 
 json_t *bench_config_json(const bench_config *c) {
     json_t *hdrs = json_array();
-    for (int i = 0; i < c->n_headers; i++) json_array_append_new(hdrs, json_string(c->headers[i]));
+    for (int i = 0; i < c->n_headers; i++) /* credentials stay out of the artifacts */
+        json_array_append_new(hdrs, json_string(strncasecmp(c->headers[i], "authorization:", 14)
+                                                    ? c->headers[i]
+                                                    : "Authorization: <redacted>"));
     json_t *endpoint =
         json_pack("{s:[s], s:s, s:s, s:b, s:[s], s:f, s:s?, s:o, s:b, s:b}", "model_names",
                   c->model, "type", c->endpoint_type == BENCH_CHAT ? "chat" : "completions",
