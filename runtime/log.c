@@ -71,6 +71,12 @@ static size_t json_escape(char *buf, size_t len, size_t cap, const char *s) {
     return len;
 }
 
+/* snprintf returns what it wanted to write; keep n inside buf so that the next append's size
+ * (cap - n) cannot wrap around. */
+static size_t clamp_len(size_t n, size_t cap) {
+    return n < cap ? n : cap - 1;
+}
+
 void mg_log_write(mg_log_level level, const char *file, int line, const char *rid, const char *fmt,
                   ...) {
     char msg[2048];
@@ -95,12 +101,17 @@ void mg_log_write(mg_log_level level, const char *file, int line, const char *ri
         n = (size_t)snprintf(buf, sizeof(buf),
                              "{\"time\":\"%s\",\"level\":\"%s\",\"component\":\"%s\",\"rank\":%d,",
                              when, level_names[level], component, rank);
+        n = clamp_len(n, sizeof(buf));
         if (rid) {
-            n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\"request_id\":\"");
-            n = json_escape(buf, n, sizeof(buf), rid);
-            n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\",");
+            n = clamp_len(n + (size_t)snprintf(buf + n, sizeof(buf) - n, "\"request_id\":\""),
+                          sizeof(buf));
+            /* Request ids come from clients: at most 256 bytes of one, so the message fits. */
+            n = json_escape(buf, n, n + 256 < sizeof(buf) ? n + 256 : sizeof(buf), rid);
+            n = clamp_len(n + (size_t)snprintf(buf + n, sizeof(buf) - n, "\","), sizeof(buf));
         }
-        n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\"src\":\"%s:%d\",\"msg\":\"", base, line);
+        n = clamp_len(n + (size_t)snprintf(buf + n, sizeof(buf) - n, "\"src\":\"%s:%d\",\"msg\":\"",
+                                           base, line),
+                      sizeof(buf));
         n = json_escape(buf, n, sizeof(buf) - 3, msg);
         n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\"}\n");
     } else {

@@ -1,6 +1,7 @@
 /* test_status.c - status names, the thread-local error record and log formatting. */
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -56,6 +57,17 @@ int main(void) {
     CHECK(strstr(buf, "\"component\":\"tester\",\"rank\":3") != NULL);
     CHECK(strstr(buf, "\"request_id\":\"req-1\"") != NULL);
     CHECK(strstr(buf, "quote \\\" and\\nnewline") != NULL);
+    /* A request id longer than the record (ids come from clients) must not push the writes past
+     * the line buffer: the record stays one line with the message in it. */
+    ftruncate(fd, 0);
+    lseek(fd, 0, SEEK_SET);
+    static char long_id[6000];
+    memset(long_id, 'r', sizeof(long_id) - 1);
+    MG_LOGR(MG_LOG_ERROR, long_id, "after a long id");
+    size_t got = read_all(fd, buf, sizeof(buf));
+    CHECK(got > 0 && got < sizeof(buf));
+    CHECK(strstr(buf, "after a long id\"}\n") != NULL);
+    CHECK(strchr(buf, '\n') == buf + got - 1);
     mg_log_level l;
     CHECK(mg_log_level_parse("DEBUG", &l) && l == MG_LOG_DEBUG);
     CHECK(!mg_log_level_parse("loud", &l));
