@@ -311,6 +311,7 @@ static mg_status cpu_copy_block(mg_backend *base, int32_t dst, int32_t src) {
     if (dst < 0 || src < 0 || dst >= base->num_blocks || src >= base->num_blocks)
         return MG_ERRF(MG_EINVAL, "cpu copy_block: %d → %d outside [0, %d)", src, dst,
                        base->num_blocks);
+    if (dst == src) return MG_OK;
     size_t n = (size_t)base->block_size * b->KV;
     for (int l = 0; l < b->c.n_layers; l++) {
         memcpy(b->kc + l * b->layer_elems + dst * n, b->kc + l * b->layer_elems + src * n,

@@ -115,7 +115,8 @@ static mg_status parse_root(const mjson *o, const char *name, mg_model_config *c
     if (c->top_k > c->n_experts)
         return MG_ERRF(MG_EFORMAT, "%s: num_experts_per_tok %d exceeds num_local_experts %d", name,
                        c->top_k, c->n_experts);
-    if (mjson_get(o, "tie_word_embeddings") && mjson_get(o, "tie_word_embeddings")->b)
+    bool tied = false;
+    if (mjson_bool(mjson_get(o, "tie_word_embeddings"), &tied) && tied)
         return MG_ERRF(MG_EUNSUPPORTED, "%s: tie_word_embeddings true (gpt-oss is untied)", name);
 
     /* rope_scaling: YaRN as gpt-oss uses it; absent means plain RoPE (factor 1). */
