@@ -132,6 +132,8 @@ typedef struct {
 static mg_status fill_from_yaml(void *ud, const char *key, const char *value, int line) {
     yaml_fill *y = ud;
     for (int i = 0; i < y->n; i++) {
+        /* A file does not name another: setting that row would free the path being read. */
+        if (y->opts[i].type == MG_CFG_YAML) continue;
         char yk[96];
         yaml_name(&y->opts[i], yk, sizeof(yk));
         if (strcmp(yk, key) == 0) {

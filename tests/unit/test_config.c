@@ -99,6 +99,16 @@ int main(void) {
     CHECK_EQ_INT(mg_cfg_parse(opts, NOPTS, 3, a5, "prog", NULL), MG_EINVAL);
     CHECK_MSG(strstr(mg_err_msg(), path) && strstr(mg_err_msg(), ":2:"), "%s", mg_err_msg());
 
+    /* A key naming the file row itself is not followed (it would free the path being read);
+     * the error on the next line still names the file. */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    const char *self = "extra_engine_args: /nonexistent.yaml\nmax_num_tokens: lots\n";
+    CHECK(write(fd, self, strlen(self)) > 0);
+    close(fd);
+    CHECK_EQ_INT(mg_cfg_parse(opts, NOPTS, 3, a5, "prog", NULL), MG_EINVAL);
+    CHECK_MSG(strstr(mg_err_msg(), path) && strstr(mg_err_msg(), ":2:"), "%s", mg_err_msg());
+    CHECK_EQ_STR(file, path);
+
     seen s2 = {0};
     CHECK_EQ_INT(mg_yaml_parse("a: 1\nb: &x 2\n", "inline", collect, &s2), MG_EFORMAT);
     CHECK(strstr(mg_err_msg(), "inline:2") != NULL);
