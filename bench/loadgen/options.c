@@ -247,13 +247,17 @@ static void defaults(bench_config *c) {
 mg_status bench_options_parse(int argc, char **argv, bench_config *c) {
     defaults(c);
     size_t cl = 0;
-    for (int i = 0; i < argc; i++) cl += strlen(argv[i]) + 3;
+    for (int i = 0; i < argc; i++) cl += strlen(argv[i]) + 32;
     c->cli_command = calloc(1, cl + 1);
     for (int i = 0; i < argc; i++) {
         if (i) strcat(c->cli_command, " ");
-        bool quote = strpbrk(argv[i], " {}\"'") != NULL;
+        /* credentials stay out of the artifacts */
+        const char *a = argv[i];
+        if (i > 0 && strcmp(argv[i - 1], "--api-key") == 0) a = "<redacted>";
+        if (strncasecmp(a, "authorization:", 14) == 0) a = "Authorization: <redacted>";
+        bool quote = strpbrk(a, " {}\"'") != NULL;
         if (quote) strcat(c->cli_command, "'");
-        strcat(c->cli_command, argv[i]);
+        strcat(c->cli_command, a);
         if (quote) strcat(c->cli_command, "'");
     }
     int i = 1;

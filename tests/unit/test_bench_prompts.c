@@ -92,6 +92,14 @@ static void test_options(void) {
                  64);
     json_decref(ic);
     bench_config_deinit(&c);
+    /* credentials are not written into input_config */
+    CHECK_OK(parse(&c, "-m m --api-key sekrit -H Authorization:Bearer_tok"));
+    ic = bench_config_json(&c);
+    char *dump = json_dumps(ic, 0);
+    CHECK(dump && !strstr(dump, "sekrit") && !strstr(dump, "Bearer_tok"));
+    free(dump);
+    json_decref(ic);
+    bench_config_deinit(&c);
 
     /* completions + legacy defaults */
     CHECK_OK(parse(&c, "--model m --endpoint-type completions --osl 7 --use-legacy-max-tokens"));
