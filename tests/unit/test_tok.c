@@ -279,6 +279,84 @@ static void streaming(const tok_t *t) {
     free(ids);
 }
 
+/* A hand-written tokenizer.json in the shapes a Hugging Face checkpoint may use: merges as
+ * "a b" strings, a special listed in both model.vocab and added_tokens, config tokens as strings
+ * or objects, a model_max_length beyond 64 bits. 256 bytes, " t", "he", " the", "<|start|>". */
+static void write_file(const char *dir, const char *name, const char *text) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f) fputs(text, f), fclose(f);
+}
+
+static void tokenizer_json_shapes(void) {
+    char dir[] = "/tmp/test_tok_hf_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    /* GPT-2's byte-level alphabet: printable bytes stand for themselves, the rest U+0100 + k. */
+    char *vocab = malloc(1 << 16);
+    size_t vl = 0;
+    int k = 0;
+    for (int b = 0; b < 256; b++) {
+        int printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+        unsigned cp = printable ? (unsigned)b : 256u + (unsigned)k++;
+        char key[8];
+        if (cp == '"' || cp == '\\')
+            snprintf(key, sizeof key, "\\%c", cp);
+        else if (cp < 0x80)
+            snprintf(key, sizeof key, "%c", cp);
+        else
+            snprintf(key, sizeof key, "%c%c", 0xC0 | (cp >> 6), 0x80 | (cp & 0x3F));
+        vl += (size_t)sprintf(vocab + vl, "%s\"%s\": %d", b ? ", " : "", key, b);
+    }
+    /* " " is byte 32, which maps to U+0120 (Ġ, UTF-8 C4 A0). */
+    vl += (size_t)sprintf(vocab + vl, ", \"\xc4\xa0t\": 256, \"he\": 257, \"\xc4\xa0the\": 258, "
+                                      "\"<|start|>\": 259");
+    char *json = malloc(1 << 17);
+    snprintf(json, 1 << 17,
+             "{\"version\": \"1.0\", \"added_tokens\": [{\"id\": 259, \"content\": "
+             "\"<|start|>\", \"special\": true}],\n"
+             " \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\s+\"}},\n"
+             " \"model\": {\"type\": \"BPE\", \"vocab\": {%s},\n"
+             "  \"merges\": [\"\xc4\xa0 t\", \"h e\", \"\xc4\xa0t he\"]}}\n",
+             vocab);
+    write_file(dir, "tokenizer.json", json);
+    write_file(dir, "tokenizer_config.json",
+               "{\"bos_token\": \"<|start|>\", \"eos_token\": {\"content\": \"<|start|>\"}, "
+               "\"model_max_length\": 1000000000000000019884624838656}");
+    tok_t *t = NULL;
+    mg_status st = tok_load_dir(dir, &t);
+    CHECK_OK(st);
+    if (t) {
+        CHECK_EQ_INT(tok_vocab_size(t), 260);
+        uint32_t *ids = NULL, id = 0;
+        size_t n = 0, cap = 0;
+        CHECK_OK(tok_encode(t, " the<|start|> he", 16, TOK_SPECIAL_ALLOW, &ids, &n, &cap));
+        CHECK(n == 4 && ids[0] == 258 && ids[1] == 259 && ids[2] == 32 && ids[3] == 257);
+        CHECK_OK(tok_special_id(t, "<|start|>", &id));
+        CHECK_EQ_INT(id, 259);
+        free(ids);
+        tok_destroy(t);
+    }
+    /* A config naming a token that is not special, and a model that is not BPE. */
+    write_file(dir, "special_tokens_map.json", "{\"eos_token\": \"<|nope|>\"}");
+    t = NULL;
+    CHECK_EQ_INT(tok_load_dir(dir, &t), MG_EFORMAT);
+    CHECK(t == NULL && strstr(mg_err_msg(), "special_tokens_map.json") != NULL);
+    write_file(dir, "tokenizer.json", "{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}");
+    CHECK_EQ_INT(tok_load_dir(dir, &t), MG_EUNSUPPORTED);
+    static const char *files[] = {"tokenizer.json", "tokenizer_config.json",
+                                  "special_tokens_map.json"};
+    for (int i = 0; i < 3; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+    free(vocab);
+    free(json);
+}
+
 static void tokenizer_json(const tok_t *t) {
     char dir[] = "/tmp/test_tok_dir_XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
@@ -379,6 +457,7 @@ int main(void) {
         streaming(t);
         tokenizer_json(t);
         threads(t);
+        tokenizer_json_shapes();
     }
     tok_destroy(t);
     tok_destroy(NULL);
