@@ -278,6 +278,97 @@ static bool unquote(char *v) {
 
 #define YAML_DEPTH 16
 
+/* Copy the flow scalar at *pp (quoted, or plain up to ',' or the closing bracket) into out,
+ * unquoted and trimmed, and advance *pp past it. Returns false on an unterminated quote or a
+ * scalar that does not fit. A flow list ("[1, 2]") is copied whole, as block values keep it. */
+static bool flow_scalar(char **pp, char *out, size_t cap, bool *quoted) {
+    char *p = *pp;
+    size_t n = 0;
+    *quoted = false;
+    if (*p == '"' || *p == '\'') {
+        char q = *p++;
+        while (*p && *p != q) {
+            if (n + 1 >= cap) return false;
+            out[n++] = *p++;
+        }
+        if (*p != q) return false;
+        p++;
+        *quoted = true;
+    } else if (*p == '[') {
+        int nest = 0;
+        char q = 0;
+        for (; *p; p++) {
+            if (n + 1 >= cap) return false;
+            out[n++] = *p;
+            if (q) {
+                if (*p == q) q = 0;
+            } else if (*p == '"' || *p == '\'') {
+                q = *p;
+            } else if (*p == '[') {
+                nest++;
+            } else if (*p == ']' && --nest == 0) {
+                p++;
+                break;
+            }
+        }
+        if (nest) return false;
+    } else {
+        while (*p && *p != ',' && *p != '}' && !(*p == ':' && (p[1] == ' ' || p[1] == ','))) {
+            if (n + 1 >= cap) return false;
+            out[n++] = *p++;
+        }
+        while (n && out[n - 1] == ' ') n--;
+    }
+    out[n] = 0;
+    *pp = p;
+    return true;
+}
+
+/* A flow map on one line, {a: 1, b: {c: 2}, d: [1, 2]}, as TensorRT-LLM configs often write
+ * them: each scalar leaf goes to cb as prefix.key. *pp points at '{' and is advanced past the
+ * matching '}'. */
+static mg_status flow_map(char **pp, const char *prefix, int depth, const char *name, int line,
+                          mg_yaml_cb cb, void *ud) {
+    if (depth >= YAML_DEPTH) return MG_ERRF(MG_EFORMAT, "%s:%d: nested too deep", name, line);
+    char *p = *pp + 1;
+    for (;;) {
+        while (*p == ' ') p++;
+        if (*p == '}') break;
+        char key[256], val[2048], full[512];
+        bool quoted;
+        if (!*p || !flow_scalar(&p, key, sizeof(key), &quoted) || !key[0])
+            return MG_ERRF(MG_EFORMAT,
+                           "%s:%d: flow map: expected a key (a map must close on its "
+                           "line)",
+                           name, line);
+        while (*p == ' ') p++;
+        if (*p != ':')
+            return MG_ERRF(MG_EFORMAT, "%s:%d: flow map: expected ':' after key '%s'", name, line,
+                           key);
+        p++;
+        while (*p == ' ') p++;
+        if ((size_t)snprintf(full, sizeof(full), "%s.%s", prefix, key) >= sizeof(full))
+            return MG_ERRF(MG_EFORMAT, "%s:%d: key too long", name, line);
+        mg_status s;
+        if (*p == '{') {
+            if ((s = flow_map(&p, full, depth + 1, name, line, cb, ud))) return s;
+        } else {
+            if (!flow_scalar(&p, val, sizeof(val), &quoted))
+                return MG_ERRF(MG_EFORMAT, "%s:%d: flow map: bad value of '%s'", name, line, key);
+            if ((val[0] || quoted) && (s = cb(ud, full, val, line))) return s;
+        }
+        while (*p == ' ') p++;
+        if (*p == ',') {
+            p++;
+        } else if (*p != '}') {
+            return MG_ERRF(MG_EFORMAT, "%s:%d: flow map: expected ',' or '}' after '%s'", name,
+                           line, key);
+        }
+    }
+    *pp = p + 1;
+    return MG_OK;
+}
+
 mg_status mg_yaml_parse(const char *text, const char *name, mg_yaml_cb cb, void *ud) {
     char *copy = strdup(text);
     if (!copy) return MG_ERRF(MG_ENOMEM, "%s: out of memory", name);
@@ -387,13 +478,14 @@ mg_status mg_yaml_parse(const char *text, const char *name, mg_yaml_cb cb, void 
             list_line = line;
             continue;
         }
+        if (val[0] == '{') {
+            char *p = val;
+            if (!(s = flow_map(&p, full, depth + 1, name, line, cb, ud)) && *p)
+                s = MG_ERRF(MG_EFORMAT, "%s:%d: text after the flow map", name, line);
+            continue;
+        }
         if (!unquote(val)) {
             s = MG_ERRF(MG_EFORMAT, "%s:%d: unterminated quote", name, line);
-            break;
-        }
-        if (val[0] == '{') {
-            s = MG_ERRF(MG_EFORMAT, "%s:%d: flow maps are not supported; use indentation", name,
-                        line);
             break;
         }
         s = cb(ud, full, val, line);

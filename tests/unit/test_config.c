@@ -25,11 +25,11 @@ static mg_cfg_opt opts[] = {
 
 typedef struct {
     int n;
-    char keys[8][64], vals[8][64];
+    char keys[16][64], vals[16][64];
 } seen;
 static mg_status collect(void *ud, const char *k, const char *v, int line) {
     seen *s = ud;
-    if (s->n < 8) {
+    if (s->n < 16) {
         snprintf(s->keys[s->n], 64, "%s", k);
         snprintf(s->vals[s->n], 64, "%s", v);
         s->n++;
@@ -108,6 +108,41 @@ int main(void) {
     CHECK_EQ_INT(mg_cfg_parse(opts, NOPTS, 3, a5, "prog", NULL), MG_EINVAL);
     CHECK_MSG(strstr(mg_err_msg(), path) && strstr(mg_err_msg(), ":2:"), "%s", mg_err_msg());
     CHECK_EQ_STR(file, path);
+
+    /* Flow maps on one line, as Dynamo's TensorRT-LLM recipes for gpt-oss write them. */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    const char *flow = "enable_attention_dp: true\n"
+                       "cuda_graph_config: {max_batch_size: 800, enable_padding: true}\n"
+                       "kv_cache_config: {dtype: fp8, free_gpu_memory_fraction: 0.75}\n"
+                       "moe_config: {backend: CUTLASS}   # later versions: TRTLLM\n"
+                       "spec: {kind: 'Eagle', nested: {a: \"x, y}\", b: [1, [2, 3]]}, e: {}}\n"
+                       "served_model_name: \"{not a map}\"\n";
+    CHECK(write(fd, flow, strlen(flow)) > 0);
+    close(fd);
+    seen sf = {0};
+    CHECK_OK(mg_yaml_load(path, collect, &sf));
+    CHECK_EQ_INT(sf.n, 10);
+    CHECK_EQ_STR(sf.keys[1], "cuda_graph_config.max_batch_size");
+    CHECK_EQ_STR(sf.vals[1], "800");
+    CHECK_EQ_STR(sf.keys[4], "kv_cache_config.free_gpu_memory_fraction");
+    CHECK_EQ_STR(sf.keys[5], "moe_config.backend");
+    CHECK_EQ_STR(sf.vals[5], "CUTLASS");
+    CHECK_EQ_STR(sf.keys[6], "spec.kind");
+    CHECK_EQ_STR(sf.vals[6], "Eagle");
+    CHECK_EQ_STR(sf.keys[7], "spec.nested.a");
+    CHECK_EQ_STR(sf.vals[7], "x, y}");
+    CHECK_EQ_STR(sf.keys[8], "spec.nested.b");
+    CHECK_EQ_STR(sf.vals[8], "[1, [2, 3]]");
+    CHECK_EQ_STR(sf.vals[9], "{not a map}");
+    CHECK_OK(mg_cfg_parse(opts, NOPTS, 3, a5, "prog", NULL));
+    CHECK_NEAR(frac, 0.75, 1e-12);
+    CHECK(dp);
+    CHECK_EQ_INT(batch, 64); /* cuda_graph_config.max_batch_size is another key */
+    CHECK_EQ_STR(name, "{not a map}");
+    CHECK_EQ_INT(mg_yaml_parse("a: {b: 1\n", "inline", collect, &sf), MG_EFORMAT);
+    CHECK(strstr(mg_err_msg(), "inline:1") != NULL);
+    CHECK_EQ_INT(mg_yaml_parse("a: {b: 1} c\n", "inline", collect, &sf), MG_EFORMAT);
+    CHECK_EQ_INT(mg_yaml_parse("a: {b: 1, c d}\n", "inline", collect, &sf), MG_EFORMAT);
 
     seen s2 = {0};
     CHECK_EQ_INT(mg_yaml_parse("a: 1\nb: &x 2\n", "inline", collect, &s2), MG_EFORMAT);
