@@ -216,6 +216,8 @@ static void check_gemm(cuda_gemm *gm, const char *name, int T, int N, int K, con
     mg_status st = cuda_matmul_bf16(gm, out_d, x_d, w_d, T, N, K, 0);
     if (st) {
         verdict(name, false, mg_err_msg());
+        cudaFree(x_d), cudaFree(out_d);
+        free(x), free(xf);
         return;
     }
     float *out = host_from(out_d, 4 * (size_t)T * N), *ref = xmalloc(4 * (size_t)T * N);
@@ -458,6 +460,13 @@ static void experts_make(experts *x) {
     x->dn_bias_d = dev_from(x->dn_bias, 2 * E * H);
 }
 
+static void experts_free(experts *x) {
+    free(x->gu_b), free(x->gu_s), free(x->dn_b), free(x->dn_s), free(x->gu_bias);
+    free(x->dn_bias);
+    cudaFree(x->gu_b_d), cudaFree(x->gu_s_d), cudaFree(x->dn_b_d), cudaFree(x->dn_s_d);
+    cudaFree(x->gu_bias_d), cudaFree(x->dn_bias_d);
+}
+
 /* T tokens, each choosing top_k distinct experts among the first n_pick (n_pick small: many
  * tokens per expert, several 16-token chunks and partial tiles). */
 static void check_moe_case(const experts *x, int T, int n_pick) {
@@ -695,6 +704,7 @@ int main(int argc, char **argv) {
         }
     }
     rng_state = seed;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a log that ends where a crash happened */
     struct cudaDeviceProp prop;
     CU(cudaGetDeviceProperties(&prop, 0));
     printf("cuda-check: %s, %d SMs, seed %llu\n", prop.name, prop.multiProcessorCount,
@@ -726,6 +736,7 @@ int main(int argc, char **argv) {
         check_moe_case(&x, 64, 8);   /* ~32 tokens per expert: two chunks, partial tiles */
         check_moe_case(&x, 16, 128); /* spread: mostly one token per expert */
         check_moe_case(&x, 1, 128);  /* single-stream decode */
+        experts_free(&x);
         check_argmax();
     }
     if (model) check_model(model);
