@@ -602,6 +602,9 @@ int main(int argc, char **argv) {
 out:
     /* Leave discovery first so nobody routes here, then stop taking requests, then drain. */
     disc_close(w->reg);
+    /* The health callback reads the engine and the bus: stop serving it before they go. */
+    sysserver_stop(w->sys);
+    w->sys = NULL;
     pthread_mutex_lock(&w->sub_mu);
     bus_sub_destroy(w->gen_sub);
     bus_sub_destroy(w->cancel_sub);
@@ -612,7 +615,6 @@ out:
     bus_destroy(w->bus);
     bus_shutdown();
     etcd_client_destroy(w->etcd);
-    sysserver_stop(w->sys);
     if (w->backend) w->backend->ops->destroy(w->backend);
     mg_cfg_free(rows, n);
     return rc;
