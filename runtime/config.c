@@ -114,7 +114,7 @@ void mg_cfg_print_help(const mg_cfg_opt *opts, int n, const char *prog, const ch
         env_name(o->name, env, sizeof(env));
         yaml_name(o, yk, sizeof(yk));
         fprintf(f, "  --%-28s %-4s %s\n", o->name, tn[o->type], o->help ? o->help : "");
-        fprintf(f, "      env %s, yaml %s", env, yk);
+        fprintf(f, "      env %s, yaml %s", env, yk[0] ? yk : "-");
         if (o->def) fprintf(f, ", default %s", o->def);
         if (bounded(o) && (o->type == MG_CFG_INT || o->type == MG_CFG_DOUBLE))
             fprintf(f, ", range [%g, %g]", o->min, o->max);

@@ -36,7 +36,7 @@ typedef struct mg_cfg_opt {
     const char *def; /* default as text; NULL for none */
     double min, max; /* bounds for numbers; ignored when min > max */
     const char *help;
-    const char *yaml_key; /* NULL: name with '-' as '_' */
+    const char *yaml_key; /* NULL: name with '-' as '_'; "": not read from YAML files */
 } mg_cfg_opt;
 
 /* Fill every row's dst from defaults, YAML, environment and argv. Positional arguments and

@@ -58,9 +58,11 @@ static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
          NULL},
         {"etcd-url", MG_CFG_STR, &c->etcd_url, "http://127.0.0.1:2379", 1, 0, "etcd v3 gateway",
          NULL},
+        /* yaml "": TensorRT-LLM engine files have keys of these names (backend: pytorch, model,
+         * tokenizer) that mean something else; only flags and the environment set them. */
         {"backend", MG_CFG_STR, &c->backend, "mocker", 1, 0, "engine backend: mocker | cpu | cuda",
-         NULL},
-        {"model", MG_CFG_STR, &c->model, NULL, 1, 0, "checkpoint folder (cpu, cuda)", NULL},
+         ""},
+        {"model", MG_CFG_STR, &c->model, NULL, 1, 0, "checkpoint folder (cpu, cuda)", ""},
         {"served-model-name", MG_CFG_STR, &c->served_name, "openai/gpt-oss-120b", 1, 0,
          "model name clients ask for", NULL},
         {"dp-rank", MG_CFG_INT, &c->dp_rank, "0", 0, 4095, "attention data-parallel rank", NULL},
@@ -74,7 +76,7 @@ static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
         {"threads", MG_CFG_INT, &c->threads, "0", 0, 1024, "CPU backend threads (0: all cores)",
          NULL},
         {"tokenizer", MG_CFG_STR, &c->tokenizer_id, "o200k_harmony", 1, 0,
-         "tokenizer identity on the model card", NULL},
+         "tokenizer identity on the model card", ""},
         {"extra-engine-args", MG_CFG_YAML, NULL, NULL, 1, 0, "engine YAML (TensorRT-LLM keys)",
          NULL},
     };

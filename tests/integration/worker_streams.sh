@@ -49,8 +49,18 @@ grep -q '^magneto_component_requests_total{status="success"} 1000' "$TMP/metrics
 curl -sf "http://127.0.0.1:$a_PORT/health" | grep -q '"status":"healthy"' && ok || fail "/health"
 curl -sf "http://127.0.0.1:$a_PORT/live" | grep -q alive && ok || fail "/live"
 
-# 3. SIGKILL: the card goes with the lease.
-start_worker b --mocker-speedup-ratio 0
+# 3. SIGKILL: the card goes with the lease. This worker also reads a TensorRT-LLM engine file as
+# Dynamo's recipes write them: flow maps, and TensorRT-LLM's own "backend" key.
+cat >"$TMP/engine.yaml" <<'EOF'
+backend: pytorch
+tensor_parallel_size: 1
+max_batch_size: 64
+kv_cache_config: {enable_block_reuse: false, free_gpu_memory_fraction: 0.8}
+cuda_graph_config: {max_batch_size: 64, enable_padding: true}
+moe_config: {backend: CUTLASS}   # later versions: TRTLLM
+stream_interval: 2
+EOF
+start_worker b --mocker-speedup-ratio 0 --extra-engine-args "$TMP/engine.yaml"
 [ "$(instances)" = 2 ] && ok || fail "expected 2 instances, got $(instances)"
 kill -9 "$b_PID"
 t0=$(date +%s.%N)
