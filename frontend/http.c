@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -35,6 +36,8 @@ struct fe_conn {
     bool done;      /* stream: no more writes */
     bool closed;    /* completed */
     bool sent_all;  /* the whole response went out */
+    bool overflow;  /* the client fell too far behind: close the connection */
+    int fd;         /* the socket, for shutdown on overflow; -1 when unknown */
     char method[8];
     char *path;
     oai_buf body;
@@ -105,10 +108,17 @@ mg_status fe_conn_stream(fe_conn *c) {
 
 bool fe_conn_write(fe_conn *c, const char *data, size_t len) {
     pthread_mutex_lock(&c->mu);
-    bool ok = !c->closed && !c->done;
+    bool ok = !c->closed && !c->done && !c->overflow;
     if (ok) {
         if (c->off == c->out.len) c->off = c->out.len = 0; /* drained: reuse from the start */
-        if (oai_buf_put(&c->out, data, len)) ok = false;
+        if (c->out.len - c->off + len > c->h->o.max_pending || oai_buf_put(&c->out, data, len)) {
+            /* A client that stopped reading leaves MHD waiting for the socket to drain and never
+             * calling the reader again: shut the socket so that MHD sees it fail and completes
+             * the connection (the fd is still open: completion needs c->mu, held here). */
+            c->overflow = true;
+            if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR);
+            ok = false;
+        }
         wake(c);
     }
     pthread_mutex_unlock(&c->mu);
@@ -143,7 +153,9 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     fe_conn *c = cls;
     pthread_mutex_lock(&c->mu);
     ssize_t n;
-    if (c->off < c->out.len) {
+    if (c->overflow) {
+        n = MHD_CONTENT_READER_END_WITH_ERROR;
+    } else if (c->off < c->out.len) {
         size_t k = c->out.len - c->off;
         if (k > max) k = max;
         memcpy(buf, c->out.p + c->off, k);
@@ -221,6 +233,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const cha
         pthread_mutex_init(&c->mu, NULL);
         c->h = h;
         c->mc = mc;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+        c->fd = ci ? ci->connect_fd : -1;
         snprintf(c->method, sizeof c->method, "%s", method);
         c->path = strdup(url);
         if (!c->path) {
@@ -322,6 +337,7 @@ mg_status fe_http_start(const fe_http_opts *o, fe_http **out) {
     h->o = *o;
     if (!h->o.max_body) h->o.max_body = 8u << 20;
     if (!h->o.max_connections) h->o.max_connections = 65536;
+    if (!h->o.max_pending) h->o.max_pending = 16u << 20;
     pthread_mutex_init(&h->mu, NULL);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o->port)};
     if (inet_pton(AF_INET, o->host ? o->host : "0.0.0.0", &sa.sin_addr) != 1) {

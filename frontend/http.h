@@ -43,6 +43,8 @@ typedef struct fe_http_opts {
     int threads;      /* MHD threads; 0 = 1 */
     size_t max_body;  /* bytes; larger bodies are 413 */
     unsigned max_connections;
+    size_t max_pending; /* stream bytes waiting for a slow client before the connection is
+                           dropped (as if the client had gone); 0 = 16 MiB */
     fe_http_handler handler;
     void *ud;
 } fe_http_opts;
@@ -63,7 +65,9 @@ const char *fe_conn_header(fe_conn *c, const char *name);
 void fe_conn_reply(fe_conn *c, int status, const char *content_type, const char *body, size_t len);
 /* Begin an SSE response (inside the handler only). */
 mg_status fe_conn_stream(fe_conn *c);
-/* Append bytes to the stream; false once the connection has completed (client gone). */
+/* Append bytes to the stream; false once the connection has completed (client gone) or when
+ * the client reads too slowly (max_pending): the connection is then closed, and on_close reports
+ * the client gone. */
 bool fe_conn_write(fe_conn *c, const char *data, size_t len);
 /* No more bytes: the response ends after what was written. */
 void fe_conn_end(fe_conn *c);

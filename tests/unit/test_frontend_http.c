@@ -2,7 +2,10 @@
  * clients: immediate and deferred replies, SSE streams written from other threads (in order,
  * complete, many at once), the body limit (413), and a client that goes away mid-stream (the
  * close callback says so and later writes are refused). */
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -19,6 +22,7 @@ typedef struct stream_job {
     fe_conn *c;
     int events;
     int delay_us;
+    bool big; /* 64 KiB events, until refused */
 } stream_job;
 
 static atomic_int closed_gone, closed_ok;
@@ -27,6 +31,20 @@ static atomic_int write_refused;
 static void *writer(void *arg) {
     stream_job *j = arg;
     char ev[64];
+    if (j->big) { /* a client that never reads: writes must be refused, not buffered forever */
+        static char blob[64 * 1024];
+        memset(blob, 'x', sizeof blob);
+        for (int i = 0; i < 4096; i++) {
+            if (!fe_conn_write(j->c, blob, sizeof blob)) {
+                atomic_fetch_add(&write_refused, 1);
+                break;
+            }
+        }
+        fe_conn_end(j->c);
+        fe_conn_unref(j->c);
+        free(j);
+        return NULL;
+    }
     for (int i = 0; i < j->events; i++) {
         int n = snprintf(ev, sizeof ev, "data: %d\n\n", i);
         if (!fe_conn_write(j->c, ev, (size_t)n)) {
@@ -71,6 +89,7 @@ static void handler(void *ud, fe_conn *c, const char *method, const char *path, 
         j->c = c;
         j->events = N_EVENTS;
         j->delay_us = !strcmp(path, "/stream/slow") ? 2000 : 0;
+        j->big = !strcmp(path, "/stream/big");
         fe_conn_ref(c);
         pthread_create(&t, NULL, writer, j);
         pthread_detach(t);
@@ -125,7 +144,11 @@ static bool stream_ok(const oai_buf *b, int n) {
 
 int main(void) {
     curl_global_init(CURL_GLOBAL_ALL);
-    fe_http_opts o = {.host = "127.0.0.1", .threads = 2, .max_body = 1024, .handler = handler};
+    fe_http_opts o = {.host = "127.0.0.1",
+                      .threads = 2,
+                      .max_body = 1024,
+                      .max_pending = 1 << 20,
+                      .handler = handler};
     fe_http *h;
     CHECK_OK(fe_http_start(&o, &h));
     int port = fe_http_port(h);
@@ -193,6 +216,24 @@ int main(void) {
     CHECK_EQ_INT(atomic_load(&closed_gone), gone0 + 1);
     CHECK_EQ_INT(atomic_load(&write_refused), 1);
     oai_buf_free(&ab.b);
+
+    /* A client that sends its request and never reads: the server stops buffering at
+     * max_pending, drops the connection and reports the client gone. */
+    gone0 = atomic_load(&closed_gone);
+    int refused0 = atomic_load(&write_refused);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    const char *rq = "GET /stream/big HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK(write(fd, rq, strlen(rq)) == (ssize_t)strlen(rq));
+    for (int i = 0; i < 1000 && atomic_load(&write_refused) == refused0; i++) usleep(10000);
+    CHECK_EQ_INT(atomic_load(&write_refused), refused0 + 1);
+    for (int i = 0; i < 500 && atomic_load(&closed_gone) == gone0; i++) usleep(10000);
+    CHECK_EQ_INT(atomic_load(&closed_gone), gone0 + 1);
+    close(fd);
 
     s.b.len = 0;
     CHECK_EQ_INT(get(port, "/nope", NULL, 0, &s), 404);
