@@ -1115,6 +1115,8 @@ mg_status frontend_create(const fe_config *cfg, frontend **out) {
                                    : tok_load_tiktoken(cfg->tokenizer, &fe->tok);
         if (s) goto fail;
     }
+    if (cfg->router_mode == ROUTER_KV)
+        MG_WARN("--router-mode kv: the KV-aware router is not built in yet; picking round-robin");
     s = router_create(cfg->router_mode, (uint64_t)time(NULL), &fe->rt);
     if (s) goto fail;
 
