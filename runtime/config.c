@@ -278,6 +278,13 @@ static bool unquote(char *v) {
 
 #define YAML_DEPTH 16
 
+/* A plain null (null, Null, NULL, ~): the key is present without a value, as files dumped from
+ * TensorRT-LLM's settings write unset fields; it is not reported, so the setting keeps its
+ * default instead of failing to parse "null". */
+static bool yaml_null(const char *v) {
+    return !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") || !strcmp(v, "NULL");
+}
+
 /* Copy the flow scalar at *pp (quoted, or plain up to ',' or the closing bracket) into out,
  * unquoted and trimmed, and advance *pp past it. Returns false on an unterminated quote or a
  * scalar that does not fit. A flow list ("[1, 2]") is copied whole, as block values keep it. */
@@ -355,7 +362,7 @@ static mg_status flow_map(char **pp, const char *prefix, int depth, const char *
         } else {
             if (!flow_scalar(&p, val, sizeof(val), &quoted))
                 return MG_ERRF(MG_EFORMAT, "%s:%d: flow map: bad value of '%s'", name, line, key);
-            if ((val[0] || quoted) && (s = cb(ud, full, val, line))) return s;
+            if ((quoted || (val[0] && !yaml_null(val))) && (s = cb(ud, full, val, line))) return s;
         }
         while (*p == ' ') p++;
         if (*p == ',') {
@@ -484,6 +491,7 @@ mg_status mg_yaml_parse(const char *text, const char *name, mg_yaml_cb cb, void 
                 s = MG_ERRF(MG_EFORMAT, "%s:%d: text after the flow map", name, line);
             continue;
         }
+        if (yaml_null(val)) continue;
         if (!unquote(val)) {
             s = MG_ERRF(MG_EFORMAT, "%s:%d: unterminated quote", name, line);
             break;

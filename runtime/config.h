@@ -53,8 +53,9 @@ mg_status mg_cfg_set(mg_cfg_opt *opt, const char *text, const char *source);
 /* A small YAML reader for configuration files: block maps nested by indentation, flow maps on
  * one line ("{a: 1, b: {c: 2}}"), scalars (plain, single- or double-quoted), comments, flow lists
  * and block lists kept as their raw text ("[1, 2]" or "1,2"). Calls cb for every scalar leaf with
- * its dotted key. Anchors, multi-document streams, flow maps over several lines and multi-line
- * scalars are rejected with an error naming the file and line. */
+ * its dotted key, except plain nulls (null, ~), which leave the setting at its default. Anchors,
+ * multi-document streams, flow maps over several lines and multi-line scalars are rejected with an
+ * error naming the file and line. */
 typedef mg_status (*mg_yaml_cb)(void *ud, const char *key, const char *value, int line);
 mg_status mg_yaml_load(const char *path, mg_yaml_cb cb, void *ud);
 mg_status mg_yaml_parse(const char *text, const char *name, mg_yaml_cb cb, void *ud);

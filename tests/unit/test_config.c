@@ -144,6 +144,18 @@ int main(void) {
     CHECK_EQ_INT(mg_yaml_parse("a: {b: 1} c\n", "inline", collect, &sf), MG_EFORMAT);
     CHECK_EQ_INT(mg_yaml_parse("a: {b: 1, c d}\n", "inline", collect, &sf), MG_EFORMAT);
 
+    /* Plain nulls (settings dumped by TensorRT-LLM) leave the default; a quoted one is text. */
+    seen sn = {0};
+    CHECK_OK(mg_yaml_parse("kv_cache_config:\n  max_tokens: null\n  dtype: ~\n"
+                           "a: {b: null, c: 'null', d: 1}\nname: \"null\"\n",
+                           "inline", collect, &sn));
+    CHECK_EQ_INT(sn.n, 3);
+    CHECK_EQ_STR(sn.keys[0], "a.c");
+    CHECK_EQ_STR(sn.vals[0], "null");
+    CHECK_EQ_STR(sn.keys[1], "a.d");
+    CHECK_EQ_STR(sn.keys[2], "name");
+    CHECK_EQ_STR(sn.vals[2], "null");
+
     seen s2 = {0};
     CHECK_EQ_INT(mg_yaml_parse("a: 1\nb: &x 2\n", "inline", collect, &s2), MG_EFORMAT);
     CHECK(strstr(mg_err_msg(), "inline:2") != NULL);
