@@ -385,6 +385,7 @@ mg_status mg_yaml_parse(const char *text, const char *name, mg_yaml_cb cb, void 
     char list_key[512] = "";
     char list_val[2048] = "";
     int list_indent = -1, list_line = 0;
+    bool seen_key = false;
     mg_status s = MG_OK;
     int line = 0;
     char *save = NULL;
@@ -406,7 +407,8 @@ mg_status mg_yaml_parse(const char *text, const char *name, mg_yaml_cb cb, void 
         }
         char *body = cur + ind;
         if (!*body) continue;
-        if (!strcmp(body, "---") && line == 1) continue;
+        /* The document start marker may follow a comment header (a licence, say). */
+        if (!strcmp(body, "---") && !seen_key) continue;
         if (body[0] == '-' && (body[1] == ' ' || body[1] == 0)) {
             /* Block list item: gather the items of the current key as "a,b,c". */
             if (list_indent < 0 || !list_key[0]) {
@@ -448,6 +450,7 @@ mg_status mg_yaml_parse(const char *text, const char *name, mg_yaml_cb cb, void 
             break;
         }
         *colon = 0;
+        seen_key = true;
         char *key = body;
         char *val = colon + 1;
         while (*val == ' ') val++;

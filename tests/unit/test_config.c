@@ -156,6 +156,14 @@ int main(void) {
     CHECK_EQ_STR(sn.keys[2], "name");
     CHECK_EQ_STR(sn.vals[2], "null");
 
+    /* A document start marker after a comment header; a second document is still refused. */
+    seen sd = {0};
+    CHECK_OK(mg_yaml_parse("# SPDX-License-Identifier: Apache-2.0\n\n---\na: 1\n", "inline",
+                           collect, &sd));
+    CHECK_EQ_INT(sd.n, 1);
+    CHECK_EQ_INT(mg_yaml_parse("a: 1\n---\nb: 2\n", "inline", collect, &sd), MG_EFORMAT);
+    CHECK(strstr(mg_err_msg(), "inline:2") != NULL);
+
     seen s2 = {0};
     CHECK_EQ_INT(mg_yaml_parse("a: 1\nb: &x 2\n", "inline", collect, &s2), MG_EFORMAT);
     CHECK(strstr(mg_err_msg(), "inline:2") != NULL);
