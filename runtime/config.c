@@ -422,7 +422,13 @@ mg_status mg_yaml_parse(const char *text, const char *name, mg_yaml_cb cb, void 
                 break;
             }
             size_t l = strlen(list_val);
-            snprintf(list_val + l, sizeof(list_val) - l, "%s%s", l ? "," : "", item);
+            if ((size_t)snprintf(list_val + l, sizeof(list_val) - l, "%s%s", l ? "," : "", item) >=
+                sizeof(list_val) - l) {
+                /* A cut list would be a wrong value, not a short one. */
+                s = MG_ERRF(MG_EFORMAT, "%s:%d: list of %s longer than %zu bytes", name, line,
+                            list_key, sizeof(list_val) - 1);
+                break;
+            }
             continue;
         }
         if (list_key[0]) {

@@ -164,6 +164,14 @@ int main(void) {
     CHECK_EQ_INT(mg_yaml_parse("a: 1\n---\nb: 2\n", "inline", collect, &sd), MG_EFORMAT);
     CHECK(strstr(mg_err_msg(), "inline:2") != NULL);
 
+    /* A block list too long for the reader is an error, not a silently cut value. */
+    static char longlist[8192];
+    size_t ll = (size_t)snprintf(longlist, sizeof(longlist), "ids:\n");
+    for (int i = 0; i < 600; i++)
+        ll += (size_t)snprintf(longlist + ll, sizeof(longlist) - ll, "  - %d\n", 200000 + i);
+    CHECK_EQ_INT(mg_yaml_parse(longlist, "inline", collect, &sd), MG_EFORMAT);
+    CHECK_MSG(strstr(mg_err_msg(), "ids") != NULL, "%s", mg_err_msg());
+
     seen s2 = {0};
     CHECK_EQ_INT(mg_yaml_parse("a: 1\nb: &x 2\n", "inline", collect, &s2), MG_EFORMAT);
     CHECK(strstr(mg_err_msg(), "inline:2") != NULL);
