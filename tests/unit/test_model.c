@@ -18,7 +18,7 @@
 #include "model.h"
 #include "sha256.h"
 
-static const char *base_dir;
+static const char *base_dir, *maker_path;
 static char case_dir[8192];
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -232,6 +232,22 @@ static void test_malformed(void) {
     CHECK(m && m->n_shards == 2 && m->layers[1].down_scales && m->lm_head);
     model_destroy(m);
 
+    /* A single-file checkpoint: model.safetensors and no index. */
+    fresh_case("single");
+    char p2[8192];
+    CHECK_EQ_INT(
+        sh("rm -rf '%s' && '%s' --preset tiny --vocab 4096 --layers 2 --out '%s' 2>/dev/null",
+           case_dir, maker_path, case_dir),
+        0);
+    case_path(path, "model.safetensors.index.json");
+    unlink(path);
+    case_path(path, "model-00001-of-00001.safetensors");
+    case_path(p2, "model.safetensors");
+    CHECK(rename(path, p2) == 0);
+    CHECK_OK(model_load(case_dir, &m));
+    CHECK(m && m->n_shards == 1 && m->lm_head && m->embed);
+    model_destroy(m);
+
     fresh_case("truncated");
     case_path(path, S2);
     struct stat sb;
@@ -362,6 +378,7 @@ int main(void) {
         return 2;
     }
     base_dir = dir;
+    maker_path = maker;
     test_json();
     test_sha256();
     CHECK_EQ_INT(
