@@ -117,6 +117,20 @@ static void free_golden(golden *g) {
     for (int i = 0; i < g->n_greedy; i++) free(g->gtok[i]);
 }
 
+/* The maker reads MAGNETO_<OPTION> from the environment too; a deployment's MAGNETO_SEED (say)
+ * must not change the checkpoint this test expects. */
+static void clear_maker_env(void) {
+    static const char *names[] = {"PRESET",         "OUT",      "SEED",           "HIDDEN",
+                                  "LAYERS",         "HEADS",    "KV_HEADS",       "HEAD_DIM",
+                                  "EXPERTS",        "TOP_K",    "INTERMEDIATE",   "VOCAB",
+                                  "SLIDING_WINDOW", "SHARD_MB", "TOKENIZER_FROM", "TOKENIZER_TOOL"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char n[64];
+        snprintf(n, sizeof(n), "MAGNETO_%s", names[i]);
+        unsetenv(n);
+    }
+}
+
 static int run_maker(const char *maker, const char *args, const char *out) {
     char cmd[2048];
     snprintf(cmd, sizeof(cmd), "'%s' %s --out '%s' 2>/dev/null", maker, args, out);
@@ -231,6 +245,7 @@ int main(void) {
     if (!g.n_files) return check_done();
 
     /* 1. Same checkpoint bytes as the reference loaded. */
+    clear_maker_env();
     mkdir(dir, 0755);
     CHECK_EQ_INT(run_maker(maker, g.maker_args, dir), 0);
     for (int i = 0; i < g.n_files; i++) {

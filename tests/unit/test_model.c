@@ -21,6 +21,20 @@
 static const char *base_dir, *maker_path;
 static char case_dir[8192];
 
+/* The maker reads MAGNETO_<OPTION> from the environment too; a deployment's MAGNETO_SEED (say)
+ * must not change the checkpoint this test expects. */
+static void clear_maker_env(void) {
+    static const char *names[] = {"PRESET",         "OUT",      "SEED",           "HIDDEN",
+                                  "LAYERS",         "HEADS",    "KV_HEADS",       "HEAD_DIM",
+                                  "EXPERTS",        "TOP_K",    "INTERMEDIATE",   "VOCAB",
+                                  "SLIDING_WINDOW", "SHARD_MB", "TOKENIZER_FROM", "TOKENIZER_TOOL"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char n[64];
+        snprintf(n, sizeof(n), "MAGNETO_%s", names[i]);
+        unsetenv(n);
+    }
+}
+
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...) {
     char cmd[8192];
@@ -377,6 +391,7 @@ int main(void) {
         fprintf(stderr, "set MG_MKCKPT and MG_CKPT_DIR\n");
         return 2;
     }
+    clear_maker_env();
     base_dir = dir;
     maker_path = maker;
     test_json();
