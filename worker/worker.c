@@ -401,6 +401,14 @@ static void serve_as(void *ud, int64_t old_id, disc_instance *card) {
                 (uint64_t)old_id);
 }
 
+/* Until the engine, the bus and the registration exist, the worker is not ready (and health()
+ * would read them before they are set). */
+static bool health_starting(void *arg, json_t *details) {
+    (void)arg;
+    json_object_set_new(details, "state", json_string("starting"));
+    return false;
+}
+
 static bool health(void *arg, json_t *details) {
     worker *w = arg;
     mg_engine_stats s = engine_stats(w->engine);
@@ -538,7 +546,7 @@ int main(int argc, char **argv) {
         MG_LOG_ERR("system server");
         goto out;
     }
-    sysserver_set_health(w->sys, health, w);
+    sysserver_set_health(w->sys, health_starting, NULL);
     mg_engine_hooks hooks = {
         .kv_event = on_kv_event, .kv_event_ud = w, .on_step = on_step, .on_step_ud = w};
     if ((s = engine_create(&w->cfg.engine, w->backend, &hooks, &w->engine))) {
@@ -580,6 +588,7 @@ int main(int argc, char **argv) {
         MG_LOG_ERR("registering in etcd");
         goto out;
     }
+    sysserver_set_health(w->sys, health, w); /* the lock it takes publishes the fields set above */
     if (pthread_create(&w->load_th, NULL, load_main, w) != 0) {
         MG_ERROR("cannot start the load thread");
         goto out;

@@ -34,6 +34,18 @@ instances() {
   ETCDCTL_API=3 etcdctl --endpoints "$MAGNETO_ETCD_URL" get --prefix "magneto/v1/instances/$NS/worker/" --keys-only | grep -c . || true
 }
 
+# 0. /health while the worker still waits for NATS: 503 "starting", and the worker lives on.
+"$WORKER" --system-host 127.0.0.1 --system-port 0 --nats-url nats://127.0.0.1:1 >"$TMP/early.log" 2>&1 &
+EARLY=$!
+PIDS+=($EARLY)
+for _ in $(seq 100); do grep -q 'no server at' "$TMP/early.log" && break; sleep 0.1; done
+EPORT=$(grep -o 'on 127.0.0.1:[0-9]*' "$TMP/early.log" | cut -d: -f2)
+code=$(curl -s -o "$TMP/early.json" -w '%{http_code}' "http://127.0.0.1:$EPORT/health" || true)
+[ "$code" = 503 ] && grep -q starting "$TMP/early.json" && ok || fail "/health while starting: $code"
+sleep 0.2
+kill -0 "$EARLY" 2>/dev/null && ok || fail "worker died answering /health while starting"
+kill -9 "$EARLY" 2>/dev/null || true
+
 # 1. 1,000 concurrent streams, instant mocker.
 start_worker a --mocker-speedup-ratio 0 --max-batch-size 1024
 if "$CLIENT" --requests 1000 --concurrency 1000 --prompt-tokens 64 --max-tokens 50 >"$TMP/client.out" 2>&1; then
