@@ -248,13 +248,20 @@ mg_status mg_yaml_load(const char *path, mg_yaml_cb cb, void *ud) {
     return s;
 }
 
+/* A quote opens a quoted scalar only where a scalar starts; inside a plain one (the model's
+ * card) it is an ordinary character. */
+static bool quote_opens(const char *line, const char *p) {
+    return (*p == '"' || *p == '\'') &&
+           (p == line || p[-1] == ' ' || p[-1] == '[' || p[-1] == '{' || p[-1] == ',');
+}
+
 /* Strip a trailing comment (a '#' after whitespace, outside quotes) and trailing spaces. */
 static void strip_comment(char *s) {
     char q = 0;
     for (char *p = s; *p; p++) {
         if (q) {
             if (*p == q) q = 0;
-        } else if (*p == '"' || *p == '\'') {
+        } else if (quote_opens(s, p)) {
             q = *p;
         } else if (*p == '#' && (p == s || isspace((unsigned char)p[-1]))) {
             *p = 0;
@@ -443,7 +450,7 @@ mg_status mg_yaml_parse(const char *text, const char *name, mg_yaml_cb cb, void 
             for (char *p = body; *p; p++) {
                 if (q) {
                     if (*p == q) q = 0;
-                } else if (*p == '"' || *p == '\'') {
+                } else if (quote_opens(body, p)) {
                     q = *p;
                 } else if (*p == ':' && (p[1] == ' ' || p[1] == 0)) {
                     colon = p;

@@ -172,6 +172,13 @@ int main(void) {
     CHECK_EQ_INT(mg_yaml_parse(longlist, "inline", collect, &sd), MG_EFORMAT);
     CHECK_MSG(strstr(mg_err_msg(), "ids") != NULL, "%s", mg_err_msg());
 
+    /* An apostrophe inside a plain scalar does not open a quote that hides the comment. */
+    seen sq = {0};
+    CHECK_OK(mg_yaml_parse("note: the model's card   # a comment\nnext: 'it''s'\n", "inline",
+                           collect, &sq));
+    CHECK_EQ_INT(sq.n, 2);
+    CHECK_EQ_STR(sq.vals[0], "the model's card");
+
     seen s2 = {0};
     CHECK_EQ_INT(mg_yaml_parse("a: 1\nb: &x 2\n", "inline", collect, &s2), MG_EFORMAT);
     CHECK(strstr(mg_err_msg(), "inline:2") != NULL);
