@@ -219,14 +219,14 @@ static CURL *take_handle(etcd_client *c) {
     pthread_mutex_lock(&c->mu);
     if (c->npool > 0) h = c->pool[--c->npool];
     pthread_mutex_unlock(&c->mu);
-    if (h) {
-        curl_easy_reset(h); /* options go, the cached connection stays */
-        return h;
-    }
-    return curl_easy_init();
+    return h ? h : curl_easy_init();
 }
 
 static void give_handle(etcd_client *c, CURL *h) {
+    /* Options go, the cached connection stays. Reset here, not at the next take: the options
+     * point at the finished call's stack (error buffer) and freed memory (body, headers), which
+     * curl_easy_cleanup of a pooled handle could otherwise still write to. */
+    curl_easy_reset(h);
     pthread_mutex_lock(&c->mu);
     if (c->npool < POOL_MAX) {
         c->pool[c->npool++] = h;
