@@ -47,7 +47,7 @@ start_worker() { # index
   WPID[$1]=$!
   PIDS+=($!)
   for ((i = 0; i < 300; i++)); do
-    WPORT[$1]=$(sed -n 's/^ready .*system_port=\([0-9]*\).*/\1/p' "$WORK/worker$1.log")
+    WPORT[$1]=$(sed -n 's/^ready .*system_port=\([0-9]*\).*/\1/p' "$WORK/worker$1.log" 2>/dev/null || true)
     [ -n "${WPORT[$1]}" ] && return 0
     sleep 0.1
   done
@@ -63,12 +63,23 @@ serving() { # the index of a live worker with a request in flight, or empty
   done
   return 0
 }
+# The frontend's HTTP port, read from its log (it is started with --http-port 0, so that
+# concurrent runs never race for a port).
+fe_port() {
+  local p i
+  for ((i = 0; i < 300; i++)); do
+    p=$(sed -n 's/^magneto-frontend listening on port \([0-9]*\)$/\1/p' "$1" 2>/dev/null || true)
+    [ -n "$p" ] && { echo "$p"; return 0; }
+    sleep 0.1
+  done
+  return 1
+}
 start_frontend() { # name migration-limit -> port in FPORT_<name>
   local port
-  port=$(mg_free_port)
-  "$BIN/frontend/magneto-frontend" "${COMMON[@]}" --host 127.0.0.1 --http-port "$port" \
+  "$BIN/frontend/magneto-frontend" "${COMMON[@]}" --host 127.0.0.1 --http-port 0 \
     --tokenizer "$RANKS" --migration-limit "$2" >"$WORK/frontend-$1.log" 2>&1 &
   PIDS+=($!)
+  port=$(fe_port "$WORK/frontend-$1.log") || fail "frontend $1 did not start"
   eval "FPORT_$1=$port"
 }
 wait_workers() { # port n

@@ -34,12 +34,22 @@ if [ -z "${MAGNETO_NATS_URL:-}" ] || [ -z "${MAGNETO_ETCD_URL:-}" ]; then
 fi
 NS=many$$
 COMMON=(--namespace "$NS" --nats-url "$MAGNETO_NATS_URL" --etcd-url "$MAGNETO_ETCD_URL")
-PORT=$(mg_free_port)
+# The frontend's HTTP port, read from its log (it is started with --http-port 0, so that
+# concurrent runs never race for a port).
+fe_port() {
+  local p i
+  for ((i = 0; i < 300; i++)); do
+    p=$(sed -n 's/^magneto-frontend listening on port \([0-9]*\)$/\1/p' "$1" 2>/dev/null || true)
+    [ -n "$p" ] && { echo "$p"; return 0; }
+    sleep 0.1
+  done
+  return 1
+}
 MAGNETO_LOG_LEVEL=warn "$BIN/frontend/magneto-frontend" "${COMMON[@]}" --host 127.0.0.1 \
-  --http-port "$PORT" >"$WORK/frontend.log" 2>&1 &
+  --http-port 0 >"$WORK/frontend.log" 2>&1 &
 FE=$!
 PIDS+=($FE)
-mg_wait_port 127.0.0.1 "$PORT" 30 || fail "frontend did not start"
+PORT=$(fe_port "$WORK/frontend.log") || fail "frontend did not start"
 MAGNETO_LOG_LEVEL=warn "$BIN/frontend/magneto-frontend-bench" "${COMMON[@]}" \
   --url "http://127.0.0.1:$PORT" --streams "$STREAMS" --tokens 150 --step-us 50000 --workers 4 \
   --warmup 4 --duration 8 --frontend-pid "$FE" >"$WORK/bench.log" 2>&1 &

@@ -67,10 +67,21 @@ mocker | cpu)
 *) echo "mode: scripted | mocker | cpu"; exit 2 ;;
 esac
 
-PORT=$(mg_free_port)
-"$BIN/frontend/magneto-frontend" "${COMMON[@]}" --host 127.0.0.1 --http-port "$PORT" \
+# The frontend's HTTP port, read from its log (it is started with --http-port 0, so that
+# concurrent runs never race for a port).
+fe_port() {
+  local p i
+  for ((i = 0; i < 300; i++)); do
+    p=$(sed -n 's/^magneto-frontend listening on port \([0-9]*\)$/\1/p' "$1" 2>/dev/null || true)
+    [ -n "$p" ] && { echo "$p"; return 0; }
+    sleep 0.1
+  done
+  return 1
+}
+"$BIN/frontend/magneto-frontend" "${COMMON[@]}" --host 127.0.0.1 --http-port 0 \
   --tokenizer "$RANKS" --migration-limit 1 >"$WORK/frontend.log" 2>&1 &
 PIDS+=($!)
+PORT=$(fe_port "$WORK/frontend.log") || { echo "frontend did not start"; exit 1; }
 URL=http://127.0.0.1:$PORT
 # Ready when /health reports every worker.
 for ((i = 0; i < 600; i++)); do
