@@ -588,6 +588,13 @@ int main(int argc, char **argv) {
         MG_LOG_ERR("registering in etcd");
         goto out;
     }
+    if (!w->gen_sub) {
+        /* serve_as could not subscribe (logged there; e.g. a namespace that is no valid subject
+         * token): a card nobody answers behind would only make requests time out. */
+        MG_ERROR("not serving: the request subjects of %" PRIx64 " have no subscriber",
+                 (uint64_t)disc_reg_id(w->reg));
+        goto out;
+    }
     sysserver_set_health(w->sys, health, w); /* the lock it takes publishes the fields set above */
     if (pthread_create(&w->load_th, NULL, load_main, w) != 0) {
         MG_ERROR("cannot start the load thread");

@@ -46,6 +46,12 @@ sleep 0.2
 kill -0 "$EARLY" 2>/dev/null && ok || fail "worker died answering /health while starting"
 kill -9 "$EARLY" 2>/dev/null || true
 
+# A namespace that is no valid NATS subject token: the worker cannot subscribe, so it exits
+# with an error instead of registering a card that nobody answers behind.
+rc=0
+timeout 30 "$WORKER" --system-host 127.0.0.1 --system-port 0 --namespace "bad ns" >"$TMP/badns.log" 2>&1 || rc=$?
+[ "$rc" = 1 ] && grep -q 'no subscriber' "$TMP/badns.log" && ok || fail "bad namespace: exit $rc: $(tail -3 "$TMP/badns.log")"
+
 # 1. 1,000 concurrent streams, instant mocker.
 start_worker a --mocker-speedup-ratio 0 --max-batch-size 1024
 if "$CLIENT" --requests 1000 --concurrency 1000 --prompt-tokens 64 --max-tokens 50 >"$TMP/client.out" 2>&1; then
