@@ -45,34 +45,23 @@ __global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, co
     }
 }
 
-/* Grid (T, n_kv); one warp per query head of the kv group, so the group's K/V rows are read
- * once from memory and shared through L1. Lane l scores key j0 + l (a whole 128-byte K row,
- * 16-byte loads), the warp keeps the online-softmax state, and each lane accumulates two output
- * dimensions over the chunk's 32 V rows (coalesced 128-byte V reads). The sink joins at the
- * end: one more logit in the denominator, none in the numerator. */
-__global__ void attention_kernel(uint16_t *out, const float *q, const uint16_t *kc,
-                                 const uint16_t *vc, const uint16_t *sinks,
-                                 const int32_t *block_table, int max_blocks,
-                                 const int32_t *token_seq, const int32_t *positions, int n_heads,
-                                 int n_kv, int bs, int window) {
-    __shared__ __align__(16) float qs[32][64];
+/* The key loop of one warp (one query head): keys [j_begin, j_end] of the sequence whose block
+ * table row is brow, q (scaled) in qs. Lane l scores key j0 + l (a whole 128-byte K row, 16-byte
+ * loads), the warp keeps the online-softmax state (m, l), and each lane accumulates two output
+ * dimensions over the chunk's 32 V rows (coalesced 128-byte V reads). An empty range leaves
+ * m = -inf, l = 0, acc = 0. */
+__device__ __forceinline__ void attend_range(const float *qs, const uint16_t *kc,
+                                             const uint16_t *vc, const int32_t *brow, int g,
+                                             int n_kv, int bs, int j_begin, int j_end, float &m,
+                                             float &l, float &acc0, float &acc1) {
     const int D = 64;
-    int t = blockIdx.x, g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int h = g * (n_heads / n_kv) + warp;
-    const float *qr = q + ((size_t)t * n_heads + h) * D;
-    /* 1/sqrt(64) = 1/8 is a power of two: scaling q first rounds exactly as scaling the dot. */
-    qs[warp][lane] = qr[lane] * 0.125f;
-    qs[warp][lane + 32] = qr[lane + 32] * 0.125f;
-    __syncwarp();
-    int s = token_seq[t], pos = positions[t];
-    int lo = window > 0 ? max(0, pos - window + 1) : 0;
-    const int32_t *brow = block_table + (size_t)s * max_blocks;
-    float m = -INFINITY, l = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
-    for (int j0 = lo; j0 <= pos; j0 += 32) {
+    int lane = threadIdx.x & 31;
+    m = -INFINITY, l = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
+    for (int j0 = j_begin; j0 <= j_end; j0 += 32) {
         int j = j0 + lane;
         float sc = -INFINITY;
         unsigned long long base = 0;
-        if (j <= pos) {
+        if (j <= j_end) {
             int blk = brow[j / bs];
             base = ((unsigned long long)(blk * n_kv + g) * bs + j % bs) * D;
             const uint4 *kr = reinterpret_cast<const uint4 *>(kc + base);
@@ -83,19 +72,19 @@ __global__ void attention_kernel(uint16_t *out, const float *q, const uint16_t *
                 uint32_t w4[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    d += __uint_as_float(w4[e] << 16) * qs[warp][c * 8 + 2 * e];
-                    d += __uint_as_float(w4[e] & 0xffff0000u) * qs[warp][c * 8 + 2 * e + 1];
+                    d += __uint_as_float(w4[e] << 16) * qs[c * 8 + 2 * e];
+                    d += __uint_as_float(w4[e] & 0xffff0000u) * qs[c * 8 + 2 * e + 1];
                 }
             }
             sc = d;
         }
         float mn = fmaxf(m, warp_max(sc)); /* finite: lane 0's key is always in range */
         float alpha = expf(m - mn);
-        float p = j <= pos ? expf(sc - mn) : 0.0f;
+        float p = j <= j_end ? expf(sc - mn) : 0.0f;
         l = l * alpha + warp_sum(p);
         acc0 *= alpha;
         acc1 *= alpha;
-        int nvalid = min(32, pos - j0 + 1);
+        int nvalid = min(32, j_end - j0 + 1);
 #pragma unroll 8
         for (int jj = 0; jj < nvalid; jj++) {
             float pj = __shfl_sync(0xffffffffu, p, jj);
@@ -106,11 +95,84 @@ __global__ void attention_kernel(uint16_t *out, const float *q, const uint16_t *
         }
         m = mn;
     }
+}
+
+/* Load the warp's query head, scaled: 1/sqrt(64) = 1/8 is a power of two, so scaling q first
+ * rounds exactly as scaling the dot product does. */
+__device__ __forceinline__ void load_q(float *qs, const float *q, int t, int n_heads, int h) {
+    int lane = threadIdx.x & 31;
+    const float *qr = q + ((size_t)t * n_heads + h) * 64;
+    qs[lane] = qr[lane] * 0.125f;
+    qs[lane + 32] = qr[lane + 32] * 0.125f;
+    __syncwarp();
+}
+
+/* Grid (T, n_kv); one warp per query head of the kv group, so the group's K/V rows are read
+ * once from memory and shared through L1. The sink joins at the end: one more logit in the
+ * denominator, none in the numerator. */
+__global__ void attention_kernel(uint16_t *out, const float *q, const uint16_t *kc,
+                                 const uint16_t *vc, const uint16_t *sinks,
+                                 const int32_t *block_table, int max_blocks,
+                                 const int32_t *token_seq, const int32_t *positions, int n_heads,
+                                 int n_kv, int bs, int window) {
+    __shared__ __align__(16) float qs[32][64];
+    int t = blockIdx.x, g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int h = g * (n_heads / n_kv) + warp;
+    load_q(qs[warp], q, t, n_heads, h);
+    int pos = positions[t], lo = window > 0 ? max(0, pos - window + 1) : 0;
+    const int32_t *brow = block_table + (size_t)token_seq[t] * max_blocks;
+    float m, l, acc0, acc1;
+    attend_range(qs[warp], kc, vc, brow, g, n_kv, bs, lo, pos, m, l, acc0, acc1);
     float sk = bf16f(sinks[h]), mf = fmaxf(m, sk), a = expf(m - mf);
     l = l * a + expf(sk - mf);
-    uint16_t *o = out + ((size_t)t * n_heads + h) * D;
+    uint16_t *o = out + ((size_t)t * n_heads + h) * 64;
     o[2 * lane] = f2bf16(acc0 * a / l);
     o[2 * lane + 1] = f2bf16(acc1 * a / l);
+}
+
+/* Split-KV decode (flash-decoding): grid (T, n_kv, splits). CTA (t, g, sp) takes keys
+ * [lo + sp*chunk, lo + (sp+1)*chunk) ∩ [lo, pos] and writes each head's partial state
+ * part[(t, h, sp)] = (m, l, acc[64]); attention_combine_kernel merges the splits and the sink.
+ * For small batches, where (T, n_kv) alone would leave most SMs idle. */
+__global__ void attention_split_kernel(float *part, const float *q, const uint16_t *kc,
+                                       const uint16_t *vc, const int32_t *block_table,
+                                       int max_blocks, const int32_t *token_seq,
+                                       const int32_t *positions, int n_heads, int n_kv, int bs,
+                                       int window, int chunk) {
+    __shared__ __align__(16) float qs[32][64];
+    int t = blockIdx.x, g = blockIdx.y, sp = blockIdx.z, splits = gridDim.z;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int h = g * (n_heads / n_kv) + warp;
+    load_q(qs[warp], q, t, n_heads, h);
+    int pos = positions[t], lo = window > 0 ? max(0, pos - window + 1) : 0;
+    int jb = lo + sp * chunk, je = min(pos, jb + chunk - 1);
+    const int32_t *brow = block_table + (size_t)token_seq[t] * max_blocks;
+    float m, l, acc0, acc1;
+    attend_range(qs[warp], kc, vc, brow, g, n_kv, bs, jb, je, m, l, acc0, acc1);
+    float *pp = part + (((size_t)t * n_heads + h) * splits + sp) * 66;
+    if (lane == 0) pp[0] = m, pp[1] = l;
+    pp[2 + 2 * lane] = acc0;
+    pp[3 + 2 * lane] = acc1;
+}
+
+/* Grid (T, n_heads), one warp: out = Σ acc_sp e^(m_sp − M) / (e^(sink − M) + Σ l_sp e^(m_sp − M)),
+ * M the largest of the sink and the m_sp. */
+__global__ void attention_combine_kernel(uint16_t *out, const float *part, const uint16_t *sinks,
+                                         int n_heads, int splits) {
+    int t = blockIdx.x, h = blockIdx.y, lane = threadIdx.x;
+    const float *pp = part + ((size_t)t * n_heads + h) * splits * 66;
+    float sk = bf16f(sinks[h]), M = sk;
+    for (int sp = 0; sp < splits; sp++) M = fmaxf(M, pp[sp * 66]);
+    float L = expf(sk - M), a0 = 0.0f, a1 = 0.0f;
+    for (int sp = 0; sp < splits; sp++) {
+        float w = expf(pp[sp * 66] - M); /* an empty split has m = -inf: weight 0 */
+        L += pp[sp * 66 + 1] * w;
+        a0 += pp[sp * 66 + 2 + 2 * lane] * w;
+        a1 += pp[sp * 66 + 3 + 2 * lane] * w;
+    }
+    uint16_t *o = out + ((size_t)t * n_heads + h) * 64;
+    o[2 * lane] = f2bf16(a0 / L);
+    o[2 * lane + 1] = f2bf16(a1 / L);
 }
 
 /* ---- launchers ---- */
@@ -138,5 +200,32 @@ extern "C" int cuda_attention(uint16_t *out, const float *q, const uint16_t *kca
     attention_kernel<<<grid, 32 * group, 0, s>>>(out, q, kcache, vcache, sinks, block_table,
                                                  max_blocks, token_seq, positions, n_heads,
                                                  n_kv_heads, block_size, window);
+    return launch_status();
+}
+
+extern "C" int cuda_attention_split(uint16_t *out, float *part, const float *q,
+                                    const uint16_t *kcache, const uint16_t *vcache,
+                                    const uint16_t *sinks, const int32_t *block_table,
+                                    int max_blocks, const int32_t *token_seq,
+                                    const int32_t *positions, int T, int n_heads, int n_kv_heads,
+                                    int D, int block_size, int window, int max_ctx, int splits,
+                                    cudaStream_t s) {
+    if (T <= 0) return 0;
+    int group = n_heads / n_kv_heads;
+    if (D != 64 || group < 1 || group > 32 || group * n_kv_heads != n_heads || splits < 1 ||
+        splits > CUDA_ATT_MAX_SPLITS || max_ctx < 1)
+        return (int)cudaErrorInvalidValue;
+    int span = window > 0 && window < max_ctx ? window : max_ctx;
+    int chunk = (span + splits - 1) / splits;
+    chunk = (chunk + 31) / 32 * 32;
+    splits = (span + chunk - 1) / chunk; /* no split left empty for the longest context */
+    dim3 grid(T, n_kv_heads, splits);
+    attention_split_kernel<<<grid, 32 * group, 0, s>>>(part, q, kcache, vcache, block_table,
+                                                       max_blocks, token_seq, positions, n_heads,
+                                                       n_kv_heads, block_size, window, chunk);
+    int e = launch_status();
+    if (e) return e;
+    dim3 g2(T, n_heads);
+    attention_combine_kernel<<<g2, 32, 0, s>>>(out, part, sinks, n_heads, splits);
     return launch_status();
 }

@@ -45,7 +45,7 @@ typedef struct cuda {
     mg_backend base;
     mg_model_config c;
     int H, Q, KV, D, E, TK, I, V, L;
-    int dev, max_tokens, max_seqs, max_blocks_cap;
+    int dev, max_tokens, max_seqs, max_blocks_cap, version;
     cudaStream_t stream;
     cuda_gemm *gemm;
     void *weights; /* the one allocation the tensors are carved from */
@@ -55,6 +55,7 @@ typedef struct cuda {
     uint16_t *kv;       /* K of every layer, then V of every layer */
     size_t layer_elems; /* num_blocks * n_kv * block_size * D */
     float *inv_freq;    /* (D/2) */
+    float *att_part; /* (CUDA_ATT_SPLIT_MAX_T, n_heads, CUDA_ATT_MAX_SPLITS, 66) split-KV state */
     float concentration;
     /* scratch: T = max_tokens, S = T * top_k, R = max_seqs */
     float *x, *qkv, *q, *tmp, *rlog, *top_w, *y, *logits; /* (T,H) (T,Q+2KV) (T,Q) (T,H) (T,E)
@@ -198,6 +199,10 @@ static mg_status run_step(cuda *b, const mg_batch *bt) {
     const int32_t *d_slot = b->meta_d + 3 * T, *d_rows = b->meta_d + 4 * T;
     const int32_t *d_bt = b->meta_d + 4 * T + nl;
     cudaStream_t s = b->stream;
+    int max_ctx = 1;
+    for (int i = 0; i < bt->n_seqs; i++)
+        if (bt->seq_ctx[i] > max_ctx) max_ctx = bt->seq_ctx[i];
+    bool split = b->version == 2 && T <= CUDA_ATT_SPLIT_MAX_T;
 
     prof_begin(b, P_EMBED);
     CK(cuda_embed(b->x, b->embed, d_tok, T, H, s), "embed");
@@ -218,10 +223,21 @@ static mg_status run_step(cuda *b, const mg_batch *bt) {
            "qkv_rope");
         prof_end(b);
         prof_begin(b, P_ATT);
-        CK(cuda_attention(b->att, b->q, kc, vc, L->sinks, d_bt, bt->max_blocks, d_seq, d_pos, T,
-                          c->n_heads, c->n_kv_heads, b->D, bs,
-                          c->sliding[l] ? c->sliding_window : 0, s),
-           "attention");
+        int window = c->sliding[l] ? c->sliding_window : 0;
+        if (split) {
+            /* about 64 keys per CTA: enough CTAs to fill the GPU at batch 1 */
+            int span = window > 0 && window < max_ctx ? window : max_ctx;
+            int splits = (span + 63) / 64;
+            if (splits > CUDA_ATT_MAX_SPLITS) splits = CUDA_ATT_MAX_SPLITS;
+            CK(cuda_attention_split(b->att, b->att_part, b->q, kc, vc, L->sinks, d_bt,
+                                    bt->max_blocks, d_seq, d_pos, T, c->n_heads, c->n_kv_heads,
+                                    b->D, bs, window, max_ctx, splits, s),
+               "attention (split)");
+        } else {
+            CK(cuda_attention(b->att, b->q, kc, vc, L->sinks, d_bt, bt->max_blocks, d_seq, d_pos, T,
+                              c->n_heads, c->n_kv_heads, b->D, bs, window, s),
+               "attention");
+        }
         prof_end(b);
         prof_begin(b, P_O);
         st = cuda_matmul_bf16(b->gemm, b->tmp, b->att, L->o_w, T, H, b->Q, s);
@@ -242,12 +258,12 @@ static mg_status run_step(cuda *b, const mg_batch *bt) {
         prof_end(b);
         prof_begin(b, P_GU);
         CK(cuda_moe_gate_up(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
-                            b->e_slots, b->TK, b->E, b->I, H, c->swiglu_limit, s),
+                            b->e_slots, b->TK, b->E, b->I, H, c->swiglu_limit, b->version, s),
            "moe gate_up");
         prof_end(b);
         prof_begin(b, P_DN);
         CK(cuda_moe_down(b->y, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->e_start,
-                         b->e_slots, b->top_w, b->E, H, b->I, s),
+                         b->e_slots, b->top_w, b->E, H, b->I, b->version, s),
            "moe down");
         prof_end(b);
         prof_begin(b, P_NORM);
@@ -318,9 +334,10 @@ static void cuda_destroy(mg_backend *base) {
     if (!b) return;
     cudaSetDevice(b->dev);
     if (b->stream) cudaStreamSynchronize(b->stream);
-    void *dev_bufs[] = {b->weights, b->kv,    b->inv_freq, b->x,       b->qkv,     b->q,     b->tmp,
-                        b->rlog,    b->top_w, b->y,        b->logits,  b->xn,      b->att,   b->act,
-                        b->lx,      b->top_e, b->e_start,  b->e_slots, b->tok_out, b->meta_d};
+    void *dev_bufs[] = {b->att_part, b->weights, b->kv,    b->inv_freq, b->x,     b->qkv,
+                        b->q,        b->tmp,     b->rlog,  b->top_w,    b->y,     b->logits,
+                        b->xn,       b->att,     b->act,   b->lx,       b->top_e, b->e_start,
+                        b->e_slots,  b->tok_out, b->meta_d};
     for (size_t i = 0; i < sizeof(dev_bufs) / sizeof(dev_bufs[0]); i++)
         if (dev_bufs[i]) cudaFree(dev_bufs[i]);
     if (b->meta_h) cudaFreeHost(b->meta_h);
@@ -502,6 +519,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     b->D = c->head_dim, b->E = c->n_experts, b->TK = c->top_k, b->I = c->intermediate;
     b->V = c->vocab, b->L = c->n_layers;
     b->max_tokens = o->max_tokens, b->max_seqs = o->max_seqs;
+    b->version = o->kernel_version == 2 ? 2 : 1;
     mg_status st = MG_OK;
 #define TRY(x)                                                                                     \
     do {                                                                                           \
@@ -550,6 +568,9 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     TRY(dmalloc(&b->e_start, 4 * (size_t)(b->E + 1), "scratch"));
     TRY(dmalloc(&b->e_slots, 4 * S, "scratch"));
     TRY(dmalloc(&b->tok_out, 4 * R, "scratch"));
+    TRY(dmalloc(&b->att_part,
+                4 * (size_t)CUDA_ATT_SPLIT_MAX_T * c->n_heads * CUDA_ATT_MAX_SPLITS * 66,
+                "split-KV scratch"));
     /* KV pool: given, or a share of what is free now */
     size_t block_bytes = cuda_plan_block_bytes(c, o->block_size);
     int max_ctx_req = o->max_ctx > 0 ? o->max_ctx : c->max_pos;

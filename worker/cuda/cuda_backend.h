@@ -31,7 +31,12 @@ typedef struct cuda_backend_opts {
     int max_tokens;                  /* most tokens in one forward */
     int max_seqs;                    /* most sequences (and logits rows) in one forward */
     int max_ctx;                     /* longest sequence; 0: num_blocks * block_size */
+    /* Kernel versions: 0 or 1 the first ones; 2 the MoE tile of 8 warps × 8 tokens and split-KV
+     * attention for batches of up to CUDA_ATT_SPLIT_MAX_T tokens. Same results either way. */
+    int kernel_version;
 } cuda_backend_opts;
+
+enum { CUDA_ATT_SPLIT_MAX_T = 32 };
 
 mg_status cuda_backend_create(const mg_model *m, const cuda_backend_opts *o, mg_backend **out);
 mg_status cuda_backend_open(const char *dir, const cuda_backend_opts *o, mg_backend **out);

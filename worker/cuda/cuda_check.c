@@ -304,7 +304,7 @@ static void check_rope(void) {
 /* One batch: n_dec decode sequences (random contexts up to max_ctx) and, when pf_len > 0, one
  * prefill chunk of pf_len tokens ending at position pf_end - 1. */
 static void check_attention_case(const char *name, int n_dec, int max_ctx, int pf_len, int pf_end,
-                                 int window) {
+                                 int window, int splits) {
     int nh = C.n_heads, nkv = C.n_kv_heads, D = C.head_dim, bs = 16, Q = nh * D, KV = nkv * D;
     int n_seqs = n_dec + (pf_len > 0), maxb = (max_ctx > pf_end ? max_ctx : pf_end) / bs + 1;
     int nblocks = n_seqs * maxb;
@@ -330,8 +330,16 @@ static void check_attention_case(const char *name, int n_dec, int max_ctx, int p
     int32_t *pos_d = dev_from(pos, 4 * (size_t)T);
     float *q_d = dev_from(q, 4 * (size_t)T * Q);
     uint16_t *o_d = dev_poisoned(2 * (size_t)T * Q);
-    CU(cuda_attention(o_d, q_d, k_d, v_d, s_d, bt_d, maxb, seq_d, pos_d, T, nh, nkv, D, bs, window,
-                      0));
+    int ctx_max = 1;
+    for (int t = 0; t < T; t++)
+        if (pos[t] + 1 > ctx_max) ctx_max = pos[t] + 1;
+    float *part_d = splits ? dev_poisoned(4 * (size_t)T * nh * CUDA_ATT_MAX_SPLITS * 66) : NULL;
+#define ATT_RUN()                                                                                  \
+    (splits ? cuda_attention_split(o_d, part_d, q_d, k_d, v_d, s_d, bt_d, maxb, seq_d, pos_d, T,   \
+                                   nh, nkv, D, bs, window, ctx_max, splits, 0)                     \
+            : cuda_attention(o_d, q_d, k_d, v_d, s_d, bt_d, maxb, seq_d, pos_d, T, nh, nkv, D, bs, \
+                             window, 0))
+    CU(ATT_RUN());
     uint16_t *o = host_from(o_d, 2 * (size_t)T * Q);
     float *ref = xmalloc(4 * (size_t)T * Q), *sc = xmalloc(4 * (size_t)(max_ctx + pf_end + 1));
     float kr[64], vr[64];
@@ -360,9 +368,10 @@ static void check_attention_case(const char *name, int n_dec, int max_ctx, int p
             }
         }
     double us;
-    TIME_US(us, CU(cuda_attention(o_d, q_d, k_d, v_d, s_d, bt_d, maxb, seq_d, pos_d, T, nh, nkv, D,
-                                  bs, window, 0)));
+    TIME_US(us, CU(ATT_RUN()));
+#undef ATT_RUN
     compare_bf16(name, o, ref, (size_t)T * Q, 1e-2, us);
+    if (part_d) cudaFree(part_d);
     cudaFree(k_d), cudaFree(v_d), cudaFree(s_d), cudaFree(bt_d), cudaFree(seq_d), cudaFree(pos_d);
     cudaFree(q_d), cudaFree(o_d);
     free(kc), free(vc), free(sinks), free(bt), free(perm), free(seq), free(pos), free(q), free(o);
@@ -469,7 +478,7 @@ static void experts_free(experts *x) {
 
 /* T tokens, each choosing top_k distinct experts among the first n_pick (n_pick small: many
  * tokens per expert, several 16-token chunks and partial tiles). */
-static void check_moe_case(const experts *x, int T, int n_pick) {
+static void check_moe_case(const experts *x, int T, int n_pick, int ver) {
     int E = C.n_experts, K = C.top_k, H = C.hidden, I = C.intermediate, S = T * K;
     int32_t *te = xmalloc(4 * (size_t)S), *es = xmalloc(4 * (size_t)(E + 1));
     int32_t *sl = xmalloc(4 * (size_t)S), *cnt = calloc(E, sizeof(int32_t));
@@ -501,8 +510,9 @@ static void check_moe_case(const experts *x, int T, int n_pick) {
     uint16_t *act_d = dev_poisoned(2 * (size_t)S * I);
     float *y_d = dev_poisoned(4 * (size_t)S * H);
     CU(cuda_moe_gate_up(act_d, xn_d, x->gu_b_d, x->gu_s_d, x->gu_bias_d, es_d, sl_d, K, E, I, H,
-                        C.swiglu_limit, 0));
-    CU(cuda_moe_down(y_d, act_d, x->dn_b_d, x->dn_s_d, x->dn_bias_d, es_d, sl_d, tw_d, E, H, I, 0));
+                        C.swiglu_limit, ver, 0));
+    CU(cuda_moe_down(y_d, act_d, x->dn_b_d, x->dn_s_d, x->dn_bias_d, es_d, sl_d, tw_d, E, H, I, ver,
+                     0));
     uint16_t *act = host_from(act_d, 2 * (size_t)S * I);
     float *y = host_from(y_d, 4 * (size_t)S * H);
     /* CPU twin, expert by expert as ex_task: decode a row once, dot it with the expert's slots. */
@@ -533,16 +543,16 @@ static void check_moe_case(const experts *x, int T, int n_pick) {
         }
     double us1, us2;
     TIME_US(us1, CU(cuda_moe_gate_up(act_d, xn_d, x->gu_b_d, x->gu_s_d, x->gu_bias_d, es_d, sl_d, K,
-                                     E, I, H, C.swiglu_limit, 0)));
+                                     E, I, H, C.swiglu_limit, ver, 0)));
     TIME_US(us2, CU(cuda_moe_down(y_d, act_d, x->dn_b_d, x->dn_s_d, x->dn_bias_d, es_d, sl_d, tw_d,
-                                  E, H, I, 0)));
+                                  E, H, I, ver, 0)));
     int touched = 0;
     for (int e = 0; e < E; e++) touched += es[e + 1] > es[e];
     double gb1 = touched * (2.0 * I * H * 17 / 32) / (us1 * 1e3);
     double gb2 = touched * ((double)H * I * 17 / 32) / (us2 * 1e3);
     char l1[96], l2[96];
-    snprintf(l1, sizeof(l1), "moe gate_up+swiglu T=%d (%d exp)", T, touched);
-    snprintf(l2, sizeof(l2), "moe down+weight T=%d", T);
+    snprintf(l1, sizeof(l1), "moe v%d gate_up+swiglu T=%d (%d exp)", ver, T, touched);
+    snprintf(l2, sizeof(l2), "moe v%d down+weight T=%d", ver, T);
     compare_bf16(l1, act, aref, (size_t)S * I, 1e-2, us1);
     compare(l2, y, yref, (size_t)S * H, 1e-2, us2);
     printf("%-34s %.0f GB/s gate_up, %.0f GB/s down (MXFP4 weight bytes / time)\n", "", gb1, gb2);
@@ -639,10 +649,14 @@ static void model_step(mg_backend *cpu, mg_backend *gpu, seq *sq, const int *whi
     free(tok), free(pos), free(tseq), free(lc), free(lg);
 }
 
-static void check_model(const char *dir) {
+static void check_model(const char *dir, int version) {
     cpu_backend_opts co = {.num_blocks = 256, .block_size = 16, .max_tokens = 512, .threads = 0};
-    cuda_backend_opts go = {
-        .num_blocks = 256, .block_size = 16, .max_tokens = 512, .max_seqs = 16, .max_ctx = 1024};
+    cuda_backend_opts go = {.num_blocks = 256,
+                            .block_size = 16,
+                            .max_tokens = 512,
+                            .max_seqs = 16,
+                            .max_ctx = 1024,
+                            .kernel_version = version};
     mg_backend *cpu = NULL, *gpu = NULL;
     mg_status st = cpu_backend_open(dir, &co, &cpu);
     if (!st) st = cuda_backend_open(dir, &go, &gpu);
@@ -726,20 +740,32 @@ int main(int argc, char **argv) {
         cudaFree(table_d);
         free(table);
         check_rope();
-        check_attention_case("attention decode 64 seqs, full", 64, 2000, 0, 0, 0);
-        check_attention_case("attention decode 64 seqs, window", 64, 2000, 0, 0, C.sliding_window);
-        check_attention_case("attention prefill 256 + 8 decodes", 8, 700, 256, 556, 0);
-        check_attention_case("attention prefill 256, window", 8, 700, 256, 556, C.sliding_window);
+        int W = C.sliding_window;
+        check_attention_case("attention decode 64 seqs, full", 64, 2000, 0, 0, 0, 0);
+        check_attention_case("attention decode 64 seqs, window", 64, 2000, 0, 0, W, 0);
+        check_attention_case("attention prefill 256 + 8 decodes", 8, 700, 256, 556, 0, 0);
+        check_attention_case("attention prefill 256, window", 8, 700, 256, 556, W, 0);
+        check_attention_case("split-KV decode 1 seq, full", 1, 3000, 0, 0, 0, 32);
+        check_attention_case("split-KV decode 8 seqs, full", 8, 3000, 0, 0, 0, 16);
+        check_attention_case("split-KV decode 8 seqs, window", 8, 3000, 0, 0, W, 2);
+        check_attention_case("split-KV 3 decodes + chunk 24", 3, 900, 24, 400, 0, 7);
         check_router();
         experts x;
         experts_make(&x);
-        check_moe_case(&x, 64, 8);   /* ~32 tokens per expert: two chunks, partial tiles */
-        check_moe_case(&x, 16, 128); /* spread: mostly one token per expert */
-        check_moe_case(&x, 1, 128);  /* single-stream decode */
+        for (int ver = 1; ver <= 2; ver++) {
+            check_moe_case(&x, 64, 8, ver);   /* ~32 tokens per expert: chunks, partial tiles */
+            check_moe_case(&x, 16, 128, ver); /* spread: mostly one token per expert */
+            check_moe_case(&x, 1, 128, ver);  /* single-stream decode */
+        }
         experts_free(&x);
         check_argmax();
     }
-    if (model) check_model(model);
+    if (model) {
+        printf("whole model, kernel version 1\n");
+        check_model(model, 1);
+        printf("whole model, kernel version 2 (MoE 8x8 tiles, split-KV attention)\n");
+        check_model(model, 2);
+    }
     printf("cuda-check: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }

@@ -57,6 +57,18 @@ int cuda_attention(uint16_t *out, const float *q, const uint16_t *kcache, const 
                    const int32_t *token_seq, const int32_t *positions, int T, int n_heads,
                    int n_kv_heads, int D, int block_size, int window, cudaStream_t s);
 
+/* Split-KV attention for small batches (flash-decoding), same result as cuda_attention: the
+ * keys of each token are cut into at most `splits` chunks (multiples of 32) handled by separate
+ * CTAs, whose partial states land in part (T, n_heads, CUDA_ATT_MAX_SPLITS, 66) float, then a
+ * second kernel merges them with the sink. max_ctx: the longest context in the batch (it sets
+ * the chunk length). */
+#define CUDA_ATT_MAX_SPLITS 32
+int cuda_attention_split(uint16_t *out, float *part, const float *q, const uint16_t *kcache,
+                         const uint16_t *vcache, const uint16_t *sinks, const int32_t *block_table,
+                         int max_blocks, const int32_t *token_seq, const int32_t *positions, int T,
+                         int n_heads, int n_kv_heads, int D, int block_size, int window,
+                         int max_ctx, int splits, cudaStream_t s);
+
 /* Router: logits (T, E) float from the router GEMM, bias (E) bf16. Per token the top_k experts
  * by logit (ties to the lower index) and a softmax over those k logits: top_e, top_w (T*top_k,
  * slot = t*top_k + k). Then the slots grouped by expert: e_start (E+1) offsets into
@@ -67,18 +79,19 @@ int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32_t *e_slots
 /* First expert GEMM over the slots grouped by expert, MXFP4 codes decoded in registers into
  * bf16 tensor-core fragments: h = W1[e] · xn[slot / top_k] + b1[e], then the clamped SwiGLU
  * (gate = even rows, up = odd rows): act (S, I) bf16. xn (T, H) bf16; blocks (E, 2I, H/32, 16),
- * scales (E, 2I, H/32), bias (E, 2I) bf16. H and I multiples of 32. */
+ * scales (E, 2I, H/32), bias (E, 2I) bf16. H and I multiples of 32. version: the tile shape
+ * (1 or 2, see moe.cuh); both compute the same function. */
 int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                      const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
                      const int32_t *e_slots, int top_k, int E, int I, int H, float limit,
-                     cudaStream_t s);
+                     int version, cudaStream_t s);
 
 /* Second expert GEMM: y[slot] = top_w[slot] * (W2[e] · act[slot] + b2[e]), y (S, H) float;
  * the routing weight is applied here so that cuda_rmsnorm's n_delta = top_k sum is the MoE
  * output (a fixed-order sum instead of atomics: results do not depend on the batch). */
 int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
                   const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-                  const float *top_w, int E, int H, int I, cudaStream_t s);
+                  const float *top_w, int E, int H, int I, int version, cudaStream_t s);
 
 /* out (n) = argmax of each logits row (n, V): lowest id on ties, NaN never wins, 0 when every
  * entry is -inf or NaN (sampling_argmax's rule). */

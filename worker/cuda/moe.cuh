@@ -5,7 +5,7 @@
  * warp owns 16 weight rows of one expert and walks K one MXFP4 block (32 inputs) at a time, the
  * codes and scale read straight from memory into registers and decoded there into the A
  * fragment, so weights cross memory once per step per expert in their 4.25-bit form. The
- * expert's tokens (up to 16 at a time) sit in shared memory as the B operand; a chunk of tokens
+ * expert's tokens (16 or 8 at a time) sit in shared memory as the B operand; a chunk of tokens
  * re-reads the warp's weights from L2, not from memory. The grid is (row tiles, experts) and
  * experts without tokens exit at once, so nothing needs the routing on the host and the step
  * can be captured in a graph. */
@@ -13,7 +13,12 @@
 
 #include "common.cuh"
 
-enum { MOE_WARPS = 4, MOE_ROWS = 16 * MOE_WARPS, MOE_TOK = 16 };
+/* Tile versions (the `version` argument of the launchers), both checked by cuda-check:
+ *   1: 4 warps (64 rows) per CTA, 16 tokens per chunk: 92 KB of shared memory, 2 CTAs per SM;
+ *   2: 8 warps (128 rows), 8 tokens: 46 KB and 57-64 registers, so 3-4 CTAs per SM: three to
+ *      four times the warps (and weight loads in flight) per SM, and each staged token row
+ *      serves twice the weight rows. */
+enum { MOE_V1_WARPS = 4, MOE_V1_TOK = 16, MOE_V2_WARPS = 8, MOE_V2_TOK = 8 };
 
 /* ---- kernels ---- */
 
@@ -101,13 +106,13 @@ __device__ __forceinline__ void mma_bf16(float *c, uint32_t a0, uint32_t a1, uin
 /* N weight rows of K inputs per expert. DOWN = false: in = xn (T, K) read at slot / top_k, out =
  * act (S, N/2) bf16 after bias + clamped SwiGLU; DOWN = true: in = act (S, K) read at slot, out
  * = y (S, N) float = top_w * (acc + bias). */
-template <bool DOWN>
-__global__ void __launch_bounds__(128) moe_kernel(void *outp, const uint16_t *in,
-                                                  const uint8_t *blocks, const uint8_t *scales,
-                                                  const uint16_t *bias, const int32_t *e_start,
-                                                  const int32_t *e_slots, const float *top_w,
-                                                  int top_k, int N, int K, float limit) {
-    extern __shared__ __align__(16) uint16_t xs[]; /* (MOE_TOK, K + 8): +8 spreads the banks */
+template <bool DOWN, int WARPS, int TOK>
+__global__ void __launch_bounds__(32 * WARPS)
+    moe_kernel(void *outp, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
+               const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
+               const float *top_w, int top_k, int N, int K, float limit) {
+    constexpr int ROWS = 16 * WARPS, NT = TOK / 8;
+    extern __shared__ __align__(16) uint16_t xs[]; /* (TOK, K + 8): +8 spreads the banks */
     __shared__ float lut[16];
     int e = blockIdx.y, beg = e_start[e], cnt = e_start[e + 1] - beg;
     if (cnt == 0) return;
@@ -116,19 +121,21 @@ __global__ void __launch_bounds__(128) moe_kernel(void *outp, const uint16_t *in
         lut[threadIdx.x] = threadIdx.x & 8 ? -mag[threadIdx.x & 7] : mag[threadIdx.x & 7];
     }
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    int ra = blockIdx.x * MOE_ROWS + warp * 16 + gq, rb = ra + 8;
+    int ra = blockIdx.x * ROWS + warp * 16 + gq, rb = ra + 8;
     bool va = ra < N, vb = rb < N;
     int nb = K / 32, ld = K + 8;
-    const uint4 *wa_p = reinterpret_cast<const uint4 *>(blocks) + ((size_t)e * N + (va ? ra : 0)) * nb;
-    const uint4 *wb_p = reinterpret_cast<const uint4 *>(blocks) + ((size_t)e * N + (vb ? rb : 0)) * nb;
+    const uint4 *wa_p =
+        reinterpret_cast<const uint4 *>(blocks) + ((size_t)e * N + (va ? ra : 0)) * nb;
+    const uint4 *wb_p =
+        reinterpret_cast<const uint4 *>(blocks) + ((size_t)e * N + (vb ? rb : 0)) * nb;
     const uint8_t *sa_p = scales + ((size_t)e * N + (va ? ra : 0)) * nb;
     const uint8_t *sb_p = scales + ((size_t)e * N + (vb ? rb : 0)) * nb;
     float bias_a = va ? bf16f(bias[(size_t)e * N + ra]) : 0.0f;
     float bias_b = vb ? bf16f(bias[(size_t)e * N + rb]) : 0.0f;
     const uint4 zero4 = make_uint4(0, 0, 0, 0);
 
-    for (int c0 = 0; c0 < cnt; c0 += MOE_TOK) {
-        int n = min(MOE_TOK, cnt - c0), ntile = (n + 7) / 8, vec = K / 8;
+    for (int c0 = 0; c0 < cnt; c0 += TOK) {
+        int n = min(TOK, cnt - c0), ntile = (n + 7) / 8, vec = K / 8;
         __syncthreads(); /* the previous chunk's B reads are done; lut is visible */
         for (int i = threadIdx.x; i < ntile * 8 * vec; i += blockDim.x) {
             int j = i / vec, c = i % vec;
@@ -140,7 +147,9 @@ __global__ void __launch_bounds__(128) moe_kernel(void *outp, const uint16_t *in
             *reinterpret_cast<uint4 *>(xs + j * ld + c * 8) = v;
         }
         __syncthreads();
-        float acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+        float acc[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
         /* One block ahead in flight: its 2 × 16 code bytes and 2 scales load while this one's
          * decode and MMAs run. */
         uint4 wa = va ? __ldg(wa_p) : zero4, wb = vb ? __ldg(wb_p) : zero4;
@@ -162,7 +171,7 @@ __global__ void __launch_bounds__(128) moe_kernel(void *outp, const uint16_t *in
                 uint32_t a1 = dq2(blo >> (8 * tq), fb, lut), a3 = dq2(bhi >> (8 * tq), fb, lut);
                 int k = kb * 32 + hh * 16 + 2 * tq;
 #pragma unroll
-                for (int nt = 0; nt < 2; nt++) {
+                for (int nt = 0; nt < NT; nt++) {
                     if (nt >= ntile) break;
                     const uint16_t *xr = xs + (nt * 8 + gq) * ld + k;
                     uint32_t b0 = *reinterpret_cast<const uint32_t *>(xr);
@@ -174,7 +183,7 @@ __global__ void __launch_bounds__(128) moe_kernel(void *outp, const uint16_t *in
         }
         /* Epilogue: c0, c1 are row ra at tokens 2tq, 2tq+1 of the n-tile; c2, c3 row rb. */
 #pragma unroll
-        for (int nt = 0; nt < 2; nt++) {
+        for (int nt = 0; nt < NT; nt++) {
             if (nt >= ntile) break;
             float v[4] = {acc[nt][0] + bias_a, acc[nt][1] + bias_a, acc[nt][2] + bias_b,
                           acc[nt][3] + bias_b};
@@ -219,45 +228,50 @@ __global__ void __launch_bounds__(128) moe_kernel(void *outp, const uint16_t *in
 extern "C" int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32_t *e_slots,
                            const float *logits, const uint16_t *bias, int T, int E, int top_k,
                            cudaStream_t s) {
-    if (E < 1 || E > 1024 || top_k < 1 || top_k > 8 || top_k > E)
-        return (int)cudaErrorInvalidValue;
-    router_kernel<<<1, 1024, 2 * E * sizeof(int), s>>>(top_e, top_w, e_start, e_slots, logits,
-                                                        bias, T, E, top_k);
+    if (E < 1 || E > 1024 || top_k < 1 || top_k > 8 || top_k > E) return (int)cudaErrorInvalidValue;
+    router_kernel<<<1, 1024, 2 * E * sizeof(int), s>>>(top_e, top_w, e_start, e_slots, logits, bias,
+                                                       T, E, top_k);
     return launch_status();
 }
 
-template <bool DOWN>
+template <bool DOWN, int WARPS, int TOK>
 static int moe_launch(void *out, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
                       const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
                       const float *top_w, int top_k, int E, int N, int K, float limit,
                       cudaStream_t s) {
     if (K % 32 || N % 2 || K > 8192) return (int)cudaErrorInvalidValue;
-    size_t smem = (size_t)MOE_TOK * (K + 8) * sizeof(uint16_t);
+    size_t smem = (size_t)TOK * (K + 8) * sizeof(uint16_t);
     static size_t smem_set = 0; /* per instantiation; the engine thread is the only caller */
     if (smem > 48 * 1024 && smem > smem_set) {
-        cudaError_t err = cudaFuncSetAttribute(moe_kernel<DOWN>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        cudaError_t err = cudaFuncSetAttribute(
+            moe_kernel<DOWN, WARPS, TOK>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (err != cudaSuccess) return (int)err;
         smem_set = smem;
     }
-    dim3 grid((N + MOE_ROWS - 1) / MOE_ROWS, E);
-    moe_kernel<DOWN><<<grid, 32 * MOE_WARPS, smem, s>>>(out, in, blocks, scales, bias, e_start,
-                                                         e_slots, top_w, top_k, N, K, limit);
+    dim3 grid((N + 16 * WARPS - 1) / (16 * WARPS), E);
+    moe_kernel<DOWN, WARPS, TOK><<<grid, 32 * WARPS, smem, s>>>(
+        out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, N, K, limit);
     return launch_status();
 }
 
 extern "C" int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
-                                const uint8_t *scales, const uint16_t *bias,
-                                const int32_t *e_start, const int32_t *e_slots, int top_k, int E,
-                                int I, int H, float limit, cudaStream_t s) {
-    return moe_launch<false>(act, xn, blocks, scales, bias, e_start, e_slots, NULL, top_k, E,
-                             2 * I, H, limit, s);
+                                const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
+                                const int32_t *e_slots, int top_k, int E, int I, int H, float limit,
+                                int version, cudaStream_t s) {
+    if (version == 2)
+        return moe_launch<false, MOE_V2_WARPS, MOE_V2_TOK>(
+            act, xn, blocks, scales, bias, e_start, e_slots, NULL, top_k, E, 2 * I, H, limit, s);
+    return moe_launch<false, MOE_V1_WARPS, MOE_V1_TOK>(act, xn, blocks, scales, bias, e_start,
+                                                       e_slots, NULL, top_k, E, 2 * I, H, limit, s);
 }
 
 extern "C" int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *blocks,
                              const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
                              const int32_t *e_slots, const float *top_w, int E, int H, int I,
-                             cudaStream_t s) {
-    return moe_launch<true>(y, act, blocks, scales, bias, e_start, e_slots, top_w, 1, E, H, I,
-                            0.0f, s);
+                             int version, cudaStream_t s) {
+    if (version == 2)
+        return moe_launch<true, MOE_V2_WARPS, MOE_V2_TOK>(y, act, blocks, scales, bias, e_start,
+                                                          e_slots, top_w, 1, E, H, I, 0.0f, s);
+    return moe_launch<true, MOE_V1_WARPS, MOE_V1_TOK>(y, act, blocks, scales, bias, e_start,
+                                                      e_slots, top_w, 1, E, H, I, 0.0f, s);
 }

@@ -57,8 +57,8 @@ extern "C" int cuda_rmsnorm(uint16_t *out, float *x, const float *delta, int n_d
     return launch_status();
 }
 
-extern "C" int cuda_gather_rows(uint16_t *out, const uint16_t *x, const int32_t *rows, int n,
-                                int H, cudaStream_t s) {
+extern "C" int cuda_gather_rows(uint16_t *out, const uint16_t *x, const int32_t *rows, int n, int H,
+                                cudaStream_t s) {
     if (n <= 0) return 0;
     gather_rows_kernel<<<n, 256, 0, s>>>(out, x, rows, H);
     return launch_status();

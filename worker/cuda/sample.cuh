@@ -50,7 +50,8 @@ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
 __global__ void fill_bf16_kernel(uint16_t *p, size_t n, uint64_t seed, float mean, float std) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        float u = (float)(mix64(seed + 0x9E3779B97F4A7C15ull * (i + 1)) >> 40) * (1.0f / 16777216.0f);
+        float u =
+            (float)(mix64(seed + 0x9E3779B97F4A7C15ull * (i + 1)) >> 40) * (1.0f / 16777216.0f);
         p[i] = f2bf16(mean + std * (2.0f * u - 1.0f) * 1.7320508f);
     }
 }
@@ -58,7 +59,8 @@ __global__ void fill_bf16_kernel(uint16_t *p, size_t n, uint64_t seed, float mea
 __global__ void fill_u8_kernel(uint8_t *p, size_t n, uint64_t seed, int lo, int span) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
-        p[i] = (uint8_t)(lo + (int)(mix64(seed + 0x9E3779B97F4A7C15ull * (i + 1)) % (uint64_t)span));
+        p[i] =
+            (uint8_t)(lo + (int)(mix64(seed + 0x9E3779B97F4A7C15ull * (i + 1)) % (uint64_t)span));
 }
 
 /* ---- launchers ---- */
