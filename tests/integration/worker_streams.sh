@@ -90,7 +90,9 @@ done
 if [ -n "$gone" ]; then
   secs=$(echo "$gone - $t0" | bc)
   echo "killed worker left discovery after ${secs} s"
-  (( $(echo "$secs <= 11.5" | bc) )) && ok || fail "took ${secs} s, more than the 10 s TTL"
+  # The TTL is 10 s from the last renewal; etcd then finds the expiry (every 500 ms) and commits
+  # the revoke (a disk sync, slow on a loaded CI machine), and each poll runs etcdctl.
+  (( $(echo "$secs <= 13.5" | bc) )) && ok || fail "took ${secs} s, well over the 10 s TTL"
 else
   fail "killed worker still registered after 15 s"
 fi
