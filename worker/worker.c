@@ -602,6 +602,9 @@ int main(int argc, char **argv) {
     }
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
+    /* The first signal asks for the orderly drain (which may wait on etcd and NATS for seconds);
+     * a second one of the same kind ends the process at once. */
+    sa.sa_flags = SA_RESETHAND;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     MG_INFO("serving %s with the %s backend as %" PRIx64 " (%s), /metrics on port %d",
