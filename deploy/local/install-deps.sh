@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential bc cmake pkg-config git ca-certificates curl procps iproute2 python3
+  build-essential bc cmake pkg-config git ca-certificates curl procps iproute2 python3 patchelf
   clang clang-format libclang-rt-14-dev
   libnats-dev nats-server etcd-server etcd-client
   libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler libucx-dev libmicrohttpd-dev
