@@ -46,6 +46,9 @@ typedef struct cuda {
     mg_model_config c;
     int H, Q, KV, D, E, TK, I, V, L;
     int dev, max_tokens, max_seqs, max_blocks_cap, version;
+    bool graphs;                               /* decode steps through CUDA graphs */
+    cudaGraphExec_t graph[CUDA_GRAPH_BUCKETS]; /* per bucket, captured on first use */
+    int scratch_block;                         /* KV block past num_blocks for padding tokens */
     cudaStream_t stream;
     cuda_gemm *gemm;
     void *weights; /* the one allocation the tensors are carved from */
@@ -174,34 +177,63 @@ static mg_status check_batch(const cuda *b, const mg_batch *bt) {
     return MG_OK;
 }
 
-/* Everything up to the logits (n_logits, V) in b->logits, on the stream, unsynchronized. */
-static mg_status run_step(cuda *b, const mg_batch *bt) {
-    mg_status st = check_batch(b, bt);
-    if (st) return st;
-    const mg_model_config *c = &b->c;
-    int T = bt->n_tokens, H = b->H, bs = b->base.block_size, nl = bt->n_logits;
-    size_t nbt = (size_t)bt->n_seqs * bt->max_blocks;
-    /* The index arrays, packed: tokens, positions, token_seq, slots, logits_rows, block_table. */
-    int32_t *mh = b->meta_h;
-    memcpy(mh, bt->tokens, sizeof(int32_t) * T);
-    memcpy(mh + T, bt->positions, sizeof(int32_t) * T);
-    memcpy(mh + 2 * T, bt->token_seq, sizeof(int32_t) * T);
+/* The shape of one enqueued step: T tokens (padded for a graph bucket), nl logits rows, the
+ * block-table row stride and the longest context (it sets the split-KV chunk). */
+typedef struct step_shape {
+    int T, nl, stride, max_ctx;
+} step_shape;
+
+/* Pack the step's index arrays into the pinned buffer: tokens, positions, token_seq, slots,
+ * logits_rows, block_table (stride sh->stride). Rows past the batch (padding up to sh->T, a
+ * graph bucket) are dummy decode tokens at position 0 of their own row, every block of which is
+ * the scratch block: they write and read only there. */
+static void stage_meta(cuda *b, const mg_batch *bt, const step_shape *sh) {
+    int T = sh->T, nl = sh->nl, bs = b->base.block_size, stride = sh->stride;
+    int32_t *mh = b->meta_h, *tb = mh + 4 * T + nl;
     for (int t = 0; t < T; t++) {
-        int s = bt->token_seq[t], pos = bt->positions[t];
-        mh[3 * T + t] = bt->block_table[(size_t)s * bt->max_blocks + pos / bs] * bs + pos % bs;
+        bool real = t < bt->n_tokens;
+        int s = real ? bt->token_seq[t] : t, pos = real ? bt->positions[t] : 0;
+        mh[t] = real ? bt->tokens[t] : 0;
+        mh[T + t] = pos;
+        mh[2 * T + t] = s;
+        mh[3 * T + t] = real
+                            ? bt->block_table[(size_t)s * bt->max_blocks + pos / bs] * bs + pos % bs
+                            : b->scratch_block * bs;
     }
-    memcpy(mh + 4 * T, bt->logits_rows, sizeof(int32_t) * nl);
-    memcpy(mh + 4 * T + nl, bt->block_table, sizeof(int32_t) * nbt);
-    size_t n_meta = 4 * (size_t)T + nl + nbt;
-    CK(cudaMemcpyAsync(b->meta_d, mh, sizeof(int32_t) * n_meta, cudaMemcpyHostToDevice, b->stream),
+    for (int i = 0; i < nl; i++) mh[4 * T + i] = i < bt->n_logits ? bt->logits_rows[i] : i;
+    if (stride == bt->max_blocks) {
+        memcpy(tb, bt->block_table, sizeof(int32_t) * (size_t)bt->n_seqs * stride);
+    } else {
+        for (int r = 0; r < bt->n_seqs; r++) {
+            memcpy(tb + (size_t)r * stride, bt->block_table + (size_t)r * bt->max_blocks,
+                   sizeof(int32_t) * bt->max_blocks);
+            for (int k = bt->max_blocks; k < stride; k++)
+                tb[(size_t)r * stride + k] = b->scratch_block;
+        }
+    }
+    /* Padding exists only in graph steps, where n_seqs = n_tokens: pad token t uses row t. */
+    int rows = bt->n_seqs + (T - bt->n_tokens);
+    for (int r = bt->n_seqs; r < rows; r++)
+        for (int k = 0; k < stride; k++) tb[(size_t)r * stride + k] = b->scratch_block;
+}
+
+static size_t meta_len(const step_shape *sh, int n_rows) {
+    return 4 * (size_t)sh->T + sh->nl + (size_t)n_rows * sh->stride;
+}
+
+/* Everything up to the logits (sh->nl, V) in b->logits, on the stream, unsynchronized: the
+ * index upload from the pinned buffer, then the kernels. Also what a graph captures. */
+static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
+    const mg_model_config *c = &b->c;
+    int T = sh->T, H = b->H, bs = b->base.block_size, nl = sh->nl, max_ctx = sh->max_ctx;
+    mg_status st;
+    CK(cudaMemcpyAsync(b->meta_d, b->meta_h, sizeof(int32_t) * meta_len(sh, n_rows),
+                       cudaMemcpyHostToDevice, b->stream),
        "index upload");
     const int32_t *d_tok = b->meta_d, *d_pos = b->meta_d + T, *d_seq = b->meta_d + 2 * T;
     const int32_t *d_slot = b->meta_d + 3 * T, *d_rows = b->meta_d + 4 * T;
     const int32_t *d_bt = b->meta_d + 4 * T + nl;
     cudaStream_t s = b->stream;
-    int max_ctx = 1;
-    for (int i = 0; i < bt->n_seqs; i++)
-        if (bt->seq_ctx[i] > max_ctx) max_ctx = bt->seq_ctx[i];
     bool split = b->version == 2 && T <= CUDA_ATT_SPLIT_MAX_T;
 
     prof_begin(b, P_EMBED);
@@ -229,12 +261,12 @@ static mg_status run_step(cuda *b, const mg_batch *bt) {
             int span = window > 0 && window < max_ctx ? window : max_ctx;
             int splits = (span + 63) / 64;
             if (splits > CUDA_ATT_MAX_SPLITS) splits = CUDA_ATT_MAX_SPLITS;
-            CK(cuda_attention_split(b->att, b->att_part, b->q, kc, vc, L->sinks, d_bt,
-                                    bt->max_blocks, d_seq, d_pos, T, c->n_heads, c->n_kv_heads,
-                                    b->D, bs, window, max_ctx, splits, s),
+            CK(cuda_attention_split(b->att, b->att_part, b->q, kc, vc, L->sinks, d_bt, sh->stride,
+                                    d_seq, d_pos, T, c->n_heads, c->n_kv_heads, b->D, bs, window,
+                                    max_ctx, splits, s),
                "attention (split)");
         } else {
-            CK(cuda_attention(b->att, b->q, kc, vc, L->sinks, d_bt, bt->max_blocks, d_seq, d_pos, T,
+            CK(cuda_attention(b->att, b->q, kc, vc, L->sinks, d_bt, sh->stride, d_seq, d_pos, T,
                               c->n_heads, c->n_kv_heads, b->D, bs, window, s),
                "attention");
         }
@@ -277,6 +309,61 @@ static mg_status run_step(cuda *b, const mg_batch *bt) {
     st = cuda_matmul_bf16(b->gemm, b->logits, b->lx, b->lm_head, nl, b->V, H, s);
     if (st) return st;
     prof_end(b);
+    return MG_OK;
+}
+
+/* Decode steps with up to this many tokens are padded to the next bucket and replayed from a
+ * CUDA graph captured on the bucket's first step (one graph launch instead of ~400 kernel
+ * launches). */
+static const int graph_buckets[CUDA_GRAPH_BUCKETS] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
+
+/* Everything up to the logits in b->logits, on the stream, unsynchronized. */
+static mg_status run_step(cuda *b, const mg_batch *bt) {
+    mg_status st = check_batch(b, bt);
+    if (st) return st;
+    int T = bt->n_tokens, max_ctx = 1;
+    for (int i = 0; i < bt->n_seqs; i++)
+        if (bt->seq_ctx[i] > max_ctx) max_ctx = bt->seq_ctx[i];
+    /* A graph serves pure decode steps whose logits rows are the tokens in order. */
+    bool pure = b->graphs && !b->prof && bt->n_decode == T && bt->n_seqs == T &&
+                bt->n_logits == T && bt->max_blocks <= b->max_blocks_cap;
+    for (int i = 0; pure && i < T; i++) pure = bt->logits_rows[i] == i;
+    int gi = -1, cap = b->max_tokens < b->max_seqs ? b->max_tokens : b->max_seqs;
+    for (int i = 0; pure && i < CUDA_GRAPH_BUCKETS && gi < 0; i++)
+        if (graph_buckets[i] >= T && graph_buckets[i] <= cap) gi = i;
+    if (gi < 0) {
+        step_shape sh = {T, bt->n_logits, bt->max_blocks, max_ctx};
+        stage_meta(b, bt, &sh);
+        return enqueue_step(b, &sh, bt->n_seqs);
+    }
+    /* The graph bakes every shape: the bucket's token count, the fixed block-table stride and the
+     * longest context the backend takes (it sets the split-KV chunk). */
+    int P = graph_buckets[gi];
+    step_shape sh = {P, P, b->max_blocks_cap, b->base.max_ctx};
+    stage_meta(b, bt, &sh);
+    if (b->graph[gi]) {
+        CK(cudaGraphLaunch(b->graph[gi], b->stream), "graph launch");
+        return MG_OK;
+    }
+    /* First step of this bucket: run it as it is (creating the cuBLASLt plans and kernel
+     * attributes outside the capture), then capture the same work for the next steps. */
+    if ((st = enqueue_step(b, &sh, P))) return st;
+    CK(cudaStreamSynchronize(b->stream), "forward"); /* capture from an idle stream */
+    cudaGraph_t g = NULL;
+    CK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal), "graph capture");
+    st = enqueue_step(b, &sh, P);
+    cudaError_t e = cudaStreamEndCapture(b->stream, &g);
+    if (st || e != cudaSuccess) {
+        if (g) cudaGraphDestroy(g);
+        return st ? st : cuda_fail((int)e, "graph capture");
+    }
+    e = cudaGraphInstantiate(&b->graph[gi], g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        b->graph[gi] = NULL;
+        return cuda_fail((int)e, "graph instantiate");
+    }
+    MG_INFO("cuda backend: decode graph for %d tokens captured", P);
     return MG_OK;
 }
 
@@ -345,6 +432,8 @@ static void cuda_destroy(mg_backend *base) {
     if (b->row_h) cudaFreeHost(b->row_h);
     for (int i = 0; i < PROF_EVENTS; i++)
         if (b->ev[i]) cudaEventDestroy(b->ev[i]);
+    for (int i = 0; i < CUDA_GRAPH_BUCKETS; i++)
+        if (b->graph[i]) cudaGraphExecDestroy(b->graph[i]);
     cuda_gemm_destroy(b->gemm);
     if (b->stream) cudaStreamDestroy(b->stream);
     sampler_destroy(b->sampler);
@@ -520,6 +609,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     b->V = c->vocab, b->L = c->n_layers;
     b->max_tokens = o->max_tokens, b->max_seqs = o->max_seqs;
     b->version = o->kernel_version == 2 ? 2 : 1;
+    b->graphs = o->cuda_graphs;
     mg_status st = MG_OK;
 #define TRY(x)                                                                                     \
     do {                                                                                           \
@@ -588,9 +678,12 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
             TRY(MG_ERRF(MG_ECUDA, "cuda backend: cudaMemGetInfo failed"));
         double frac = o->free_gpu_memory_fraction > 0 ? o->free_gpu_memory_fraction : 0.9;
         TRY(cuda_plan_kv_blocks(free_b, frac, block_bytes, &nblocks));
+        if (nblocks > 1) nblocks--; /* room for the scratch block */
     }
+    /* One block more than the scheduler sees: padding tokens of graph buckets write there. */
     b->base.num_blocks = nblocks;
-    b->layer_elems = (size_t)nblocks * c->n_kv_heads * o->block_size * b->D;
+    b->scratch_block = nblocks;
+    b->layer_elems = (size_t)(nblocks + 1) * c->n_kv_heads * o->block_size * b->D;
     TRY(dmalloc(&b->kv, 2 * 2 * (size_t)b->L * b->layer_elems, "KV cache"));
     /* Zeroed KV: a block read before it is written gives zeros, never stale garbage. */
     if (cudaMemset(b->kv, 0, 2 * 2 * (size_t)b->L * b->layer_elems))

@@ -34,9 +34,12 @@ typedef struct cuda_backend_opts {
     /* Kernel versions: 0 or 1 the first ones; 2 the MoE tile of 8 warps × 8 tokens and split-KV
      * attention for batches of up to CUDA_ATT_SPLIT_MAX_T tokens. Same results either way. */
     int kernel_version;
+    /* Pure decode steps of up to min(max_tokens, max_seqs, 512) tokens padded to a bucket
+     * (1, 2, 4, ..., 512) and replayed from a CUDA graph captured on the bucket's first step. */
+    bool cuda_graphs;
 } cuda_backend_opts;
 
-enum { CUDA_ATT_SPLIT_MAX_T = 32 };
+enum { CUDA_ATT_SPLIT_MAX_T = 32, CUDA_GRAPH_BUCKETS = 10 };
 
 mg_status cuda_backend_create(const mg_model *m, const cuda_backend_opts *o, mg_backend **out);
 mg_status cuda_backend_open(const char *dir, const cuda_backend_opts *o, mg_backend **out);

@@ -5,7 +5,8 @@
  * reads a full context.
  *
  *   cuda-bench [--preset 120b] [--batches 1,64,256,512] [--ctx 1024] [--steps 20]
- *              [--bw 3.35e12] [--peak 989e12] [--version 1|2]   (kernel versions, cuda_backend.h)
+ *              [--bw 3.35e12] [--peak 989e12] [--version 1|2] [--graphs 0|1]   (kernel versions,
+ * cuda_backend.h)
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -32,7 +33,7 @@ static int cmp_d(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     const char *preset = "120b", *batches = "1,64,256,512";
-    int ctx_req = 1024, steps = 20, version = 1;
+    int ctx_req = 1024, steps = 20, version = 1, graphs = 0;
     double bw = 3.35e12, peak = 989e12;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--preset"))
@@ -86,16 +87,18 @@ int main(int argc, char **argv) {
                            .max_tokens = maxB,
                            .max_seqs = maxB,
                            .max_ctx = 8192,
-                           .kernel_version = version};
+                           .kernel_version = version,
+                           .cuda_graphs = graphs != 0};
     mg_backend *b;
     double t0 = now_ms();
     if (cuda_backend_create_random(&c, 1, &o, &b) || cuda_backend_fill_kv(b, 2)) {
         fprintf(stderr, "cuda-bench: %s\n", mg_err_msg());
         return 1;
     }
-    printf("cuda-bench: %s, preset %s (random weights), kernel version %d, %d KV blocks of 16, "
+    printf("cuda-bench: %s, preset %s (random weights), kernel version %d, graphs %d, %d KV blocks "
+           "of 16, "
            "set-up %.0f ms\n",
-           prop.name, preset, version, b->num_blocks, now_ms() - t0);
+           prop.name, preset, version, graphs, b->num_blocks, now_ms() - t0);
     int bs = b->block_size;
     int32_t *tok = malloc(4 * (size_t)maxB), *pos = malloc(4 * (size_t)maxB);
     int32_t *tseq = malloc(4 * (size_t)maxB), *st = malloc(4 * (size_t)maxB);
@@ -168,10 +171,12 @@ int main(int argc, char **argv) {
         printf("  per-kernel ms per step (B=%d, profiled, sum %.3f):", B, tot);
         for (int i = 0; i < CUDA_PROF_OPS; i++) printf(" %s=%.3f", names[i], pm[i] / 3);
         printf("\n");
-        printf("RESULT v%d decode_step_ms_b%d %.3f limit_ms %.3f ctx %d experts_touched %.1f\n",
-               version, B, med, lim.ms, ctx, lim.experts_touched);
+        printf("RESULT v%d%s decode_step_ms_b%d %.3f limit_ms %.3f ctx %d experts_touched %.1f\n",
+               version, graphs ? "+graphs" : "", B, med, lim.ms, ctx, lim.experts_touched);
     }
-    if (single_ms > 0) printf("RESULT v%d single_stream_tok_s %.1f\n", version, 1000.0 / single_ms);
+    if (single_ms > 0)
+        printf("RESULT v%d%s single_stream_tok_s %.1f\n", version, graphs ? "+graphs" : "",
+               1000.0 / single_ms);
     b->ops->destroy(b);
     free(tok), free(pos), free(tseq), free(st), free(sl), free(sc), free(rows), free(out);
     free(reqs), free(bt);

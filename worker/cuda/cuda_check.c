@@ -649,14 +649,15 @@ static void model_step(mg_backend *cpu, mg_backend *gpu, seq *sq, const int *whi
     free(tok), free(pos), free(tseq), free(lc), free(lg);
 }
 
-static void check_model(const char *dir, int version) {
+static void check_model(const char *dir, int version, bool graphs) {
     cpu_backend_opts co = {.num_blocks = 256, .block_size = 16, .max_tokens = 512, .threads = 0};
     cuda_backend_opts go = {.num_blocks = 256,
                             .block_size = 16,
                             .max_tokens = 512,
                             .max_seqs = 16,
                             .max_ctx = 1024,
-                            .kernel_version = version};
+                            .kernel_version = version,
+                            .cuda_graphs = graphs};
     mg_backend *cpu = NULL, *gpu = NULL;
     mg_status st = cpu_backend_open(dir, &co, &cpu);
     if (!st) st = cuda_backend_open(dir, &go, &gpu);
@@ -762,9 +763,11 @@ int main(int argc, char **argv) {
     }
     if (model) {
         printf("whole model, kernel version 1\n");
-        check_model(model, 1);
+        check_model(model, 1, false);
         printf("whole model, kernel version 2 (MoE 8x8 tiles, split-KV attention)\n");
-        check_model(model, 2);
+        check_model(model, 2, false);
+        printf("whole model, kernel version 2, decode steps through CUDA graphs (3 -> bucket 4)\n");
+        check_model(model, 2, true);
     }
     printf("cuda-check: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;

@@ -3,7 +3,8 @@
 # engine core with CUDA (no serving stack), run the host-side unit test, the kernel lab
 # (cuda-check: every kernel group against its CPU twin at the 120b shapes, poisoned outputs)
 # and the whole-model logits against the CPU backend on the tiny preset, then the decode-step
-# benchmark at the 120b shape with random weights (cuda-bench). Logs go to $OUT (or ./gpu-logs);
+# benchmark at the 120b shape with random weights (cuda-bench) for kernel versions 1 and 2 and
+# version 2 with CUDA graphs. Logs go to $OUT (or ./gpu-logs);
 # the summary prints last. Exit status: non-zero when the build or any check fails.
 #
 #   worker/cuda/run-gpu.sh            (from any directory)
@@ -43,11 +44,13 @@ MG_CHECK_KERNELS=1 timeout 150 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny
     >"$OUT/check.log" 2>&1 || status=1
 cat "$OUT/check.log"
 
-echo "== decode-step benchmark, 120b shape, random weights, kernel versions 1 and 2"
-for v in 1 2; do
+echo "== decode-step benchmark, 120b shape, random weights, kernel versions 1, 2, 2 + graphs"
+for run in "1 0" "2 0" "2 1"; do
+    set -- $run
+    log="$OUT/bench-v$1-g$2.log"
     timeout 120 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1,64,256,512 --ctx 1024 \
-        --steps 10 --version $v >"$OUT/bench-v$v.log" 2>&1 || status=1
-    cat "$OUT/bench-v$v.log"
+        --steps 10 --version "$1" --graphs "$2" >"$log" 2>&1 || status=1
+    cat "$log"
 done
 
 echo "== summary"
