@@ -62,7 +62,7 @@ static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
          * tokenizer) that mean something else; only flags and the environment set them. */
         {"backend", MG_CFG_STR, &c->backend, "mocker", 1, 0, "engine backend: mocker | cpu | cuda",
          ""},
-        {"model", MG_CFG_STR, &c->model, NULL, 1, 0, "checkpoint folder (cpu, cuda)", ""},
+        {"model-path", MG_CFG_STR, &c->model, NULL, 1, 0, "checkpoint folder (cpu, cuda)", ""},
         {"served-model-name", MG_CFG_STR, &c->served_name, "openai/gpt-oss-120b", 1, 0,
          "model name clients ask for", NULL},
         {"dp-rank", MG_CFG_INT, &c->dp_rank, "0", 0, 4095, "attention data-parallel rank", NULL},
@@ -75,7 +75,7 @@ static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
          "period of {ns}.load messages", NULL},
         {"threads", MG_CFG_INT, &c->threads, "0", 0, 1024, "CPU backend threads (0: all cores)",
          NULL},
-        {"tokenizer", MG_CFG_STR, &c->tokenizer_id, "o200k_harmony", 1, 0,
+        {"tokenizer-name", MG_CFG_STR, &c->tokenizer_id, "o200k_harmony", 1, 0,
          "tokenizer identity on the model card", ""},
         {"extra-engine-args", MG_CFG_YAML, NULL, NULL, 1, 0, "engine YAML (TensorRT-LLM keys)",
          NULL},
@@ -467,7 +467,7 @@ static mg_status backend_create(worker *w) {
     if (!strcmp(b, "mocker")) return mocker_create(&w->cfg.mocker, &w->cfg.engine, &w->backend);
 #ifdef MG_HAVE_CPU
     if (!strcmp(b, "cpu")) {
-        if (!w->cfg.model) return MG_ERRF(MG_EINVAL, "--backend cpu needs --model DIR");
+        if (!w->cfg.model) return MG_ERRF(MG_EINVAL, "--backend cpu needs --model-path DIR");
         const mg_engine_config *e = &w->cfg.engine;
         cpu_backend_opts o = {0};
         o.block_size = (int)e->kv_block_size;

@@ -63,7 +63,7 @@ if [ "$BACKEND" = cpu ]; then
     [ -f "$RANKS" ] && TOKARGS=(--tokenizer-from "$RANKS")
     "$BIN/tools/mkckpt/mg-mkckpt" --preset tiny --out "$CKPT" "${TOKARGS[@]}"
   fi
-  WORKER_ARGS+=(--backend cpu --model "$CKPT" --max-batch-size 32 --max-num-tokens 512 --max-seq-len 1024)
+  WORKER_ARGS+=(--backend cpu --model-path "$CKPT" --max-batch-size 32 --max-num-tokens 512 --max-seq-len 1024)
 else
   WORKER_ARGS+=(--backend mocker --mocker-speedup-ratio 10)
 fi

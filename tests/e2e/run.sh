@@ -55,7 +55,7 @@ mocker | cpu)
     MK=$BIN/tools/mkckpt/mg-mkckpt
     [ -x "$MK" ] || MK=$BIN/tools/mkckpt/magneto-mkckpt
     "$MK" --preset tiny --out "$WORK/ckpt" >"$WORK/mkckpt.log" 2>&1
-    WARGS=(--backend cpu --model "$WORK/ckpt" --max-batch-size 8 --max-num-tokens 256
+    WARGS=(--backend cpu --model-path "$WORK/ckpt" --max-batch-size 8 --max-num-tokens 256
            --max-seq-len 1024 --threads 1)
   fi
   for ((r = 0; r < N; r++)); do
