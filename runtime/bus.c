@@ -16,6 +16,7 @@
  * memory only after the delivery is done. Queued chunks keep their natsMsg (no copy); the ring
  * that holds them grows by doubling and is reused, so steady streaming allocates nothing here
  * beyond what libnats allocates per message. */
+#include "mono.h"
 #include "bus.h"
 
 #include <errno.h>
@@ -45,14 +46,6 @@ static struct timespec abs_deadline(int64_t deadline_ns) {
 }
 
 /* Condition variables wait on the monotonic clock so a wall-clock step cannot stretch a wait. */
-static void cond_init_mono(pthread_cond_t *cv) {
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-}
-
 static mg_status from_nats(natsStatus s) {
     switch (s) {
     case NATS_OK:
@@ -175,7 +168,7 @@ mg_status bus_connect(const bus_options *o, bus **out) {
     snprintf(b->url, sizeof b->url, "%s", o->url);
     pthread_mutex_init(&b->mu, NULL);
     pthread_mutex_init(&b->grave_mu, NULL);
-    cond_init_mono(&b->cv);
+    mono_cond_init(&b->cv);
 
     natsStatus s = natsOptions_Create(&b->opts);
     if (s == NATS_OK) s = natsOptions_SetURL(b->opts, o->url);
@@ -417,7 +410,7 @@ static mg_status sub_create(bus *b, const char *subject, const char *queue, bus_
     s->raw = raw;
     s->arg = arg;
     pthread_mutex_init(&s->mu, NULL);
-    cond_init_mono(&s->cv);
+    mono_cond_init(&s->cv);
     natsStatus st =
         queue ? natsConnection_QueueSubscribe(&s->sub, b->nc, subject, queue, sub_on_msg, s)
               : natsConnection_Subscribe(&s->sub, b->nc, subject, sub_on_msg, s);
@@ -795,7 +788,7 @@ mg_status bus_inbox_create(bus *b, const bus_inbox_options *o, bus_inbox **out) 
     ib->default_timeout_ns = (int64_t)(o->timeout_ms > 0 ? o->timeout_ms : 30000) * 1000000;
     atomic_store(&ib->min_timeout_ns, ib->default_timeout_ns);
     pthread_mutex_init(&ib->mu, NULL);
-    cond_init_mono(&ib->timer_cv);
+    mono_cond_init(&ib->timer_cv);
     ib->list.next = ib->list.prev = &ib->list;
     ib->nbuckets = 1024;
     ib->buckets = calloc(ib->nbuckets, sizeof *ib->buckets);
@@ -903,7 +896,7 @@ mg_status bus_inbox_open(bus_inbox *ib, const char *request_id, const bus_stream
     atomic_store(&s->refs, 1);
     s->status = MG_OK;
     pthread_mutex_init(&s->mu, NULL);
-    cond_init_mono(&s->cv);
+    mono_cond_init(&s->cv);
 
     pthread_mutex_lock(&ib->mu);
     if (request_id)

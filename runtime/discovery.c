@@ -5,6 +5,7 @@
  * Watching: prefix read, then an etcd watch from read revision + 1; the set lives in a sorted
  * array under a mutex, so snapshots are cheap copies. Callbacks run without the mutex held, on
  * the one thread that changes the set, so they see changes in order and may take snapshots. */
+#include "mono.h"
 #include "discovery.h"
 
 #include <errno.h>
@@ -199,24 +200,6 @@ mg_status disc_nccl_key(const char *ns, const char *group, char *buf, size_t cap
 /* ---------------------------------------------------------------------------------------------
  * shared helpers */
 
-static void deadline_ts(struct timespec *ts, int64_t ms) {
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
-static void cond_init_mono(pthread_cond_t *cv) {
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-}
-
 /* ---------------------------------------------------------------------------------------------
  * registration */
 
@@ -264,7 +247,7 @@ static mg_status put_cards(etcd_client *c, const disc_instance *card, const disc
 /* Sleep ms unless stopped; returns true when stop was asked. */
 static bool reg_sleep(disc_reg *r, int ms) {
     struct timespec ts;
-    deadline_ts(&ts, ms);
+    mono_deadline(&ts, ms);
     pthread_mutex_lock(&r->mu);
     while (!r->stop && pthread_cond_timedwait(&r->cv, &r->mu, &ts) != ETIMEDOUT) {
     }
@@ -357,7 +340,7 @@ mg_status disc_register_ttl(etcd_client *c, const disc_instance *inst, const dis
     r->has_model = model != NULL;
     r->auto_subject = inst->subject[0] == 0;
     pthread_mutex_init(&r->mu, NULL);
-    cond_init_mono(&r->cv);
+    mono_cond_init(&r->cv);
 
     int64_t lease = 0;
     mg_status st = etcd_lease_grant(c, ttl_s, &lease);
@@ -620,7 +603,7 @@ static mg_status watch_create(etcd_client *c, bool models, const char *ns, const
     w->mcb = mcb;
     w->ud = ud;
     pthread_mutex_init(&w->mu, NULL);
-    cond_init_mono(&w->cv);
+    mono_cond_init(&w->cv);
     int n = snprintf(w->prefix, sizeof w->prefix, DISC_PREFIX "/%s/%s/%s%s",
                      models ? "models" : "instances", ns, name ? name : "", name ? "/" : "");
     mg_status st = MG_OK;
@@ -692,7 +675,7 @@ size_t disc_watch_count(disc_watch *w) {
 
 mg_status disc_watch_wait_count(disc_watch *w, size_t min, size_t max, int timeout_ms) {
     struct timespec ts;
-    deadline_ts(&ts, timeout_ms);
+    mono_deadline(&ts, timeout_ms);
     pthread_mutex_lock(&w->mu);
     while (w->n < min || w->n > max) {
         if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) == ETIMEDOUT) break;

@@ -8,6 +8,7 @@
  *
  * Wire facts: keys and values are base64; int64 fields come as JSON strings; fields at their
  * zero value are omitted (a PUT event has no "type", a keep-alive of a dead lease has no "TTL"). */
+#include "mono.h"
 #include "etcd.h"
 
 #include <curl/curl.h>
@@ -156,24 +157,6 @@ static int64_t mono_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
-static void deadline_ts(struct timespec *ts, int64_t ms_from_now) {
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms_from_now / 1000;
-    ts->tv_nsec += (ms_from_now % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
-static void cond_init_mono(pthread_cond_t *cv) {
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -557,7 +540,7 @@ static void *keepalive_main(void *arg) {
     bool warned = false;
     for (;;) {
         struct timespec ts;
-        deadline_ts(&ts, wait_ms);
+        mono_deadline(&ts, wait_ms);
         pthread_mutex_lock(&k->mu);
         while (!k->stop && pthread_cond_timedwait(&k->cv, &k->mu, &ts) != ETIMEDOUT) {
         }
@@ -600,7 +583,7 @@ mg_status etcd_keepalive_start(etcd_client *c, int64_t lease, int ttl_s, etcd_le
     k->lost_cb = lost;
     k->ud = ud;
     pthread_mutex_init(&k->mu, NULL);
-    cond_init_mono(&k->cv);
+    mono_cond_init(&k->cv);
     if (pthread_create(&k->th, NULL, keepalive_main, k) != 0) {
         pthread_cond_destroy(&k->cv);
         pthread_mutex_destroy(&k->mu);
@@ -906,7 +889,7 @@ static void *watch_main(void *arg) {
         }
         warned = true;
         struct timespec ts;
-        deadline_ts(&ts, backoff_ms);
+        mono_deadline(&ts, backoff_ms);
         pthread_mutex_lock(&w->mu);
         while (!atomic_load(&w->stop) && pthread_cond_timedwait(&w->cv, &w->mu, &ts) != ETIMEDOUT) {
         }
@@ -936,7 +919,7 @@ mg_status etcd_watch_start(etcd_client *c, const char *key, bool prefix, int64_t
     etcd_watch *w = calloc(1, sizeof *w);
     if (!w) return MG_ERRF(MG_ENOMEM, "etcd: out of memory");
     pthread_mutex_init(&w->mu, NULL);
-    cond_init_mono(&w->cv);
+    mono_cond_init(&w->cv);
     w->c = c;
     w->cb = cb;
     w->ud = ud;
@@ -1040,13 +1023,13 @@ mg_status etcd_get_wait(etcd_client *c, const char *key, int timeout_ms, etcd_kv
     etcd_kvs_free(out);
     key_waiter kw = {.st = MG_OK};
     pthread_mutex_init(&kw.mu, NULL);
-    cond_init_mono(&kw.cv);
+    mono_cond_init(&kw.cv);
     etcd_watch *w = NULL;
     st = etcd_watch_start(c, key, false, rev + 1, on_key_event, &kw, &w);
     if (st == MG_OK) {
         struct timespec ts;
         int64_t left = timeout_ms - (mono_ms() - t0);
-        deadline_ts(&ts, left > 0 ? left : 0);
+        mono_deadline(&ts, left > 0 ? left : 0);
         pthread_mutex_lock(&kw.mu);
         while (!kw.got && pthread_cond_timedwait(&kw.cv, &kw.mu, &ts) != ETIMEDOUT) {
         }
