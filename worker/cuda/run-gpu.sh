@@ -15,9 +15,8 @@ mkdir -p "$OUT"
 B=${MG_GPU_BUILD:-build-gpu}
 J=$(nproc)
 status=0
-# mg_base includes the header-only XXH3 (xxhash.h); a GPU machine without the package gets the
-# header carried beside the tree in .carry/cuda/include.
-if [ -f .carry/cuda/include/xxhash.h ]; then export CPATH=$PWD/.carry/cuda/include${CPATH:+:$CPATH}; fi
+# mg_base includes the header-only XXH3 (xxhash.h); a GPU machine without the package builds
+# with the copy deploy/gpu/carry.sh puts in .carry/include (carry .carry along).
 
 nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version,clocks.max.sm --format=csv \
     >"$OUT/gpu.txt" 2>&1
