@@ -48,6 +48,10 @@ int main(int argc, char **argv) {
             bw = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--peak"))
             peak = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--version"))
+            version = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--graphs"))
+            graphs = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "cuda-bench: unknown option %s\n", argv[i]);
             return 2;
