@@ -36,18 +36,23 @@
 #ifdef MG_HAVE_CPU
 #include "cpu_backend.h"
 #endif
+#ifdef MG_HAVE_CUDA
+#include "cuda_backend.h"
+#include "cuda_plan.h"
+#endif
 
 /* ---- settings ------------------------------------------------------------------------------ */
 
 typedef struct worker_cfg {
     char *ns, *nats_url, *etcd_url, *backend, *model, *served_name, *group, *role, *sys_host;
-    char *tokenizer_id;
-    int64_t dp_rank, dp_size, gpu, sys_port, load_interval_ms, threads;
+    char *tokenizer_id, *random_weights;
+    int64_t dp_rank, dp_size, gpu, sys_port, load_interval_ms, threads, cuda_kernels;
+    bool cuda_graphs;
     mg_engine_config engine;
     mg_mocker_config mocker;
 } worker_cfg;
 
-#define BASE_ROWS 15
+#define BASE_ROWS 18
 #define MAX_ROWS  (BASE_ROWS + MG_ENGINE_CONFIG_NOPTS + MG_MOCKER_CONFIG_NOPTS)
 
 static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
@@ -77,6 +82,14 @@ static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
          NULL},
         {"tokenizer-name", MG_CFG_STR, &c->tokenizer_id, "o200k_harmony", 1, 0,
          "tokenizer identity on the model card", ""},
+        {"random-weights", MG_CFG_STR, &c->random_weights, NULL, 1, 0,
+         "cuda: no checkpoint; weights of this shape (120b, 20b, tiny) drawn on the device, for "
+         "benchmarks",
+         ""},
+        {"cuda-kernel-version", MG_CFG_INT, &c->cuda_kernels, "1", 1, 2,
+         "cuda: kernel set (2: MoE 8x8 tiles, split-KV decode attention)", NULL},
+        {"cuda-graphs", MG_CFG_BOOL, &c->cuda_graphs, "false", 1, 0,
+         "cuda: replay decode steps from CUDA graphs (padded batch buckets)", NULL},
         {"extra-engine-args", MG_CFG_YAML, NULL, NULL, 1, 0, "engine YAML (TensorRT-LLM keys)",
          NULL},
     };
@@ -482,9 +495,42 @@ static mg_status backend_create(worker *w) {
         return cpu_backend_open(w->cfg.model, &o, &w->backend);
     }
 #endif
-    return MG_ERRF(MG_EUNSUPPORTED, "--backend %s: not built into this binary (have: mocker%s)", b,
+#ifdef MG_HAVE_CUDA
+    if (!strcmp(b, "cuda")) {
+        const mg_engine_config *e = &w->cfg.engine;
+        cuda_backend_opts o = {0};
+        o.device = w->cfg.gpu < 0 ? 0 : (int)w->cfg.gpu;
+        o.free_gpu_memory_fraction = e->free_gpu_memory_fraction;
+        if (e->kv_max_tokens)
+            o.num_blocks = (int)((e->kv_max_tokens + e->kv_block_size - 1) / e->kv_block_size);
+        o.block_size = (int)e->kv_block_size;
+        o.max_tokens = (int)e->max_num_tokens;
+        o.max_seqs = (int)e->max_batch_size;
+        o.max_ctx = (int)e->max_seq_len;
+        o.kernel_version = (int)w->cfg.cuda_kernels;
+        o.cuda_graphs = w->cfg.cuda_graphs;
+        if (w->cfg.random_weights) {
+            mg_model_config mc;
+            mg_status s = cuda_plan_preset(w->cfg.random_weights, &mc);
+            if (s) return s;
+            MG_WARN("random weights of the %s shape: outputs are meaningless (benchmarks only)",
+                    w->cfg.random_weights);
+            return cuda_backend_create_random(&mc, 1, &o, &w->backend);
+        }
+        if (!w->cfg.model)
+            return MG_ERRF(MG_EINVAL, "--backend cuda needs --model-path DIR or --random-weights");
+        return cuda_backend_open(w->cfg.model, &o, &w->backend);
+    }
+#endif
+    return MG_ERRF(MG_EUNSUPPORTED, "--backend %s: not built into this binary (have: mocker%s%s)",
+                   b,
 #ifdef MG_HAVE_CPU
-                   ", cpu"
+                   ", cpu",
+#else
+                   "",
+#endif
+#ifdef MG_HAVE_CUDA
+                   ", cuda"
 #else
                    ""
 #endif
