@@ -28,9 +28,14 @@ run_build() { # dir, cmake args...
 }
 CTEST_ARGS=("$@")
 
+# The CUDA backend compiles wherever the toolkit is (no GPU needed); its kernels run on GPU
+# machines through worker/cuda/run-gpu.sh.
+CUDA_ARGS=()
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then CUDA_ARGS=(-DMG_CUDA=ON); fi
+
 status=0
-echo "== build and test: $ROOT/build"
-run_build "$ROOT/build" || status=1
+echo "== build and test: $ROOT/build ${CUDA_ARGS[*]}"
+run_build "$ROOT/build" "${CUDA_ARGS[@]}" || status=1
 if [ -z "${MG_NO_SANITIZE:-}" ]; then
   echo "== build and test with ASan+UBSan: $ROOT/build-asan"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
