@@ -73,7 +73,9 @@ MANIFEST=$OUT/MANIFEST.txt
 
 ELFS=() # every ELF put into the bundle, for the library walk
 found_program() { # name -> path in BUILD, or nothing
-  find "$BUILD" -path '*/CMakeFiles' -prune -o -type f -name "$1" -perm -u+x -print 2>/dev/null | head -1
+  local all
+  all=$(find "$BUILD" -path '*/CMakeFiles' -prune -o -type f -name "$1" -perm -u+x -print 2>/dev/null || true)
+  echo "${all%%$'\n'*}"
 }
 for p in "${PROGRAMS[@]}"; do
   src=$(found_program "$p")
@@ -115,11 +117,11 @@ declare -A LIBS=()
 for f in "${ELFS[@]}"; do
   out=$(ldd "$f" 2>&1) || {
     # Static binaries ("not a dynamic executable") need nothing.
-    echo "$out" | grep -q 'not a dynamic executable' && continue
+    grep -q 'not a dynamic executable' <<<"$out" && continue
     die "ldd $f failed: $out"
   }
-  if echo "$out" | grep -q 'not found'; then
-    die "$f: libraries not found here: $(echo "$out" | grep 'not found' | tr -s ' \t' ' ')"
+  if grep -q 'not found' <<<"$out"; then
+    die "$f: libraries not found here: $(grep 'not found' <<<"$out" | tr -s ' \t' ' ')"
   fi
   while read -r name arrow path _; do
     [ "$arrow" = "=>" ] && [ -n "$path" ] && [ "${path:0:1}" = / ] || continue
@@ -182,9 +184,9 @@ chmod +x "$OUT/bundle-run.sh"
 if [ -n "$PATCHELF" ]; then
   for f in "${ELFS[@]}"; do
     res=$(env -u LD_LIBRARY_PATH ldd "$f" 2>&1 || true)
-    echo "$res" | grep -q 'not found' && die "$f: $(echo "$res" | grep 'not found')"
+    grep -q 'not found' <<<"$res" && die "$f: $(grep 'not found' <<<"$res")"
     for name in "${!LIBS[@]}"; do
-      line=$(echo "$res" | grep -F "$name =>" || true)
+      line=$(grep -F "$name =>" <<<"$res" || true)
       [ -z "$line" ] || [[ $line == *"$OUT/bin/../lib/$name "* || $line == *"$OUT/lib/$name "* ]] ||
         die "$f resolves $name outside the bundle: $line"
     done
