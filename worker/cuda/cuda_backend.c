@@ -688,6 +688,10 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     /* Zeroed KV: a block read before it is written gives zeros, never stale garbage. */
     if (cudaMemset(b->kv, 0, 2 * 2 * (size_t)b->L * b->layer_elems))
         TRY(MG_ERRF(MG_ECUDA, "cuda backend: KV clear failed"));
+    /* cudaMemset and cudaMemcpy run on the legacy default stream, which b->stream (non-blocking)
+     * does not wait for, and both may return before the device is done: without this the clear
+     * could land on KV that the first steps (or cuda_backend_fill_kv) already wrote. */
+    if (cudaDeviceSynchronize()) TRY(MG_ERRF(MG_ECUDA, "cuda backend: KV clear failed"));
     long cap = (long)nblocks * o->block_size;
     long mc = o->max_ctx > 0 && o->max_ctx < cap ? o->max_ctx : cap;
     if (mc > (long)b->max_blocks_cap * o->block_size) mc = (long)b->max_blocks_cap * o->block_size;
@@ -711,6 +715,13 @@ mg_status cuda_backend_create(const mg_model *m, const cuda_backend_opts *o, mg_
     if ((st = upload_weights(b, m))) {
         cuda_destroy(&b->base);
         return st;
+    }
+    /* A copy from pageable memory may return before its DMA ends, and the first step runs on a
+     * non-blocking stream that does not wait for the legacy one: wait for the weights here. */
+    cudaError_t e = cudaDeviceSynchronize();
+    if (e != cudaSuccess) {
+        cuda_destroy(&b->base);
+        return cuda_fail((int)e, "weight upload");
     }
     *out = &b->base;
     return MG_OK;
