@@ -17,7 +17,8 @@
 # the programs go to libexec/ and bin/ holds wrappers that set LD_LIBRARY_PATH.
 # --tar also writes OUT_DIR.tar.xz (the Go servers make the folder ~70 MB; xz takes it to ~25).
 #
-# Environment: MG_BUNDLE_PROMTOOL=1 adds promtool (48 MB); MG_BUNDLE_EXCLUDE is an extra
+# Environment: MG_BUNDLE_PROMTOOL=1 adds promtool (48 MB); MG_BUNDLE_WRAPPERS=1 makes the
+# wrapper layout even where patchelf exists; MG_BUNDLE_EXCLUDE is an extra
 # extended regex of library names to leave out (e.g. '^libnccl' where the cluster has its own);
 # NATS_SERVER, ETCD, ETCDCTL, PROMTOOL name the server binaries when they are not on PATH;
 # MAGNETO_O200K_PATH names the ranks file when tests/setup-node.sh has not fetched it.
@@ -53,6 +54,7 @@ OUT=$(cd "$OUT" && pwd)
 mkdir -p "$OUT/bin" "$OUT/lib" "$OUT/share"
 
 PATCHELF=$(command -v patchelf || true)
+[ "${MG_BUNDLE_WRAPPERS:-0}" = 1 ] && PATCHELF=
 EXEDIR=$OUT/bin
 if [ -z "$PATCHELF" ]; then
   echo "make-bundle: no patchelf: programs go to libexec/ behind wrappers in bin/" >&2

@@ -11,6 +11,7 @@
 #      nats-server and etcd, two mocker workers and a frontend, and magneto-bench completes every
 #      request; every library the processes mapped (/proc/PID/maps) is the bundle's or glibc's.
 # Argument: the build directory. Starts its own servers (from the bundle), so it needs none.
+# MG_BUNDLE_WRAPPERS=1 tests the layout without RPATH (wrappers in bin/).
 set -euo pipefail
 BUILD=$(cd "$1" && pwd)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
