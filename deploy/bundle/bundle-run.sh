@@ -19,6 +19,9 @@
 # Exit status: magneto-bench's, or 1 when the stack did not come up.
 set -euo pipefail
 B=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+case ${1:-} in -h | --help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;; esac
+[ -f "$B/MANIFEST.txt" ] && [ -f "$B/share/servers.sh" ] ||
+  { echo "bundle-run: $B is no bundle: run the copy inside one (deploy/bundle/make-bundle.sh)" >&2; exit 2; }
 . "$B/env.sh"
 . "$B/share/servers.sh"
 
@@ -43,7 +46,7 @@ while [ $# -gt 0 ]; do
   -n) WORKERS=${2:?-n needs a count}; shift 2 ;;
   -o) OUTDIR=${2:?-o needs a folder}; shift 2 ;;
   -m) MODEL=${2:?-m needs a name}; shift 2 ;;
-  -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
   *) break ;;
   esac
 done

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # env.sh - source this to use a magneto bundle from wherever it lies:
 #   . /shared/magneto-bundle/env.sh
 # Puts the bundle's bin/ first on PATH and points the programs at the bundled o200k ranks file.
@@ -8,6 +9,7 @@
 if [ -n "${BASH_SOURCE:-}" ]; then
   MAGNETO_BUNDLE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 elif [ -n "${ZSH_VERSION:-}" ]; then
+  # shellcheck disable=SC2296 # zsh's own expansion: the file being sourced
   MAGNETO_BUNDLE=$(cd "$(dirname "${(%):-%x}")" && pwd)
 else
   MAGNETO_BUNDLE=$(cd "$(dirname "$0")" && pwd)
@@ -26,8 +28,13 @@ export MAGNETO_TOK_RANKS="${MAGNETO_TOK_RANKS:-$MAGNETO_BUNDLE/share/o200k_base.
 # rather than with a loader error per program.
 mg_bundle_glibc_need=@GLIBC_MIN@
 mg_bundle_glibc_have=$(getconf GNU_LIBC_VERSION 2>/dev/null | sed 's/^glibc //')
-if [ -n "$mg_bundle_glibc_have" ] && [ "$mg_bundle_glibc_need" != 0 ] &&
-  [ "$(printf '%s\n%s\n' "$mg_bundle_glibc_need" "$mg_bundle_glibc_have" | sort -V | head -1)" != "$mg_bundle_glibc_need" ]; then
-  echo "magneto bundle: this machine has glibc $mg_bundle_glibc_have; the bundle needs >= $mg_bundle_glibc_need (make it on an older system)" >&2
-fi
+case $mg_bundle_glibc_need in
+  '' | 0 | *[!0-9.]*) ;; # not filled in (the template itself)
+  *)
+    if [ -n "$mg_bundle_glibc_have" ] &&
+      [ "$(printf '%s\n%s\n' "$mg_bundle_glibc_need" "$mg_bundle_glibc_have" | sort -V | head -1)" != "$mg_bundle_glibc_need" ]; then
+      echo "magneto bundle: this machine has glibc $mg_bundle_glibc_have; the bundle needs >= $mg_bundle_glibc_need (make it on an older system)" >&2
+    fi
+    ;;
+esac
 unset mg_bundle_glibc_need mg_bundle_glibc_have
