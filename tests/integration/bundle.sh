@@ -90,13 +90,17 @@ for t in "${tools[@]}"; do
   while read -r name arrow _; do [ "$arrow" = "=>" ] && KEEP[$name]=1; done < <(ldd "$(readlink -f "$t")" 2>/dev/null || true)
 done
 HIDE=()
-LDCACHE=$(ldconfig -p)
+# Where the system's copies are: where the build's own programs find them.
+declare -A SYSPATH=()
+for p in worker/magneto-worker frontend/magneto-frontend bench/loadgen/magneto-bench; do
+  while read -r name arrow path _; do [ "$arrow" = "=>" ] && SYSPATH[$name]=$path; done < <(ldd "$BUILD/$p")
+done
 mkdir -p "$T/decoy"
 for l in "$B"/lib/*.so*; do
   name=$(basename "$l")
   [ -n "${KEEP[$name]:-}" ] && continue
   : >"$T/decoy/$name"
-  sys=$(awk -v n="$name" '$1 == n && $NF ~ /^\// {print $NF; exit}' <<<"$LDCACHE")
+  sys=${SYSPATH[$name]:-}
   [ -n "$sys" ] && HIDE+=("$(readlink -f "$sys")")
 done
 for l in libnats libprotobuf-c libjansson libmicrohttpd libcurl; do
