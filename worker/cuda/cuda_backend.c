@@ -70,6 +70,8 @@ typedef struct cuda {
     int32_t *tok_h;           /* (R) pinned */
     float *row_h;             /* (V) pinned: one logits row for host sampling */
     mg_sampler *sampler;
+    int32_t *route_d; /* (L, max_tokens * TK) each layer's top_e, or NULL: not tracing */
+    bool trace;
     /* profiling */
     bool prof;
     cudaEvent_t ev[PROF_EVENTS];
@@ -287,6 +289,10 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
         CK(cuda_router(b->top_e, b->top_w, b->e_start, b->e_slots, b->rlog, L->router_b, T, b->E,
                        b->TK, s),
            "router");
+        if (b->trace)
+            CK(cudaMemcpyAsync(b->route_d + (size_t)l * b->max_tokens * b->TK, b->top_e,
+                               sizeof(int32_t) * T * b->TK, cudaMemcpyDeviceToDevice, s),
+               "route trace");
         prof_end(b);
         prof_begin(b, P_GU);
         CK(cuda_moe_gate_up(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
@@ -416,15 +422,45 @@ static mg_status cuda_forward_sampled(mg_backend *base, const mg_batch *bt,
     return MG_OK;
 }
 
+mg_status cuda_backend_trace_routes(mg_backend *base, bool on) {
+    cuda *b = (cuda *)base;
+    CK(cudaSetDevice(b->dev), "set device");
+    if (on && !b->route_d) {
+        size_t bytes = sizeof(int32_t) * (size_t)b->L * b->max_tokens * b->TK;
+        cudaError_t e = cudaMalloc((void **)&b->route_d, bytes);
+        if (e != cudaSuccess) {
+            b->route_d = NULL;
+            return MG_ERRF(MG_ENOMEM, "cuda backend: route trace (%zu bytes): %s", bytes,
+                           cudaGetErrorString(e));
+        }
+    }
+    b->trace = on;
+    return MG_OK;
+}
+
+mg_status cuda_backend_routes(mg_backend *base, int n_tokens, int32_t *out) {
+    cuda *b = (cuda *)base;
+    if (!b->route_d || n_tokens < 0 || n_tokens > b->max_tokens)
+        return MG_ERRF(MG_EINVAL, "cuda backend: no route trace for %d tokens", n_tokens);
+    CK(cudaSetDevice(b->dev), "set device");
+    CK(cudaStreamSynchronize(b->stream), "route trace");
+    size_t n = (size_t)n_tokens * b->TK;
+    for (int l = 0; l < b->L; l++)
+        CK(cudaMemcpy(out + l * n, b->route_d + (size_t)l * b->max_tokens * b->TK,
+                      sizeof(int32_t) * n, cudaMemcpyDeviceToHost),
+           "route trace");
+    return MG_OK;
+}
+
 static void cuda_destroy(mg_backend *base) {
     cuda *b = (cuda *)base;
     if (!b) return;
     cudaSetDevice(b->dev);
     if (b->stream) cudaStreamSynchronize(b->stream);
-    void *dev_bufs[] = {b->att_part, b->weights, b->kv,    b->inv_freq, b->x,     b->qkv,
-                        b->q,        b->tmp,     b->rlog,  b->top_w,    b->y,     b->logits,
-                        b->xn,       b->att,     b->act,   b->lx,       b->top_e, b->e_start,
-                        b->e_slots,  b->tok_out, b->meta_d};
+    void *dev_bufs[] = {b->att_part, b->weights, b->kv,     b->inv_freq, b->x,     b->qkv,
+                        b->q,        b->tmp,     b->rlog,   b->top_w,    b->y,     b->logits,
+                        b->xn,       b->att,     b->act,    b->lx,       b->top_e, b->e_start,
+                        b->e_slots,  b->tok_out, b->meta_d, b->route_d};
     for (size_t i = 0; i < sizeof(dev_bufs) / sizeof(dev_bufs[0]); i++)
         if (dev_bufs[i]) cudaFree(dev_bufs[i]);
     if (b->meta_h) cudaFreeHost(b->meta_h);

@@ -58,4 +58,13 @@ enum { CUDA_PROF_OPS = 12 };
 void cuda_backend_set_profile(mg_backend *b, bool on);
 int cuda_backend_profile_read(mg_backend *b, const char **names, double *ms, int *calls);
 
+/* The kernel lab's view of the routing: while on, every step also copies each layer's experts
+ * (top_e, token t's k-th choice at t * top_k + k) into a trace buffer (allocated on the first
+ * call with on = true, kept until destroy; graphs captured meanwhile include the copies), and
+ * cuda_backend_routes gives the last step's: out (n_layers, n_tokens * top_k), n_tokens that
+ * step's token count. A reference then follows the GPU's choice where a near-tie made rounding
+ * decide it. */
+mg_status cuda_backend_trace_routes(mg_backend *b, bool on);
+mg_status cuda_backend_routes(mg_backend *b, int n_tokens, int32_t *out);
+
 #endif

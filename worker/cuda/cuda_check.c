@@ -598,9 +598,16 @@ static void check_argmax(void) {
  * That rounding alone moves the logits by ~5e-3, and now and then it moves a router logit past
  * its neighbour: the token then takes another expert and its logits move by several percent.
  * Which step that hits depends only on the data, so a comparison with the float32 backend fails
- * on a seemingly random step, which looks like a race but is not one. Against the reference of
- * its own precision the GPU has no such excuse and is held tight; the float32 pair says how far
- * the rounding alone goes and how many routing decisions it flipped. */
+ * on a seemingly random step, which looks like a race but is not one.
+ *
+ * Even two bf16 pipelines that differ only in fp32 summation order drift apart: a last-bit
+ * difference flips the bf16 rounding of an element now and then, that element then differs by
+ * a bf16 step and the next GEMM spreads it over every output, so after four layers the logits
+ * differ by ~2e-3 and, at a near-tie, a router picks another expert. So the bf16 reference takes
+ * the GPU's expert choices (cuda_backend_routes) and the lab checks those apart: each one that
+ * differs from the reference's own must be a near-tie of the reference's router logits. What is
+ * left to compare is continuous, and held to 1e-2; the float32 pair says how far the rounding
+ * alone goes and how many routing decisions it flipped. */
 typedef struct ref {
     const mg_model *m;
     bool bf16;
@@ -611,6 +618,11 @@ typedef struct ref {
     float *x, *xn, *q, *k, *v, *att, *tmp, *rlog, *h, *act, *y, *lx, *wrow, *sc, *top_w;
     int32_t *top_e; /* (T * TK) */
     int32_t *route; /* (L, T * TK): the experts each token took, per layer */
+    /* With forced routing (ref_forward's force): the decisions where it differed from the
+     * reference's own top-k, and the largest amount by which a forced set is not the top-k of
+     * the reference's router logits (0 when it is). */
+    int n_forced;
+    float worst_gap;
 } ref;
 
 static float rbf(float f) {
@@ -663,12 +675,15 @@ static void ref_mm(ref *r, float *out, const float *x, const uint16_t *w, const 
     ops_matmul_bf16(out, x, w, b, T, N, K, 0, N, r->wrow);
 }
 
-/* One step; logits (n_logits, V). The caller checks the batch (the backends do the same). */
-static void ref_forward(ref *r, const mg_batch *bt, float *logits) {
+/* One step; logits (n_logits, V). The caller checks the batch (the backends do the same).
+ * force: NULL, or the experts to take, (L, n_tokens * TK) as cuda_backend_routes gives them;
+ * the routing weights are still the softmax of the reference's own logits of those experts. */
+static void ref_forward(ref *r, const mg_batch *bt, const int32_t *force, float *logits) {
     const mg_model *m = r->m;
     const mg_model_config *c = &m->cfg;
     int T = bt->n_tokens, H = r->H, Q = r->Q, KV = r->KV, D = r->D, TK = r->TK, I = r->I;
     int nh = c->n_heads, bs = r->bs;
+    r->n_forced = 0, r->worst_gap = 0.0f;
     for (int t = 0; t < T; t++)
         ops_bf16_row(r->x + (size_t)t * H, m->embed + (size_t)bt->tokens[t] * H, H);
     for (int l = 0; l < r->L; l++) {
@@ -736,7 +751,34 @@ static void ref_forward(ref *r, const mg_batch *bt, float *logits) {
                 }
                 te[k] = best, tw[k] = lg[best];
             }
+            if (force) {
+                const int32_t *fe = force + ((size_t)l * T + t) * TK;
+                bool same = true;
+                for (int k = 0; k < TK; k++) {
+                    bool in = false;
+                    for (int j = 0; j < TK; j++) in |= fe[k] == te[j];
+                    same &= in;
+                }
+                if (!same) {
+                    /* how far the forced set is from being a top-k of these logits */
+                    float lo = INFINITY, hi = -INFINITY;
+                    for (int e = 0; e < r->E; e++) {
+                        bool in = false;
+                        for (int k = 0; k < TK; k++) in |= fe[k] == e;
+                        if (in && lg[e] < lo) lo = lg[e];
+                        if (!in && lg[e] > hi) hi = lg[e];
+                    }
+                    r->n_forced++;
+                    if (!(hi - lo <= r->worst_gap)) r->worst_gap = hi - lo; /* NaN sticks */
+                }
+                for (int k = 0; k < TK; k++) {
+                    bool ok = fe[k] >= 0 && fe[k] < r->E;
+                    te[k] = ok ? fe[k] : 0, tw[k] = ok ? lg[fe[k]] : NAN;
+                    if (!ok) r->n_forced++, r->worst_gap = NAN;
+                }
+            }
             float mx = tw[0], sum = 0;
+            for (int k = 1; k < TK; k++) mx = tw[k] > mx ? tw[k] : mx;
             for (int k = 0; k < TK; k++) sum += (tw[k] = expf(tw[k] - mx));
             for (int k = 0; k < TK; k++) tw[k] /= sum;
         }
@@ -820,7 +862,7 @@ typedef struct seq {
 typedef struct model_run {
     mg_backend *cpu, *gpu;
     ref *r32, *r16;
-    int agree16, agree32, total, flips;
+    int agree16, agree32, total, flips, near_tie;
 } model_run;
 
 /* A step over the listed (sequence, new tokens) pairs; decode pairs (1 token, generation) must
@@ -868,20 +910,28 @@ static void model_step(model_run *mr, seq *sq, const int *which, const int *n_ne
     mg_status e1 = mr->cpu->ops->forward(mr->cpu, &b, lc);
     mg_status e2 = e1 ? e1 : mr->gpu->ops->forward(mr->gpu, &b, lg);
     mg_status e3 = e2 ? e2 : mr->gpu->ops->forward(mr->gpu, &b, lg2);
-    if (e1 || e2 || e3) {
+    const mg_model_config *c = &mr->r16->m->cfg;
+    int32_t *routes = xmalloc(sizeof(int32_t) * c->n_layers * T * c->top_k);
+    mg_status e4 = e3 ? e3 : cuda_backend_routes(mr->gpu, T, routes);
+    if (e1 || e2 || e3 || e4) {
         verdict(label, false, mg_err_msg());
     } else {
-        ref_forward(mr->r32, &b, l32);
-        ref_forward(mr->r16, &b, l16);
-        /* the GPU against the reference of its own precision */
-        compare(label, lg, l16, nv, 5e-3, 0);
+        ref_forward(mr->r32, &b, NULL, l32);
+        ref_forward(mr->r16, &b, routes, l16);
+        /* the GPU against the reference of its own precision, on the GPU's expert choices */
+        compare(label, lg, l16, nv, 1e-2, 0);
+        char d[200];
+        snprintf(d, sizeof(d),
+                 "%d of %d differ from the reference's own, by at most %.2e in router logit "
+                 "(tol 5e-02)",
+                 mr->r16->n_forced, c->n_layers * T, mr->r16->worst_gap);
+        verdict("  gpu's expert choices", mr->r16->worst_gap <= 5e-2f, d);
         size_t diff = 0;
         for (size_t i = 0; i < nv; i++) diff += memcmp(&lg[i], &lg2[i], 4) != 0;
         int on_rows, flips = route_diff(mr->r32, mr->r16, &b, &on_rows);
         mr->flips += flips;
         double e_ref = rel_err(l32, lc, nv), e_bf = rel_err(l16, lc, nv),
                e_gpu = rel_err(lg, lc, nv);
-        char d[200];
         snprintf(d, sizeof(d), "%zu of %zu logits differ between two runs of the step", diff, nv);
         verdict("  same step again, same bits", diff == 0, d);
         snprintf(d, sizeof(d), "rel_err %.3e (tol 1e-05)", e_ref);
@@ -896,16 +946,19 @@ static void model_step(model_run *mr, seq *sq, const int *which, const int *n_ne
                  e_gpu, e_bf, lim, flips, on_rows);
         verdict("  gpu vs float32 cpu backend", e_gpu <= lim, d);
         for (int i = 0; i < n; i++) {
+            const float *r16 = l16 + (size_t)i * V;
             int a = sampling_argmax(lc + (size_t)i * V, V),
-                g = sampling_argmax(lg + (size_t)i * V, V),
-                h = sampling_argmax(l16 + (size_t)i * V, V);
-            mr->agree32 += a == g, mr->agree16 += h == g, mr->total++;
+                g = sampling_argmax(lg + (size_t)i * V, V), h = sampling_argmax(r16, V);
+            /* a different greedy token is fine at a near-tie of the reference's logits */
+            mr->agree32 += a == g, mr->total++;
+            mr->agree16 += h == g, mr->near_tie += h != g && r16[g] >= r16[h] - 2e-2f;
             seq *s = &sq[which[i]];
             if (s->ctx + n_new[i] == s->n_toks) s->toks[s->n_toks++] = a; /* CPU's greedy token */
         }
     }
     for (int i = 0; i < n; i++) sq[which[i]].ctx += n_new[i];
     free(tok), free(pos), free(tseq), free(lc), free(lg), free(lg2), free(l32), free(l16);
+    free(routes);
 }
 
 /* The same prompts for every call with the same seed, so that the kernel versions and the
@@ -924,10 +977,12 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
     mg_status st = cpu_backend_open(dir, &co, &mr.cpu);
     if (!st) st = cuda_backend_open(dir, &go, &mr.gpu);
     if (!st) st = model_load(dir, &m);
+    if (!st) st = cuda_backend_trace_routes(mr.gpu, true);
     if (st) {
         verdict("model: open", false, mg_err_msg());
         if (mr.cpu) mr.cpu->ops->destroy(mr.cpu);
         if (mr.gpu) mr.gpu->ops->destroy(mr.gpu);
+        if (m) model_destroy(m);
         return;
     }
     mr.r32 = ref_create(m, false, 256, 16, 512, 1024);
@@ -967,12 +1022,12 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
         snprintf(label, sizeof(label), "model: decode step %d (3 seqs)", step);
         model_step(&mr, sq, w, nn, 3, 3, label);
     }
-    char d[160];
+    char d[200];
     snprintf(d, sizeof(d),
-             "greedy tokens agree with the bf16 reference on %d of %d rows (with float32: %d; "
-             "bf16 rounding flipped %d routing choices in all)",
-             mr.agree16, mr.total, mr.agree32, mr.flips);
-    verdict("model: greedy agreement", mr.agree16 >= mr.total - 1, d);
+             "greedy tokens agree with the bf16 reference on %d of %d rows, %d more at a "
+             "near-tie (with float32: %d; bf16 rounding flipped %d routing choices in all)",
+             mr.agree16, mr.total, mr.near_tie, mr.agree32, mr.flips);
+    verdict("model: greedy agreement", mr.agree16 + mr.near_tie == mr.total, d);
     ref_destroy(mr.r32);
     ref_destroy(mr.r16);
     model_destroy(m);
