@@ -1,6 +1,7 @@
 /* cuda_check.c - the kernel lab: every CUDA kernel group against its CPU twin (cpu_ops.h and the
  * logic of cpu_backend.c) on fresh random inputs at the 120b shapes, and the whole model's
- * logits against the CPU backend on a checkpoint (the tiny preset).
+ * logits on a checkpoint (the tiny preset) against a reference forward of the GPU's own bf16
+ * roundings, and against the float32 CPU backend (see "whole model" below).
  *
  * Every output buffer is poisoned (all bits set: NaN in float and bf16) before the kernel runs,
  * so an element the kernel never wrote shows as NaN and fails; the KV-cache write also checks
