@@ -34,10 +34,9 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/live"); [ "$code" = 200 ] ||
 curl -sS "$URL/metrics" >/tmp/mg-e2e-metrics.$$
 grep -q '^magneto_frontend_requests_total{' /tmp/mg-e2e-metrics.$$ || fail "metrics: requests_total"
 grep -q '^magneto_frontend_time_to_first_token_seconds_bucket' /tmp/mg-e2e-metrics.$$ || fail "metrics: ttft"
-if command -v promtool >/dev/null; then
-  promtool check metrics </tmp/mg-e2e-metrics.$$ >/dev/null 2>&1 || {
-    promtool check metrics </tmp/mg-e2e-metrics.$$ | head; rm -f /tmp/mg-e2e-metrics.$$; fail "promtool"; }
-fi
+command -v promtool >/dev/null || fail "promtool is not installed (deploy/local/install-deps.sh)"
+promtool check metrics </tmp/mg-e2e-metrics.$$ >/dev/null 2>&1 || {
+  promtool check metrics </tmp/mg-e2e-metrics.$$ | head; rm -f /tmp/mg-e2e-metrics.$$; fail "promtool"; }
 rm -f /tmp/mg-e2e-metrics.$$
 
 bad() { # body want_status want_code
