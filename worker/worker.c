@@ -484,10 +484,19 @@ static mg_status backend_create(worker *w) {
         const mg_engine_config *e = &w->cfg.engine;
         cpu_backend_opts o = {0};
         o.block_size = (int)e->kv_block_size;
-        /* Host memory is plentiful next to a tiny model: kv_cache_config.max_tokens sizes the
-         * pool when given, else room for max_batch_size sequences of max_seq_len. */
-        int64_t tokens = e->kv_max_tokens ? e->kv_max_tokens : e->max_batch_size * e->max_seq_len;
-        if (tokens > (int64_t)1 << 22) tokens = (int64_t)1 << 22;
+        /* The CPU backend keeps float32 KV in host memory: kv_cache_config.max_tokens sizes
+         * the pool when given, else room for max_batch_size sequences of max_seq_len, capped at
+         * 16,384 tokens (256 MiB for the tiny preset) so the defaults cannot exhaust the host. */
+        int64_t tokens = e->kv_max_tokens;
+        if (!tokens) {
+            tokens = e->max_batch_size * e->max_seq_len;
+            if (tokens > 16384) {
+                tokens = 16384;
+                MG_INFO("cpu backend: KV pool of %" PRId64 " tokens; kv_cache_config.max_tokens "
+                        "(--kv-max-tokens) sets another size",
+                        tokens);
+            }
+        }
         o.num_blocks = (int)((tokens + e->kv_block_size - 1) / e->kv_block_size);
         o.max_tokens = (int)e->max_num_tokens;
         o.max_ctx = (int)e->max_seq_len;
