@@ -14,7 +14,7 @@
 #                may take to start (600: CUDA workers load the checkpoint first)
 #
 # Example (CUDA workers, one per GPU):
-#   bundle-run.sh -n 4 --backend cuda --model /ckpt/gpt-oss-120b -- --concurrency 64 \
+#   bundle-run.sh -n 4 --backend cuda --model-path /ckpt/gpt-oss-120b -- --concurrency 64 \
 #     --request-count 640 --isl 1024 --osl 1024 --streaming
 # Exit status: magneto-bench's, or 1 when the stack did not come up.
 set -euo pipefail

@@ -46,7 +46,7 @@ echo "== mocker workers: 4 workers, 256 requests, concurrency 64, ISL 512, OSL 1
   --extra-inputs ignore_eos:true --extra-inputs min_tokens:128 --extra-inputs max_tokens:128 || rc=1
 echo "== CPU workers on the tiny checkpoint: 2 workers, 8 requests"
 (. "$B/env.sh" && mg-mkckpt --preset tiny --out "$RUNS/ckpt" --tokenizer-from "$MAGNETO_O200K_PATH") >"$RUNS/mkckpt.log" 2>&1 || { rc=1; tail "$RUNS/mkckpt.log"; }
-"$B/bundle-run.sh" -n 2 -o "$RUNS/cpu" --backend cpu --model "$RUNS/ckpt" --max-batch-size 8 \
+"$B/bundle-run.sh" -n 2 -o "$RUNS/cpu" --backend cpu --model-path "$RUNS/ckpt" --max-batch-size 8 \
   --max-num-tokens 256 --max-seq-len 1024 --threads 4 -- --streaming --concurrency 4 \
   --request-count 16 --isl 64 --osl 32 --extra-inputs ignore_eos:true || rc=1
 
