@@ -40,6 +40,9 @@ static const char *prof_names[CUDA_PROF_OPS] = {
     "router_gemm", "router_topk", "moe_gate_up", "moe_down",  "lm_head", "sample+copy"};
 enum { P_EMBED, P_QKV, P_ROPE, P_ATT, P_O, P_NORM, P_RGEMM, P_ROUTER, P_GU, P_DN, P_LM, P_SAMPLE };
 enum { PROF_EVENTS = 1024 };
+/* Banned ids a step carries to the device, on average per row (the stop ids of requests under
+ * min_tokens: a handful); a row whose ids do not fit is sampled on the host. */
+enum { BANS_PER_ROW = 32 };
 
 typedef struct cuda {
     mg_backend base;
@@ -70,7 +73,12 @@ typedef struct cuda {
     int32_t *tok_h;           /* (R) pinned */
     float *row_h;             /* (V) pinned: one logits row for host sampling */
     mg_sampler *sampler;
-    int32_t *route_d; /* (L, max_tokens * TK) each layer's top_e, or NULL: not tracing */
+    bool host_sampling;      /* every sampling row through sampling_pick on the host */
+    cuda_sample_row *srow_h; /* (R) pinned: each logits row's sampling parameters */
+    int32_t *ban_h;          /* (R * BANS_PER_ROW) pinned: the banned ids of a step */
+    cuda_sample_row *srow_d; /* (R) */
+    int32_t *ban_d;          /* (R * BANS_PER_ROW) */
+    int32_t *route_d;        /* (L, max_tokens * TK) each layer's top_e, or NULL: not tracing */
     bool trace;
     /* profiling */
     bool prof;
@@ -389,6 +397,44 @@ static mg_status cuda_forward(mg_backend *base, const mg_batch *bt, float *logit
     return MG_OK;
 }
 
+/* The row's logits to the host, its banned ids set to -inf there, and sampling_pick: the path
+ * of rows the device does not take. */
+static mg_status host_pick(cuda *b, int i, const mg_sample_req *rq, int32_t *tok) {
+    CK(cudaMemcpy(b->row_h, b->logits + (size_t)i * b->V, sizeof(float) * b->V,
+                  cudaMemcpyDeviceToHost),
+       "logits row copy");
+    for (int k = 0; k < rq->n_banned; k++)
+        if (rq->banned[k] >= 0 && rq->banned[k] < b->V) b->row_h[rq->banned[k]] = -INFINITY;
+    *tok = sampling_pick(b->sampler, b->row_h, &rq->params, rq->counter);
+    return MG_OK;
+}
+
+/* The step's sampling parameters into the pinned staging buffers and up to the device. */
+static mg_status stage_sampling(cuda *b, const mg_sample_req *reqs, int nl) {
+    int cap = b->max_seqs * BANS_PER_ROW, used = 0;
+    for (int i = 0; i < nl; i++) {
+        const mg_sample_req *rq = &reqs[i];
+        const mg_sampling *p = &rq->params;
+        bool greedy = p->temperature <= 0.0f || p->top_k == 1;
+        bool dev = greedy || p->top_k <= CUDA_SAMPLE_MAX_TOP_K || p->top_k >= b->V;
+        int nb = rq->banned ? rq->n_banned : 0;
+        if (nb > cap - used) dev = false, nb = 0;
+        if (dev && nb) memcpy(b->ban_h + used, rq->banned, sizeof(int32_t) * nb);
+        b->srow_h[i] = (cuda_sample_row){
+            p->temperature, p->top_p,     p->top_k, dev ? CUDA_SAMPLE_DEVICE : CUDA_SAMPLE_HOST,
+            used,           dev ? nb : 0, p->seed,  rq->counter};
+        if (dev) used += nb;
+    }
+    CK(cudaMemcpyAsync(b->srow_d, b->srow_h, sizeof(cuda_sample_row) * nl, cudaMemcpyHostToDevice,
+                       b->stream),
+       "sampling parameters upload");
+    if (used)
+        CK(cudaMemcpyAsync(b->ban_d, b->ban_h, sizeof(int32_t) * used, cudaMemcpyHostToDevice,
+                           b->stream),
+           "banned ids upload");
+    return MG_OK;
+}
+
 static mg_status cuda_forward_sampled(mg_backend *base, const mg_batch *bt,
                                       const mg_sample_req *reqs, int32_t *out_tokens) {
     cuda *b = (cuda *)base;
@@ -398,26 +444,34 @@ static mg_status cuda_forward_sampled(mg_backend *base, const mg_batch *bt,
     if (st) return st;
     int nl = bt->n_logits;
     prof_begin(b, P_SAMPLE);
-    CK(cuda_argmax(b->tok_out, b->logits, nl, b->V, b->stream), "argmax");
+    if (b->host_sampling) {
+        CK(cuda_argmax(b->tok_out, b->logits, nl, b->V, b->stream), "argmax");
+    } else {
+        /* Every row on the device (cuda_sample follows sampling_pick to the bit); only rows it
+         * answers with -1 (parameters it does not take) come to the host below. */
+        if ((st = stage_sampling(b, reqs, nl))) return st;
+        CK(cuda_sample(b->tok_out, b->logits, b->srow_d, b->ban_d, nl, b->V, b->stream), "sample");
+    }
     CK(cudaMemcpyAsync(b->tok_h, b->tok_out, sizeof(int32_t) * nl, cudaMemcpyDeviceToHost,
                        b->stream),
        "token copy");
     prof_end(b);
     CK(cudaStreamSynchronize(b->stream), "forward");
     prof_collect(b);
-    /* Greedy rows (sampling_pick's rule: temperature <= 0 or top_k 1) take the device's
-     * arg-max; a row that samples comes to the host and goes through sampling_pick itself, so
-     * both paths follow sampling.h to the letter. */
     for (int i = 0; i < nl; i++) {
-        const mg_sampling *p = &reqs[i].params;
-        if (p->temperature <= 0.0f || p->top_k == 1) {
+        const mg_sample_req *rq = &reqs[i];
+        const mg_sampling *p = &rq->params;
+        if (!b->host_sampling) {
+            if (b->tok_h[i] >= 0) {
+                out_tokens[i] = b->tok_h[i];
+                continue;
+            }
+        } else if ((p->temperature <= 0.0f || p->top_k == 1) && rq->n_banned == 0) {
+            /* greedy: the device's arg-max (sampling_pick's rule) */
             out_tokens[i] = b->tok_h[i];
             continue;
         }
-        CK(cudaMemcpy(b->row_h, b->logits + (size_t)i * b->V, sizeof(float) * b->V,
-                      cudaMemcpyDeviceToHost),
-           "logits row copy");
-        out_tokens[i] = sampling_pick(b->sampler, b->row_h, p, reqs[i].counter);
+        if ((st = host_pick(b, i, rq, &out_tokens[i]))) return st;
     }
     return MG_OK;
 }
@@ -457,15 +511,17 @@ static void cuda_destroy(mg_backend *base) {
     if (!b) return;
     cudaSetDevice(b->dev);
     if (b->stream) cudaStreamSynchronize(b->stream);
-    void *dev_bufs[] = {b->att_part, b->weights, b->kv,     b->inv_freq, b->x,     b->qkv,
-                        b->q,        b->tmp,     b->rlog,   b->top_w,    b->y,     b->logits,
-                        b->xn,       b->att,     b->act,    b->lx,       b->top_e, b->e_start,
-                        b->e_slots,  b->tok_out, b->meta_d, b->route_d};
+    void *dev_bufs[] = {b->att_part, b->weights, b->kv,     b->inv_freq, b->x,      b->qkv,
+                        b->q,        b->tmp,     b->rlog,   b->top_w,    b->y,      b->logits,
+                        b->xn,       b->att,     b->act,    b->lx,       b->top_e,  b->e_start,
+                        b->e_slots,  b->tok_out, b->meta_d, b->route_d,  b->srow_d, b->ban_d};
     for (size_t i = 0; i < sizeof(dev_bufs) / sizeof(dev_bufs[0]); i++)
         if (dev_bufs[i]) cudaFree(dev_bufs[i]);
     if (b->meta_h) cudaFreeHost(b->meta_h);
     if (b->tok_h) cudaFreeHost(b->tok_h);
     if (b->row_h) cudaFreeHost(b->row_h);
+    if (b->srow_h) cudaFreeHost(b->srow_h);
+    if (b->ban_h) cudaFreeHost(b->ban_h);
     for (int i = 0; i < PROF_EVENTS; i++)
         if (b->ev[i]) cudaEventDestroy(b->ev[i]);
     for (int i = 0; i < CUDA_GRAPH_BUCKETS; i++)
@@ -646,6 +702,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     b->max_tokens = o->max_tokens, b->max_seqs = o->max_seqs;
     b->version = o->kernel_version == 2 ? 2 : 1;
     b->graphs = o->cuda_graphs;
+    b->host_sampling = o->host_sampling || c->vocab > CUDA_SAMPLE_MAX_VOCAB;
     mg_status st = MG_OK;
 #define TRY(x)                                                                                     \
     do {                                                                                           \
@@ -694,6 +751,8 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     TRY(dmalloc(&b->e_start, 4 * (size_t)(b->E + 1), "scratch"));
     TRY(dmalloc(&b->e_slots, 4 * S, "scratch"));
     TRY(dmalloc(&b->tok_out, 4 * R, "scratch"));
+    TRY(dmalloc(&b->srow_d, sizeof(cuda_sample_row) * R, "sampling parameters"));
+    TRY(dmalloc(&b->ban_d, 4 * R * BANS_PER_ROW, "banned ids"));
     TRY(dmalloc(&b->att_part,
                 4 * (size_t)CUDA_ATT_SPLIT_MAX_T * c->n_heads * CUDA_ATT_MAX_SPLITS * 66,
                 "split-KV scratch"));
@@ -705,7 +764,9 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     TRY(dmalloc(&b->meta_d, 4 * b->meta_cap, "index arrays"));
     if (cudaMallocHost((void **)&b->meta_h, 4 * b->meta_cap) ||
         cudaMallocHost((void **)&b->tok_h, 4 * R) ||
-        cudaMallocHost((void **)&b->row_h, 4 * (size_t)b->V))
+        cudaMallocHost((void **)&b->row_h, 4 * (size_t)b->V) ||
+        cudaMallocHost((void **)&b->srow_h, sizeof(cuda_sample_row) * R) ||
+        cudaMallocHost((void **)&b->ban_h, 4 * R * BANS_PER_ROW))
         TRY(MG_ERRF(MG_ENOMEM, "cuda backend: pinned host buffers"));
     int nblocks = o->num_blocks;
     if (nblocks == 0) {

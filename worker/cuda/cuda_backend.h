@@ -7,7 +7,8 @@
  * from a seed (cuda_backend_create_random). KV is bf16, (num_blocks, n_kv_heads, block_size,
  * head_dim) per layer, sized from free_gpu_memory_fraction of the memory free once weights and
  * scratch are allocated. The step's kernels are in cuda_ops.h, the GEMMs in cuda_gemm.h;
- * forward_sampled picks greedy tokens on the device and copies only the rows that sample.
+ * forward_sampled picks every token on the device (cuda_sample: sampling.h's rules, the same
+ * tokens as sampling_pick) and copies back only rows whose parameters it does not take.
  *
  * Ownership: cuda_backend_create copies the weights and does not keep the model;
  * cuda_backend_open loads, copies and unloads. The backend owns every device buffer; forward
@@ -37,6 +38,9 @@ typedef struct cuda_backend_opts {
     /* Pure decode steps of up to min(max_tokens, max_seqs, 512) tokens padded to a bucket
      * (1, 2, 4, ..., 512) and replayed from a CUDA graph captured on the bucket's first step. */
     bool cuda_graphs;
+    /* forward_sampled draws every row that samples on the host (its logits row copied back,
+     * sampling_pick), as before cuda_sample existed; false: on the device (cuda_ops.h). */
+    bool host_sampling;
 } cuda_backend_opts;
 
 enum { CUDA_ATT_SPLIT_MAX_T = 32, CUDA_GRAPH_BUCKETS = 10 };

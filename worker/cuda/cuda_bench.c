@@ -6,7 +6,11 @@
  *
  *   cuda-bench [--preset 120b] [--batches 1,64,256,512] [--ctx 1024] [--steps 20]
  *              [--bw 3.35e12] [--peak 989e12] [--version 1|2] [--graphs 0|1]   (kernel versions,
- * cuda_backend.h)
+ * cuda_backend.h)   [--temperature 0] [--host-sampling 0|1]
+ *
+ * --temperature > 0 makes every row sample (seeded, counter = step), so the step includes the
+ * token choice: on the device (cuda_sample), or with --host-sampling 1 the logits rows copied
+ * back and drawn by sampling_pick as before.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -33,7 +37,8 @@ static int cmp_d(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     const char *preset = "120b", *batches = "1,64,256,512";
-    int ctx_req = 1024, steps = 20, version = 1, graphs = 0;
+    int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0;
+    float temperature = 0.0f;
     double bw = 3.35e12, peak = 989e12;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--preset"))
@@ -52,6 +57,10 @@ int main(int argc, char **argv) {
             version = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--graphs"))
             graphs = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--temperature"))
+            temperature = (float)atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--host-sampling"))
+            host_sampling = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "cuda-bench: unknown option %s\n", argv[i]);
             return 2;
@@ -92,7 +101,8 @@ int main(int argc, char **argv) {
                            .max_seqs = maxB,
                            .max_ctx = 8192,
                            .kernel_version = version,
-                           .cuda_graphs = graphs != 0};
+                           .cuda_graphs = graphs != 0,
+                           .host_sampling = host_sampling != 0};
     mg_backend *b;
     double t0 = now_ms();
     if (cuda_backend_create_random(&c, 1, &o, &b) || cuda_backend_fill_kv(b, 2)) {
@@ -101,8 +111,9 @@ int main(int argc, char **argv) {
     }
     printf("cuda-bench: %s, preset %s (random weights), kernel version %d, graphs %d, %d KV blocks "
            "of 16, "
-           "set-up %.0f ms\n",
-           prop.name, preset, version, graphs, b->num_blocks, now_ms() - t0);
+           "set-up %.0f ms, temperature %g, sampling on the %s\n",
+           prop.name, preset, version, graphs, b->num_blocks, now_ms() - t0, temperature,
+           host_sampling ? "host" : "device");
     int bs = b->block_size;
     int32_t *tok = malloc(4 * (size_t)maxB), *pos = malloc(4 * (size_t)maxB);
     int32_t *tseq = malloc(4 * (size_t)maxB), *st = malloc(4 * (size_t)maxB);
@@ -127,6 +138,8 @@ int main(int argc, char **argv) {
             tok[s] = (int32_t)((s * 7919u + 13) % (unsigned)c.vocab), pos[s] = ctx - 1;
             tseq[s] = s, st[s] = s, sl[s] = 1, sc[s] = ctx, rows[s] = s;
             reqs[s].params = mg_sampling_greedy();
+            reqs[s].params.temperature = temperature;
+            reqs[s].params.seed = (uint64_t)s + 1;
         }
         mg_batch batch = {.n_tokens = B,
                           .n_seqs = B,
@@ -150,6 +163,7 @@ int main(int argc, char **argv) {
                 return 1;
             }
             if (i >= 0) ms[i] = now_ms() - a;
+            for (int s = 0; s < B; s++) reqs[s].counter++;
         }
         qsort(ms, (size_t)steps, sizeof(double), cmp_d);
         double med = ms[steps / 2];

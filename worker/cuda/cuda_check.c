@@ -587,6 +587,162 @@ static void check_argmax(void) {
     free(l), free(o);
 }
 
+/* ---- sampling on the device (cuda_sample) against sampling_pick ---- */
+
+/* One logits row of the given kind: 0 flat (uniform, scale 10), 1 a few strong tokens over a
+ * bell-shaped tail, 2 a wide bell (scale 8: a small nucleus from the tail itself), 3 integers
+ * in [-4, 4] (large groups of equal logits: ties broken by id). NaN and -inf sprinkled in. */
+static void sample_row(float *l, int V, int kind) {
+    for (int i = 0; i < V; i++) {
+        float g = frand() + frand() + frand();
+        switch (kind) {
+        case 0:
+            l[i] = 10.0f * frand();
+            break;
+        case 1:
+            l[i] = 2.5f * g;
+            break;
+        case 2:
+            l[i] = 8.0f * g;
+            break;
+        default:
+            l[i] = (float)(int)lrintf(4.0f * frand());
+            break;
+        }
+    }
+    if (kind == 1)
+        for (int j = 0; j < 20; j++) l[rnd() % (uint64_t)V] = 20.0f + frand();
+    for (int j = 0; j < 50; j++) l[rnd() % (uint64_t)V] = NAN;
+    for (int j = 0; j < 50; j++) l[rnd() % (uint64_t)V] = -INFINITY;
+}
+
+static void check_sampling(void) {
+    int V = C.vocab, n = 256;
+    size_t bytes = 4 * (size_t)n * V;
+    float *l = xmalloc(bytes), *lb = xmalloc(bytes);
+    cuda_sample_row *rows = xmalloc(sizeof(cuda_sample_row) * n);
+    int32_t *bans = xmalloc(4 * (size_t)n * 4);
+    mg_sampler *sm;
+    if (sampler_create(V, &sm)) exit(2);
+    float *l_d;
+    cuda_sample_row *rows_d;
+    int32_t *bans_d, *o_d;
+    CU(cudaMalloc((void **)&l_d, bytes));
+    CU(cudaMalloc((void **)&rows_d, sizeof(cuda_sample_row) * n));
+    CU(cudaMalloc((void **)&bans_d, 4 * (size_t)n * 4));
+    o_d = dev_poisoned(4 * (size_t)n);
+    static const float temps[4] = {0.0f, 0.7f, 1.0f, 1.3f}, tps[3] = {1.0f, 0.9f, 0.5f};
+    static const int ks[5] = {0, 1, 50, 1000, 2048};
+    int total = 0, same = 0, host = 0, bad_host = 0, mism = 0;
+    int by_path[4] = {0}, by_path_n[4] = {0}; /* greedy, plain, top_k, top_p alone */
+    for (int round = 0; round < 3; round++) {
+        int nb = 0;
+        for (int r = 0; r < n; r++) {
+            int c = r + round * n;
+            float *row = l + (size_t)r * V;
+            sample_row(row, V, c % 4);
+            if (c == 5) /* every entry -inf but one NaN */
+                for (int i = 0; i < V; i++) row[i] = i == 7 ? NAN : -INFINITY;
+            if (c == 9) /* every entry -inf */
+                for (int i = 0; i < V; i++) row[i] = -INFINITY;
+            cuda_sample_row p = {temps[(c / 4) % 4],
+                                 tps[(c / 16) % 3],
+                                 ks[(c / 48) % 5],
+                                 CUDA_SAMPLE_DEVICE,
+                                 nb,
+                                 0,
+                                 rnd(),
+                                 rnd() % 100000};
+            if (c % 7 == 0) p.temperature = 1.0f, p.top_p = 1.0f, p.top_k = 0; /* the default */
+            if (c % 5 == 0) { /* banned: the row's best id and three others */
+                bans[nb++] = sampling_argmax(row, V);
+                for (int j = 0; j < 3; j++) bans[nb++] = (int32_t)(rnd() % (uint64_t)V);
+                p.n_banned = 4;
+            }
+            rows[r] = p;
+        }
+        memcpy(lb, l, bytes);
+        for (int r = 0; r < n; r++)
+            for (int j = 0; j < rows[r].n_banned; j++)
+                lb[(size_t)r * V + bans[rows[r].ban_off + j]] = -INFINITY;
+        CU(cudaMemcpy(l_d, l, bytes, cudaMemcpyHostToDevice));
+        CU(cudaMemcpy(rows_d, rows, sizeof(cuda_sample_row) * n, cudaMemcpyHostToDevice));
+        CU(cudaMemcpy(bans_d, bans, 4 * (size_t)(nb ? nb : 1), cudaMemcpyHostToDevice));
+        CU(cudaMemset(o_d, 0xFF, 4 * (size_t)n));
+        CU(cuda_sample(o_d, l_d, rows_d, bans_d, n, V, 0));
+        int32_t *o = host_from(o_d, 4 * (size_t)n);
+        for (int r = 0; r < n; r++) {
+            const cuda_sample_row *p = &rows[r];
+            mg_sampling sp = {p->temperature, p->top_p, p->top_k, p->seed};
+            int32_t want = sampling_pick(sm, lb + (size_t)r * V, &sp, p->counter);
+            bool greedy = sp.temperature <= 0.0f || sp.top_k == 1;
+            int path = greedy ? 0 : sp.top_k > 0 ? 2 : (sp.top_p > 0 && sp.top_p < 1) ? 3 : 1;
+            total++;
+            by_path_n[path]++;
+            if (o[r] == -1) {
+                host++;
+                bad_host += path != 3; /* only a nucleus over 2048 entries may go back */
+            } else if (o[r] == want) {
+                same++;
+                by_path[path]++;
+            } else {
+                if (mism++ < 8)
+                    printf("  sampling mismatch: kind %d T %.2f top_k %d top_p %.2f bans %d: "
+                           "gpu %d host %d\n",
+                           (r + round * n) % 4, sp.temperature, sp.top_k, sp.top_p, p->n_banned,
+                           o[r], want);
+            }
+        }
+        free(o);
+    }
+    char d[200];
+    snprintf(d, sizeof(d),
+             "%d rows: %d identical (greedy %d/%d, plain %d/%d, top_k %d/%d, top_p %d/%d), "
+             "%d differ, %d to host",
+             total, same, by_path[0], by_path_n[0], by_path[1], by_path_n[1], by_path[2],
+             by_path_n[2], by_path[3], by_path_n[3], mism, host);
+    verdict("sampling vs sampling_pick", mism == 0 && bad_host == 0, d);
+
+    /* time at 256 rows, one parameter set at a time, on bell-shaped rows (kind 2) */
+    for (int r = 0; r < n; r++) sample_row(l + (size_t)r * V, V, 2);
+    CU(cudaMemcpy(l_d, l, bytes, cudaMemcpyHostToDevice));
+    static const struct {
+        const char *name;
+        float t, tp;
+        int k;
+    } sets[] = {{"greedy", 0.0f, 1.0f, 0},
+                {"T 1.0", 1.0f, 1.0f, 0},
+                {"T 1.0 top_k 50", 1.0f, 1.0f, 50},
+                {"T 1.0 top_p 0.9", 1.0f, 0.9f, 0},
+                {"T 0.7 top_k 1000 top_p 0.5", 0.7f, 0.5f, 1000}};
+    for (size_t si = 0; si < sizeof(sets) / sizeof(sets[0]); si++) {
+        for (int r = 0; r < n; r++)
+            rows[r] = (cuda_sample_row){sets[si].t, sets[si].tp, sets[si].k, CUDA_SAMPLE_DEVICE,
+                                        0,          0,           rnd(),      (uint64_t)r};
+        CU(cudaMemcpy(rows_d, rows, sizeof(cuda_sample_row) * n, cudaMemcpyHostToDevice));
+        double us;
+        TIME_US(us, CU(cuda_sample(o_d, l_d, rows_d, bans_d, n, V, 0)));
+        int32_t *o = host_from(o_d, 4 * (size_t)n);
+        int back = 0;
+        for (int r = 0; r < n; r++) back += o[r] == -1;
+        /* the host's cost for the same rows: copy every row back, then sampling_pick */
+        double h0 = (double)clock() / CLOCKS_PER_SEC;
+        CU(cudaMemcpy(lb, l_d, bytes, cudaMemcpyDeviceToHost));
+        for (int r = 0; r < n; r++) {
+            mg_sampling sp = {rows[r].temperature, rows[r].top_p, rows[r].top_k, rows[r].seed};
+            sampling_pick(sm, lb + (size_t)r * V, &sp, rows[r].counter);
+        }
+        double hms = ((double)clock() / CLOCKS_PER_SEC - h0) * 1000.0;
+        printf("sampling 256 rows x %d, %-27s %8.3f ms on the GPU (%d to host); host copy + "
+               "sampling_pick %.1f ms\n",
+               V, sets[si].name, us / 1000.0, back, hms);
+        free(o);
+    }
+    sampler_destroy(sm);
+    cudaFree(l_d), cudaFree(rows_d), cudaFree(bans_d), cudaFree(o_d);
+    free(l), free(lb), free(rows), free(bans);
+}
+
 /* ---- whole model: a reference forward in either precision ---- */
 
 /* cpu_forward step for step (the same cpu_ops calls in the same order, so with bf16 = false its
@@ -1091,6 +1247,7 @@ int main(int argc, char **argv) {
         }
         experts_free(&x);
         check_argmax();
+        check_sampling();
     }
     if (model) {
         printf("whole model, kernel version 1\n");

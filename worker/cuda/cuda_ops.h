@@ -97,6 +97,27 @@ int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *blocks, const ui
  * entry is -inf or NaN (sampling_argmax's rule). */
 int cuda_argmax(int32_t *out, const float *logits, int n, int V, cudaStream_t s);
 
+/* Per-row parameters of cuda_sample (mg_sample_req flattened for the device). */
+enum { CUDA_SAMPLE_HOST = 0, CUDA_SAMPLE_DEVICE = 1 };
+typedef struct cuda_sample_row {
+    float temperature, top_p; /* mg_sampling's */
+    int32_t top_k;
+    int32_t mode;              /* CUDA_SAMPLE_DEVICE, or CUDA_SAMPLE_HOST: the kernel writes -1 */
+    int32_t ban_off, n_banned; /* the row's banned ids: bans[ban_off .. ban_off + n_banned) */
+    uint64_t seed, counter;    /* the RNG stream and position (sampling_uniform's arguments) */
+} cuda_sample_row;
+
+/* Token choice on the device following sampling_pick (sampling.h) exactly: out (n) from logits
+ * (n, V) float and rows (n) (device copies), one CTA per row. Banned ids are first set to -inf
+ * in logits itself. Greedy rows (temperature <= 0 or top_k 1), plain temperature rows, top_k up
+ * to 2048 (with or without top_p) and top_p alone with a nucleus of up to 2048 entries give the
+ * token sampling_pick gives on the banned row; any other row (mode CUDA_SAMPLE_HOST, top_k over
+ * 2048, a wider nucleus) gets -1 for the caller to pick on the host. No host synchronization:
+ * graph-capturable. V at most 1024 * 1024. */
+int cuda_sample(int32_t *out, float *logits, const cuda_sample_row *rows, const int32_t *bans,
+                int n, int V, cudaStream_t s);
+enum { CUDA_SAMPLE_MAX_TOP_K = 2048, CUDA_SAMPLE_MAX_VOCAB = 1024 * 1024 };
+
 /* Benchmark weights: n bf16 values mean + std * uniform(-sqrt3, sqrt3) from (seed, index). */
 int cuda_fill_bf16(uint16_t *p, size_t n, uint64_t seed, float mean, float std, cudaStream_t s);
 /* n bytes uniform in [lo, hi] from (seed, index) (MXFP4 codes: 0..255; scales: a narrow range). */

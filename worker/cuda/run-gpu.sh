@@ -52,6 +52,14 @@ for run in "1 0" "2 0" "2 1"; do
     cat "$log"
 done
 
+echo "== decode step at batch 256 with temperature 1: sampling on the device, then on the host"
+for h in 0 1; do
+    log="$OUT/bench-sample-host$h.log"
+    timeout 120 "$B/worker/cuda/cuda-bench" --preset 120b --batches 256 --ctx 1024 --steps 5 \
+        --version 2 --temperature 1 --host-sampling "$h" >"$log" 2>&1 || status=1
+    cat "$log"
+done
+
 echo "== summary"
 grep -E "FAIL|passed, .* failed" "$OUT/check.log" || true
 grep -h RESULT "$OUT"/bench-v*.log || true
