@@ -2,6 +2,7 @@
 #include "sse.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -631,7 +632,8 @@ static int usage_member(jp *j, const char *k, size_t kl, void *arg) {
         if (j->p < j->end && *j->p == 'n') return jlit(j, "null");
         double v;
         if (jnumber(j, &v)) return -1;
-        j->c->usage_completion_tokens = (long)v;
+        /* A count outside int (or a NaN) is no usage: converting it would be undefined. */
+        if (v >= 0 && v <= INT_MAX) j->c->usage_completion_tokens = (long)v;
         return 0;
     }
     return jskip(j);
@@ -651,7 +653,7 @@ static int error_member(jp *j, const char *k, size_t kl, void *arg) {
     if (KEY("code") && j->p < j->end && (isdigit((unsigned char)*j->p))) {
         double v;
         if (jnumber(j, &v)) return -1;
-        c->error_code = (int)v;
+        if (v <= INT_MAX) c->error_code = (int)v; /* not negative: it starts with a digit */
         return 0;
     }
     return jskip(j);

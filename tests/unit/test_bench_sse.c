@@ -180,6 +180,21 @@ static void test_scanner(void) {
     CHECK_EQ_INT(c.error_code, 429);
     CHECK_EQ_INT(scan("{\"error\":null,\"choices\":[]}", &ct, &cl, &cc, &rs, &rl, &rc, &c), 0);
     CHECK(!c.error);
+    /* numbers no int holds are ignored, never converted (undefined behaviour) */
+    CHECK_EQ_INT(
+        scan("{\"usage\":{\"completion_tokens\":1e300}}", &ct, &cl, &cc, &rs, &rl, &rc, &c), 0);
+    CHECK_EQ_INT(c.usage_completion_tokens, -1);
+    CHECK_EQ_INT(
+        scan("{\"usage\":{\"completion_tokens\":3000000000}}", &ct, &cl, &cc, &rs, &rl, &rc, &c),
+        0);
+    CHECK_EQ_INT(c.usage_completion_tokens, -1);
+    CHECK_EQ_INT(scan("{\"usage\":{\"completion_tokens\":-5}}", &ct, &cl, &cc, &rs, &rl, &rc, &c),
+                 0);
+    CHECK_EQ_INT(c.usage_completion_tokens, -1);
+    CHECK_EQ_INT(
+        scan("{\"error\":{\"message\":\"m\",\"code\":9e99}}", &ct, &cl, &cc, &rs, &rl, &rc, &c), 0);
+    CHECK(c.error);
+    CHECK_EQ_INT(c.error_code, 0);
     free(ct);
     free(rs);
 }
