@@ -165,6 +165,9 @@ static hresp_result sse_line(hresp *h, const char *s, size_t n) {
     size_t vl = n - (v - s);
     if (vl && *v == ' ') v++, vl--;
     if (fl == 4 && memcmp(s, "data", 4) == 0) {
+        /* Lines are capped, so an event is too: many data lines without a blank line would
+         * otherwise grow it without bound. */
+        if (h->ev_len + 1 + vl > LINE_MAX_) return fail(h, "SSE event too long");
         if (h->ev_has_data && append(&h->ev, &h->ev_len, &h->ev_cap, "\n", 1))
             return fail(h, "out of memory");
         if (append(&h->ev, &h->ev_len, &h->ev_cap, v, vl)) return fail(h, "out of memory");

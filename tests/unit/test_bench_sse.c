@@ -118,6 +118,32 @@ static void test_truncated(void) {
     hresp_deinit(&h);
 }
 
+/* An event of endless data lines (no blank line) is an error once past the line limit, not
+ * unbounded memory. */
+static void test_event_limit(void) {
+    sink s = {0};
+    hresp h;
+    hresp_init(&h, on_ev, &s);
+    hresp_reset(&h);
+    const char *head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n";
+    size_t used;
+    CHECK_EQ_INT(hresp_feed(&h, head, strlen(head), &used), HRESP_MORE);
+    size_t n = 1 << 20;
+    char *buf = malloc(n);
+    CHECK(buf != NULL);
+    if (!buf) return;
+    for (size_t i = 0; i < n; i += 8) memcpy(buf + i, "data: x\n", 8);
+    hresp_result r = HRESP_MORE;
+    int feeds = 0;
+    for (; feeds < 64 && r == HRESP_MORE; feeds++) r = hresp_feed(&h, buf, n, &used);
+    CHECK_EQ_INT(r, HRESP_ERROR);
+    CHECK(strstr(h.error, "too long") != NULL);
+    CHECK_MSG(feeds <= 40, "%d MiB of data lines accepted", feeds);
+    CHECK_EQ_INT(s.n, 0);
+    free(buf);
+    hresp_deinit(&h);
+}
+
 static int scan(const char *json, char **content, size_t *cl, size_t *cc, char **reas, size_t *rl,
                 size_t *rc, bench_chunk *c) {
     memset(c, 0, sizeof *c);
@@ -203,6 +229,7 @@ int main(void) {
     test_chunked_sse();
     test_content_length();
     test_truncated();
+    test_event_limit();
     test_scanner();
     return check_done();
 }
