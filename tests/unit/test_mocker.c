@@ -457,6 +457,47 @@ static void test_eos_min_tokens(void) {
     be->ops->destroy(be);
 }
 
+/* Banned stop ids that are ordinary tokens are never drawn either (min_tokens on the mocker). */
+static void test_banned_ordinary(void) {
+    mg_engine_config ec;
+    engine_config_defaults(&ec);
+    mg_mocker_config mc;
+    mocker_config_defaults(&mc);
+    mc.speedup_ratio = 0;
+    mc.ordinary_tokens = 3;
+    mg_backend *be;
+    CHECK_OK(mocker_create(&mc, &ec, &be));
+    int32_t tok = 1, pos = 0, seq = 0, start = 0, len = 1, ctx = 1, blocks = 0, row = 0, lseq = 0;
+    mg_batch b = {.n_tokens = 1,
+                  .n_seqs = 1,
+                  .n_decode = 1,
+                  .tokens = &tok,
+                  .positions = &pos,
+                  .token_seq = &seq,
+                  .seq_start = &start,
+                  .seq_len = &len,
+                  .seq_ctx = &ctx,
+                  .block_table = &blocks,
+                  .max_blocks = 1,
+                  .n_logits = 1,
+                  .logits_rows = &row,
+                  .logits_seq = &lseq};
+    int32_t banned[2] = {0, 2};
+    int seen[3] = {0};
+    for (uint64_t n = 0; n < 200; n++) {
+        mg_sample_req rq = {
+            .params = mg_sampling_greedy(), .counter = n, .banned = banned, .n_banned = 2};
+        rq.params.seed = 77;
+        int32_t out = -1;
+        CHECK_OK(be->ops->forward_sampled(be, &b, &rq, &out));
+        if (out >= 0 && out < 3) seen[out]++;
+    }
+    CHECK_EQ_INT(seen[0], 0);
+    CHECK_EQ_INT(seen[2], 0);
+    CHECK_EQ_INT(seen[1], 200);
+    be->ops->destroy(be);
+}
+
 static void test_step_model(void) {
     mg_mocker_config mc;
     mocker_config_defaults(&mc);
@@ -541,6 +582,7 @@ static void test_config_yaml(void) {
 
 int main(void) {
     mg_log_set_level(MG_LOG_WARN);
+    test_banned_ordinary();
     test_step_model();
     test_config_yaml();
     test_cancel_shutdown_determinism();

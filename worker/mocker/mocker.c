@@ -137,7 +137,17 @@ static mg_status mocker_forward_sampled(mg_backend *be, const mg_batch *b,
             out[i] = (int32_t)m->cfg.eos_token;
             continue;
         }
-        out[i] = (int32_t)(sampling_rand64(seed, n) % (uint64_t)m->cfg.ordinary_tokens);
+        uint64_t ord = (uint64_t)m->cfg.ordinary_tokens;
+        uint64_t t = sampling_rand64(seed, n) % ord;
+        /* A banned stop id may be an ordinary token too: step to the next allowed one (at most
+         * n_banned steps; when every ordinary id is banned there is no choice to make). */
+        for (int tries = 0; tries < reqs[i].n_banned && (uint64_t)tries < ord; tries++) {
+            bool hit = false;
+            for (int k = 0; k < reqs[i].n_banned; k++) hit |= (uint64_t)reqs[i].banned[k] == t;
+            if (!hit) break;
+            t = (t + 1) % ord;
+        }
+        out[i] = (int32_t)t;
     }
     return MG_OK;
 }
