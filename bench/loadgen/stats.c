@@ -33,6 +33,42 @@ void bench_record_free(bench_record *r) {
     r->text = r->reasoning = r->err_type = r->err_msg = NULL;
 }
 
+/* Replace each byte that does not belong to a valid UTF-8 sequence with '?'. Messages carry
+ * server text cut at a byte limit (and reason phrases of any bytes); the exporters must write
+ * valid JSON, and jansson refuses such a string outright (the error would vanish from
+ * error_summary). */
+static void utf8_scrub(char *str) {
+    unsigned char *s = (unsigned char *)str;
+    while (*s) {
+        unsigned c = *s;
+        int n = 0;
+        unsigned cp = 0, min = 0;
+        if (c < 0x80) {
+            s++;
+            continue;
+        }
+        if ((c & 0xE0) == 0xC0)
+            n = 1, cp = c & 0x1F, min = 0x80;
+        else if ((c & 0xF0) == 0xE0)
+            n = 2, cp = c & 0x0F, min = 0x800;
+        else if ((c & 0xF8) == 0xF0)
+            n = 3, cp = c & 0x07, min = 0x10000;
+        bool ok = n > 0;
+        for (int k = 1; ok && k <= n; k++) {
+            if ((s[k] & 0xC0) != 0x80)
+                ok = false; /* also stops at the terminating NUL */
+            else
+                cp = (cp << 6) | (s[k] & 0x3F);
+        }
+        if (ok && (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))) ok = false;
+        if (!ok) {
+            *s++ = '?';
+            continue;
+        }
+        s += n + 1;
+    }
+}
+
 void bench_record_fail(bench_record *r, int code, const char *type, const char *fmt, ...) {
     if (r->err_type) return;
     char msg[512];
@@ -43,6 +79,8 @@ void bench_record_fail(bench_record *r, int code, const char *type, const char *
     r->err_code = code;
     r->err_type = strdup(type);
     r->err_msg = strdup(msg);
+    if (r->err_type) utf8_scrub(r->err_type);
+    if (r->err_msg) utf8_scrub(r->err_msg);
 }
 
 bool bench_record_ok(const bench_record *r) {

@@ -264,7 +264,24 @@ static void test_goodput(void) {
     for (int i = 0; i < 3; i++) bench_record_free(&recs[i]);
 }
 
+/* Error text cut inside a UTF-8 sequence, or bytes that are no UTF-8 at all, come out valid:
+ * the exporters write them as JSON strings. */
+static void test_error_text_utf8(void) {
+    bench_record r = {0};
+    /* "日本" cut after the first byte of 本, a stray 0xff, an overlong '/', a surrogate */
+    bench_record_fail(&r, 400, "Bad \xff Request", "%.*s|\xff|\xc0\xaf|\xed\xa0\x80|ok \xc3\xa9", 4,
+                      "\xe6\x97\xa5\xe6\x9c\xac");
+    CHECK_EQ_STR(r.err_type, "Bad ? Request");
+    CHECK_EQ_STR(r.err_msg, "\xe6\x97\xa5?|?|??|???|ok \xc3\xa9");
+    bench_record_free(&r);
+    bench_record t = {0};
+    bench_record_fail(&t, 0, "x", "\xf0\x9f\x98\x80 \xe6\x97"); /* emoji kept, tail cut */
+    CHECK_EQ_STR(t.err_msg, "\xf0\x9f\x98\x80 ??");
+    bench_record_free(&t);
+}
+
 int main(void) {
+    test_error_text_utf8();
     test_percentiles();
     test_ttft_empty_first_chunks();
     test_itl_osl1();
