@@ -171,6 +171,13 @@ static void test_backend(const char *dir) {
     pos = 5;
     row = 0;
     CHECK_EQ_INT(b2->ops->forward(b2, &bt, l1), MG_EINVAL); /* position past seq_ctx */
+    pos = 0;
+    int32_t rows[300] = {0}; /* more logits rows than tokens (and than max_tokens) */
+    bt.logits_rows = rows;
+    bt.n_logits = 300;
+    CHECK_EQ_INT(b2->ops->forward(b2, &bt, l1), MG_EINVAL);
+    bt.n_logits = 1;
+    bt.logits_rows = &row;
     /* The empty step (an idle rank in a lockstep group) does nothing and succeeds. */
     mg_batch empty = {0};
     CHECK_OK(b2->ops->forward(b2, &empty, l1));

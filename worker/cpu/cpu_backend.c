@@ -239,6 +239,10 @@ static mg_status check_batch(const cpu *b, const mg_batch *bt) {
                            "its context",
                            t, s, bt->positions[t]);
     }
+    /* lx holds max_tokens rows: more logits rows than tokens would write past it. */
+    if (bt->n_logits < 0 || bt->n_logits > bt->n_tokens)
+        return MG_ERRF(MG_EINVAL, "cpu forward: %d logits rows for %d tokens", bt->n_logits,
+                       bt->n_tokens);
     for (int i = 0; i < bt->n_logits; i++)
         if (bt->logits_rows[i] < 0 || bt->logits_rows[i] >= bt->n_tokens)
             return MG_ERRF(MG_EINVAL, "cpu forward: logits row %d is %d, outside the batch", i,
