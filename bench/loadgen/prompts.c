@@ -320,6 +320,9 @@ static mg_status trace_prompt(const bench_config *cfg, const bench_corpus *c, co
     return MG_OK;
 }
 
+/* Longest input or output a trace line may ask for, in tokens. */
+#define TRACE_MAX_LEN (1 << 24)
+
 static mg_status load_trace(bench_pool *p, const bench_config *cfg, const bench_corpus *c,
                             const btok *t, bench_rng *ids) {
     FILE *f = fopen(cfg->input_file, "r");
@@ -354,14 +357,24 @@ static mg_status load_trace(bench_pool *p, const bench_config *cfg, const bench_
             json_decref(j);
             break;
         }
-        if (jout && !json_is_integer(jout)) {
-            s = MG_ERRF(MG_EFORMAT, "%s:%ld: output_length is not an integer", cfg->input_file,
-                        lineno);
+        /* Lengths become ints (and a prompt of that many tokens); a timestamp becomes an int64
+         * of ms: values past that are errors, not wrapped counts or undefined conversions. */
+        if (jin && json_is_integer(jin) && json_integer_value(jin) > TRACE_MAX_LEN) {
+            s = MG_ERRF(MG_EFORMAT, "%s:%ld: input_length is over %d", cfg->input_file, lineno,
+                        TRACE_MAX_LEN);
             json_decref(j);
             break;
         }
-        if (jts && !json_is_number(jts)) {
-            s = MG_ERRF(MG_EFORMAT, "%s:%ld: timestamp is not a number", cfg->input_file, lineno);
+        if (jout && (!json_is_integer(jout) || json_integer_value(jout) < 0 ||
+                     json_integer_value(jout) > TRACE_MAX_LEN)) {
+            s = MG_ERRF(MG_EFORMAT, "%s:%ld: output_length is not an integer in [0, %d]",
+                        cfg->input_file, lineno, TRACE_MAX_LEN);
+            json_decref(j);
+            break;
+        }
+        if (jts && (!json_is_number(jts) || !(fabs(json_number_value(jts)) <= 9e15))) {
+            s = MG_ERRF(MG_EFORMAT, "%s:%ld: timestamp is not a number of ms in [-9e15, 9e15]",
+                        cfg->input_file, lineno);
             json_decref(j);
             break;
         }

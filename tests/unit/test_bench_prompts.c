@@ -256,6 +256,21 @@ static void test_prompts(void) {
     CHECK_EQ_INT(bench_pool_build(&a, &c, &corpus, t), MG_EFORMAT);
     CHECK(strstr(mg_err_msg(), ":2:") != NULL);
     bench_config_deinit(&c);
+    /* lengths and timestamps past what the client can hold are errors, not wrapped values */
+    const char *outside[] = {"{\"input_length\": 100000000000}\n",
+                             "{\"input_length\": 8, \"output_length\": -3}\n",
+                             "{\"input_length\": 8, \"output_length\": 4294967297}\n",
+                             "{\"input_length\": 8, \"timestamp\": 1e300}\n"};
+    for (size_t i = 0; i < sizeof outside / sizeof *outside; i++) {
+        fd = open(path, O_WRONLY | O_TRUNC);
+        CHECK(write(fd, outside[i], strlen(outside[i])) == (ssize_t)strlen(outside[i]));
+        close(fd);
+        CHECK_OK(parse(&c, line));
+        CHECK_MSG(bench_pool_build(&a, &c, &corpus, t) == MG_EFORMAT, "accepted %s", outside[i]);
+        CHECK(strstr(mg_err_msg(), ":1:") != NULL);
+        bench_pool_deinit(&a);
+        bench_config_deinit(&c);
+    }
     unlink(path);
     bench_corpus_deinit(&corpus);
     btok_destroy(t);
