@@ -187,8 +187,9 @@ static mg_status set_value(bench_config *c, const opt *o, const char *name, cons
     }
     case O_DBL: {
         double x = strtod(v, &e);
-        if (!*v || *e || !isfinite(x) || x < 0)
-            return MG_ERRF(MG_EINVAL, "%s: '%s' is not a non-negative number", name, v);
+        /* Seconds become int64 ns offsets from now: past 1e9 the conversion is undefined. */
+        if (!*v || *e || !isfinite(x) || x < 0 || x > 1e9)
+            return MG_ERRF(MG_EINVAL, "%s: '%s' is not a number in [0, 1e9]", name, v);
         *(double *)field = x;
         return MG_OK;
     }

@@ -131,7 +131,9 @@ static void test_options(void) {
                          "-m m --request-cancellation-rate 150",
                          "-m m --fixed-schedule",
                          "-m m --custom-dataset-type multi_turn --input-file x",
-                         "-m m --goodput ttft:100"};
+                         "-m m --goodput ttft:100",
+                         "-m m --request-timeout-seconds 1e300",
+                         "-m m --benchmark-duration 1e12"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         mg_status s = parse(&c, bad[i]);
         CHECK_MSG(s == MG_EINVAL || s == MG_EUNSUPPORTED, "accepted: %s", bad[i]);
