@@ -246,28 +246,39 @@ static void request_fail(loop *L, conn *c, int code, const char *type, const cha
 
 static bool write_request(loop *L, conn *c);
 
+/* Point the queue's entries for request (c, gen) at (n, n->gen). */
+static void tq_move(timer_q *q, const conn *c, uint32_t gen, conn *n) {
+    for (size_t i = 0; i < q->n; i++) {
+        timer_ent *e = &q->e[(q->head + i) % q->cap];
+        if (e->c == c && e->gen == gen) e->c = n, e->gen = n->gen;
+    }
+}
+
 /* A kept-alive connection the server had already closed: send again on a new one. */
 static bool retry_fresh(loop *L, conn *c) {
     if (!c->reused || c->retried || c->got_bytes) return false;
-    size_t rec = c->rec;
-    char *wbuf = c->wbuf;
-    size_t wlen = c->wlen, wcap = c->wcap;
-    c->wbuf = NULL;
-    c->wcap = 0;
-    conn_close(L, c, false);
+    /* c's socket goes first (at the open-file limit the new one needs its descriptor), c itself
+     * only once the new connection exists: when none can be opened the caller fails the request
+     * on c, which frees c (freeing it here as well put it on the free list twice). */
+    close(c->fd);
+    c->fd = -1;
     conn *n = conn_new(L);
-    if (!n) {
-        free(wbuf);
-        return false;
-    }
+    if (!n) return false;
     free(n->wbuf);
-    n->wbuf = wbuf;
-    n->wlen = wlen;
-    n->wcap = wcap;
+    n->wbuf = c->wbuf;
+    n->wlen = c->wlen;
+    n->wcap = c->wcap;
     n->woff = 0;
-    n->rec = rec;
+    c->wbuf = NULL;
+    c->wlen = c->wcap = 0;
+    n->rec = c->rec;
     n->retried = true;
     n->got_bytes = false;
+    /* The request keeps its timeout and cancellation: their entries name (c, its gen), which
+     * freeing c makes stale. A rare path (once per unannounced keep-alive close): a scan. */
+    tq_move(&L->timeouts, c, c->gen, n);
+    tq_move(&L->cancels, c, c->gen, n);
+    conn_close(L, c, false);
     L->run->resent++;
     hresp_reset(&n->resp);
     return true;
