@@ -204,6 +204,8 @@ static void test_clear_and_noreuse(void) {
     kv_pool_destroy(p);
 
     CHECK(kv_pool_create(0, 2, true, &p) == MG_EINVAL);
+    /* past 2^30 blocks the table size would wrap to 0 (an endless doubling loop) */
+    CHECK(kv_pool_create((1 << 30) + 1, 2, true, &p) == MG_EINVAL);
     CHECK(p == NULL);
 }
 

@@ -121,6 +121,9 @@ mg_status kv_pool_create(int num_blocks, int block_size, bool enable_reuse, mg_k
     if (num_blocks < 1 || block_size < 1)
         return MG_ERRF(MG_EINVAL, "kv pool: num_blocks %d and block_size %d must be >= 1",
                        num_blocks, block_size);
+    /* The hash table has a power of two >= 2 * num_blocks slots in 32 bits. */
+    if (num_blocks > (1 << 30))
+        return MG_ERRF(MG_EINVAL, "kv pool: num_blocks %d exceeds 2^30", num_blocks);
     mg_kv_pool *p = calloc(1, sizeof(*p));
     if (!p) return MG_ERRF(MG_ENOMEM, "kv pool: out of memory");
     p->n = num_blocks;
