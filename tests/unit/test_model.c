@@ -207,6 +207,28 @@ static void test_config(void) {
         CHECK(model_config_parse(bad[k][0], strlen(bad[k][0]), "cfg.json", &c) != MG_OK);
         CHECK(strstr(mg_err_msg(), bad[k][1]) && strstr(mg_err_msg(), "cfg.json"));
     }
+    /* YaRN parameters it would take the logarithm of: zero betas, a theta of 1 */
+    char *text;
+    size_t len;
+    CHECK_OK(model_read_file(path, &text, &len));
+    const char *keys[] = {"\"beta_fast\"", "\"beta_slow\"", "\"rope_theta\""};
+    const char *vals[] = {"0", "0", "1"};
+    for (size_t k = 0; text && k < 3; k++) {
+        const char *at = strstr(text, keys[k]);
+        CHECK(at != NULL);
+        if (!at) continue;
+        const char *v = strchr(at, ':') + 1, *e = v + strspn(v, " 0123456789.eE+-");
+        char *mod = malloc(len + 8);
+        size_t n = (size_t)(v - text);
+        memcpy(mod, text, n);
+        n += (size_t)sprintf(mod + n, " %s", vals[k]);
+        strcpy(mod + n, e);
+        CHECK_MSG(model_config_parse(mod, strlen(mod), "cfg.json", &c) == MG_EFORMAT, "%s %s",
+                  keys[k], vals[k]);
+        CHECK(strstr(mg_err_msg(), "rope") != NULL);
+        free(mod);
+    }
+    free(text);
 }
 
 /* Same seed, same bytes; another seed, other weights but the same layout. */

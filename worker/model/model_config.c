@@ -138,6 +138,14 @@ static mg_status parse_root(const mjson *o, const char *name, mg_model_config *c
         if (mjson_get(rs, "truncate") && !mjson_bool(mjson_get(rs, "truncate"), &tr))
             return MG_ERRF(MG_EFORMAT, "%s: rope_scaling.truncate is not a boolean", name);
         c->rope_truncate = tr;
+        /* YaRN divides by log(rope_theta) and takes log(orig_ctx / beta): zero betas or a theta
+         * of 1 made every frequency NaN or inf, a model that silently emits garbage. */
+        if (c->rope_factor > 1 &&
+            (!(c->beta_fast > 0) || !(c->beta_slow > 0) || c->rope_theta <= 1))
+            return MG_ERRF(MG_EFORMAT,
+                           "%s: rope_scaling.beta_fast %g and beta_slow %g must be > 0 and "
+                           "rope_theta %g > 1",
+                           name, c->beta_fast, c->beta_slow, c->rope_theta);
     } else if (rs && rs->type != MJSON_NULL) {
         return MG_ERRF(MG_EFORMAT, "%s: rope_scaling is not an object", name);
     }
