@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -598,6 +599,17 @@ static void migrate_or_fail(fe_req *q, mg_status why) {
 
 static void on_chunk(void *arg, bus_stream *s, const bus_chunk *ch, mg_status st) {
     fe_req *q = arg;
+    /* This runs on the inbox's NATS delivery thread, which the NATS reader thread wakes once
+     * per message. As SCHED_BATCH it does not preempt the reader on each wake-up: on the
+     * frontend's (often single, busy) core the reader parses the burst it has read and this
+     * thread then takes the chunks in one run, instead of two context switches per token. A
+     * p99 gain measured with frontend/bench.sh (bench/RESULTS.md); no privilege needed. */
+    static _Thread_local bool batch_set;
+    if (!batch_set) {
+        batch_set = true;
+        struct sched_param sp = {0};
+        pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    }
     if (!ch) { /* the stream failed: gap, silence, or the inbox closed */
         pthread_mutex_lock(&q->mu);
         bool ours = q->stream == s && !q->finished;

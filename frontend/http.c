@@ -4,14 +4,30 @@
  * Invariant: MHD_resume_connection is called only for a connection this file suspended and has
  * not resumed yet (the `suspended` flag, under the connection's lock, says which); MHD forbids
  * anything else. The SSE content reader suspends from inside itself when the buffer is empty,
- * which MHD allows, and a writer resumes it. */
+ * which MHD allows, and a writer resumes it.
+ *
+ * Direct writes: resuming costs an MHD thread wake-up (ITC write, epoll, the reader, the send,
+ * then a suspend again) per token. MHD calls a chunked response's reader only once everything it
+ * produced before has gone to the kernel, so while the reader has suspended the stream after
+ * sending body bytes, the socket carries exactly the chunks so far and MHD does not touch it. A
+ * writer then sends the next chunk itself ("<hex size>\r\n" data "\r\n", the framing MHD would
+ * have used) with one non-blocking sendmsg from its own thread and leaves the connection
+ * suspended. Anything else (queued bytes, a full socket buffer, a large write, a write within
+ * DIRECT_GAP_NS of the stream's previous one, the end of the stream) goes through the reader as
+ * before, so MHD still owns the response's start and end, and a fast stream still has its
+ * events coalesced into one send. */
 #include "http.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
+#include <errno.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,15 +45,18 @@ struct fe_conn {
     struct MHD_Connection *mc; /* NULL once completed */
     fe_conn *prev, *next;      /* in h->conns */
     enum conn_mode mode;
-    bool handled;   /* the handler has run */
-    bool too_large; /* body exceeded max_body: answer 413 */
-    bool suspended; /* suspended by us and not resumed yet */
-    bool queued;    /* a response has been queued with MHD */
-    bool done;      /* stream: no more writes */
-    bool closed;    /* completed */
-    bool sent_all;  /* the whole response went out */
-    bool overflow;  /* the client fell too far behind: close the connection */
-    int fd;         /* the socket, for shutdown on overflow; -1 when unknown */
+    bool handled;     /* the handler has run */
+    bool too_large;   /* body exceeded max_body: answer 413 */
+    bool suspended;   /* suspended by us and not resumed yet */
+    bool queued;      /* a response has been queued with MHD */
+    bool done;        /* stream: no more writes */
+    bool closed;      /* completed */
+    bool sent_all;    /* the whole response went out */
+    bool overflow;    /* the client fell too far behind: close the connection */
+    bool body_sent;   /* the reader has handed MHD body bytes (so the headers went out before) */
+    int64_t t_mhd;    /* monotonic seconds of the reader's last call: MHD's idle clock */
+    uint64_t t_write; /* monotonic ns of the last fe_conn_write */
+    int fd;           /* the socket, for shutdown on overflow; -1 when unknown */
     char method[8];
     char *path;
     oai_buf body;
@@ -59,6 +78,7 @@ struct fe_http {
     pthread_mutex_t mu; /* guards conns */
     fe_conn *conns;
     atomic_uint nconns;
+    atomic_ullong direct; /* chunks sent by direct_write */
 };
 
 void fe_conn_ref(fe_conn *c) {
@@ -73,6 +93,73 @@ void fe_conn_unref(fe_conn *c) {
     oai_buf_free(&c->out);
     free(c->path);
     free(c);
+}
+
+static int64_t mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+/* Largest write sent directly; larger ones go through MHD (a chunk that big is not latency
+ * bound, and a small one fits an empty socket buffer whole). */
+#define DIRECT_MAX 4096
+/* A write within this long of the stream's previous one is queued for MHD instead: a stream
+ * that fast gains more from MHD sending its events in one go (one syscall for many) than from
+ * the wake-up saved. */
+#define DIRECT_GAP_NS 1000000ull
+/* MHD's connection timeout counts from its own last activity, which direct writes do not
+ * update: route one write through MHD at least this often. */
+#define DIRECT_REFRESH_S 30
+
+/* The rest of a direct chunk the kernel took only in part (the framing must stay whole):
+ * wait for room, briefly. Caller holds c->mu. */
+static bool send_rest(int fd, struct iovec *iov, int n, size_t sent) {
+    for (int i = 0; i < n; i++) {
+        size_t k = sent < iov[i].iov_len ? sent : iov[i].iov_len;
+        iov[i].iov_base = (char *)iov[i].iov_base + k;
+        iov[i].iov_len -= k;
+        sent -= k;
+    }
+    for (int tries = 0; tries < 20;) {
+        while (n && !iov[0].iov_len) iov++, n--;
+        if (!n) return true;
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t r = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (r > 0) {
+            send_rest(fd, iov, n, (size_t)r);
+            return true;
+        }
+        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return false;
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, 100) == 0) tries++;
+    }
+    return false;
+}
+
+/* Send one chunk straight to the socket of a stream suspended with nothing queued. Returns 1 if
+ * sent, 0 if the caller should queue it for MHD instead, -1 if the connection failed (the
+ * caller marks it so the reader ends it). Caller holds c->mu. */
+static int direct_write(fe_conn *c, const char *data, size_t len) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    uint64_t gap = now - c->t_write;
+    c->t_write = now;
+    if (gap < DIRECT_GAP_NS) return 0;
+    if (!c->suspended || !c->body_sent || !c->mc || c->fd < 0 || c->off != c->out.len || len == 0 ||
+        len > DIRECT_MAX || mono_s() - c->t_mhd >= DIRECT_REFRESH_S)
+        return 0;
+    char hdr[24];
+    int hl = snprintf(hdr, sizeof hdr, "%zx\r\n", len);
+    struct iovec iov[3] = {{hdr, (size_t)hl}, {(void *)data, len}, {"\r\n", 2}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 3};
+    size_t total = (size_t)hl + len + 2;
+    ssize_t r = sendmsg(c->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+    if (r != (ssize_t)total && !send_rest(c->fd, iov, 3, (size_t)r)) return -1;
+    atomic_fetch_add_explicit(&c->h->direct, 1, memory_order_relaxed);
+    return 1;
 }
 
 /* Resume if we suspended it; caller holds c->mu. */
@@ -109,7 +196,13 @@ mg_status fe_conn_stream(fe_conn *c) {
 bool fe_conn_write(fe_conn *c, const char *data, size_t len) {
     pthread_mutex_lock(&c->mu);
     bool ok = !c->closed && !c->done && !c->overflow;
-    if (ok) {
+    int d = ok ? direct_write(c, data, len) : 0;
+    if (d < 0) {
+        /* The client is gone (reset or closed): let the reader end the connection. */
+        c->overflow = true;
+        ok = false;
+        wake(c);
+    } else if (ok && d == 0) {
         if (c->off == c->out.len) c->off = c->out.len = 0; /* drained: reuse from the start */
         if (c->out.len - c->off + len > c->h->o.max_pending || oai_buf_put(&c->out, data, len)) {
             /* A client that stopped reading leaves MHD waiting for the socket to drain and never
@@ -152,6 +245,7 @@ const char *fe_conn_header(fe_conn *c, const char *name) {
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     fe_conn *c = cls;
     pthread_mutex_lock(&c->mu);
+    c->t_mhd = mono_s();
     ssize_t n;
     if (c->overflow) {
         n = MHD_CONTENT_READER_END_WITH_ERROR;
@@ -161,6 +255,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
         memcpy(buf, c->out.p + c->off, k);
         c->off += k;
         if (c->off == c->out.len) c->off = c->out.len = 0;
+        c->body_sent = true;
         n = (ssize_t)k;
     } else if (c->done) {
         c->sent_all = true;
@@ -404,4 +499,8 @@ int fe_http_port(const fe_http *h) {
 
 unsigned fe_http_connections(const fe_http *h) {
     return atomic_load(&h->nconns);
+}
+
+unsigned long long fe_http_direct_writes(const fe_http *h) {
+    return atomic_load_explicit(&h->direct, memory_order_relaxed);
 }

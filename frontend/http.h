@@ -10,7 +10,9 @@
  *     suspended until then; stream=false requests wait for their worker this way);
  *   - fe_conn_stream() before returning: a 200 text/event-stream response whose bytes come from
  *     fe_conn_write() on any thread and end with fe_conn_end(). When its buffer is empty the
- *     connection is suspended and the next write resumes it, so an idle stream costs no CPU.
+ *     connection is suspended, so an idle stream costs no CPU; the next small write is then sent
+ *     to the socket from the writer's thread (one non-blocking send, no MHD wake-up) when the
+ *     socket takes it, else queued and the connection resumed.
  *
  * Lifetime: an fe_conn is reference-counted. The server holds one reference until the
  * connection completes; the handler receives it and takes its own with fe_conn_ref() if it keeps
@@ -55,6 +57,9 @@ void fe_http_stop(fe_http *h);
 int fe_http_port(const fe_http *h);
 /* Connections open right now (for metrics and tests). */
 unsigned fe_http_connections(const fe_http *h);
+/* Stream writes sent straight to an idle stream's socket from the writer's thread, without
+ * waking an MHD thread (see http.c), since start. */
+unsigned long long fe_http_direct_writes(const fe_http *h);
 
 void fe_conn_ref(fe_conn *c);
 void fe_conn_unref(fe_conn *c);

@@ -208,6 +208,24 @@ int main(void) {
     curl_multi_cleanup(m);
     CHECK_EQ_INT(good, NS);
 
+    /* Paced streams are written straight to the socket (no MHD wake-up per event), and the
+     * chunked framing stays whole: a second stream on the same kept-alive connection. */
+    CHECK(fe_http_direct_writes(h) > 0);
+    CURL *ka = curl_easy_init();
+    curl_easy_setopt(ka, CURLOPT_URL, url);
+    curl_easy_setopt(ka, CURLOPT_WRITEFUNCTION, on_data);
+    for (int i = 0; i < 2; i++) {
+        sink k = {0};
+        curl_easy_setopt(ka, CURLOPT_WRITEDATA, &k);
+        CHECK(curl_easy_perform(ka) == CURLE_OK);
+        CHECK(stream_ok(&k.b, N_EVENTS));
+        long conns = -1;
+        curl_easy_getinfo(ka, CURLINFO_NUM_CONNECTS, &conns);
+        CHECK_EQ_INT(conns, i == 0 ? 1 : 0); /* the second reused the connection */
+        oai_buf_free(&k.b);
+    }
+    curl_easy_cleanup(ka);
+
     /* A client that leaves mid-stream: the close callback reports it, writes are refused. */
     int gone0 = atomic_load(&closed_gone);
     sink ab = {.abort_after = 100};
