@@ -185,8 +185,14 @@ static long parse_request(sconn *c) {
     size_t head = end - c->in + 4;
     long clen = 0;
     c->keep_alive = true;
-    char path[256] = "";
-    if (sscanf(c->in, "%*s %255s", path) != 1) return -1;
+    char path[256] = "", req[512];
+    /* The input is not NUL-terminated: scan a copy of the request line only ("GET\r\n\r\n"
+     * sent sscanf on past the received bytes). */
+    size_t rl = (size_t)((char *)memchr(c->in, '\n', head) - c->in);
+    if (rl >= sizeof req) rl = sizeof req - 1;
+    memcpy(req, c->in, rl);
+    req[rl] = 0;
+    if (sscanf(req, "%*s %255s", path) != 1) return -1;
     for (char *l = memchr(c->in, '\n', head); l && l < end; l = memchr(l + 1, '\n', end - l)) {
         char *s = l + 1;
         if (!strncasecmp(s, "content-length:", 15))
@@ -249,7 +255,7 @@ static long parse_request(sconn *c) {
     c->reasoning = chat ? O.reasoning_tokens : 0;
     if (c->reasoning > c->osl) c->reasoning = c->osl;
     json_t *model = json_object_get(b, "model");
-    char *mj = json_dumps(model ? model : json_string("unknown"), JSON_ENCODE_ANY);
+    char *mj = model ? json_dumps(model, JSON_ENCODE_ANY) : NULL; /* none: "unknown" below */
     snprintf(c->model_json, sizeof c->model_json, "%s", mj ? mj : "\"unknown\"");
     free(mj);
     json_decref(b);
