@@ -34,9 +34,16 @@ mg_servers_start() {
   export MAGNETO_ETCD_URL="http://127.0.0.1:$ep"
 }
 
+# Never fails: callers run it from EXIT traps under `set -e`, where a failing last command
+# (wait returns the killed server's status) would replace the script's own exit status.
 mg_servers_stop() {
-  [ -n "${MG_NATS_PID:-}" ] && kill "$MG_NATS_PID" 2>/dev/null && wait "$MG_NATS_PID" 2>/dev/null
-  [ -n "${MG_ETCD_PID:-}" ] && kill "$MG_ETCD_PID" 2>/dev/null && wait "$MG_ETCD_PID" 2>/dev/null
+  local p
+  for p in "${MG_NATS_PID:-}" "${MG_ETCD_PID:-}"; do
+    if [ -n "$p" ]; then
+      kill "$p" 2>/dev/null || true
+      wait "$p" 2>/dev/null || true
+    fi
+  done
   MG_NATS_PID=; MG_ETCD_PID=
   return 0
 }
