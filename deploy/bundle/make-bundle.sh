@@ -40,7 +40,7 @@ command -v ldd >/dev/null || die "ldd is needed to find the libraries"
 
 # Programs of a build, by target name: whichever of them this build has.
 PROGRAMS=(magneto-worker magneto-frontend magneto-router magneto-bench magneto-client
-          magneto-sse-server magneto-frontend-bench mg-mkckpt magneto-mkckpt mk-tokenizer-json
+          magneto-sse-server magneto-frontend-bench mg-mkckpt mk-tokenizer-json
           mg-cpu-bench tok-bench cuda-check cuda-bench)
 REQUIRED=(magneto-worker magneto-frontend magneto-bench)
 

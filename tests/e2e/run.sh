@@ -4,7 +4,7 @@
 #   tests/e2e/run.sh BUILD_DIR scripted|mocker|cpu [WORKERS]
 # scripted: magneto-scripted-worker (known answers: reasoning_content, tool calls checked
 # exactly); mocker: magneto-worker --backend mocker; cpu: magneto-worker --backend cpu on the tiny
-# checkpoint (written by magneto-mkckpt). Uses MAGNETO_NATS_URL / MAGNETO_ETCD_URL when set,
+# checkpoint (written by mg-mkckpt). Uses MAGNETO_NATS_URL / MAGNETO_ETCD_URL when set,
 # else starts its own servers. Everything it started is stopped on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,9 +26,7 @@ scripted)
 mocker | cpu)
   WARGS=(--backend mocker --mocker-speedup-ratio 0)
   if [ "$MODE" = cpu ]; then
-    MK=$BIN/tools/mkckpt/mg-mkckpt
-    [ -x "$MK" ] || MK=$BIN/tools/mkckpt/magneto-mkckpt
-    "$MK" --preset tiny --out "$WORK/ckpt" >"$WORK/mkckpt.log" 2>&1
+    "$BIN/tools/mkckpt/mg-mkckpt" --preset tiny --out "$WORK/ckpt" >"$WORK/mkckpt.log" 2>&1
     WARGS=(--backend cpu --model-path "$WORK/ckpt" --max-batch-size 8 --max-num-tokens 256
            --max-seq-len 1024 --threads 1)
   fi
