@@ -468,7 +468,10 @@ static void test_watch_resume(bool kill_it) {
         if (i)
             CHECK_MSG(rec.ev[i].rev > rec.ev[i - 1].rev, "event %d rev %" PRId64, i, rec.ev[i].rev);
     }
-    if (w) CHECK(etcd_watch_reconnects(w) >= 2);
+    /* At least one reconnect; one can bridge both restarts when the second comes while the
+     * watcher is still backing off from the first (seen on a loaded machine). What matters is
+     * above: every event exactly once, in order. */
+    if (w) CHECK(etcd_watch_reconnects(w) >= 1);
     etcd_watch_stop(w);
     etcd_client_destroy(c);
     spawn_cleanup(&s);
