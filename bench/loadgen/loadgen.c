@@ -409,6 +409,29 @@ static void issue(loop *L) {
 
 /* ---- response handling ---------------------------------------------------------------------- */
 
+/* What a parsed chunk or body adds to its record: the server's usage, and a response timestamp
+ * when it carried content or reasoning (role-only, usage-only and empty chunks do not count).
+ * first_cap: the timestamp array's first size (streams get many, bodies one). Returns 1 for a
+ * counted response, 0 for none, -1 when out of memory (the record is failed). */
+static int record_output(bench_record *r, const bench_chunk *ch, int64_t now, size_t first_cap) {
+    if (ch->usage_completion_tokens >= 0)
+        r->usage_completion_tokens = (int)ch->usage_completion_tokens;
+    if (!ch->content_added && !ch->reasoning_added) return 0;
+    if (r->n_resp == r->cap_resp) {
+        size_t nc = r->cap_resp ? r->cap_resp * 2 : first_cap;
+        int64_t *n = realloc(r->resp_ns, nc * sizeof *n);
+        if (!n) {
+            bench_record_fail(r, 0, "ClientError", "out of memory");
+            return -1;
+        }
+        r->resp_ns = n;
+        r->cap_resp = nc;
+    }
+    r->resp_ns[r->n_resp++] = now;
+    if (ch->content_added && !r->first_output_ns) r->first_output_ns = now;
+    return 1;
+}
+
 int bench_record_event(bench_record *r, const char *type, const char *data, size_t len,
                        int64_t now) {
     if (strcmp(type, "error") == 0) {
@@ -434,22 +457,7 @@ int bench_record_event(bench_record *r, const char *type, const char *data, size
                           ch.error_msg[0] ? ch.error_msg : "error in stream");
         return -1;
     }
-    if (ch.usage_completion_tokens >= 0)
-        r->usage_completion_tokens = (int)ch.usage_completion_tokens;
-    if (!ch.content_added && !ch.reasoning_added) return 0; /* role-only, usage-only, empty */
-    if (r->n_resp == r->cap_resp) {
-        size_t nc = r->cap_resp ? r->cap_resp * 2 : 64;
-        int64_t *n = realloc(r->resp_ns, nc * sizeof *n);
-        if (!n) {
-            bench_record_fail(r, 0, "ClientError", "out of memory");
-            return -1;
-        }
-        r->resp_ns = n;
-        r->cap_resp = nc;
-    }
-    r->resp_ns[r->n_resp++] = now;
-    if (ch.content_added && !r->first_output_ns) r->first_output_ns = now;
-    return 1;
+    return record_output(r, &ch, now, 64);
 }
 
 int bench_record_body(bench_record *r, const char *body, size_t len, int64_t now) {
@@ -474,22 +482,7 @@ int bench_record_body(bench_record *r, const char *body, size_t len, int64_t now
                           ch.error_msg[0] ? ch.error_msg : "error in response");
         return -1;
     }
-    if (ch.usage_completion_tokens >= 0)
-        r->usage_completion_tokens = (int)ch.usage_completion_tokens;
-    if (!ch.content_added && !ch.reasoning_added) return 0;
-    if (r->n_resp == r->cap_resp) {
-        size_t nc = r->cap_resp ? r->cap_resp * 2 : 4;
-        int64_t *n = realloc(r->resp_ns, nc * sizeof *n);
-        if (!n) {
-            bench_record_fail(r, 0, "ClientError", "out of memory");
-            return -1;
-        }
-        r->resp_ns = n;
-        r->cap_resp = nc;
-    }
-    r->resp_ns[r->n_resp++] = now;
-    if (ch.content_added && !r->first_output_ns) r->first_output_ns = now;
-    return 1;
+    return record_output(r, &ch, now, 4);
 }
 
 static int on_event(void *ctx, const char *type, const char *data, size_t len) {
