@@ -86,8 +86,10 @@ static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
          "cuda: no checkpoint; weights of this shape (120b, 20b, tiny) drawn on the device, for "
          "benchmarks",
          ""},
-        {"cuda-kernel-version", MG_CFG_INT, &c->cuda_kernels, "1", 1, 2,
-         "cuda: kernel set (2: MoE 8x8 tiles, split-KV decode attention)", NULL},
+        {"cuda-kernel-version", MG_CFG_INT, &c->cuda_kernels, "3", 1, 3,
+         "cuda: kernel set (2: MoE 8x8 tiles, split-KV decode attention; 3: MXFP4 streamed one "
+         "block per lane)",
+         NULL},
         {"cuda-graphs", MG_CFG_BOOL, &c->cuda_graphs, "false", 1, 0,
          "cuda: replay decode steps from CUDA graphs (padded batch buckets)", NULL},
         {"extra-engine-args", MG_CFG_YAML, NULL, NULL, 1, 0, "engine YAML (TensorRT-LLM keys)",

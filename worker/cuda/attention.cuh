@@ -47,16 +47,22 @@ __global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, co
 
 /* The key loop of one warp (one query head): keys [j_begin, j_end] of the sequence whose block
  * table row is brow, q (scaled) in qs. Lane l scores key j0 + l (a whole 128-byte K row, 16-byte
- * loads), the warp keeps the online-softmax state (m, l), and each lane accumulates two output
- * dimensions over the chunk's 32 V rows (coalesced 128-byte V reads). An empty range leaves
- * m = -inf, l = 0, acc = 0. */
+ * loads), the warp keeps the online-softmax state (m, l). For P·V the lanes split as 4 key
+ * slots × 8 dimension groups: lane (kq, d8) reads 16 bytes (dimensions 8 d8 .. 8 d8 + 7) of the
+ * V rows of keys j0 + 4 i + kq, so one load instruction covers four whole V rows and each lane
+ * keeps 8 partial sums; the four key slots are summed once at the end. On return every lane has
+ * acc0, acc1 = output dimensions 2 lane, 2 lane + 1. An empty range leaves m = -inf, l = 0,
+ * acc = 0. */
 __device__ __forceinline__ void attend_range(const float *qs, const uint16_t *kc,
                                              const uint16_t *vc, const int32_t *brow, int g,
                                              int n_kv, int bs, int j_begin, int j_end, float &m,
                                              float &l, float &acc0, float &acc1) {
     const int D = 64;
-    int lane = threadIdx.x & 31;
-    m = -INFINITY, l = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
+    int lane = threadIdx.x & 31, kq = lane >> 3, d8 = lane & 7;
+    float acc[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc[i] = 0.0f;
+    m = -INFINITY, l = 0.0f;
     for (int j0 = j_begin; j0 <= j_end; j0 += 32) {
         int j = j0 + lane;
         float sc = -INFINITY;
@@ -82,18 +88,40 @@ __device__ __forceinline__ void attend_range(const float *qs, const uint16_t *kc
         float alpha = expf(m - mn);
         float p = j <= j_end ? expf(sc - mn) : 0.0f;
         l = l * alpha + warp_sum(p);
-        acc0 *= alpha;
-        acc1 *= alpha;
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[i] *= alpha;
         int nvalid = min(32, j_end - j0 + 1);
-#pragma unroll 8
-        for (int jj = 0; jj < nvalid; jj++) {
+#pragma unroll
+        for (int i = 0; i < 32; i += 4) {
+            if (i >= nvalid) break;
+            int jj = i + kq;
             float pj = __shfl_sync(0xffffffffu, p, jj);
             unsigned long long bj = __shfl_sync(0xffffffffu, base, jj);
-            uint32_t v2 = *reinterpret_cast<const uint32_t *>(vc + bj + 2 * lane);
-            acc0 += pj * __uint_as_float(v2 << 16);
-            acc1 += pj * __uint_as_float(v2 & 0xffff0000u);
+            if (jj < nvalid) {
+                uint4 v = *reinterpret_cast<const uint4 *>(vc + bj + 8 * d8);
+                uint32_t w4[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    acc[2 * e] += pj * __uint_as_float(w4[e] << 16);
+                    acc[2 * e + 1] += pj * __uint_as_float(w4[e] & 0xffff0000u);
+                }
+            }
         }
         m = mn;
+    }
+    /* sum the four key slots, then hand lane x dimensions 2x, 2x + 1 (held by group x / 4) */
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], 8);
+        acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], 16);
+    }
+    int src = lane >> 2, k0 = 2 * (lane & 3);
+    acc0 = 0.0f, acc1 = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        float v = __shfl_sync(0xffffffffu, acc[i], src);
+        if (i == k0) acc0 = v;
+        if (i == k0 + 1) acc1 = v;
     }
 }
 

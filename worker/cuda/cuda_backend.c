@@ -244,7 +244,7 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
     const int32_t *d_slot = b->meta_d + 3 * T, *d_rows = b->meta_d + 4 * T;
     const int32_t *d_bt = b->meta_d + 4 * T + nl;
     cudaStream_t s = b->stream;
-    bool split = b->version == 2 && T <= CUDA_ATT_SPLIT_MAX_T;
+    bool split = b->version >= 2 && T <= CUDA_ATT_SPLIT_MAX_T;
 
     prof_begin(b, P_EMBED);
     CK(cuda_embed(b->x, b->embed, d_tok, T, H, s), "embed");
@@ -304,12 +304,12 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
         prof_end(b);
         prof_begin(b, P_GU);
         CK(cuda_moe_gate_up(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
-                            b->e_slots, b->TK, b->E, b->I, H, c->swiglu_limit, b->version, s),
+                            b->e_slots, T, b->TK, b->E, b->I, H, c->swiglu_limit, b->version, s),
            "moe gate_up");
         prof_end(b);
         prof_begin(b, P_DN);
         CK(cuda_moe_down(b->y, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->e_start,
-                         b->e_slots, b->top_w, b->E, H, b->I, b->version, s),
+                         b->e_slots, b->top_w, T, b->TK, b->E, H, b->I, b->version, s),
            "moe down");
         prof_end(b);
         prof_begin(b, P_NORM);
@@ -700,7 +700,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     b->D = c->head_dim, b->E = c->n_experts, b->TK = c->top_k, b->I = c->intermediate;
     b->V = c->vocab, b->L = c->n_layers;
     b->max_tokens = o->max_tokens, b->max_seqs = o->max_seqs;
-    b->version = o->kernel_version == 2 ? 2 : 1;
+    b->version = o->kernel_version >= 2 && o->kernel_version <= 3 ? o->kernel_version : 1;
     b->graphs = o->cuda_graphs;
     b->host_sampling = o->host_sampling || c->vocab > CUDA_SAMPLE_MAX_VOCAB;
     mg_status st = MG_OK;

@@ -511,10 +511,10 @@ static void check_moe_case(const experts *x, int T, int n_pick, int ver) {
     float *tw_d = dev_from(tw, 4 * (size_t)S);
     uint16_t *act_d = dev_poisoned(2 * (size_t)S * I);
     float *y_d = dev_poisoned(4 * (size_t)S * H);
-    CU(cuda_moe_gate_up(act_d, xn_d, x->gu_b_d, x->gu_s_d, x->gu_bias_d, es_d, sl_d, K, E, I, H,
+    CU(cuda_moe_gate_up(act_d, xn_d, x->gu_b_d, x->gu_s_d, x->gu_bias_d, es_d, sl_d, T, K, E, I, H,
                         C.swiglu_limit, ver, 0));
-    CU(cuda_moe_down(y_d, act_d, x->dn_b_d, x->dn_s_d, x->dn_bias_d, es_d, sl_d, tw_d, E, H, I, ver,
-                     0));
+    CU(cuda_moe_down(y_d, act_d, x->dn_b_d, x->dn_s_d, x->dn_bias_d, es_d, sl_d, tw_d, T, K, E, H,
+                     I, ver, 0));
     uint16_t *act = host_from(act_d, 2 * (size_t)S * I);
     float *y = host_from(y_d, 4 * (size_t)S * H);
     /* CPU twin, expert by expert as ex_task: decode a row once, dot it with the expert's slots. */
@@ -544,10 +544,10 @@ static void check_moe_case(const experts *x, int T, int n_pick, int ver) {
                     (ops_dot(row, abf + (size_t)sl[i] * I, I) + bf16_to_f32(x->dn_bias[rr]));
         }
     double us1, us2;
-    TIME_US(us1, CU(cuda_moe_gate_up(act_d, xn_d, x->gu_b_d, x->gu_s_d, x->gu_bias_d, es_d, sl_d, K,
-                                     E, I, H, C.swiglu_limit, ver, 0)));
+    TIME_US(us1, CU(cuda_moe_gate_up(act_d, xn_d, x->gu_b_d, x->gu_s_d, x->gu_bias_d, es_d, sl_d, T,
+                                     K, E, I, H, C.swiglu_limit, ver, 0)));
     TIME_US(us2, CU(cuda_moe_down(y_d, act_d, x->dn_b_d, x->dn_s_d, x->dn_bias_d, es_d, sl_d, tw_d,
-                                  E, H, I, ver, 0)));
+                                  T, K, E, H, I, ver, 0)));
     int touched = 0;
     for (int e = 0; e < E; e++) touched += es[e + 1] > es[e];
     double gb1 = touched * (2.0 * I * H * 17 / 32) / (us1 * 1e3);
@@ -1240,10 +1240,13 @@ int main(int argc, char **argv) {
         check_router();
         experts x;
         experts_make(&x);
-        for (int ver = 1; ver <= 2; ver++) {
+        for (int ver = 1; ver <= 3; ver++) {
             check_moe_case(&x, 64, 8, ver);   /* ~32 tokens per expert: chunks, partial tiles */
             check_moe_case(&x, 16, 128, ver); /* spread: mostly one token per expert */
             check_moe_case(&x, 1, 128, ver);  /* single-stream decode */
+            /* version 3's large tile: 2-3 chunks of 16 tokens; then the seed's batch 256 */
+            check_moe_case(&x, 160, 16, ver);
+            check_moe_case(&x, 256, 128, ver);
         }
         experts_free(&x);
         check_argmax();
@@ -1257,6 +1260,10 @@ int main(int argc, char **argv) {
         check_model(model, 2, false, mseed);
         printf("whole model, kernel version 2, decode steps through CUDA graphs (3 -> bucket 4)\n");
         check_model(model, 2, true, mseed);
+        printf("whole model, kernel version 3 (MXFP4 streamed one block per lane)\n");
+        check_model(model, 3, false, mseed);
+        printf("whole model, kernel version 3, decode steps through CUDA graphs\n");
+        check_model(model, 3, true, mseed);
     }
     printf("cuda-check: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;

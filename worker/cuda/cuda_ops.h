@@ -79,11 +79,12 @@ int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32_t *e_slots
 /* First expert GEMM over the slots grouped by expert, MXFP4 codes decoded in registers into
  * bf16 tensor-core fragments: h = W1[e] · xn[slot / top_k] + b1[e], then the clamped SwiGLU
  * (gate = even rows, up = odd rows): act (S, I) bf16. xn (T, H) bf16; blocks (E, 2I, H/32, 16),
- * scales (E, 2I, H/32), bias (E, 2I) bf16. H and I multiples of 32. version: the tile shape
- * (1 or 2, see moe.cuh); both compute the same function. */
+ * scales (E, 2I, H/32), bias (E, 2I) bf16. H and I multiples of 32. version: the kernel
+ * (1, 2 or 3, see moe.cuh), all computing the same function; T, the step's token count, picks
+ * version 3's tile. */
 int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                      const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
-                     const int32_t *e_slots, int top_k, int E, int I, int H, float limit,
+                     const int32_t *e_slots, int T, int top_k, int E, int I, int H, float limit,
                      int version, cudaStream_t s);
 
 /* Second expert GEMM: y[slot] = top_w[slot] * (W2[e] · act[slot] + b2[e]), y (S, H) float;
@@ -91,7 +92,8 @@ int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
  * output (a fixed-order sum instead of atomics: results do not depend on the batch). */
 int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
                   const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-                  const float *top_w, int E, int H, int I, int version, cudaStream_t s);
+                  const float *top_w, int T, int top_k, int E, int H, int I, int version,
+                  cudaStream_t s);
 
 /* out (n) = argmax of each logits row (n, V): lowest id on ties, NaN never wins, 0 when every
  * entry is -inf or NaN (sampling_argmax's rule). */

@@ -223,6 +223,231 @@ __global__ void __launch_bounds__(32 * WARPS)
     }
 }
 
+/* ---- version 3: weights streamed in their MXFP4 form, one distinct 16-byte block per lane ----
+ *
+ * Versions 1 and 2 give lane (g, t) of a warp the MXFP4 bytes at 2t.. of each 32-input block,
+ * so the four lanes of a row each load the same 16 bytes and one block of loads is in flight.
+ * Version 3 uses the freedom of the k order inside an MMA: the sum over k does not care which
+ * physical input a fragment slot holds, as long as the A (weights) and B (tokens) fragments
+ * agree. So lane t takes a whole block, block 4c + t of "super-chunk" c (128 inputs), for rows
+ * g and g + 8 of each 16-row tile: one 16-byte load per row, four lanes cover 64 contiguous
+ * bytes of a row, nothing is loaded twice, and STAGES super-chunks are in flight per lane.
+ *
+ * Within a block the lane consumes its 32 inputs as 8 MMA k-steps of 4 slots. The codes decode
+ * two at a time with bit operations, nibble i of a 32-bit word paired with nibble i + 4 (one in
+ * each 16-bit half): the three magnitude bits go to bf16 bits 6..8, the sign to bit 15, which
+ * is the e2m1 value times 2^-126 (code 1 lands on a bf16 subnormal, exact); one bf16x2 multiply
+ * by 2^(s-1) then gives value * 2^(s-127) exactly. The staged tokens are permuted to match:
+ * each group of 8 inputs is stored as (0,4), (1,5), (2,6), (3,7), so that one 16-byte shared
+ * load gives the B fragments of two k-steps, and the word of each group is XOR-swizzled by bit
+ * 1 of the block index so that the four lanes t of a row hit distinct banks. */
+
+/* Codes word x (8 e2m1 values, low nibble first) → 4 bf16 pairs (value_i, value_i+4) * 2^-126. */
+__device__ __forceinline__ void dq_word(uint32_t *r, uint32_t x) {
+    const uint32_t M = 0x01C001C0u, S = 0x80008000u;
+    r[0] = ((x << 6) & M) | ((x << 12) & S);
+    r[1] = ((x << 2) & M) | ((x << 8) & S);
+    r[2] = ((x >> 2) & M) | ((x << 4) & S);
+    r[3] = ((x >> 6) & M) | (x & S);
+}
+
+__device__ __forceinline__ uint32_t bmul2(uint32_t a, uint32_t b) {
+    __nv_bfloat162 r = __hmul2(*reinterpret_cast<__nv_bfloat162 *>(&a),
+                               *reinterpret_cast<__nv_bfloat162 *>(&b));
+    return *reinterpret_cast<uint32_t *>(&r);
+}
+
+/* Streamed once per step: no L1 allocation, so L1 keeps the scales and token rows. */
+__device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+/* Tile configurations of version 3 (chosen by the launcher from the step's token count):
+ *   small: 4 warps × 1 row tile (64 rows), 8 tokens, 3 stages: many CTAs when few experts are
+ *          touched (batch 1: 4 experts × 90 tiles);
+ *   large: 6 warps × 2 row tiles (192 rows, which divides 5760 and 2880), 16 tokens, 2 stages:
+ *          each staged token row serves 192 weight rows, each decoded weight serves 16 tokens. */
+template <bool DOWN, int WARPS, int MT, int NT, int STAGES>
+__global__ void __launch_bounds__(32 * WARPS)
+    moe3_kernel(void *outp, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
+                const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
+                const float *top_w, int top_k, int N, int K, float limit) {
+    constexpr int ROWS = 16 * MT * WARPS, TOK = 8 * NT;
+    extern __shared__ __align__(16) uint16_t xs[]; /* (TOK, K + 16), permuted and swizzled */
+    int e = blockIdx.y, beg = e_start[e], cnt = e_start[e + 1] - beg;
+    if (cnt == 0) return;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    int nb = K / 32, nc = (nb + 3) / 4, ld = K + 16;
+    int row0 = blockIdx.x * ROWS + warp * 16 * MT + gq;
+    const uint4 *wp[MT][2];
+    const uint8_t *sp[MT][2];
+    bool rv[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int r = row0 + mt * 16 + h * 8;
+            rv[mt][h] = r < N;
+            size_t base = ((size_t)e * N + (r < N ? r : 0)) * nb;
+            wp[mt][h] = reinterpret_cast<const uint4 *>(blocks) + base;
+            sp[mt][h] = scales + base;
+        }
+    const uint4 zero4 = make_uint4(0, 0, 0, 0);
+
+    for (int c0 = 0; c0 < cnt; c0 += TOK) {
+        int n = min(TOK, cnt - c0), ntile = (n + 7) / 8, vec = K / 8;
+        __syncthreads(); /* the previous chunk's B reads are done */
+        for (int i = threadIdx.x; i < ntile * 8 * vec; i += blockDim.x) {
+            int j = i / vec, q = i % vec, kb = q >> 2, w = (q & 3) ^ ((kb >> 1) & 1);
+            uint4 v = zero4;
+            if (j < n) {
+                int slot = e_slots[beg + c0 + j], src = DOWN ? slot : slot / top_k;
+                v = reinterpret_cast<const uint4 *>(in + (size_t)src * K)[q];
+            }
+            uint4 p = make_uint4(__byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632),
+                                 __byte_perm(v.y, v.w, 0x5410), __byte_perm(v.y, v.w, 0x7632));
+            *reinterpret_cast<uint4 *>(xs + j * ld + kb * 32 + w * 8) = p;
+        }
+        __syncthreads();
+
+        float acc[MT][NT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+                acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+
+        uint4 wr[STAGES][MT][2];
+        uint32_t sr[STAGES][MT][2];
+        auto load = [&](uint4(&w)[MT][2], uint32_t(&sc)[MT][2], int c) {
+            int kb = 4 * c + tq;
+            bool ok = c < nc && kb < nb;
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    bool v = ok && rv[mt][h];
+                    w[mt][h] = v ? ld_stream(wp[mt][h] + kb) : zero4;
+                    sc[mt][h] = v ? __ldg(sp[mt][h] + kb) : 0u;
+                }
+        };
+#pragma unroll
+        for (int st = 0; st < STAGES - 1; st++) load(wr[st], sr[st], st);
+
+        for (int cb = 0; cb < nc; cb += STAGES) {
+#pragma unroll
+            for (int st = 0; st < STAGES; st++) {
+                int c = cb + st;
+                if (c >= nc) break;
+                /* the slot consumed one super-chunk ago takes the one STAGES - 1 ahead */
+                load(wr[(st + STAGES - 1) % STAGES], sr[(st + STAGES - 1) % STAGES],
+                     c + STAGES - 1);
+                int kb = 4 * c + tq;
+                bool kv = kb < nb;
+                uint32_t mul[MT][2], mul2[MT][2];
+                bool big = false;
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        uint32_t s = sr[st][mt][h];
+                        uint32_t m = ((s > 128u ? 128u : s) + 126u) << 7; /* bf16 2^(min(s,128)-1) */
+                        uint32_t m2 = s > 128u ? (s - 1u) << 7 : (127u << 7); /* 2^(s-128) */
+                        mul[mt][h] = m | (m << 16), mul2[mt][h] = m2 | (m2 << 16);
+                        big |= s > 128u;
+                    }
+#pragma unroll
+                for (int w = 0; w < 4; w++) {
+                    /* B fragments of this word of the lane's block, every token tile */
+                    uint4 bx[NT];
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) {
+                        bx[nt] = zero4;
+                        if (nt < ntile && kv)
+                            bx[nt] = *reinterpret_cast<const uint4 *>(
+                                xs + (nt * 8 + gq) * ld + kb * 32 + ((w ^ ((kb >> 1) & 1)) * 8));
+                    }
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        uint32_t ag[4], ah[4];
+                        const uint4 &wg = wr[st][mt][0], &wh = wr[st][mt][1];
+                        dq_word(ag, w == 0 ? wg.x : w == 1 ? wg.y : w == 2 ? wg.z : wg.w);
+                        dq_word(ah, w == 0 ? wh.x : w == 1 ? wh.y : w == 2 ? wh.z : wh.w);
+#pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            ag[i] = bmul2(ag[i], mul[mt][0]);
+                            ah[i] = bmul2(ah[i], mul[mt][1]);
+                        }
+                        if (big) { /* scales above 2^1: the rest of 2^(s-1) (rare) */
+#pragma unroll
+                            for (int i = 0; i < 4; i++) {
+                                ag[i] = bmul2(ag[i], mul2[mt][0]);
+                                ah[i] = bmul2(ah[i], mul2[mt][1]);
+                            }
+                        }
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++) {
+                            if (nt >= ntile) break;
+                            mma_bf16(acc[mt][nt], ag[0], ah[0], ag[1], ah[1], bx[nt].x, bx[nt].y);
+                            mma_bf16(acc[mt][nt], ag[2], ah[2], ag[3], ah[3], bx[nt].z, bx[nt].w);
+                        }
+                    }
+                }
+            }
+        }
+
+        /* Epilogue, as versions 1 and 2: c0, c1 are row ra at tokens 2tq, 2tq+1 of the n-tile;
+         * c2, c3 row rb = ra + 8. */
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            int ra = row0 + mt * 16, rb = ra + 8;
+            float bias_a = ra < N ? bf16f(bias[(size_t)e * N + ra]) : 0.0f;
+            float bias_b = rb < N ? bf16f(bias[(size_t)e * N + rb]) : 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                if (nt >= ntile) break;
+                float v[4] = {acc[mt][nt][0] + bias_a, acc[mt][nt][1] + bias_a,
+                              acc[mt][nt][2] + bias_b, acc[mt][nt][3] + bias_b};
+                int j0 = nt * 8 + 2 * tq;
+                if (DOWN) {
+                    float *y = static_cast<float *>(outp);
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        int j = j0 + (i & 1), row = i < 2 ? ra : rb;
+                        if (j < n && row < N) {
+                            int slot = e_slots[beg + c0 + j];
+                            y[(size_t)slot * N + row] = top_w[slot] * v[i];
+                        }
+                    }
+                } else {
+                    float u[4];
+#pragma unroll
+                    for (int i = 0; i < 4; i++) u[i] = __shfl_down_sync(0xffffffffu, v[i], 4);
+                    if ((gq & 1) == 0) {
+                        uint16_t *act = static_cast<uint16_t *>(outp);
+                        int I = N / 2;
+#pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            int j = j0 + (i & 1), row = i < 2 ? ra : rb;
+                            if (j < n && row < N) {
+                                int slot = e_slots[beg + c0 + j];
+                                float gate = fminf(v[i], limit);
+                                float up = fminf(fmaxf(u[i], -limit), limit);
+                                float glu = gate / (1.0f + expf(-1.702f * gate));
+                                act[(size_t)slot * I + row / 2] = f2bf16(glu * (up + 1.0f));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /* ---- launchers ---- */
 
 extern "C" int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32_t *e_slots,
@@ -254,10 +479,45 @@ static int moe_launch(void *out, const uint16_t *in, const uint8_t *blocks, cons
     return launch_status();
 }
 
+template <bool DOWN, int WARPS, int MT, int NT, int STAGES>
+static int moe3_launch(void *out, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
+                       const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
+                       const float *top_w, int top_k, int E, int N, int K, float limit,
+                       cudaStream_t s) {
+    if (K % 32 || N % 2 || K > 8192) return (int)cudaErrorInvalidValue;
+    size_t smem = (size_t)8 * NT * (K + 16) * sizeof(uint16_t);
+    static size_t smem_set = 0; /* per instantiation; the engine thread is the only caller */
+    if (smem > 48 * 1024 && smem > smem_set) {
+        cudaError_t err =
+            cudaFuncSetAttribute(moe3_kernel<DOWN, WARPS, MT, NT, STAGES>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (err != cudaSuccess) return (int)err;
+        smem_set = smem;
+    }
+    constexpr int ROWS = 16 * MT * WARPS;
+    dim3 grid((N + ROWS - 1) / ROWS, E);
+    moe3_kernel<DOWN, WARPS, MT, NT, STAGES><<<grid, 32 * WARPS, smem, s>>>(
+        out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, N, K, limit);
+    return launch_status();
+}
+
+/* Version 3's tile for a step of T tokens: the large tile once experts hold 4+ tokens on
+ * average (T * top_k / E > 4: batch 128 and up on 120b). */
+static inline bool moe3_large(int T, int top_k, int E) {
+    return (long)T * top_k > 4L * E;
+}
+
 extern "C" int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                                 const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
-                                const int32_t *e_slots, int top_k, int E, int I, int H, float limit,
-                                int version, cudaStream_t s) {
+                                const int32_t *e_slots, int T, int top_k, int E, int I, int H,
+                                float limit, int version, cudaStream_t s) {
+    if (version >= 3) {
+        if (moe3_large(T, top_k, E))
+            return moe3_launch<false, 6, 2, 2, 3>(act, xn, blocks, scales, bias, e_start, e_slots,
+                                                  NULL, top_k, E, 2 * I, H, limit, s);
+        return moe3_launch<false, 4, 1, 1, 4>(act, xn, blocks, scales, bias, e_start, e_slots,
+                                              NULL, top_k, E, 2 * I, H, limit, s);
+    }
     if (version == 2)
         return moe_launch<false, MOE_V2_WARPS, MOE_V2_TOK>(
             act, xn, blocks, scales, bias, e_start, e_slots, NULL, top_k, E, 2 * I, H, limit, s);
@@ -267,8 +527,15 @@ extern "C" int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t
 
 extern "C" int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *blocks,
                              const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
-                             const int32_t *e_slots, const float *top_w, int E, int H, int I,
-                             int version, cudaStream_t s) {
+                             const int32_t *e_slots, const float *top_w, int T, int top_k, int E,
+                             int H, int I, int version, cudaStream_t s) {
+    if (version >= 3) {
+        if (moe3_large(T, top_k, E))
+            return moe3_launch<true, 6, 2, 2, 3>(y, act, blocks, scales, bias, e_start, e_slots,
+                                                 top_w, 1, E, H, I, 0.0f, s);
+        return moe3_launch<true, 4, 1, 1, 4>(y, act, blocks, scales, bias, e_start, e_slots, top_w,
+                                             1, E, H, I, 0.0f, s);
+    }
     if (version == 2)
         return moe_launch<true, MOE_V2_WARPS, MOE_V2_TOK>(y, act, blocks, scales, bias, e_start,
                                                           e_slots, top_w, 1, E, H, I, 0.0f, s);
