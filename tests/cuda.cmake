@@ -5,3 +5,41 @@
 if(TARGET mg_cuda_plan)
   mg_test(test_cuda_plan SOURCES unit/test_cuda_plan.c LIBS mg_cuda_plan LABELS unit)
 endif()
+# cuda-agree's own logic on a machine without a GPU: a second CPU backend as backend B (--b cpu)
+# on the tiny checkpoint. Two float32 CPU backends must agree on every greedy token and on HF's
+# golden; with a fault injected into B's logits (--perturb: B's top logit lowered at the 4th
+# greedy token) the divergence check and the logits check must each report FAIL on their own.
+if(TARGET cuda-agree AND TARGET mg-mkckpt)
+  set(agree_ckpt ${CMAKE_BINARY_DIR}/ckpt/cuda_agree)
+  add_test(NAME cuda_agree_ckpt
+           COMMAND ${CMAKE_COMMAND} -E env --unset=MAGNETO_SEED --unset=MAGNETO_SHARD_MB
+                   $<TARGET_FILE:mg-mkckpt> --preset tiny --out ${agree_ckpt})
+  set_tests_properties(cuda_agree_ckpt PROPERTIES FIXTURES_SETUP cuda_agree_ckpt LABELS unit)
+  add_test(NAME cuda_agree_cpu
+           COMMAND cuda-agree --b cpu --model ${agree_ckpt} --tokens 128 --prompts 4)
+  add_test(NAME cuda_agree_cpu_golden
+           COMMAND cuda-agree --b cpu --model ${agree_ckpt} --prompts 0
+                   --golden ${CMAKE_CURRENT_LIST_DIR}/golden/model/tiny.golden)
+  add_test(NAME cuda_agree_divergence_fails
+           COMMAND cuda-agree --b cpu --model ${agree_ckpt} --tokens 16 --prompts 2 --perturb 3
+                   --bound 0 --tol 1)
+  add_test(NAME cuda_agree_error_fails
+           COMMAND cuda-agree --b cpu --model ${agree_ckpt} --tokens 16 --prompts 2 --perturb 3
+                   --bound 1 --tol 0.2)
+  set_tests_properties(cuda_agree_cpu cuda_agree_cpu_golden cuda_agree_divergence_fails
+                       cuda_agree_error_fails
+                       PROPERTIES FIXTURES_REQUIRED cuda_agree_ckpt LABELS unit TIMEOUT 300)
+  # a pass pattern overrides the exit status, so a sanitizer report must fail the test itself
+  set_tests_properties(cuda_agree_cpu cuda_agree_cpu_golden cuda_agree_divergence_fails
+                       cuda_agree_error_fails PROPERTIES FAIL_REGULAR_EXPRESSION
+                       "AddressSanitizer|LeakSanitizer|runtime error")
+  set_tests_properties(cuda_agree_cpu PROPERTIES PASS_REGULAR_EXPRESSION
+    "prompt: 512 of 512 greedy tokens agree.*cuda-agree: 4 passed, 0 failed")
+  set_tests_properties(cuda_agree_cpu_golden PROPERTIES PASS_REGULAR_EXPRESSION
+    "golden greedy run: 512 of 512 greedy tokens agree.*cuda-agree: 11 passed, 0 failed")
+  # the summary line must come (no crash), with every prompt failing for the expected reason
+  set_tests_properties(cuda_agree_divergence_fails PROPERTIES PASS_REGULAR_EXPRESSION
+    "FAIL prompt 0 [^\n]*diverged at token 3: cpu top-2 gap [^\n]* >= bound 0e\\+00.*FAIL prompt 1 [^\n]*diverged at token 3.*cuda-agree: 0 passed, 2 failed")
+  set_tests_properties(cuda_agree_error_fails PROPERTIES PASS_REGULAR_EXPRESSION
+    "FAIL prompt 0 [^\n]*< bound 1e\\+00[^\n]*max 5.00e-01 \\(tol 2e-01\\).*cuda-agree: 0 passed, 2 failed")
+endif()

@@ -38,6 +38,7 @@ typedef struct grow {
 
 typedef struct golden {
     char maker_args[256];
+    char dtype[32]; /* the oracle's arithmetic ("oracle" record; absent: float32) */
     int n_files;
     char file[16][128], sha[16][65];
     int vocab;
@@ -60,6 +61,7 @@ static int read_ints(char *s, int32_t *out, int max) {
 
 static bool load_golden(const char *path, golden *g) {
     memset(g, 0, sizeof(*g));
+    snprintf(g->dtype, sizeof(g->dtype), "float32");
     FILE *f = fopen(path, "r");
     if (!f) {
         fprintf(stderr, "cannot open %s\n", path);
@@ -76,6 +78,8 @@ static bool load_golden(const char *path, golden *g) {
                 snprintf(g->maker_args, sizeof(g->maker_args), "%s", line + off);
                 g->maker_args[strcspn(g->maker_args, "\n")] = 0;
             }
+        } else if (strncmp(line, "oracle ", 7) == 0) {
+            ok &= sscanf(line, "oracle %*s %31s", g->dtype) == 1;
         } else if (strncmp(line, "file ", 5) == 0 && g->n_files < 16) {
             ok &= sscanf(line, "file %127s %64s", g->file[g->n_files], g->sha[g->n_files]) == 2;
             g->n_files++;
@@ -243,6 +247,8 @@ int main(void) {
     G = &g;
     CHECK(load_golden(gpath, &g));
     if (!g.n_files) return check_done();
+    /* the bounds below (1e-3, identical greedy tokens) hold against a float32 oracle only */
+    CHECK_MSG(strcmp(g.dtype, "float32") == 0, "%s: oracle ran in %s, not float32", gpath, g.dtype);
 
     /* 1. Same checkpoint bytes as the reference loaded. */
     clear_maker_env();

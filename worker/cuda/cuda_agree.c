@@ -27,8 +27,9 @@
  *              [--b cuda|cpu] [--kernel-version 2] [--graphs 0|1] [--bound 2e-2] [--tol 0.2]
  *              [--hf-tol 3e-2] [--chunk 256] [--seed N] [--perturb STEP]
  *
- * Exit status 0 when every check passes, 1 when one fails, 2 on bad usage or when a backend
- * cannot open. The last line is "cuda-agree: N passed, M failed". */
+ * Exit status 0 when every check passes; 1 when one fails (a backend that cannot open or a
+ * forward that fails counts as a failed check); 2 on bad usage or an unreadable golden file.
+ * The last line is "cuda-agree: N passed, M failed". */
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -429,10 +430,12 @@ static bool load_golden(const char *path, golden *g) {
     size_t cap = 0;
     bool ok = true;
     int lineno = 0;
-    while (getline(&line, &cap, f) > 0) {
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) > 0) {
         int off = 0, a, b;
         lineno++;
-        bool good = true;
+        /* every record ends in a newline: a last line without one is a cut-off file */
+        bool whole = line[len - 1] == '\n', good = true;
         if (!strncmp(line, "checkpoint ", 11)) {
             char name[64];
             if (sscanf(line, "checkpoint %63s %n", name, &off) >= 1 && off > 0) {
@@ -500,7 +503,10 @@ static bool load_golden(const char *path, golden *g) {
                 good = n == b;
             }
         }
-        if (!good) fprintf(stderr, "cuda-agree: %s:%d: malformed record\n", path, lineno);
+        if (!whole || !good)
+            fprintf(stderr, "cuda-agree: %s:%d: %s record\n", path, lineno,
+                    whole ? "malformed" : "cut-off");
+        good &= whole;
         ok &= good;
     }
     free(line);
@@ -659,7 +665,7 @@ static void run_golden(const opts *o, const golden *g) {
     printf("golden %s: HF ran in %s on %s (maker args \"%s\"); %d prompts, %d rows, %d greedy\n",
            o->golden, g->dtype, g->device, g->maker_args, g->n_prompts, g->n_rows, g->n_greedy);
     bool sha = sha_ok(g, o->model);
-    verdict(sha, "golden: %d checkpoint files match the golden's SHA-256", g->n_files);
+    verdict(sha, "golden: SHA-256 of the %d checkpoint files against the golden's", g->n_files);
     if (!sha) return; /* another checkpoint: nothing below would mean anything */
     int maxlen = 0, maxgen = 0, nrows_max = 0;
     for (int p = 0; p < g->n_prompts; p++) {
