@@ -45,32 +45,73 @@ __global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, co
     }
 }
 
-/* The key loop of one warp (one query head): keys [j_begin, j_end] of the sequence whose block
- * table row is brow, q (scaled) in qs. Lane l scores key j0 + l (a whole 128-byte K row, 16-byte
- * loads), the warp keeps the online-softmax state (m, l). For P·V the lanes split as 4 key
- * slots × 8 dimension groups: lane (kq, d8) reads 16 bytes (dimensions 8 d8 .. 8 d8 + 7) of the
- * V rows of keys j0 + 4 i + kq, so one load instruction covers four whole V rows and each lane
- * keeps 8 partial sums; the four key slots are summed once at the end. On return every lane has
- * acc0, acc1 = output dimensions 2 lane, 2 lane + 1. An empty range leaves m = -inf, l = 0,
- * acc = 0. */
-__device__ __forceinline__ void attend_range(const float *qs, const uint16_t *kc,
+/* Key tiles of attention: 32 keys whose K and V rows (128 bytes each) the whole CTA copies into
+ * shared memory with cp.async, two tiles in flight, so that every K/V byte crosses L1 once per
+ * CTA in whole 128-byte lines; the warps (one per query head of the kv group) then read the
+ * tile from shared memory. Rows are padded to 144 bytes: lane j reading row j hits distinct
+ * banks. */
+enum { ATT_TILE = 32, ATT_ROW = 72 /* bf16 per padded row */ };
+
+struct att_smem {
+    uint16_t k[2][ATT_TILE * ATT_ROW], v[2][ATT_TILE * ATT_ROW];
+};
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+__device__ __forceinline__ void cp_async_wait1() {
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+}
+
+/* The CTA copies keys [j0, min(j0 + 32, je + 1)) of kv head g into buffer buf. */
+__device__ __forceinline__ void att_issue(att_smem *sm, int buf, const uint16_t *kc,
+                                          const uint16_t *vc, const int32_t *brow, int g,
+                                          int n_kv, int bs, int j0, int je) {
+    for (int i = threadIdx.x; i < ATT_TILE * 8; i += blockDim.x) {
+        int r = i >> 3, c = i & 7, j = j0 + r;
+        if (j <= je) {
+            size_t base = ((size_t)(brow[j / bs] * n_kv + g) * bs + j % bs) * 64 + c * 8;
+            cp_async16(sm->k[buf] + r * ATT_ROW + c * 8, kc + base);
+            cp_async16(sm->v[buf] + r * ATT_ROW + c * 8, vc + base);
+        }
+    }
+    cp_async_commit();
+}
+
+/* Keys [j_begin, j_end] of the sequence whose block table row is brow, for the warp's query
+ * head (q scaled, in qs); every warp of the CTA must call it with the same range (it
+ * synchronizes the CTA). Lane l scores key j0 + l of a tile, the warp keeps the online-softmax
+ * state (m, l). For P·V the lanes split as 4 key slots × 8 dimension groups: lane (kq, d8) reads
+ * 16 bytes (dimensions 8 d8 .. 8 d8 + 7) of the V rows of keys 4 i + kq and keeps 8 partial
+ * sums; the four key slots are summed once at the end. On return every lane has acc0, acc1 =
+ * output dimensions 2 lane, 2 lane + 1. An empty range leaves m = -inf, l = 0, acc = 0. */
+__device__ __forceinline__ void attend_range(att_smem *sm, const float *qs, const uint16_t *kc,
                                              const uint16_t *vc, const int32_t *brow, int g,
                                              int n_kv, int bs, int j_begin, int j_end, float &m,
                                              float &l, float &acc0, float &acc1) {
-    const int D = 64;
     int lane = threadIdx.x & 31, kq = lane >> 3, d8 = lane & 7;
     float acc[8];
 #pragma unroll
     for (int i = 0; i < 8; i++) acc[i] = 0.0f;
     m = -INFINITY, l = 0.0f;
-    for (int j0 = j_begin; j0 <= j_end; j0 += 32) {
-        int j = j0 + lane;
+    int ntiles = j_end >= j_begin ? (j_end - j_begin) / ATT_TILE + 1 : 0;
+    if (ntiles > 0) att_issue(sm, 0, kc, vc, brow, g, n_kv, bs, j_begin, j_end);
+    for (int tile = 0; tile < ntiles; tile++) {
+        int buf = tile & 1, j0 = j_begin + tile * ATT_TILE;
+        if (tile + 1 < ntiles)
+            att_issue(sm, buf ^ 1, kc, vc, brow, g, n_kv, bs, j0 + ATT_TILE, j_end);
+        else
+            cp_async_commit(); /* an empty group keeps wait_group 1 meaning "this tile" */
+        cp_async_wait1();
+        __syncthreads();
+        int nvalid = min(ATT_TILE, j_end - j0 + 1);
         float sc = -INFINITY;
-        unsigned long long base = 0;
-        if (j <= j_end) {
-            int blk = brow[j / bs];
-            base = ((unsigned long long)(blk * n_kv + g) * bs + j % bs) * D;
-            const uint4 *kr = reinterpret_cast<const uint4 *>(kc + base);
+        if (lane < nvalid) {
+            const uint4 *kr = reinterpret_cast<const uint4 *>(sm->k[buf] + lane * ATT_ROW);
             float d = 0.0f;
 #pragma unroll
             for (int c = 0; c < 8; c++) {
@@ -86,19 +127,17 @@ __device__ __forceinline__ void attend_range(const float *qs, const uint16_t *kc
         }
         float mn = fmaxf(m, warp_max(sc)); /* finite: lane 0's key is always in range */
         float alpha = expf(m - mn);
-        float p = j <= j_end ? expf(sc - mn) : 0.0f;
+        float p = lane < nvalid ? expf(sc - mn) : 0.0f;
         l = l * alpha + warp_sum(p);
 #pragma unroll
         for (int i = 0; i < 8; i++) acc[i] *= alpha;
-        int nvalid = min(32, j_end - j0 + 1);
 #pragma unroll
-        for (int i = 0; i < 32; i += 4) {
+        for (int i = 0; i < ATT_TILE; i += 4) {
             if (i >= nvalid) break;
             int jj = i + kq;
             float pj = __shfl_sync(0xffffffffu, p, jj);
-            unsigned long long bj = __shfl_sync(0xffffffffu, base, jj);
             if (jj < nvalid) {
-                uint4 v = *reinterpret_cast<const uint4 *>(vc + bj + 8 * d8);
+                uint4 v = *reinterpret_cast<const uint4 *>(sm->v[buf] + jj * ATT_ROW + 8 * d8);
                 uint32_t w4[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
@@ -108,6 +147,7 @@ __device__ __forceinline__ void attend_range(const float *qs, const uint16_t *kc
             }
         }
         m = mn;
+        __syncthreads(); /* buffer buf is refilled by the next iteration's issue */
     }
     /* sum the four key slots, then hand lane x dimensions 2x, 2x + 1 (held by group x / 4) */
 #pragma unroll
@@ -136,7 +176,7 @@ __device__ __forceinline__ void load_q(float *qs, const float *q, int t, int n_h
 }
 
 /* Grid (T, n_kv); one warp per query head of the kv group, so the group's K/V rows are read
- * once from memory and shared through L1. The sink joins at the end: one more logit in the
+ * once from memory into shared memory (attend_range's tiles) for all its heads. The sink joins at the end: one more logit in the
  * denominator, none in the numerator. */
 __global__ void attention_kernel(uint16_t *out, const float *q, const uint16_t *kc,
                                  const uint16_t *vc, const uint16_t *sinks,
@@ -144,13 +184,14 @@ __global__ void attention_kernel(uint16_t *out, const float *q, const uint16_t *
                                  const int32_t *token_seq, const int32_t *positions, int n_heads,
                                  int n_kv, int bs, int window) {
     __shared__ __align__(16) float qs[32][64];
+    __shared__ __align__(16) att_smem sm;
     int t = blockIdx.x, g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int h = g * (n_heads / n_kv) + warp;
     load_q(qs[warp], q, t, n_heads, h);
     int pos = positions[t], lo = window > 0 ? max(0, pos - window + 1) : 0;
     const int32_t *brow = block_table + (size_t)token_seq[t] * max_blocks;
     float m, l, acc0, acc1;
-    attend_range(qs[warp], kc, vc, brow, g, n_kv, bs, lo, pos, m, l, acc0, acc1);
+    attend_range(&sm, qs[warp], kc, vc, brow, g, n_kv, bs, lo, pos, m, l, acc0, acc1);
     float sk = bf16f(sinks[h]), mf = fmaxf(m, sk), a = expf(m - mf);
     l = l * a + expf(sk - mf);
     uint16_t *o = out + ((size_t)t * n_heads + h) * 64;
@@ -168,6 +209,7 @@ __global__ void attention_split_kernel(float *part, const float *q, const uint16
                                        const int32_t *positions, int n_heads, int n_kv, int bs,
                                        int window, int chunk) {
     __shared__ __align__(16) float qs[32][64];
+    __shared__ __align__(16) att_smem sm;
     int t = blockIdx.x, g = blockIdx.y, sp = blockIdx.z, splits = gridDim.z;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int h = g * (n_heads / n_kv) + warp;
@@ -176,7 +218,7 @@ __global__ void attention_split_kernel(float *part, const float *q, const uint16
     int jb = lo + sp * chunk, je = min(pos, jb + chunk - 1);
     const int32_t *brow = block_table + (size_t)token_seq[t] * max_blocks;
     float m, l, acc0, acc1;
-    attend_range(qs[warp], kc, vc, brow, g, n_kv, bs, jb, je, m, l, acc0, acc1);
+    attend_range(&sm, qs[warp], kc, vc, brow, g, n_kv, bs, jb, je, m, l, acc0, acc1);
     float *pp = part + (((size_t)t * n_heads + h) * splits + sp) * 66;
     if (lane == 0) pp[0] = m, pp[1] = l;
     pp[2 + 2 * lane] = acc0;
