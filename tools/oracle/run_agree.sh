@@ -18,12 +18,14 @@
 # arithmetic as the CPU engine; 20b: bfloat16 on the GPU, since float32 would need ~84 GB, more
 # than an H100's 80 GB); cuda-agree on both with random prompts (greedy agreement with the CPU
 # engine) and with the golden (logits and greedy tokens against HF). HF runs in its own process
-# and exits, freeing the GPU, before any cuda-agree starts. Budget on 16 cores + one H100: the
-# 20b CPU side is ~0.2-0.4 s per decode step, so 20b uses 2 random prompts and 3 golden prompts
-# (7, 64, 200 tokens; greedy from 7 and 200) of 128 tokens; the whole script ~5 minutes.
+# and exits, freeing the GPU, before any cuda-agree starts.
+# Budget: the CPU engine at the 20b shape took 1.7 s per decode step (2 sequences) and 41 s for a
+# 207-token prefill on 2 cores; on 16 cores that is ~0.2-0.35 s and ~5-8 s, so 20b uses 2 random
+# prompts and 3 golden prompts (7, 64, 200 tokens; greedy from 7 and 200) of 128 greedy tokens:
+# ~1 minute of CPU engine per cuda-agree run, the whole script ~5-6 minutes.
 # Exit status: non-zero when any step fails.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
 : "${MKCKPT:?path of mg-mkckpt}" "${AGREE:?path of cuda-agree}" "${OUT:?output folder}"
 MKCKPT=$(realpath "$MKCKPT") AGREE=$(realpath "$AGREE")
 WORK=${WORK:-/tmp/mg-agree}
@@ -31,6 +33,8 @@ TINY_VERSIONS=${TINY_VERSIONS:-"1 2"}
 BIG_VERSION=${BIG_VERSION:-2}
 mkdir -p "$WORK" "$OUT"
 export PYTHONUNBUFFERED=1
+# no network there: transformers must not try the hub (the checkpoints are local folders)
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # The maker reads MAGNETO_<OPTION> too; the checkpoints must be the presets' own.
 for v in SEED HIDDEN LAYERS HEADS KV_HEADS HEAD_DIM EXPERTS TOP_K INTERMEDIATE VOCAB \
     SLIDING_WINDOW SHARD_MB; do unset "MAGNETO_$v"; done
