@@ -14,10 +14,11 @@ e2m1 values times powers of two), eager attention (which implements the sinks), 
 is that of the float32 CPU engine up to summation order. --dtype bfloat16 --device cuda runs it
 in bf16 on a GPU instead, for shapes whose float32 copy would not fit (the 20b shape needs ~84 GB
 in float32); its logits then carry bf16 rounding (~1e-2 of the row's largest), and the header
-records that so a reader picks its tolerance (worker/cuda/cuda_agree.c). The prompts are deterministic token ids; the file
-records them, the SHA-256 of every checkpoint file (the C test regenerates the checkpoint with
-the maker and checks the hashes first), for chosen positions the top-16 logits and 64 fixed
-sample logits, and for chosen prompts --new-tokens greedy tokens (256 by default) with the
+records that so a reader picks its tolerance (worker/cuda/cuda_agree.c).
+
+The prompts are deterministic token ids; the file records them, the SHA-256 of every checkpoint
+file (the C test regenerates the checkpoint with the maker and checks the hashes first), for
+chosen positions the top-16 logits and 64 fixed sample logits, and for chosen prompts --new-tokens greedy tokens (256 by default) with the
 smallest top-1/top-2 margin seen (how close an argmax came to flipping) and, per step, that
 margin relative to the row's largest |logit| (where a continuation that differs from this one
 may differ at a near-tie).
@@ -104,10 +105,8 @@ def main():
                     p.data = p.data.to(dtype)
             for bname, buf in list(mod.named_buffers(recurse=False)):
                 if buf is not None and buf.is_floating_point() and buf.dtype != dtype:
-                    # RoPE's inverse frequencies stay float32 (as the engines keep them)
-                    if "inv_freq" in bname:
-                        continue
-                    mod._buffers[bname] = buf.to(dtype)
+                    # RoPE's inverse frequencies are float32 in any case (as the engines keep them)
+                    mod._buffers[bname] = buf.float() if "inv_freq" in bname else buf.to(dtype)
     model.eval()
     cfg = model.config
     vocab = cfg.vocab_size

@@ -693,6 +693,12 @@ static void run_golden(const opts *o, const golden *g) {
     for (int i = 0; i < pr.max_blocks; i++) blocks[i] = (i * 7 + 3) % pr.num_blocks;
     for (int p = 0; p < g->n_prompts; p++) {
         double eb = NAN, ec = NAN;
+        int nr = 0;
+        for (int r = 0; r < g->n_rows; r++) nr += g->rows[r].prompt == p;
+        if (!nr) { /* nothing logged to compare (a prompt kept for its greedy run) */
+            printf("  golden prompt %d: no logged rows\n", p);
+            continue;
+        }
         mg_status s1 = golden_prefill(g, p, &pr, pr.b, &sb, blocks, &eb);
         mg_status s2 = s1 ? s1 : golden_prefill(g, p, &pr, pr.cpu, &sb, blocks, &ec);
         if (s1 || s2) {
@@ -700,9 +706,9 @@ static void run_golden(const opts *o, const golden *g) {
             continue;
         }
         verdict(eb <= b_tol && ec <= cpu_tol,
-                "golden prompt %d (%d tokens): %s vs HF %.2e (tol %.0e), cpu vs HF %.2e (tol "
-                "%.0e)",
-                p, g->plen[p], o->label, eb, b_tol, ec, cpu_tol);
+                "golden prompt %d (%d tokens, %d rows): %s vs HF %.2e (tol %.0e), cpu vs HF %.2e "
+                "(tol %.0e)",
+                p, g->plen[p], nr, o->label, eb, b_tol, ec, cpu_tol);
     }
     if (g->n_greedy) {
         int plen[MAX_G], n_gen = maxgen;
