@@ -18,10 +18,10 @@ records that so a reader picks its tolerance (worker/cuda/cuda_agree.c).
 
 The prompts are deterministic token ids; the file records them, the SHA-256 of every checkpoint
 file (the C test regenerates the checkpoint with the maker and checks the hashes first), for
-chosen positions the top-16 logits and 64 fixed sample logits, and for chosen prompts --new-tokens greedy tokens (256 by default) with the
-smallest top-1/top-2 margin seen (how close an argmax came to flipping) and, per step, that
-margin relative to the row's largest |logit| (where a continuation that differs from this one
-may differ at a near-tie).
+chosen positions the top-16 logits and 64 fixed sample logits, and for chosen prompts
+--new-tokens greedy tokens (256 by default) with the smallest top-1/top-2 margin seen (how close
+an argmax came to flipping) and, per step, that margin relative to the row's largest |logit|
+(where a continuation that differs from this one may differ at a near-tie).
 
 Format (one record per line, whitespace separated):
     magneto-golden 1

@@ -52,8 +52,8 @@ step() {
     timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
     rc=$?
     t1=$(date +%s%N)
-    grep -E "^(PASS|FAIL)|agree before|forward time|cuda-agree:|wrote|Error|error" "$OUT/$name.log" |
-        tail -40
+    grep -E "^(PASS|FAIL)|agree before|forward time|cuda-agree:|wrote|Error|error" \
+        "$OUT/$name.log" | tail -40
     [ $rc -eq 124 ] && echo "TIMEOUT after ${limit}s"
     printf "%-28s %5d.%d s  exit %d\n" "$name" $(((t1 - t0) / 1000000000)) \
         $(((t1 - t0) / 100000000 % 10)) $rc | tee -a "$OUT/times.txt"
@@ -61,9 +61,11 @@ step() {
     return $rc
 }
 
-nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version --format=csv >"$OUT/gpu.txt" 2>&1
+nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version --format=csv \
+    >"$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" 2>&1 | tail -1
+python3 -c "import torch, transformers as t; print('torch', torch.__version__, 'transformers', \
+    t.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tail -1
 
 # ---- tiny: HF in float32 on the CPU ----
 rm -rf "$WORK/tiny"
@@ -101,7 +103,8 @@ fi
 echo "== summary"
 for f in "$OUT"/agree-*.log; do
     [ -e "$f" ] || continue
-    printf "%-28s %s\n" "$(basename "$f" .log)" "$(grep -E '^cuda-agree: [0-9]+ passed' "$f" || echo 'no summary line (crashed?)')"
+    line=$(grep -E '^cuda-agree: [0-9]+ passed' "$f" || echo 'no summary line (crashed?)')
+    printf "%-28s %s\n" "$(basename "$f" .log)" "$line"
     grep -E "agree before divergence" "$f" | sed 's/^ */    /'
 done
 cat "$OUT/times.txt"
