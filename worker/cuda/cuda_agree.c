@@ -226,6 +226,11 @@ static double row_err(const float *a, const float *b, int n) {
     return e / (m > 1e-30 ? m : 1e-30);
 }
 
+/* *m = max(*m, e), where a NaN (a backend wrote garbage) sticks once seen. */
+static void keep_max(double *m, double e) {
+    if (!isnan(*m) && !(e <= *m)) *m = e;
+}
+
 static int cmp_double(const void *x, const void *y) {
     double a = *(const double *)x, b = *(const double *)y;
     return (a > b) - (a < b);
@@ -340,8 +345,8 @@ static mg_status greedy_run(greedy *g, pair *p, stepbuf *sb, int perturb) {
             if (!q->diverged) {
                 double e = row_err(a, bl, V);
                 if (step == 0) q->err_first = e;
-                if (!(e <= q->max_err)) q->max_err = e; /* NaN sticks */
-                g->errs[g->n_errs++] = e;
+                keep_max(&q->max_err, e);
+                if (!isnan(e)) g->errs[g->n_errs++] = e; /* the median of the finite ones */
                 if (ta != tb) {
                     q->diverged = true, q->div_gap = gap, q->div_err = e;
                 } else {
@@ -583,7 +588,7 @@ static mg_status golden_prefill(const golden *g, int p, pair *pr, mg_backend *be
     for (int r = 0; r < g->n_rows; r++) {
         if (g->rows[r].prompt != p) continue;
         double e = golden_err(&g->rows[r], sb->lg[0] + (size_t)j++ * pr->V, pr->V);
-        if (!(e <= *worst)) *worst = e;
+        keep_max(worst, e);
     }
     return MG_OK;
 }
