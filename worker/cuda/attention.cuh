@@ -56,17 +56,6 @@ struct att_smem {
     uint16_t k[2][ATT_TILE * ATT_ROW], v[2][ATT_TILE * ATT_ROW];
 };
 
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() {
-    asm volatile("cp.async.commit_group;\n" ::);
-}
-__device__ __forceinline__ void cp_async_wait1() {
-    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-}
-
 /* The CTA copies keys [j0, min(j0 + 32, je + 1)) of kv head g into buffer buf. */
 __device__ __forceinline__ void att_issue(att_smem *sm, int buf, const uint16_t *kc,
                                           const uint16_t *vc, const int32_t *brow, int g,

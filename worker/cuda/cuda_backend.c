@@ -29,9 +29,9 @@ typedef struct dev_layer {
     uint16_t *sinks;                /* (n_heads) */
     uint16_t *mlp_norm;             /* (H) */
     uint16_t *router_w, *router_b;  /* (E, H), (E) */
-    uint8_t *gu_blocks, *gu_scales; /* (E, 2I, H/32, 16), (E, 2I, H/32) */
+    uint8_t *gu_blocks, *gu_scales; /* (E, 2I, H/32, 16), (E, 2I, H/32); tiled in version 3 */
     uint16_t *gu_bias;              /* (E, 2I) */
-    uint8_t *dn_blocks, *dn_scales; /* (E, H, I/32, 16), (E, H, I/32) */
+    uint8_t *dn_blocks, *dn_scales; /* (E, H, I/32, 16), (E, H, I/32); tiled in version 3 */
     uint16_t *dn_bias;              /* (E, H) */
 } dev_layer;
 
@@ -571,19 +571,62 @@ static void carve_weights(cuda *b, carve *cv) {
         L->mlp_norm = take(cv, 2 * H);
         L->router_w = take(cv, 2 * E * H);
         L->router_b = take(cv, 2 * E);
-        L->gu_blocks = take(cv, E * 2 * I * H / 2);
-        L->gu_scales = take(cv, E * 2 * I * H / 32);
+        if (b->version >= 3) { /* the tiled layout of cuda_mxfp4_tile */
+            L->gu_blocks = take(cv, cuda_mxfp4_tiled_blocks_bytes(b->E, 2 * b->I, b->H));
+            L->gu_scales = take(cv, cuda_mxfp4_tiled_scales_bytes(b->E, 2 * b->I, b->H));
+        } else {
+            L->gu_blocks = take(cv, E * 2 * I * H / 2);
+            L->gu_scales = take(cv, E * 2 * I * H / 32);
+        }
         L->gu_bias = take(cv, 2 * E * 2 * I);
-        L->dn_blocks = take(cv, E * H * I / 2);
-        L->dn_scales = take(cv, E * H * I / 32);
+        if (b->version >= 3) {
+            L->dn_blocks = take(cv, cuda_mxfp4_tiled_blocks_bytes(b->E, b->H, b->I));
+            L->dn_scales = take(cv, cuda_mxfp4_tiled_scales_bytes(b->E, b->H, b->I));
+        } else {
+            L->dn_blocks = take(cv, E * H * I / 2);
+            L->dn_scales = take(cv, E * H * I / 32);
+        }
         L->dn_bias = take(cv, 2 * E * H);
     }
 }
 
+/* An expert tensor in the checkpoint's layout (E, N, K/32, 16) + (E, N, K/32) to the device:
+ * straight, or through scratch and cuda_mxfp4_tile for version 3. */
+static mg_status upload_experts(cuda *b, uint8_t *blocks_d, uint8_t *scales_d,
+                                const uint8_t *blocks, const uint8_t *scales, int N, int K,
+                                uint8_t *scratch) {
+    size_t nblk = (size_t)b->E * N * K / 2, nsc = (size_t)b->E * N * K / 32;
+    if (b->version < 3) {
+        CK(cudaMemcpy(blocks_d, blocks, nblk, cudaMemcpyHostToDevice), "weight upload");
+        CK(cudaMemcpy(scales_d, scales, nsc, cudaMemcpyHostToDevice), "weight upload");
+        return MG_OK;
+    }
+    CK(cudaMemcpy(scratch, blocks, nblk, cudaMemcpyHostToDevice), "weight upload");
+    CK(cudaMemcpy(scratch + nblk, scales, nsc, cudaMemcpyHostToDevice), "weight upload");
+    CK(cuda_mxfp4_tile(blocks_d, scales_d, scratch, scratch + nblk, b->E, N, K, 0),
+       "weight tiling");
+    CK(cudaDeviceSynchronize(), "weight tiling"); /* scratch is reused by the next tensor */
+    return MG_OK;
+}
+
 static mg_status upload_weights(cuda *b, const mg_model *m) {
     size_t H = b->H, Q = b->Q, KV = b->KV, E = b->E, I = b->I, V = b->V;
+    uint8_t *scratch = NULL; /* version 3: one checkpoint-layout gate_up tensor (the larger) */
+    if (b->version >= 3 &&
+        cudaMalloc((void **)&scratch, E * 2 * I * H / 2 + E * 2 * I * H / 32) != cudaSuccess)
+        return MG_ERRF(MG_ENOMEM,
+                       "cuda backend: no device memory for weight tiling scratch "
+                       "(%zu bytes)",
+                       E * 2 * I * H / 2 + E * 2 * I * H / 32);
+    mg_status st = MG_OK;
 #define UP(dst, src, bytes)                                                                        \
-    CK(cudaMemcpy((char *)(dst), (src), (bytes), cudaMemcpyHostToDevice), "weight upload")
+    do {                                                                                           \
+        if (cudaMemcpy((char *)(dst), (src), (bytes), cudaMemcpyHostToDevice) != cudaSuccess) {    \
+            st = MG_ERRF(MG_ECUDA, "cuda backend: weight upload: %s",                              \
+                         cudaGetErrorString(cudaGetLastError()));                                  \
+            goto done;                                                                             \
+        }                                                                                          \
+    } while (0)
     UP(b->embed, m->embed, 2 * V * H);
     UP(b->final_norm, m->final_norm, 2 * H);
     UP(b->lm_head, m->lm_head, 2 * V * H);
@@ -603,15 +646,19 @@ static mg_status upload_weights(cuda *b, const mg_model *m) {
         UP(L->mlp_norm, S->mlp_norm, 2 * H);
         UP(L->router_w, S->router_w, 2 * E * H);
         UP(L->router_b, S->router_b, 2 * E);
-        UP(L->gu_blocks, S->gate_up_blocks, E * 2 * I * H / 2);
-        UP(L->gu_scales, S->gate_up_scales, E * 2 * I * H / 32);
+        if ((st = upload_experts(b, L->gu_blocks, L->gu_scales, S->gate_up_blocks,
+                                 S->gate_up_scales, 2 * b->I, b->H, scratch)))
+            goto done;
         UP(L->gu_bias, S->gate_up_bias, 2 * E * 2 * I);
-        UP(L->dn_blocks, S->down_blocks, E * H * I / 2);
-        UP(L->dn_scales, S->down_scales, E * H * I / 32);
+        if ((st = upload_experts(b, L->dn_blocks, L->dn_scales, S->down_blocks, S->down_scales,
+                                 b->H, b->I, scratch)))
+            goto done;
         UP(L->dn_bias, S->down_bias, 2 * E * H);
     }
 #undef UP
-    return MG_OK;
+done:
+    cudaFree(scratch);
+    return st;
 }
 
 /* E8M0 scale whose decoded MXFP4 values have deviation about 1/sqrt(fan_in) (random e2m1 codes
@@ -642,11 +689,17 @@ static mg_status random_weights(cuda *b, uint64_t seed) {
         BF(L->mlp_norm, H, 1.0f, 0.1f);
         BF(L->router_w, E * H, 0.0f, 1.0f / sqrtf((float)H));
         BF(L->router_b, E, 0.0f, 0.02f);
-        U8(L->gu_blocks, E * 2 * I * H / 2, 0, 255);
-        U8(L->gu_scales, E * 2 * I * H / 32, su - 1, su + 1);
+        /* random bytes are random in either layout (the tiled padding is never read) */
+        bool tiled = b->version >= 3;
+        int E_ = (int)E, H_ = (int)H, I_ = (int)I;
+        U8(L->gu_blocks, tiled ? cuda_mxfp4_tiled_blocks_bytes(E_, 2 * I_, H_) : E * 2 * I * H / 2,
+           0, 255);
+        U8(L->gu_scales, tiled ? cuda_mxfp4_tiled_scales_bytes(E_, 2 * I_, H_) : E * 2 * I * H / 32,
+           su - 1, su + 1);
         BF(L->gu_bias, E * 2 * I, 0.0f, 0.02f);
-        U8(L->dn_blocks, E * H * I / 2, 0, 255);
-        U8(L->dn_scales, E * H * I / 32, sd - 1, sd + 1);
+        U8(L->dn_blocks, tiled ? cuda_mxfp4_tiled_blocks_bytes(E_, H_, I_) : E * H * I / 2, 0, 255);
+        U8(L->dn_scales, tiled ? cuda_mxfp4_tiled_scales_bytes(E_, H_, I_) : E * H * I / 32, sd - 1,
+           sd + 1);
         BF(L->dn_bias, E * H, 0.0f, 0.02f);
     }
 #undef BF

@@ -447,6 +447,7 @@ typedef struct experts {
     uint8_t *gu_b, *gu_s, *dn_b, *dn_s; /* host */
     uint16_t *gu_bias, *dn_bias;
     uint8_t *gu_b_d, *gu_s_d, *dn_b_d, *dn_s_d;
+    uint8_t *gu_bt_d, *gu_st_d, *dn_bt_d, *dn_st_d; /* version 3's tiled layout */
     uint16_t *gu_bias_d, *dn_bias_d;
 } experts;
 
@@ -469,6 +470,14 @@ static void experts_make(experts *x) {
     x->dn_b_d = dev_from(x->dn_b, db), x->dn_s_d = dev_from(x->dn_s, ds);
     x->gu_bias_d = dev_from(x->gu_bias, 2 * E * 2 * I),
     x->dn_bias_d = dev_from(x->dn_bias, 2 * E * H);
+    int e = (int)E, h = (int)H, in = (int)I;
+    x->gu_bt_d = dev_poisoned(cuda_mxfp4_tiled_blocks_bytes(e, 2 * in, h));
+    x->gu_st_d = dev_poisoned(cuda_mxfp4_tiled_scales_bytes(e, 2 * in, h));
+    x->dn_bt_d = dev_poisoned(cuda_mxfp4_tiled_blocks_bytes(e, h, in));
+    x->dn_st_d = dev_poisoned(cuda_mxfp4_tiled_scales_bytes(e, h, in));
+    CU(cuda_mxfp4_tile(x->gu_bt_d, x->gu_st_d, x->gu_b_d, x->gu_s_d, e, 2 * in, h, 0));
+    CU(cuda_mxfp4_tile(x->dn_bt_d, x->dn_st_d, x->dn_b_d, x->dn_s_d, e, h, in, 0));
+    CU(cudaDeviceSynchronize());
 }
 
 static void experts_free(experts *x) {
@@ -476,6 +485,7 @@ static void experts_free(experts *x) {
     free(x->dn_bias);
     cudaFree(x->gu_b_d), cudaFree(x->gu_s_d), cudaFree(x->dn_b_d), cudaFree(x->dn_s_d);
     cudaFree(x->gu_bias_d), cudaFree(x->dn_bias_d);
+    cudaFree(x->gu_bt_d), cudaFree(x->gu_st_d), cudaFree(x->dn_bt_d), cudaFree(x->dn_st_d);
 }
 
 /* T tokens, each choosing top_k distinct experts among the first n_pick (n_pick small: many
@@ -511,10 +521,13 @@ static void check_moe_case(const experts *x, int T, int n_pick, int ver) {
     float *tw_d = dev_from(tw, 4 * (size_t)S);
     uint16_t *act_d = dev_poisoned(2 * (size_t)S * I);
     float *y_d = dev_poisoned(4 * (size_t)S * H);
-    CU(cuda_moe_gate_up(act_d, xn_d, x->gu_b_d, x->gu_s_d, x->gu_bias_d, es_d, sl_d, T, K, E, I, H,
+    const uint8_t *gub = ver >= 3 ? x->gu_bt_d : x->gu_b_d,
+                  *gus = ver >= 3 ? x->gu_st_d : x->gu_s_d;
+    const uint8_t *dnb = ver >= 3 ? x->dn_bt_d : x->dn_b_d,
+                  *dns = ver >= 3 ? x->dn_st_d : x->dn_s_d;
+    CU(cuda_moe_gate_up(act_d, xn_d, gub, gus, x->gu_bias_d, es_d, sl_d, T, K, E, I, H,
                         C.swiglu_limit, ver, 0));
-    CU(cuda_moe_down(y_d, act_d, x->dn_b_d, x->dn_s_d, x->dn_bias_d, es_d, sl_d, tw_d, T, K, E, H,
-                     I, ver, 0));
+    CU(cuda_moe_down(y_d, act_d, dnb, dns, x->dn_bias_d, es_d, sl_d, tw_d, T, K, E, H, I, ver, 0));
     uint16_t *act = host_from(act_d, 2 * (size_t)S * I);
     float *y = host_from(y_d, 4 * (size_t)S * H);
     /* CPU twin, expert by expert as ex_task: decode a row once, dot it with the expert's slots. */
@@ -544,10 +557,10 @@ static void check_moe_case(const experts *x, int T, int n_pick, int ver) {
                     (ops_dot(row, abf + (size_t)sl[i] * I, I) + bf16_to_f32(x->dn_bias[rr]));
         }
     double us1, us2;
-    TIME_US(us1, CU(cuda_moe_gate_up(act_d, xn_d, x->gu_b_d, x->gu_s_d, x->gu_bias_d, es_d, sl_d, T,
-                                     K, E, I, H, C.swiglu_limit, ver, 0)));
-    TIME_US(us2, CU(cuda_moe_down(y_d, act_d, x->dn_b_d, x->dn_s_d, x->dn_bias_d, es_d, sl_d, tw_d,
-                                  T, K, E, H, I, ver, 0)));
+    TIME_US(us1, CU(cuda_moe_gate_up(act_d, xn_d, gub, gus, x->gu_bias_d, es_d, sl_d, T, K, E, I, H,
+                                     C.swiglu_limit, ver, 0)));
+    TIME_US(us2, CU(cuda_moe_down(y_d, act_d, dnb, dns, x->dn_bias_d, es_d, sl_d, tw_d, T, K, E, H,
+                                  I, ver, 0)));
     int touched = 0;
     for (int e = 0; e < E; e++) touched += es[e + 1] > es[e];
     double gb1 = touched * (2.0 * I * H * 17 / 32) / (us1 * 1e3);

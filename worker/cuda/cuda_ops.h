@@ -81,11 +81,26 @@ int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32_t *e_slots
  * (gate = even rows, up = odd rows): act (S, I) bf16. xn (T, H) bf16; blocks (E, 2I, H/32, 16),
  * scales (E, 2I, H/32), bias (E, 2I) bf16. H and I multiples of 32. version: the kernel
  * (1, 2 or 3, see moe.cuh), all computing the same function; T, the step's token count, picks
- * version 3's tile. */
+ * version 3's tile. Version 3 takes blocks and scales in the tiled layout of cuda_mxfp4_tile. */
 int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                      const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
                      const int32_t *e_slots, int T, int top_k, int E, int I, int H, float limit,
                      int version, cudaStream_t s);
+
+/* Version 3's weight layout: blocks (E, N, K/32, 16) and scales (E, N, K/32) rearranged so that
+ * a warp's loads are contiguous (moe.cuh); N a multiple of 16, K of 32. Sizes below; the tiled
+ * tensors are padded to whole 4-block super-chunks. Not in place: four separate buffers. */
+static inline size_t cuda_mxfp4_tiled_units(int E, int N, int K) {
+    return (size_t)E * (size_t)(N / 16) * (size_t)((K / 32 + 3) / 4) * 64;
+}
+static inline size_t cuda_mxfp4_tiled_blocks_bytes(int E, int N, int K) {
+    return 16 * cuda_mxfp4_tiled_units(E, N, K);
+}
+static inline size_t cuda_mxfp4_tiled_scales_bytes(int E, int N, int K) {
+    return cuda_mxfp4_tiled_units(E, N, K);
+}
+int cuda_mxfp4_tile(uint8_t *blocks_t, uint8_t *scales_t, const uint8_t *blocks,
+                    const uint8_t *scales, int E, int N, int K, cudaStream_t s);
 
 /* Second expert GEMM: y[slot] = top_w[slot] * (W2[e] · act[slot] + b2[e]), y (S, H) float;
  * the routing weight is applied here so that cuda_rmsnorm's n_delta = top_k sum is the MoE
