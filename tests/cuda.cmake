@@ -43,3 +43,49 @@ if(TARGET cuda-agree AND TARGET mg-mkckpt)
   set_tests_properties(cuda_agree_error_fails PROPERTIES PASS_REGULAR_EXPRESSION
     "FAIL prompt 0 [^\n]*< bound 1e\\+00[^\n]*max 5.00e-01 \\(tol 2e-01\\).*cuda-agree: 0 passed, 2 failed")
 endif()
+# The HF-greedy verdict: a copy of tiny.golden whose greedy run from prompt 1 has its 11th token
+# changed, so both backends leave HF's continuation there. With HF's recorded margin at that step
+# a near-tie (1e-4) that is allowed; with a clear margin (5e-2) it must fail.
+if(TARGET cuda-agree AND TARGET mg-mkckpt AND EXISTS ${CMAKE_CURRENT_LIST_DIR}/golden/model/tiny.golden)
+  file(STRINGS ${CMAKE_CURRENT_LIST_DIR}/golden/model/tiny.golden agree_lines)
+  foreach(kind tie clear)
+    set(out "")
+    foreach(line IN LISTS agree_lines)
+      if(line MATCHES "^greedy ([0-9]+) ([0-9]+) ")
+        set(gi ${CMAKE_MATCH_1})
+        set(n ${CMAKE_MATCH_2})
+        string(REPLACE " " ";" f "${line}")
+        set(margins "")
+        math(EXPR last "${n} - 1")
+        foreach(i RANGE ${last})
+          set(m 0.05)
+          if(gi EQUAL 1 AND i EQUAL 10 AND kind STREQUAL "tie")
+            set(m 1e-4)
+          endif()
+          string(APPEND margins " ${m}")
+        endforeach()
+        if(gi EQUAL 1)
+          list(GET f 14 tok) # field 4 + 10: the 11th greedy token
+          math(EXPR tok "(${tok} + 1) % 201088")
+          list(REMOVE_AT f 14)
+          list(INSERT f 14 ${tok})
+          string(REPLACE ";" " " line "${f}")
+        endif()
+        string(APPEND out "${line}\nmargins ${gi} ${n}${margins}\n")
+      else()
+        string(APPEND out "${line}\n")
+      endif()
+    endforeach()
+    file(WRITE ${CMAKE_BINARY_DIR}/ckpt/cuda_agree_${kind}.golden "${out}")
+    add_test(NAME cuda_agree_hf_greedy_${kind}
+             COMMAND cuda-agree --b cpu --model ${agree_ckpt} --prompts 0
+                     --golden ${CMAKE_BINARY_DIR}/ckpt/cuda_agree_${kind}.golden)
+    set_tests_properties(cuda_agree_hf_greedy_${kind} PROPERTIES
+      FIXTURES_REQUIRED cuda_agree_ckpt LABELS unit TIMEOUT 300
+      FAIL_REGULAR_EXPRESSION "AddressSanitizer|LeakSanitizer|runtime error")
+  endforeach()
+  set_tests_properties(cuda_agree_hf_greedy_tie PROPERTIES PASS_REGULAR_EXPRESSION
+    "PASS golden greedy prompt 1: cpu = HF on 10 of 256 tokens; HF's top-2 gap at the divergence 1.00e-04 < .*cuda-agree: 11 passed, 0 failed")
+  set_tests_properties(cuda_agree_hf_greedy_clear PROPERTIES PASS_REGULAR_EXPRESSION
+    "FAIL golden greedy prompt 1: cpu = HF on 10 of 256 tokens; HF's top-2 gap at the divergence 5.00e-02 >= .*cuda-agree: 9 passed, 2 failed")
+endif()
