@@ -12,7 +12,8 @@
 # Environment: MKCKPT (mg-mkckpt), AGREE (cuda-agree), OUT (logs, golden files, summary);
 # WORK (checkpoints, default /tmp/mg-agree; the 20b shape is ~13 GB of files);
 # TINY_VERSIONS (kernel versions run on tiny, default "1 2"), BIG_VERSION (at 20b, default 2);
-# SKIP_20B=1 runs the tiny half only.
+# PARTS (default "tiny 20b"): which halves to run, e.g. PARTS=20b alone in a second call when
+# one call may not last long enough for both.
 #
 # Steps, each timed: make both checkpoints; HF goldens (tiny: float32 on the CPU, the same
 # arithmetic as the CPU engine; 20b: bfloat16 on the GPU, since float32 would need ~84 GB, more
@@ -31,6 +32,7 @@ MKCKPT=$(realpath "$MKCKPT") AGREE=$(realpath "$AGREE")
 WORK=${WORK:-/tmp/mg-agree}
 TINY_VERSIONS=${TINY_VERSIONS:-"1 2"}
 BIG_VERSION=${BIG_VERSION:-2}
+PARTS=${PARTS:-"tiny 20b"}
 mkdir -p "$WORK" "$OUT"
 export PYTHONUNBUFFERED=1
 # no network there: transformers must not try the hub (the checkpoints are local folders)
@@ -39,7 +41,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 for v in SEED HIDDEN LAYERS HEADS KV_HEADS HEAD_DIM EXPERTS TOP_K INTERMEDIATE VOCAB \
     SLIDING_WINDOW SHARD_MB; do unset "MAGNETO_$v"; done
 status=0
-: >"$OUT/times.txt"
+echo "== $(date -u +%FT%TZ) parts: $PARTS" >>"$OUT/times.txt" # a later call appends
 
 # step NAME TIMEOUT_S command...: runs it with its output in $OUT/NAME.log, prints the log's
 # verdict lines and the wall time, records a failure.
@@ -68,27 +70,31 @@ python3 -c "import torch, transformers as t; print('torch', torch.__version__, '
     t.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tail -1
 
 # ---- tiny: HF in float32 on the CPU ----
-rm -rf "$WORK/tiny"
-step mkckpt-tiny 120 "$MKCKPT" --preset tiny --out "$WORK/tiny"
-step hf-tiny 300 python3 tools/oracle/hf_golden.py --ckpt "$WORK/tiny" --name tiny \
-    --maker-args "--preset tiny" --lengths 1,7,40,200 --greedy 1,3 --new-tokens 128 \
-    --dtype float32 --device cpu --out "$OUT/tiny.golden"
-for v in $TINY_VERSIONS; do
-    for g in 0 1; do
-        step "agree-tiny-v$v-g$g" 120 "$AGREE" --model "$WORK/tiny" --tokens 128 --prompts 8 \
-            --kernel-version "$v" --graphs "$g"
+if [[ " $PARTS " == *" tiny "* ]]; then
+    rm -rf "$WORK/tiny"
+    step mkckpt-tiny 120 "$MKCKPT" --preset tiny --out "$WORK/tiny"
+    rm -f "$OUT/tiny.golden"
+    step hf-tiny 300 python3 tools/oracle/hf_golden.py --ckpt "$WORK/tiny" --name tiny \
+        --maker-args "--preset tiny" --lengths 1,7,40,200 --greedy 1,3 --new-tokens 128 \
+        --dtype float32 --device cpu --out "$OUT/tiny.golden"
+    for v in $TINY_VERSIONS; do
+        for g in 0 1; do
+            step "agree-tiny-v$v-g$g" 120 "$AGREE" --model "$WORK/tiny" --tokens 128 --prompts 8 \
+                --kernel-version "$v" --graphs "$g"
+        done
     done
-done
-if [ -s "$OUT/tiny.golden" ]; then
-    step agree-tiny-golden 120 "$AGREE" --model "$WORK/tiny" --prompts 0 \
-        --golden "$OUT/tiny.golden" --kernel-version "${TINY_VERSIONS##* }"
+    if [ -s "$OUT/tiny.golden" ]; then
+        step agree-tiny-golden 120 "$AGREE" --model "$WORK/tiny" --prompts 0 \
+            --golden "$OUT/tiny.golden" --kernel-version "${TINY_VERSIONS##* }"
+    fi
 fi
 
 # ---- 20b shape: HF in bfloat16 on the GPU ----
-if [ -z "${SKIP_20B:-}" ]; then
+if [[ " $PARTS " == *" 20b "* ]]; then
     rm -rf "$WORK/20b"
     step mkckpt-20b 300 "$MKCKPT" --preset 20b --out "$WORK/20b"
     # a separate process: it exits (and frees the GPU's ~42 GB) before cuda-agree opens the GPU
+    rm -f "$OUT/20b.golden"
     step hf-20b 420 python3 tools/oracle/hf_golden.py --ckpt "$WORK/20b" --name 20b \
         --maker-args "--preset 20b" --lengths 7,64,200 --greedy 0,2 --new-tokens 128 \
         --dtype bfloat16 --device cuda --out "$OUT/20b.golden"
