@@ -11,7 +11,8 @@
 #
 # Environment: MKCKPT (mg-mkckpt), AGREE (cuda-agree), OUT (logs, golden files, summary);
 # WORK (checkpoints, default /tmp/mg-agree; the 20b shape is ~13 GB of files);
-# TINY_VERSIONS (kernel versions run on tiny, default "1 2"), BIG_VERSION (at 20b, default 2);
+# TINY_VERSIONS (kernel versions run on tiny, default "1 2 3"), BIG_VERSION (at 20b, default 3,
+# the worker's default);
 # PARTS (default "tiny 20b"): which halves to run, e.g. PARTS=20b alone in a second call when
 # one call may not last long enough for both.
 #
@@ -30,8 +31,8 @@ cd "$(dirname "$0")/../.." || exit 2
 : "${MKCKPT:?path of mg-mkckpt}" "${AGREE:?path of cuda-agree}" "${OUT:?output folder}"
 MKCKPT=$(realpath "$MKCKPT") AGREE=$(realpath "$AGREE")
 WORK=${WORK:-/tmp/mg-agree}
-TINY_VERSIONS=${TINY_VERSIONS:-"1 2"}
-BIG_VERSION=${BIG_VERSION:-2}
+TINY_VERSIONS=${TINY_VERSIONS:-"1 2 3"}
+BIG_VERSION=${BIG_VERSION:-3}
 PARTS=${PARTS:-"tiny 20b"}
 mkdir -p "$WORK" "$OUT"
 export PYTHONUNBUFFERED=1

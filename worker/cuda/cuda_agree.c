@@ -24,7 +24,7 @@
  * differently for the two backends, so that paging is part of what is compared.
  *
  *   cuda-agree --model DIR [--golden FILE] [--tokens 128] [--prompts 4] [--lengths a,b,...]
- *              [--b cuda|cpu] [--kernel-version 2] [--graphs 0|1] [--bound 2e-2] [--tol 0.2]
+ *              [--b cuda|cpu] [--kernel-version 3] [--graphs 0|1] [--bound 2e-2] [--tol 0.2]
  *              [--hf-tol 3e-2] [--chunk 256] [--seed N] [--perturb STEP]
  *
  * Exit status 0 when every check passes; 1 when one fails (a backend that cannot open or a
@@ -786,7 +786,7 @@ static void run_random(const opts *o) {
 
 static int usage(void) {
     fprintf(stderr, "usage: cuda-agree --model DIR [--golden FILE] [--tokens 128] [--prompts 4]\n"
-                    "                  [--lengths a,b,...] [--b cuda|cpu] [--kernel-version 2]\n"
+                    "                  [--lengths a,b,...] [--b cuda|cpu] [--kernel-version 3]\n"
                     "                  [--graphs 0|1] [--bound 2e-2] [--tol 0.2] [--hf-tol 3e-2]\n"
                     "                  [--chunk 256] [--seed N] [--perturb STEP]\n");
     return 2;
@@ -805,7 +805,7 @@ int main(int argc, char **argv) {
               .tokens = 128,
               .prompts = 4,
               .chunk = 256,
-              .kernel_version = 2,
+              .kernel_version = 3, /* the worker's default (worker.c) */
               .perturb = -1,
               .bound = 2e-2,
               .tol = 0.2,
@@ -828,7 +828,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(f, "--chunk") && v)
             ok = parse_num(v, 1, 8192, &x), o.chunk = (int)x;
         else if (!strcmp(f, "--kernel-version") && v)
-            ok = parse_num(v, 0, 9, &x), o.kernel_version = (int)x; /* the backend checks it */
+            /* the sets cuda_backend.c knows; it takes any other number as 1 */
+            ok = parse_num(v, 1, 3, &x), o.kernel_version = (int)x;
         else if (!strcmp(f, "--graphs") && v)
             ok = parse_num(v, 0, 1, &x), o.graphs = x != 0;
         else if (!strcmp(f, "--perturb") && v)
