@@ -42,6 +42,14 @@ if(TARGET cuda-agree AND TARGET mg-mkckpt)
     "FAIL prompt 0 [^\n]*diverged at token 3: cpu top-2 gap [^\n]* >= bound 0e\\+00.*FAIL prompt 1 [^\n]*diverged at token 3.*cuda-agree: 0 passed, 2 failed")
   set_tests_properties(cuda_agree_error_fails PROPERTIES PASS_REGULAR_EXPRESSION
     "FAIL prompt 0 [^\n]*< bound 1e\\+00[^\n]*max 5.00e-01 \\(tol 2e-01\\).*cuda-agree: 0 passed, 2 failed")
+  # the bf16-rounding reference as backend B (cuda_ref.c): without the rounding (ref32) it is
+  # the CPU backend's arithmetic step for step, so every token and every logit must agree
+  add_test(NAME cuda_agree_ref32
+           COMMAND cuda-agree --b ref32 --model ${agree_ckpt} --tokens 24 --prompts 2)
+  set_tests_properties(cuda_agree_ref32 PROPERTIES FIXTURES_REQUIRED cuda_agree_ckpt LABELS unit
+    TIMEOUT 300 FAIL_REGULAR_EXPRESSION "AddressSanitizer|LeakSanitizer|runtime error"
+    PASS_REGULAR_EXPRESSION
+    "prompt: 48 of 48 greedy tokens agree[^\n]*median 0.00e\\+00, max 0.00e\\+00.*cuda-agree: 2 passed, 0 failed")
 endif()
 # The HF-greedy verdict: a copy of tiny.golden whose greedy run from prompt 1 has its 11th token
 # changed, so both backends leave HF's continuation there. With HF's recorded margin at that step

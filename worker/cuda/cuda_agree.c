@@ -20,12 +20,15 @@
  * are less than 2 tol apart).
  *
  * Backend B is the CUDA backend, or with --b cpu a second CPU backend (the tool's logic on a
- * machine without a GPU; tests/cuda.cmake runs it so). KV blocks are handed out scrambled, and
- * differently for the two backends, so that paging is part of what is compared.
+ * machine without a GPU; tests/cuda.cmake runs it so), or with --b ref16 the kernel lab's
+ * reference rounding to bf16 wherever the CUDA backend keeps bf16 (cuda_ref.h; ref32 without
+ * the rounding): how far that rounding alone takes a model, measured on any machine. KV blocks are
+ * handed out scrambled, and differently for the two backends, so that paging is part of what is
+ * compared.
  *
  *   cuda-agree --model DIR [--golden FILE] [--tokens 128] [--prompts 4] [--lengths a,b,...]
- *              [--b cuda|cpu] [--kernel-version 3] [--graphs 0|1] [--bound 2e-2] [--tol 0.2]
- *              [--hf-tol 3e-2] [--chunk 256] [--seed N] [--perturb STEP]
+ *              [--b cuda|cpu|ref16|ref32] [--kernel-version 3] [--graphs 0|1] [--bound 2e-2]
+ *              [--tol 0.2] [--hf-tol 3e-2] [--chunk 256] [--seed N] [--perturb STEP]
  *
  * Exit status 0 when every check passes; 1 when one fails (a backend that cannot open or a
  * forward that fails counts as a failed check); 2 on bad usage or an unreadable golden file.
@@ -42,6 +45,7 @@
 
 #include "cpu_backend.h"
 #include "cuda_backend.h"
+#include "cuda_ref.h"
 #include "model.h"
 #include "sampling.h"
 #include "sha256.h"
@@ -132,6 +136,9 @@ static mg_status pair_open(pair *p, const opts *o, int max_ctx, int max_seqs, in
     if (st) return st;
     if (!strcmp(o->b, "cpu")) {
         st = cpu_backend_open(o->model, &co, &p->b);
+    } else if (!strncmp(o->b, "ref", 3)) { /* ref16: bf16 roundings alone, on the CPU */
+        st = cuda_ref_backend_open(o->model, !strcmp(o->b, "ref16"), p->num_blocks, p->bs,
+                                   max_tokens, p->max_blocks * p->bs, &p->b);
     } else {
         cuda_backend_opts go = {.device = 0,
                                 .num_blocks = p->num_blocks,
@@ -785,10 +792,12 @@ static void run_random(const opts *o) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: cuda-agree --model DIR [--golden FILE] [--tokens 128] [--prompts 4]\n"
-                    "                  [--lengths a,b,...] [--b cuda|cpu] [--kernel-version 3]\n"
-                    "                  [--graphs 0|1] [--bound 2e-2] [--tol 0.2] [--hf-tol 3e-2]\n"
-                    "                  [--chunk 256] [--seed N] [--perturb STEP]\n");
+    fprintf(
+        stderr,
+        "usage: cuda-agree --model DIR [--golden FILE] [--tokens 128] [--prompts 4]\n"
+        "                  [--lengths a,b,...] [--b cuda|cpu|ref16|ref32] [--kernel-version 3]\n"
+        "                  [--graphs 0|1] [--bound 2e-2] [--tol 0.2] [--hf-tol 3e-2]\n"
+        "                  [--chunk 256] [--seed N] [--perturb STEP]\n");
     return 2;
 }
 
@@ -820,7 +829,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(f, "--golden") && v)
             o.golden = v;
         else if (!strcmp(f, "--b") && v)
-            o.b = v, ok = !strcmp(v, "cuda") || !strcmp(v, "cpu");
+            o.b = v, ok = !strcmp(v, "cuda") || !strcmp(v, "cpu") || !strcmp(v, "ref16") ||
+                          !strcmp(v, "ref32");
         else if (!strcmp(f, "--tokens") && v)
             ok = parse_num(v, 1, 4096, &x), o.tokens = (int)x;
         else if (!strcmp(f, "--prompts") && v)
@@ -861,7 +871,7 @@ int main(int argc, char **argv) {
         i++;
     }
     if (!o.model || (!o.golden && !o.prompts && !o.n_lengths)) return usage();
-    o.label = strcmp(o.b, "cpu") ? "cuda" : "cpu#2";
+    o.label = !strcmp(o.b, "cpu") ? "cpu#2" : !strncmp(o.b, "ref", 3) ? o.b : "cuda";
     setvbuf(stdout, NULL, _IOLBF, 0); /* a log that ends where a crash happened */
     rng_state = o.seed;
     printf("cuda-agree: %s vs the float32 cpu backend on %s; bound %.1e, tol %.1e, hf-tol %.1e",

@@ -25,6 +25,7 @@
 #include "cuda_gemm.h"
 #include "cuda_ops.h"
 #include "cuda_plan.h"
+#include "cuda_ref.h"
 #include "model.h"
 #include "sampling.h"
 
@@ -758,259 +759,6 @@ static void check_sampling(void) {
 
 /* ---- whole model: a reference forward in either precision ---- */
 
-/* cpu_forward step for step (the same cpu_ops calls in the same order, so with bf16 = false its
- * logits are the CPU backend's, which the lab checks), single-threaded, with two additions:
- * with bf16 = true it rounds to bf16 wherever the CUDA backend stores bf16 (the normed rows
- * that feed every GEMM, K and V in the cache, the attention output, the SwiGLU activations),
- * and it records every token's experts per layer.
- *
- * Why both: the CUDA backend keeps those tensors in bf16 by design, the CPU backend in float32.
- * That rounding alone moves the logits by ~5e-3, and now and then it moves a router logit past
- * its neighbour: the token then takes another expert and its logits move by several percent.
- * Which step that hits depends only on the data, so a comparison with the float32 backend fails
- * on a seemingly random step, which looks like a race but is not one.
- *
- * Even two bf16 pipelines that differ only in fp32 summation order drift apart: a last-bit
- * difference flips the bf16 rounding of an element now and then, that element then differs by
- * a bf16 step and the next GEMM spreads it over every output, so after four layers the logits
- * differ by ~2e-3 and, at a near-tie, a router picks another expert. So the bf16 reference takes
- * the GPU's expert choices (cuda_backend_routes) and the lab checks those apart: each one that
- * differs from the reference's own must be a near-tie of the reference's router logits. What is
- * left to compare is continuous, and held to 1e-2; the float32 pair says how far the rounding
- * alone goes and how many routing decisions it flipped. */
-typedef struct ref {
-    const mg_model *m;
-    bool bf16;
-    int H, Q, KV, D, E, TK, I, V, L, bs, max_tokens, max_ctx;
-    size_t layer_elems; /* slots * KV */
-    float *kc, *vc;     /* (L, slots, KV) */
-    float inv_freq[512], conc;
-    float *x, *xn, *q, *k, *v, *att, *tmp, *rlog, *h, *act, *y, *lx, *wrow, *sc, *top_w;
-    int32_t *top_e; /* (T * TK) */
-    int32_t *route; /* (L, T * TK): the experts each token took, per layer */
-    /* With forced routing (ref_forward's force): the decisions where it differed from the
-     * reference's own top-k, and the largest amount by which a forced set is not the top-k of
-     * the reference's router logits (0 when it is). */
-    int n_forced;
-    float worst_gap;
-} ref;
-
-static float rbf(float f) {
-    return bf16_to_f32(f2bf(f));
-}
-
-static ref *ref_create(const mg_model *m, bool bf16, int num_blocks, int bs, int max_tokens,
-                       int max_ctx) {
-    const mg_model_config *c = &m->cfg;
-    ref *r = calloc(1, sizeof(*r));
-    if (!r) exit(2);
-    r->m = m, r->bf16 = bf16;
-    r->H = c->hidden, r->Q = c->n_heads * c->head_dim, r->KV = c->n_kv_heads * c->head_dim;
-    r->D = c->head_dim, r->E = c->n_experts, r->TK = c->top_k, r->I = c->intermediate;
-    r->V = c->vocab, r->L = c->n_layers, r->bs = bs, r->max_tokens = max_tokens;
-    r->max_ctx = max_ctx;
-    r->conc = ops_yarn_inv_freq(r->inv_freq, r->D, c->rope_theta, c->rope_factor, c->beta_fast,
-                                c->beta_slow, c->rope_orig_ctx, c->rope_truncate);
-    size_t T = max_tokens, S = T * r->TK, H = r->H, Q = r->Q, KV = r->KV, I = r->I;
-    r->layer_elems = (size_t)num_blocks * bs * KV;
-    r->kc = calloc(r->L * r->layer_elems, 4), r->vc = calloc(r->L * r->layer_elems, 4);
-    r->x = xmalloc(4 * T * H), r->xn = xmalloc(4 * T * H), r->q = xmalloc(4 * T * Q);
-    r->k = xmalloc(4 * T * KV), r->v = xmalloc(4 * T * KV), r->att = xmalloc(4 * T * Q);
-    r->tmp = xmalloc(4 * T * H), r->rlog = xmalloc(4 * T * r->E), r->h = xmalloc(4 * 2 * I);
-    r->act = xmalloc(4 * S * I), r->y = xmalloc(4 * S * H), r->lx = xmalloc(4 * T * H);
-    size_t kmax = H > Q ? H : Q;
-    if (I > kmax) kmax = I;
-    r->wrow = xmalloc(4 * OPS_ROW_TILE * kmax), r->sc = xmalloc(4 * (size_t)max_ctx);
-    r->top_w = xmalloc(4 * S), r->top_e = xmalloc(4 * S);
-    r->route = xmalloc(4 * (size_t)r->L * S);
-    if (!r->kc || !r->vc) exit(2);
-    return r;
-}
-
-static void ref_destroy(ref *r) {
-    if (!r) return;
-    float *f[] = {r->kc,   r->vc, r->x,   r->xn, r->q,  r->k,    r->v,  r->att,  r->tmp,
-                  r->rlog, r->h,  r->act, r->y,  r->lx, r->wrow, r->sc, r->top_w};
-    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) free(f[i]);
-    free(r->top_e), free(r->route), free(r);
-}
-
-static void ref_round(const ref *r, float *p, size_t n) {
-    if (r->bf16)
-        for (size_t i = 0; i < n; i++) p[i] = rbf(p[i]);
-}
-
-static void ref_mm(ref *r, float *out, const float *x, const uint16_t *w, const uint16_t *b, int T,
-                   int N, int K) {
-    ops_matmul_bf16(out, x, w, b, T, N, K, 0, N, r->wrow);
-}
-
-/* One step; logits (n_logits, V). The caller checks the batch (the backends do the same).
- * force: NULL, or the experts to take, (L, n_tokens * TK) as cuda_backend_routes gives them;
- * the routing weights are still the softmax of the reference's own logits of those experts. */
-static void ref_forward(ref *r, const mg_batch *bt, const int32_t *force, float *logits) {
-    const mg_model *m = r->m;
-    const mg_model_config *c = &m->cfg;
-    int T = bt->n_tokens, H = r->H, Q = r->Q, KV = r->KV, D = r->D, TK = r->TK, I = r->I;
-    int nh = c->n_heads, bs = r->bs;
-    r->n_forced = 0, r->worst_gap = 0.0f;
-    for (int t = 0; t < T; t++)
-        ops_bf16_row(r->x + (size_t)t * H, m->embed + (size_t)bt->tokens[t] * H, H);
-    for (int l = 0; l < r->L; l++) {
-        const mg_layer *L = &m->layers[l];
-        for (int t = 0; t < T; t++)
-            ops_rmsnorm(r->xn + (size_t)t * H, r->x + (size_t)t * H, L->attn_norm, H, c->rms_eps);
-        ref_round(r, r->xn, (size_t)T * H);
-        ref_mm(r, r->q, r->xn, L->q_w, L->q_b, T, Q, H);
-        ref_mm(r, r->k, r->xn, L->k_w, L->k_b, T, KV, H);
-        ref_mm(r, r->v, r->xn, L->v_w, L->v_b, T, KV, H);
-        float *kc = r->kc + l * r->layer_elems, *vc = r->vc + l * r->layer_elems;
-        for (int t = 0; t < T; t++) {
-            int s = bt->token_seq[t], pos = bt->positions[t];
-            size_t slot =
-                (size_t)bt->block_table[(size_t)s * bt->max_blocks + pos / bs] * bs + pos % bs;
-            ops_rope(r->q + (size_t)t * Q, nh, D, pos, r->inv_freq, r->conc);
-            ops_rope(r->k + (size_t)t * KV, c->n_kv_heads, D, pos, r->inv_freq, r->conc);
-            memcpy(kc + slot * KV, r->k + (size_t)t * KV, sizeof(float) * KV);
-            memcpy(vc + slot * KV, r->v + (size_t)t * KV, sizeof(float) * KV);
-            ref_round(r, kc + slot * KV, KV);
-            ref_round(r, vc + slot * KV, KV);
-        }
-        for (int t = 0; t < T; t++) /* att_task of cpu_backend.c */
-            for (int h = 0; h < nh; h++) {
-                int g = h / (nh / c->n_kv_heads), s = bt->token_seq[t], pos = bt->positions[t];
-                int lo = c->sliding[l] ? pos - c->sliding_window + 1 : 0;
-                if (lo < 0) lo = 0;
-                const int32_t *brow = bt->block_table + (size_t)s * bt->max_blocks;
-                const float *q = r->q + (size_t)t * Q + (size_t)h * D;
-                float scale = 1.0f / sqrtf((float)D), sink = bf16_to_f32(L->sinks[h]), mx = sink;
-                for (int j = lo; j <= pos; j++) {
-                    size_t slot = (size_t)brow[j / bs] * bs + j % bs;
-                    float z = ops_dot(q, kc + slot * KV + (size_t)g * D, D) * scale;
-                    r->sc[j - lo] = z;
-                    if (z > mx) mx = z;
-                }
-                float denom = expf(sink - mx);
-                for (int j = lo; j <= pos; j++) denom += (r->sc[j - lo] = expf(r->sc[j - lo] - mx));
-                float *out = r->att + (size_t)t * Q + (size_t)h * D;
-                memset(out, 0, sizeof(float) * D);
-                for (int j = lo; j <= pos; j++) {
-                    size_t slot = (size_t)brow[j / bs] * bs + j % bs;
-                    const float *vr = vc + slot * KV + (size_t)g * D;
-                    float pj = r->sc[j - lo] / denom;
-                    for (int d = 0; d < D; d++) out[d] += pj * vr[d];
-                }
-            }
-        ref_round(r, r->att, (size_t)T * Q);
-        ref_mm(r, r->tmp, r->att, L->o_w, L->o_b, T, H, Q);
-        for (size_t i = 0; i < (size_t)T * H; i++) r->x[i] += r->tmp[i];
-        for (int t = 0; t < T; t++)
-            ops_rmsnorm(r->xn + (size_t)t * H, r->x + (size_t)t * H, L->mlp_norm, H, c->rms_eps);
-        ref_round(r, r->xn, (size_t)T * H);
-        ref_mm(r, r->rlog, r->xn, L->router_w, L->router_b, T, r->E, H);
-        for (int t = 0; t < T; t++) { /* route() of cpu_backend.c */
-            const float *lg = r->rlog + (size_t)t * r->E;
-            int32_t *te = r->top_e + (size_t)t * TK;
-            float *tw = r->top_w + (size_t)t * TK;
-            for (int k = 0; k < TK; k++) {
-                int best = -1;
-                for (int e = 0; e < r->E; e++) {
-                    bool taken = false;
-                    for (int j = 0; j < k; j++) taken |= te[j] == e;
-                    if (!taken && (best < 0 || lg[e] > lg[best])) best = e;
-                }
-                te[k] = best, tw[k] = lg[best];
-            }
-            if (force) {
-                const int32_t *fe = force + ((size_t)l * T + t) * TK;
-                bool same = true;
-                for (int k = 0; k < TK; k++) {
-                    bool in = false;
-                    for (int j = 0; j < TK; j++) in |= fe[k] == te[j];
-                    same &= in;
-                }
-                if (!same) {
-                    /* how far the forced set is from being a top-k of these logits */
-                    float lo = INFINITY, hi = -INFINITY;
-                    for (int e = 0; e < r->E; e++) {
-                        bool in = false;
-                        for (int k = 0; k < TK; k++) in |= fe[k] == e;
-                        if (in && lg[e] < lo) lo = lg[e];
-                        if (!in && lg[e] > hi) hi = lg[e];
-                    }
-                    r->n_forced++;
-                    if (!(hi - lo <= r->worst_gap)) r->worst_gap = hi - lo; /* NaN sticks */
-                }
-                for (int k = 0; k < TK; k++) {
-                    bool ok = fe[k] >= 0 && fe[k] < r->E;
-                    te[k] = ok ? fe[k] : 0, tw[k] = ok ? lg[fe[k]] : NAN;
-                    if (!ok) r->n_forced++, r->worst_gap = NAN;
-                }
-            }
-            float mx = tw[0], sum = 0;
-            for (int k = 1; k < TK; k++) mx = tw[k] > mx ? tw[k] : mx;
-            for (int k = 0; k < TK; k++) sum += (tw[k] = expf(tw[k] - mx));
-            for (int k = 0; k < TK; k++) tw[k] /= sum;
-        }
-        memcpy(r->route + (size_t)l * r->max_tokens * TK, r->top_e, sizeof(int32_t) * T * TK);
-        int nb_u = H / 32, nb_d = I / 32;
-        for (int i = 0; i < T * TK; i++) { /* ex_task of cpu_backend.c, one slot at a time */
-            int e = r->top_e[i];
-            for (int row = 0; row < 2 * I; row++) {
-                size_t w = (size_t)e * 2 * I + row;
-                ops_mxfp4_row(r->wrow, L->gate_up_blocks + w * nb_u * 16,
-                              L->gate_up_scales + w * nb_u, H);
-                r->h[row] = ops_dot(r->wrow, r->xn + (size_t)(i / TK) * H, H) +
-                            bf16_to_f32(L->gate_up_bias[w]);
-            }
-            ops_swiglu(r->act + (size_t)i * I, r->h, I, c->swiglu_limit);
-            ref_round(r, r->act + (size_t)i * I, I);
-            for (int row = 0; row < H; row++) {
-                size_t w = (size_t)e * H + row;
-                ops_mxfp4_row(r->wrow, L->down_blocks + w * nb_d * 16, L->down_scales + w * nb_d,
-                              I);
-                r->y[(size_t)i * H + row] =
-                    ops_dot(r->wrow, r->act + (size_t)i * I, I) + bf16_to_f32(L->down_bias[w]);
-            }
-        }
-        for (int t = 0; t < T; t++) {
-            float *x = r->x + (size_t)t * H;
-            for (int k = 0; k < TK; k++) {
-                const float *y = r->y + (size_t)(t * TK + k) * H;
-                float w = r->top_w[t * TK + k];
-                for (int i = 0; i < H; i++) x[i] += w * y[i];
-            }
-        }
-    }
-    for (int i = 0; i < bt->n_logits; i++)
-        ops_rmsnorm(r->lx + (size_t)i * H, r->x + (size_t)bt->logits_rows[i] * H, m->final_norm, H,
-                    c->rms_eps);
-    ref_round(r, r->lx, (size_t)bt->n_logits * H);
-    ref_mm(r, logits, r->lx, m->lm_head, NULL, bt->n_logits, r->V, H);
-}
-
-/* Routing decisions (token, layer) of the last step whose expert sets differ between a and b;
- * *on_rows: how many of them are on the rows that want logits. */
-static int route_diff(const ref *a, const ref *b, const mg_batch *bt, int *on_rows) {
-    int TK = a->TK, n = 0;
-    *on_rows = 0;
-    for (int l = 0; l < a->L; l++)
-        for (int t = 0; t < bt->n_tokens; t++) {
-            const int32_t *ea = a->route + ((size_t)l * a->max_tokens + t) * TK;
-            const int32_t *eb = b->route + ((size_t)l * b->max_tokens + t) * TK;
-            bool same = true;
-            for (int k = 0; k < TK && same; k++) {
-                bool found = false;
-                for (int j = 0; j < TK; j++) found |= ea[k] == eb[j];
-                same = found;
-            }
-            if (same) continue;
-            n++;
-            for (int i = 0; i < bt->n_logits; i++) *on_rows += bt->logits_rows[i] == t;
-        }
-    return n;
-}
-
 static double rel_err(const float *a, const float *b, size_t n) {
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {
@@ -1031,7 +779,7 @@ typedef struct seq {
 
 typedef struct model_run {
     mg_backend *cpu, *gpu;
-    ref *r32, *r16;
+    cuda_ref *r32, *r16;
     int agree16, agree32, total, flips, near_tie;
 } model_run;
 
@@ -1086,8 +834,8 @@ static void model_step(model_run *mr, seq *sq, const int *which, const int *n_ne
     if (e1 || e2 || e3 || e4) {
         verdict(label, false, mg_err_msg());
     } else {
-        ref_forward(mr->r32, &b, NULL, l32);
-        ref_forward(mr->r16, &b, routes, l16);
+        cuda_ref_forward(mr->r32, &b, NULL, l32);
+        cuda_ref_forward(mr->r16, &b, routes, l16);
         /* the GPU against the reference of its own precision, on the GPU's expert choices */
         compare(label, lg, l16, nv, 1e-2, 0);
         char d[200];
@@ -1098,7 +846,7 @@ static void model_step(model_run *mr, seq *sq, const int *which, const int *n_ne
         verdict("  gpu's expert choices", mr->r16->worst_gap <= 5e-2f, d);
         size_t diff = 0;
         for (size_t i = 0; i < nv; i++) diff += memcmp(&lg[i], &lg2[i], 4) != 0;
-        int on_rows, flips = route_diff(mr->r32, mr->r16, &b, &on_rows);
+        int on_rows, flips = cuda_ref_route_diff(mr->r32, mr->r16, &b, &on_rows);
         mr->flips += flips;
         double e_ref = rel_err(l32, lc, nv), e_bf = rel_err(l16, lc, nv),
                e_gpu = rel_err(lg, lc, nv);
@@ -1155,8 +903,9 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
         if (m) model_destroy(m);
         return;
     }
-    mr.r32 = ref_create(m, false, 256, 16, 512, 1024);
-    mr.r16 = ref_create(m, true, 256, 16, 512, 1024);
+    mr.r32 = cuda_ref_create(m, false, 256, 16, 512, 1024);
+    mr.r16 = cuda_ref_create(m, true, 256, 16, 512, 1024);
+    if (!mr.r32 || !mr.r16) exit(2);
     uint64_t saved = rng_state;
     rng_state = seed;
     static seq sq[3];
@@ -1198,8 +947,8 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
              "near-tie (with float32: %d; bf16 rounding flipped %d routing choices in all)",
              mr.agree16, mr.total, mr.near_tie, mr.agree32, mr.flips);
     verdict("model: greedy agreement", mr.agree16 + mr.near_tie == mr.total, d);
-    ref_destroy(mr.r32);
-    ref_destroy(mr.r16);
+    cuda_ref_destroy(mr.r32);
+    cuda_ref_destroy(mr.r16);
     model_destroy(m);
     mr.cpu->ops->destroy(mr.cpu);
     mr.gpu->ops->destroy(mr.gpu);
