@@ -5,8 +5,9 @@
  * reads a full context.
  *
  *   cuda-bench [--preset 120b] [--batches 1,64,256,512] [--ctx 1024] [--steps 20]
- *              [--bw 3.35e12] [--peak 989e12] [--version 1|2] [--graphs 0|1]   (kernel versions,
+ *              [--bw 3.35e12] [--peak 989e12] [--version 1|2|3] [--graphs 0|1]   (kernel versions,
  * cuda_backend.h)   [--temperature 0] [--host-sampling 0|1]
+ *              [--moe-tile 0|1|2]   (version 3's MoE tile: by token count, small, large)
  *
  * --temperature > 0 makes every row sample (seeded, counter = step), so the step includes the
  * token choice: on the device (cuda_sample), or with --host-sampling 1 the logits rows copied
@@ -21,6 +22,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda_backend.h"
+#include "cuda_ops.h"
 #include "cuda_plan.h"
 #include "log.h"
 
@@ -61,6 +63,8 @@ int main(int argc, char **argv) {
             temperature = (float)atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--host-sampling"))
             host_sampling = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--moe-tile"))
+            cuda_moe3_force_tile(atoi(argv[i + 1]));
         else {
             fprintf(stderr, "cuda-bench: unknown option %s\n", argv[i]);
             return 2;

@@ -101,6 +101,9 @@ static inline size_t cuda_mxfp4_tiled_scales_bytes(int E, int N, int K) {
 }
 int cuda_mxfp4_tile(uint8_t *blocks_t, uint8_t *scales_t, const uint8_t *blocks,
                     const uint8_t *scales, int E, int N, int K, cudaStream_t s);
+/* Benchmarks only: version 3's MoE tile for every step from now on (0: chosen by the step's
+ * token count, 1: the small tile, 2: the large one). Not thread-safe; set before stepping. */
+void cuda_moe3_force_tile(int tile);
 
 /* Second expert GEMM: y[slot] = top_w[slot] * (W2[e] · act[slot] + b2[e]), y (S, H) float;
  * the routing weight is applied here so that cuda_rmsnorm's n_delta = top_k sum is the MoE

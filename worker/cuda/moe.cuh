@@ -551,8 +551,16 @@ static int moe3_launch(void *out, const uint16_t *in, const uint8_t *blocks, con
 }
 
 /* Version 3's tile for a step of T tokens: the large tile once experts hold 4+ tokens on
- * average (T * top_k / E > 4: batch 128 and up on 120b). */
+ * average (T * top_k / E > 4: batch 128 and up on 120b), unless a benchmark forced one
+ * (cuda_moe3_force_tile: 0 by the rule, 1 small, 2 large). */
+static int moe3_forced_tile = 0;
+
+extern "C" void cuda_moe3_force_tile(int tile) {
+    moe3_forced_tile = tile;
+}
+
 static inline bool moe3_large(int T, int top_k, int E) {
+    if (moe3_forced_tile) return moe3_forced_tile == 2;
     return (long)T * top_k > 4L * E;
 }
 
