@@ -725,8 +725,10 @@ static mg_status dmalloc(void *pp, size_t bytes, const char *what) {
     return MG_OK;
 }
 
-/* Everything but the weights' contents: checks, stream, GEMM, weights carved, scratch, KV. */
-static mg_status create_common(const mg_model_config *c, const cuda_backend_opts *o, cuda **out) {
+/* Checks, stream, GEMM, weights carved and filled (from m, or random from seed when m is NULL),
+ * scratch, KV. */
+static mg_status create_common(const mg_model_config *c, const cuda_backend_opts *o,
+                               const mg_model *m, uint64_t seed, cuda **out) {
     *out = NULL;
     if (o->block_size < 1 || o->max_tokens < 1 || o->max_seqs < 1 || o->num_blocks < 0)
         return MG_ERRF(MG_EINVAL,
@@ -821,6 +823,10 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
         cudaMallocHost((void **)&b->srow_h, sizeof(cuda_sample_row) * R) ||
         cudaMallocHost((void **)&b->ban_h, 4 * R * BANS_PER_ROW))
         TRY(MG_ERRF(MG_ENOMEM, "cuda backend: pinned host buffers"));
+    /* The weights go in before the pool is sized: version 3's upload holds a scratch copy of
+     * one expert tensor (1.1 GB at 120b) until it is tiled, and a pool that took its share of
+     * free memory first would leave too little for it at fractions above ~0.93 (120b, H100). */
+    TRY(m ? upload_weights(b, m) : random_weights(b, seed));
     int nblocks = o->num_blocks;
     if (nblocks == 0) {
         size_t free_b = 0, total_b = 0;
@@ -860,12 +866,8 @@ fail:
 mg_status cuda_backend_create(const mg_model *m, const cuda_backend_opts *o, mg_backend **out) {
     *out = NULL;
     cuda *b;
-    mg_status st = create_common(&m->cfg, o, &b);
+    mg_status st = create_common(&m->cfg, o, m, 0, &b);
     if (st) return st;
-    if ((st = upload_weights(b, m))) {
-        cuda_destroy(&b->base);
-        return st;
-    }
     /* A copy from pageable memory may return before its DMA ends, and the first step runs on a
      * non-blocking stream that does not wait for the legacy one: wait for the weights here. */
     cudaError_t e = cudaDeviceSynchronize();
@@ -890,12 +892,8 @@ mg_status cuda_backend_create_random(const mg_model_config *c, uint64_t seed,
                                      const cuda_backend_opts *o, mg_backend **out) {
     *out = NULL;
     cuda *b;
-    mg_status st = create_common(c, o, &b);
+    mg_status st = create_common(c, o, NULL, seed, &b);
     if (st) return st;
-    if ((st = random_weights(b, seed))) {
-        cuda_destroy(&b->base);
-        return st;
-    }
     *out = &b->base;
     return MG_OK;
 }
