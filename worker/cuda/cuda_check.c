@@ -954,17 +954,52 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
     mr.gpu->ops->destroy(mr.gpu);
 }
 
+/* --only: the kernel groups to run (comma-separated), for a quick rerun of one group or a
+ * profiler session on it (worker/cuda/profile-moe.sh); NULL runs them all. */
+static const char *only;
+
+static bool want(const char *group) {
+    if (!only) return true;
+    size_t n = strlen(group);
+    for (const char *p = only; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, group, n)) return true;
+        if (!e) break;
+        p = e + 1;
+    }
+    return false;
+}
+
 int main(int argc, char **argv) {
     const char *model = NULL;
     uint64_t seed = (uint64_t)time(NULL);
+    static const char *groups[] = {"norm",   "gemm", "rope",   "attention",
+                                   "router", "moe",  "argmax", "sampling"};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model = argv[++i];
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
             seed = strtoull(argv[++i], NULL, 0);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
         else {
-            fprintf(stderr, "usage: cuda-check [--seed N] [--model DIR]\n");
+            fprintf(stderr, "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...]\n"
+                            "  groups: norm gemm rope attention router moe argmax sampling\n");
             return 2;
+        }
+    }
+    if (only) { /* a misspelt group would silently check nothing */
+        char buf[256];
+        snprintf(buf, sizeof(buf), "%s", only);
+        for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+            bool known = false;
+            for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++)
+                known |= !strcmp(tok, groups[g]);
+            if (!known) {
+                fprintf(stderr, "cuda-check: --only %s: unknown group %s\n", only, tok);
+                return 2;
+            }
         }
     }
     rng_state = seed;
@@ -976,43 +1011,51 @@ int main(int argc, char **argv) {
     if (cuda_plan_preset("120b", &C)) return 2;
     if (!model || getenv("MG_CHECK_KERNELS")) {
         int H = C.hidden, V = C.vocab, Q = C.n_heads * C.head_dim, KV = C.n_kv_heads * C.head_dim;
-        uint16_t *table = rand_bf16((size_t)V * H, 1.0f / sqrtf((float)H));
-        uint16_t *table_d = dev_from(table, 2 * (size_t)V * H);
-        check_norm(table, table_d);
-        cuda_gemm *gm;
-        if (cuda_gemm_create((size_t)32 << 20, &gm)) return 2;
-        /* the weights of each GEMM are a slice of the random table (all bf16 at scale 1/√H) */
-        check_gemm(gm, "qkv", 64, Q + 2 * KV, H, table, table_d);
-        check_gemm(gm, "o_proj", 64, H, Q, table, table_d);
-        check_gemm(gm, "router", 64, C.n_experts, H, table, table_d);
-        check_gemm(gm, "lm_head", 4, V, H, table, table_d);
-        cuda_gemm_destroy(gm);
-        cudaFree(table_d);
-        free(table);
-        check_rope();
-        int W = C.sliding_window;
-        check_attention_case("attention decode 64 seqs, full", 64, 2000, 0, 0, 0, 0);
-        check_attention_case("attention decode 64 seqs, window", 64, 2000, 0, 0, W, 0);
-        check_attention_case("attention prefill 256 + 8 decodes", 8, 700, 256, 556, 0, 0);
-        check_attention_case("attention prefill 256, window", 8, 700, 256, 556, W, 0);
-        check_attention_case("split-KV decode 1 seq, full", 1, 3000, 0, 0, 0, 32);
-        check_attention_case("split-KV decode 8 seqs, full", 8, 3000, 0, 0, 0, 16);
-        check_attention_case("split-KV decode 8 seqs, window", 8, 3000, 0, 0, W, 2);
-        check_attention_case("split-KV 3 decodes + chunk 24", 3, 900, 24, 400, 0, 7);
-        check_router();
-        experts x;
-        experts_make(&x);
-        for (int ver = 1; ver <= 3; ver++) {
-            check_moe_case(&x, 64, 8, ver);   /* ~32 tokens per expert: chunks, partial tiles */
-            check_moe_case(&x, 16, 128, ver); /* spread: mostly one token per expert */
-            check_moe_case(&x, 1, 128, ver);  /* single-stream decode */
-            /* version 3's large tile: 2-3 chunks of 16 tokens; then the seed's batch 256 */
-            check_moe_case(&x, 160, 16, ver);
-            check_moe_case(&x, 256, 128, ver);
+        if (want("norm") || want("gemm")) {
+            uint16_t *table = rand_bf16((size_t)V * H, 1.0f / sqrtf((float)H));
+            uint16_t *table_d = dev_from(table, 2 * (size_t)V * H);
+            if (want("norm")) check_norm(table, table_d);
+            if (want("gemm")) {
+                cuda_gemm *gm;
+                if (cuda_gemm_create((size_t)32 << 20, &gm)) return 2;
+                /* the weights of each GEMM are a slice of the random table (bf16 at 1/√H) */
+                check_gemm(gm, "qkv", 64, Q + 2 * KV, H, table, table_d);
+                check_gemm(gm, "o_proj", 64, H, Q, table, table_d);
+                check_gemm(gm, "router", 64, C.n_experts, H, table, table_d);
+                check_gemm(gm, "lm_head", 4, V, H, table, table_d);
+                cuda_gemm_destroy(gm);
+            }
+            cudaFree(table_d);
+            free(table);
         }
-        experts_free(&x);
-        check_argmax();
-        check_sampling();
+        if (want("rope")) check_rope();
+        int W = C.sliding_window;
+        if (want("attention")) {
+            check_attention_case("attention decode 64 seqs, full", 64, 2000, 0, 0, 0, 0);
+            check_attention_case("attention decode 64 seqs, window", 64, 2000, 0, 0, W, 0);
+            check_attention_case("attention prefill 256 + 8 decodes", 8, 700, 256, 556, 0, 0);
+            check_attention_case("attention prefill 256, window", 8, 700, 256, 556, W, 0);
+            check_attention_case("split-KV decode 1 seq, full", 1, 3000, 0, 0, 0, 32);
+            check_attention_case("split-KV decode 8 seqs, full", 8, 3000, 0, 0, 0, 16);
+            check_attention_case("split-KV decode 8 seqs, window", 8, 3000, 0, 0, W, 2);
+            check_attention_case("split-KV 3 decodes + chunk 24", 3, 900, 24, 400, 0, 7);
+        }
+        if (want("router")) check_router();
+        if (want("moe")) {
+            experts x;
+            experts_make(&x);
+            for (int ver = 1; ver <= 3; ver++) {
+                check_moe_case(&x, 64, 8, ver);   /* ~32 tokens per expert: chunks, partial tiles */
+                check_moe_case(&x, 16, 128, ver); /* spread: mostly one token per expert */
+                check_moe_case(&x, 1, 128, ver);  /* single-stream decode */
+                /* version 3's large tile: 2-3 chunks of 16 tokens; then the seed's batch 256 */
+                check_moe_case(&x, 160, 16, ver);
+                check_moe_case(&x, 256, 128, ver);
+            }
+            experts_free(&x);
+        }
+        if (want("argmax")) check_argmax();
+        if (want("sampling")) check_sampling();
     }
     if (model) {
         printf("whole model, kernel version 1\n");
