@@ -90,8 +90,8 @@ static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
          "cuda: kernel set (2: MoE 8x8 tiles, split-KV decode attention; 3: MXFP4 streamed one "
          "block per lane)",
          NULL},
-        {"cuda-graphs", MG_CFG_BOOL, &c->cuda_graphs, "false", 1, 0,
-         "cuda: replay decode steps from CUDA graphs (padded batch buckets)", NULL},
+        {"cuda-graphs", MG_CFG_BOOL, &c->cuda_graphs, "true", 1, 0,
+         "cuda: replay decode steps from CUDA graphs (padded batch buckets; false: eager)", NULL},
         {"extra-engine-args", MG_CFG_YAML, NULL, NULL, 1, 0, "engine YAML (TensorRT-LLM keys)",
          NULL},
     };
