@@ -621,9 +621,9 @@ static mg_status upload_weights(cuda *b, const mg_model *m) {
     mg_status st = MG_OK;
 #define UP(dst, src, bytes)                                                                        \
     do {                                                                                           \
-        if (cudaMemcpy((char *)(dst), (src), (bytes), cudaMemcpyHostToDevice) != cudaSuccess) {    \
-            st = MG_ERRF(MG_ECUDA, "cuda backend: weight upload: %s",                              \
-                         cudaGetErrorString(cudaGetLastError()));                                  \
+        cudaError_t e_ = cudaMemcpy((char *)(dst), (src), (bytes), cudaMemcpyHostToDevice);        \
+        if (e_ != cudaSuccess) {                                                                   \
+            st = MG_ERRF(MG_ECUDA, "cuda backend: weight upload: %s", cudaGetErrorString(e_));     \
             goto done;                                                                             \
         }                                                                                          \
     } while (0)

@@ -464,8 +464,12 @@ static void experts_make(experts *x) {
         uint64_t r = rnd();
         memcpy(x->dn_b + i, &r, db - i < 8 ? db - i : 8);
     }
-    for (size_t i = 0; i < gs; i++) x->gu_s[i] = (uint8_t)(119 + rnd() % 3); /* ~1/(2.93√2880) */
-    for (size_t i = 0; i < ds; i++) x->dn_s[i] = (uint8_t)(119 + rnd() % 3);
+    /* scales near 1/(2.93√2880), and one block in 256 above 2^1 (E8M0 129, 130): version 3
+     * decodes those with a second multiply */
+    for (size_t i = 0; i < gs; i++)
+        x->gu_s[i] = (uint8_t)(rnd() % 256 ? 119 + rnd() % 3 : 129 + rnd() % 2);
+    for (size_t i = 0; i < ds; i++)
+        x->dn_s[i] = (uint8_t)(rnd() % 256 ? 119 + rnd() % 3 : 129 + rnd() % 2);
     x->gu_bias = rand_bf16(E * 2 * I, 0.05f), x->dn_bias = rand_bf16(E * H, 0.05f);
     x->gu_b_d = dev_from(x->gu_b, gb), x->gu_s_d = dev_from(x->gu_s, gs);
     x->dn_b_d = dev_from(x->dn_b, db), x->dn_s_d = dev_from(x->dn_s, ds);

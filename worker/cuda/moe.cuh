@@ -298,9 +298,9 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
 }
 
 /* Tile configurations of version 3 (chosen by the launcher from the step's token count):
- *   small: 4 warps × 1 row tile (64 rows), 8 tokens, 3 stages: many CTAs when few experts are
- *          touched (batch 1: 4 experts × 90 tiles);
- *   large: 6 warps × 2 row tiles (192 rows, which divides 5760 and 2880), 16 tokens, 2 stages:
+ *   small: 4 warps × 1 row tile (64 rows), 8 tokens, STAGES 4 (3 super-chunks of loads ahead):
+ *          many CTAs when few experts are touched (batch 1: 4 experts × 90 tiles);
+ *   large: 6 warps × 2 row tiles (192 rows, which divides 5760 and 2880), 16 tokens, STAGES 3:
  *          each staged token row serves 192 weight rows, each decoded weight serves 16 tokens. */
 template <bool DOWN, int WARPS, int MT, int NT, int STAGES>
 __global__ void __launch_bounds__(32 * WARPS)
@@ -551,7 +551,7 @@ static int moe3_launch(void *out, const uint16_t *in, const uint8_t *blocks, con
 }
 
 /* Version 3's tile for a step of T tokens: the large tile once experts hold 4+ tokens on
- * average (T * top_k / E > 4: batch 128 and up on 120b), unless a benchmark forced one
+ * average (T * top_k / E > 4: above batch 128 on 120b), unless a benchmark forced one
  * (cuda_moe3_force_tile: 0 by the rule, 1 small, 2 large). */
 static int moe3_forced_tile = 0;
 
