@@ -171,6 +171,11 @@ mg_status etcd_client_create(const char *url, int timeout_ms, etcd_client **out)
     *out = NULL;
     if (!url || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0))
         return MG_ERRF(MG_EINVAL, "etcd url \"%s\": want http://host:port", url ? url : "(null)");
+    /* request URLs are built in 512-byte buffers: base + the longest path (/v3/watch, /v3/kv/...)
+     */
+    if (strlen(url) > ETCD_MAX_URL)
+        return MG_ERRF(MG_EINVAL, "etcd url of %zu characters: at most %d", strlen(url),
+                       ETCD_MAX_URL);
     pthread_once(&curl_once, curl_init_once);
     etcd_client *c = calloc(1, sizeof *c);
     if (!c || !(c->url = strdup(url))) {

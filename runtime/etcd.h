@@ -24,9 +24,11 @@
 typedef struct etcd_client etcd_client;
 
 #define ETCD_DEFAULT_TIMEOUT_MS 5000
+#define ETCD_MAX_URL            400 /* characters of the base url */
 
-/* url: "http://host:port" (a trailing '/' is ignored; copied). timeout_ms: deadline of each
- * unary call including connect, <= 0 for ETCD_DEFAULT_TIMEOUT_MS. Makes no request. */
+/* url: "http://host:port" (a trailing '/' is ignored; copied; at most ETCD_MAX_URL characters,
+ * else MG_EINVAL). timeout_ms: deadline of each unary call including connect, <= 0 for
+ * ETCD_DEFAULT_TIMEOUT_MS. Makes no request. */
 mg_status etcd_client_create(const char *url, int timeout_ms, etcd_client **out);
 void etcd_client_destroy(etcd_client *c); /* after every keep-alive and watch on it stopped */
 const char *etcd_client_url(const etcd_client *c);

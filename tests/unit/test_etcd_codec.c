@@ -1,6 +1,7 @@
 /* test_etcd_codec.c - what etcd and discovery put on the wire, without a server: base64 of keys
  * and values, prefix range ends, discovery keys, and the JSON of instance and model cards
- * (round trip, defaults of absent fields, clear errors on bad input). */
+ * (round trip, defaults of absent fields, clear errors on bad input), and the client's url
+ * checks. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -153,8 +154,25 @@ static void test_model_card(void) {
     CHECK(strstr(mg_err_msg(), "context_length") != NULL);
 }
 
+/* A base url too long for the request buffers is refused with a clear error, not cut. */
+static void test_client_url(void) {
+    etcd_client *c = NULL;
+    char url[ETCD_MAX_URL + 2];
+    memcpy(url, "http://", 7);
+    memset(url + 7, 'h', sizeof url - 8);
+    url[sizeof url - 1] = 0; /* ETCD_MAX_URL + 1 characters */
+    CHECK_EQ_INT(etcd_client_create(url, 0, &c), MG_EINVAL);
+    CHECK(c == NULL);
+    CHECK(strstr(mg_err_msg(), "at most") != NULL);
+    url[ETCD_MAX_URL] = 0; /* exactly the limit: accepted (no request is made) */
+    CHECK_EQ_INT(etcd_client_create(url, 0, &c), MG_OK);
+    etcd_client_destroy(c);
+    CHECK_EQ_INT(etcd_client_create("localhost:2379", 0, &c), MG_EINVAL);
+}
+
 int main(void) {
     test_b64();
+    test_client_url();
     test_prefix_end();
     test_keys();
     test_instance_card();
