@@ -255,14 +255,99 @@ static bool quote_opens(const char *line, const char *p) {
            (p == line || p[-1] == ' ' || p[-1] == '[' || p[-1] == '{' || p[-1] == ',');
 }
 
+/* The closing quote of the quoted scalar that opens at p, or NULL: inside double quotes a
+ * backslash escapes the next character, inside single quotes '' is a quote. */
+static char *quote_end(char *p) {
+    char q = *p;
+    for (p++; *p; p++) {
+        if (q == '"' && *p == '\\') {
+            if (!*++p) return NULL;
+        } else if (*p == q) {
+            if (q == '\'' && p[1] == '\'') {
+                p++;
+                continue;
+            }
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static size_t utf8_put(char *out, uint32_t c) {
+    if (c < 0x80) return out[0] = (char)c, 1;
+    if (c < 0x800) return out[0] = (char)(0xC0 | c >> 6), out[1] = (char)(0x80 | (c & 63)), 2;
+    if (c < 0x10000) {
+        out[0] = (char)(0xE0 | c >> 12), out[1] = (char)(0x80 | (c >> 6 & 63));
+        return out[2] = (char)(0x80 | (c & 63)), 3;
+    }
+    out[0] = (char)(0xF0 | c >> 18), out[1] = (char)(0x80 | (c >> 12 & 63));
+    out[2] = (char)(0x80 | (c >> 6 & 63)), out[3] = (char)(0x80 | (c & 63));
+    return 4;
+}
+
+/* Decode the quoted scalar from its opening quote at s to its closing quote at e (quote_end)
+ * into out (cap bytes with the terminator; out may be s itself: the decoded text is never
+ * longer). YAML's escapes in double quotes, '' in single quotes. Returns NULL, or why not. */
+static const char *quote_decode(char *out, size_t cap, const char *s, const char *e) {
+    char q = *s++;
+    size_t n = 0;
+    while (s < e) {
+        char tmp[4];
+        const char *src = s;
+        size_t len = 1;
+        if (q == '\'' && *s == '\'') {
+            s += 2;
+        } else if (q == '"' && *s == '\\') {
+            char c = s[1];
+            s += 2;
+            /* YAML's one-character escapes (a backslash before a tab is a tab too) */
+            static const char from[] = "abt\tnvfre \"/\\", to[] = "\a\b\t\t\n\v\f\r\x1b \"/\\";
+            const char *f = c ? strchr(from, c) : NULL;
+            char m = f ? to[f - from] : 0;
+            if (c == '0') return "\\0 (NUL) in a quoted value";
+            if (m) {
+                tmp[0] = m, src = tmp;
+            } else if (c == 'x' || c == 'u' || c == 'U' || c == 'N' || c == '_' || c == 'L' ||
+                       c == 'P') {
+                uint32_t cp = 0;
+                int digits = c == 'x' ? 2 : c == 'u' ? 4 : c == 'U' ? 8 : 0;
+                for (int i = 0; i < digits; i++, s++) {
+                    int d = isdigit((unsigned char)*s) ? *s - '0'
+                            : *s >= 'a' && *s <= 'f'   ? *s - 'a' + 10
+                            : *s >= 'A' && *s <= 'F'   ? *s - 'A' + 10
+                                                       : -1;
+                    if (s >= e || d < 0) return "bad hex digits in a \\x, \\u or \\U escape";
+                    cp = cp * 16 + (uint32_t)d;
+                }
+                if (c == 'N') cp = 0x85;
+                if (c == '_') cp = 0xA0;
+                if (c == 'L') cp = 0x2028;
+                if (c == 'P') cp = 0x2029;
+                if (cp == 0) return "\\0 (NUL) in a quoted value";
+                if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+                    return "escape names no Unicode character";
+                len = utf8_put(tmp, cp), src = tmp;
+            } else {
+                return "unknown escape in a double-quoted value";
+            }
+        } else {
+            s++;
+        }
+        if (n + len >= cap) return "quoted value too long";
+        memmove(out + n, src, len); /* in place, out + n never passes src */
+        n += len;
+    }
+    out[n] = 0;
+    return NULL;
+}
+
 /* Strip a trailing comment (a '#' after whitespace, outside quotes) and trailing spaces. */
 static void strip_comment(char *s) {
-    char q = 0;
     for (char *p = s; *p; p++) {
-        if (q) {
-            if (*p == q) q = 0;
-        } else if (quote_opens(s, p)) {
-            q = *p;
+        if (quote_opens(s, p)) {
+            char *e = quote_end(p);
+            if (!e) break; /* unterminated: the parser reports it */
+            p = e;
         } else if (*p == '#' && (p == s || isspace((unsigned char)p[-1]))) {
             *p = 0;
             break;
@@ -272,15 +357,14 @@ static void strip_comment(char *s) {
     while (n && isspace((unsigned char)s[n - 1])) s[--n] = 0;
 }
 
-/* Unquote a scalar in place; returns false on an unterminated quote. */
-static bool unquote(char *v) {
-    size_t n = strlen(v);
-    if (n && (v[0] == '"' || v[0] == '\'')) {
-        if (n < 2 || v[n - 1] != v[0]) return false;
-        memmove(v, v + 1, n - 2);
-        v[n - 2] = 0;
-    }
-    return true;
+/* Unquote a scalar in place; returns NULL, or why not (an unterminated quote, text after the
+ * closing quote, a bad escape). */
+static const char *unquote(char *v) {
+    if (v[0] != '"' && v[0] != '\'') return NULL;
+    char *e = quote_end(v);
+    if (!e) return "unterminated quote";
+    if (e[1]) return "text after a closing quote";
+    return quote_decode(v, strlen(v) + 1, v, e);
 }
 
 #define YAML_DEPTH 16
@@ -300,14 +384,12 @@ static bool flow_scalar(char **pp, char *out, size_t cap, bool *quoted) {
     size_t n = 0;
     *quoted = false;
     if (*p == '"' || *p == '\'') {
-        char q = *p++;
-        while (*p && *p != q) {
-            if (n + 1 >= cap) return false;
-            out[n++] = *p++;
-        }
-        if (*p != q) return false;
-        p++;
+        char *e = quote_end(p);
+        if (!e || quote_decode(out, cap, p, e)) return false;
+        p = e + 1;
         *quoted = true;
+        *pp = p;
+        return true;
     } else if (*p == '[') {
         int nest = 0;
         char q = 0;
@@ -315,7 +397,12 @@ static bool flow_scalar(char **pp, char *out, size_t cap, bool *quoted) {
             if (n + 1 >= cap) return false;
             out[n++] = *p;
             if (q) {
-                if (*p == q) q = 0;
+                if (q == '"' && *p == '\\' && p[1]) { /* an escaped character, copied as is */
+                    if (n + 1 >= cap) return false;
+                    out[n++] = *++p;
+                } else if (*p == q) {
+                    q = 0;
+                }
             } else if (*p == '"' || *p == '\'') {
                 q = *p;
             } else if (*p == '[') {
@@ -424,8 +511,9 @@ mg_status mg_yaml_parse(const char *text, const char *name, mg_yaml_cb cb, void 
             }
             char *item = body + 1;
             while (*item == ' ') item++;
-            if (!unquote(item)) {
-                s = MG_ERRF(MG_EFORMAT, "%s:%d: unterminated quote", name, line);
+            const char *why = unquote(item);
+            if (why) {
+                s = MG_ERRF(MG_EFORMAT, "%s:%d: %s", name, line, why);
                 break;
             }
             size_t l = strlen(list_val);
@@ -446,12 +534,11 @@ mg_status mg_yaml_parse(const char *text, const char *name, mg_yaml_cb cb, void 
         }
         char *colon = NULL;
         {
-            char q = 0;
             for (char *p = body; *p; p++) {
-                if (q) {
-                    if (*p == q) q = 0;
-                } else if (quote_opens(body, p)) {
-                    q = *p;
+                if (quote_opens(body, p)) {
+                    char *e = quote_end(p);
+                    if (!e) break; /* unquote reports it */
+                    p = e;
                 } else if (*p == ':' && (p[1] == ' ' || p[1] == 0)) {
                     colon = p;
                     break;
@@ -467,8 +554,9 @@ mg_status mg_yaml_parse(const char *text, const char *name, mg_yaml_cb cb, void 
         char *key = body;
         char *val = colon + 1;
         while (*val == ' ') val++;
-        if (!unquote(key)) {
-            s = MG_ERRF(MG_EFORMAT, "%s:%d: unterminated quote in key", name, line);
+        const char *why = unquote(key);
+        if (why) {
+            s = MG_ERRF(MG_EFORMAT, "%s:%d: %s in key", name, line, why);
             break;
         }
         if (val[0] == '&' || val[0] == '*' || val[0] == '|' || val[0] == '>' || val[0] == '!') {
@@ -508,8 +596,8 @@ mg_status mg_yaml_parse(const char *text, const char *name, mg_yaml_cb cb, void 
             continue;
         }
         if (yaml_null(val)) continue;
-        if (!unquote(val)) {
-            s = MG_ERRF(MG_EFORMAT, "%s:%d: unterminated quote", name, line);
+        if ((why = unquote(val))) {
+            s = MG_ERRF(MG_EFORMAT, "%s:%d: %s", name, line, why);
             break;
         }
         s = cb(ud, full, val, line);

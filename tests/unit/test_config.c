@@ -186,5 +186,47 @@ int main(void) {
     CHECK_EQ_INT(mg_yaml_parse("just text\n", "inline", collect, &s2), MG_EFORMAT);
     unlink(path);
     mg_cfg_free(opts, NOPTS);
+    /* Quoted scalars: YAML's escapes in double quotes, '' in single quotes; a '#' or ':' inside
+     * quotes is text; errors say what is wrong. */
+    {
+        const char *q = "a: \"tab\\there \\\"q\\\" back\\\\slash \\u00e9\\x41\\U0001F600 # no\"\n"
+                        "b: 'it''s # not a comment: either'\n"
+                        "\"c: d\": \"x\\\"\"   # the key has a colon\n"
+                        "m: {k: \"v\\\", w}\", l: 'x''y'}\n"
+                        "list:\n"
+                        "  - \"one\\ttwo\"\n"
+                        "  - 'th''ree'\n";
+        seen e = {0};
+        CHECK_OK(mg_yaml_parse(q, "q.yaml", collect, &e));
+        CHECK_EQ_INT(e.n, 6);
+        CHECK_EQ_STR(e.keys[0], "a");
+        CHECK_EQ_STR(e.vals[0], "tab\there \"q\" back\\slash \xc3\xa9"
+                                "A\xf0\x9f\x98\x80 # no");
+        CHECK_EQ_STR(e.vals[1], "it's # not a comment: either");
+        CHECK_EQ_STR(e.keys[2], "c: d");
+        CHECK_EQ_STR(e.vals[2], "x\"");
+        CHECK_EQ_STR(e.keys[3], "m.k");
+        CHECK_EQ_STR(e.vals[3], "v\", w}");
+        CHECK_EQ_STR(e.keys[4], "m.l");
+        CHECK_EQ_STR(e.vals[4], "x'y");
+        CHECK_EQ_STR(e.keys[5], "list");
+        CHECK_EQ_STR(e.vals[5], "one\ttwo,th'ree");
+        const char *bad[][2] = {
+            {"a: \"x\\q\"\n", "unknown escape"},
+            {"a: \"x\\\"\n", "unterminated quote"},
+            {"a: \"x\" y\n", "text after a closing quote"},
+            {"a: \"\\x4\"\n", "bad hex digits"},
+            {"a: \"\\x00\"\n", "NUL"},
+            {"a: \"\\uD800\"\n", "no Unicode character"},
+            {"- \"x\\q\"\n", "list item without a key"},
+        };
+        for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+            seen z = {0};
+            CHECK_EQ_INT(mg_yaml_parse(bad[k][0], "bad.yaml", collect, &z), MG_EFORMAT);
+            CHECK_MSG(strstr(mg_err_msg(), "bad.yaml:1:") && strstr(mg_err_msg(), bad[k][1]),
+                      "case %zu: %s", k, mg_err_msg());
+        }
+    }
+
     return check_done();
 }
