@@ -21,105 +21,9 @@
 
 #include "check.h"
 #include "cpu_backend.h"
+#include "golden.h"
 #include "model.h"
 #include "sha256.h"
-
-#define MAX_ITEMS   64
-#define MAX_PROMPTS 8
-#define MAX_ROWS    64
-
-typedef struct grow {
-    int prompt, pos;
-    double maxabs;
-    int n;
-    int32_t id[96];
-    double val[96];
-} grow;
-
-typedef struct golden {
-    char maker_args[256];
-    char dtype[32]; /* the oracle's arithmetic ("oracle" record; absent: float32) */
-    int n_files;
-    char file[16][128], sha[16][65];
-    int vocab;
-    int n_prompts;
-    int plen[MAX_PROMPTS];
-    int32_t *prompt[MAX_PROMPTS];
-    int n_rows;
-    grow rows[MAX_ROWS];
-    int n_greedy;
-    int gprompt[MAX_PROMPTS], glen[MAX_PROMPTS];
-    int32_t *gtok[MAX_PROMPTS];
-} golden;
-
-static int read_ints(char *s, int32_t *out, int max) {
-    int n = 0;
-    for (char *tok = strtok(s, " \n"); tok && n < max; tok = strtok(NULL, " \n"))
-        out[n++] = atoi(tok);
-    return n;
-}
-
-static bool load_golden(const char *path, golden *g) {
-    memset(g, 0, sizeof(*g));
-    snprintf(g->dtype, sizeof(g->dtype), "float32");
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "cannot open %s\n", path);
-        return false;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    bool ok = true;
-    while (getline(&line, &cap, f) > 0) {
-        int off = 0, a, b;
-        if (strncmp(line, "checkpoint ", 11) == 0) {
-            char name[64];
-            if (sscanf(line, "checkpoint %63s %n", name, &off) >= 1) {
-                snprintf(g->maker_args, sizeof(g->maker_args), "%s", line + off);
-                g->maker_args[strcspn(g->maker_args, "\n")] = 0;
-            }
-        } else if (strncmp(line, "oracle ", 7) == 0) {
-            ok &= sscanf(line, "oracle %*s %31s", g->dtype) == 1;
-        } else if (strncmp(line, "file ", 5) == 0 && g->n_files < 16) {
-            ok &= sscanf(line, "file %127s %64s", g->file[g->n_files], g->sha[g->n_files]) == 2;
-            g->n_files++;
-        } else if (sscanf(line, "vocab %d", &a) == 1) {
-            g->vocab = a;
-        } else if (sscanf(line, "prompt %d %d %n", &a, &b, &off) == 2 && a == g->n_prompts &&
-                   a < MAX_PROMPTS) {
-            g->prompt[a] = malloc(sizeof(int32_t) * (b ? b : 1));
-            g->plen[a] = read_ints(line + off, g->prompt[a], b);
-            ok &= g->plen[a] == b;
-            g->n_prompts++;
-        } else if (strncmp(line, "row ", 4) == 0 && g->n_rows < MAX_ROWS) {
-            grow *r = &g->rows[g->n_rows++];
-            ok &= sscanf(line, "row %d %d %lf %n", &r->prompt, &r->pos, &r->maxabs, &off) == 3;
-            for (char *tok = strtok(line + off, " \n"); tok && r->n < 96;
-                 tok = strtok(NULL, " \n")) {
-                if (strcmp(tok, "|") == 0) continue;
-                int id;
-                double v;
-                if (sscanf(tok, "%d:%lf", &id, &v) == 2) r->id[r->n] = id, r->val[r->n++] = v;
-            }
-        } else if (strncmp(line, "greedy ", 7) == 0 && g->n_greedy < MAX_PROMPTS) {
-            double margin;
-            int k = g->n_greedy;
-            ok &= sscanf(line, "greedy %d %d %lf %n", &g->gprompt[k], &g->glen[k], &margin, &off) ==
-                  3;
-            g->gtok[k] = malloc(sizeof(int32_t) * g->glen[k]);
-            ok &= read_ints(line + off, g->gtok[k], g->glen[k]) == g->glen[k];
-            g->n_greedy++;
-        }
-    }
-    free(line);
-    fclose(f);
-    return ok && g->n_prompts > 0 && g->n_rows > 0 && g->n_files > 0;
-}
-
-static void free_golden(golden *g) {
-    for (int i = 0; i < g->n_prompts; i++) free(g->prompt[i]);
-    for (int i = 0; i < g->n_greedy; i++) free(g->gtok[i]);
-}
 
 /* The maker reads MAGNETO_<OPTION> from the environment too; a deployment's MAGNETO_SEED (say)
  * must not change the checkpoint this test expects. */
@@ -204,7 +108,7 @@ static void step_add(step *st, seq *s, const int32_t *toks, int n, int gp, bool 
 /* ---- comparisons ---- */
 
 /* Largest |ours - ref| over the row's recorded logits, relative to the row's largest |logit|. */
-static double rel_err(const grow *r, const float *logits) {
+static double rel_err(const golden_row *r, const float *logits) {
     double e = 0;
     for (int i = 0; i < r->n; i++) {
         double d = fabs((double)logits[r->id[i]] - r->val[i]);
@@ -221,7 +125,7 @@ static void check_prompt_rows(const golden *g, int p, const float *all, int voca
                               const char *what) {
     int j = 0;
     for (int k = 0; k < g->n_rows; k++) {
-        const grow *r = &g->rows[k];
+        const golden_row *r = &g->rows[k];
         if (r->prompt != p) continue;
         double e = rel_err(r, all + (size_t)j++ * vocab);
         if (e > *worst) *worst = e;
@@ -245,7 +149,8 @@ int main(void) {
     }
     static golden g;
     G = &g;
-    CHECK(load_golden(gpath, &g));
+    CHECK_MSG(golden_load(gpath, &g) == MG_OK, "%s", mg_err_msg());
+    CHECK(g.n_rows > 0);
     if (!g.n_files) return check_done();
     /* the bounds below (1e-3, identical greedy tokens) hold against a float32 oracle only */
     CHECK_MSG(strcmp(g.dtype, "float32") == 0, "%s: oracle ran in %s, not float32", gpath, g.dtype);
@@ -274,9 +179,9 @@ int main(void) {
     int V = be->vocab, maxlen = 0;
     for (int p = 0; p < g.n_prompts; p++) maxlen = g.plen[p] > maxlen ? g.plen[p] : maxlen;
     CHECK(maxlen + 256 <= BS * MAX_BLOCKS_PER_SEQ);
-    float *pre = malloc(sizeof(float) * (size_t)MAX_ROWS * V);
-    float *dec = malloc(sizeof(float) * (size_t)MAX_ROWS * V);
-    float *mix = malloc(sizeof(float) * (size_t)MAX_PROMPTS * V);
+    float *pre = malloc(sizeof(float) * (size_t)GOLDEN_MAX_ROWS * V);
+    float *dec = malloc(sizeof(float) * (size_t)GOLDEN_MAX_ROWS * V);
+    float *mix = malloc(sizeof(float) * (size_t)GOLDEN_MAX_PROMPTS * V);
     static step st;
 
     /* 2. Each prompt as one prefill, then token by token; both against the reference. */
@@ -306,15 +211,15 @@ int main(void) {
 
     /* 3. All prompts in one batch: a decode-style single token first, then prefills. */
     {
-        seq s[MAX_PROMPTS];
+        seq s[GOLDEN_MAX_PROMPTS];
         step_begin(&st);
-        int order[MAX_PROMPTS], n = 0;
+        int order[GOLDEN_MAX_PROMPTS], n = 0;
         for (int p = 0; p < g.n_prompts; p++)
             if (g.plen[p] == 1) order[n++] = p;
         for (int p = 0; p < g.n_prompts; p++)
             if (g.plen[p] != 1) order[n++] = p;
-        float *lg = malloc(sizeof(float) * (size_t)MAX_ROWS * V);
-        int first[MAX_PROMPTS];
+        float *lg = malloc(sizeof(float) * (size_t)GOLDEN_MAX_ROWS * V);
+        int first[GOLDEN_MAX_PROMPTS];
         for (int i = 0; i < n; i++) {
             seq_init(&s[i], num_blocks);
             first[i] = st.b.n_logits;
@@ -353,8 +258,8 @@ int main(void) {
      * sequences at once; the decode path alone is checked above). */
     {
         int cnt = g.n_greedy;
-        seq s[MAX_PROMPTS];
-        int32_t *out[MAX_PROMPTS], last[MAX_PROMPTS];
+        seq s[GOLDEN_MAX_PROMPTS];
+        int32_t *out[GOLDEN_MAX_PROMPTS], last[GOLDEN_MAX_PROMPTS];
         step_begin(&st);
         for (int j = 0; j < cnt; j++) {
             int p = g.gprompt[j];
@@ -385,6 +290,6 @@ int main(void) {
     free(mix);
     be->ops->destroy(be);
     model_destroy(m);
-    free_golden(&g);
+    golden_free(&g);
     return check_done();
 }

@@ -46,6 +46,7 @@
 #include "cpu_backend.h"
 #include "cuda_backend.h"
 #include "cuda_ref.h"
+#include "golden.h"
 #include "model.h"
 #include "sampling.h"
 #include "sha256.h"
@@ -402,152 +403,10 @@ static void greedy_report(greedy *g, const opts *o, const char *what) {
            what, agree, total, median_err(g), worst, nan ? " (NaN seen)" : "", g->n_errs);
 }
 
-/* ---- golden files (tools/oracle/hf_golden.py; the reader of tests/unit/test_cpu_golden.c,
- * with the oracle's dtype and the per-step greedy margins) ---- */
-
-#define MAX_G 16
-
-typedef struct grow {
-    int prompt, pos;
-    double maxabs;
-    int n;
-    int32_t id[96];
-    double val[96];
-} grow;
-
-typedef struct golden {
-    char maker_args[256], dtype[32], device[32];
-    int n_files;
-    char file[16][128], sha[16][65];
-    int vocab, n_prompts, n_rows, n_greedy;
-    int plen[MAX_G];
-    int32_t *prompt[MAX_G];
-    grow rows[64];
-    int gprompt[MAX_G], glen[MAX_G], n_margins[MAX_G];
-    double gmargin[MAX_G];
-    int32_t *gtok[MAX_G];
-    double *margins[MAX_G]; /* per greedy step, HF's (top1 - top2) / max |logit|; NULL: absent */
-} golden;
-
-static bool load_golden(const char *path, golden *g) {
-    memset(g, 0, sizeof(*g));
-    snprintf(g->dtype, sizeof(g->dtype), "float32"); /* goldens before the oracle record */
-    snprintf(g->device, sizeof(g->device), "cpu");
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "cuda-agree: cannot open %s\n", path);
-        return false;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    bool ok = true;
-    int lineno = 0;
-    ssize_t len;
-    while ((len = getline(&line, &cap, f)) > 0) {
-        int off = 0, a, b;
-        lineno++;
-        /* every record ends in a newline: a last line without one is a cut-off file */
-        bool whole = line[len - 1] == '\n', good = true;
-        if (!strncmp(line, "checkpoint ", 11)) {
-            char name[64];
-            if (sscanf(line, "checkpoint %63s %n", name, &off) >= 1 && off > 0) {
-                snprintf(g->maker_args, sizeof(g->maker_args), "%s", line + off);
-                g->maker_args[strcspn(g->maker_args, "\n")] = 0;
-            }
-        } else if (!strncmp(line, "oracle ", 7)) {
-            good = sscanf(line, "oracle %*s %31s %31s", g->dtype, g->device) == 2;
-        } else if (!strncmp(line, "file ", 5)) {
-            good = g->n_files < 16 &&
-                   sscanf(line, "file %127s %64s", g->file[g->n_files], g->sha[g->n_files]) == 2;
-            g->n_files++;
-        } else if (sscanf(line, "vocab %d", &a) == 1) {
-            g->vocab = a;
-        } else if (!strncmp(line, "prompt ", 7)) {
-            good = sscanf(line, "prompt %d %d %n", &a, &b, &off) == 2 && a == g->n_prompts &&
-                   a < MAX_G && b >= 1 && b <= 100000;
-            if (good) {
-                g->prompt[a] = xcalloc((size_t)b, 4);
-                int n = 0;
-                for (char *t = strtok(line + off, " \n"); t && n < b; t = strtok(NULL, " \n"))
-                    g->prompt[a][n++] = atoi(t);
-                g->plen[a] = b, g->n_prompts++;
-                good = n == b;
-            }
-        } else if (!strncmp(line, "row ", 4)) {
-            good = g->n_rows < 64;
-            if (good) {
-                grow *r = &g->rows[g->n_rows++];
-                good = sscanf(line, "row %d %d %lf %n", &r->prompt, &r->pos, &r->maxabs, &off) == 3;
-                for (char *t = strtok(line + off, " \n"); good && t && r->n < 96;
-                     t = strtok(NULL, " \n")) {
-                    int id;
-                    double v;
-                    if (strcmp(t, "|") && sscanf(t, "%d:%lf", &id, &v) == 2)
-                        r->id[r->n] = id, r->val[r->n++] = v;
-                }
-            }
-        } else if (!strncmp(line, "greedy ", 7)) {
-            int k = g->n_greedy;
-            good = k < MAX_G &&
-                   sscanf(line, "greedy %d %d %lf %n", &g->gprompt[k], &g->glen[k], &g->gmargin[k],
-                          &off) == 3 &&
-                   g->glen[k] >= 1 && g->glen[k] <= 100000;
-            if (good) {
-                g->gtok[k] = xcalloc((size_t)g->glen[k], 4);
-                int n = 0;
-                for (char *t = strtok(line + off, " \n"); t && n < g->glen[k];
-                     t = strtok(NULL, " \n"))
-                    g->gtok[k][n++] = atoi(t);
-                g->n_greedy++;
-                good = n == g->glen[k];
-            }
-        } else if (!strncmp(line, "margins ", 8)) {
-            /* follows its greedy record: margins I N m... */
-            int k = g->n_greedy - 1;
-            good = k >= 0 && sscanf(line, "margins %d %d %n", &a, &b, &off) == 2 &&
-                   a == g->gprompt[k] && b == g->glen[k] && !g->margins[k];
-            if (good) {
-                g->margins[k] = xcalloc((size_t)b, sizeof(double));
-                int n = 0;
-                for (char *t = strtok(line + off, " \n"); t && n < b; t = strtok(NULL, " \n"))
-                    g->margins[k][n++] = atof(t);
-                g->n_margins[k] = n;
-                good = n == b;
-            }
-        }
-        if (!whole || !good)
-            fprintf(stderr, "cuda-agree: %s:%d: %s record\n", path, lineno,
-                    whole ? "malformed" : "cut-off");
-        good &= whole;
-        ok &= good;
-    }
-    free(line);
-    fclose(f);
-    for (int k = 0; k < g->n_greedy; k++)
-        if (g->gprompt[k] < 0 || g->gprompt[k] >= g->n_prompts) {
-            fprintf(stderr, "cuda-agree: %s: greedy prompt %d: no such prompt\n", path,
-                    g->gprompt[k]);
-            ok = false;
-        }
-    for (int r = 0; r < g->n_rows; r++)
-        if (g->rows[r].prompt < 0 || g->rows[r].prompt >= g->n_prompts || g->rows[r].pos < 0 ||
-            g->rows[r].pos >= g->plen[g->rows[r].prompt] || g->rows[r].n < 1) {
-            fprintf(stderr, "cuda-agree: %s: row %d: bad prompt, position or values\n", path, r);
-            ok = false;
-        }
-    if (!g->n_prompts || !g->n_files) {
-        fprintf(stderr, "cuda-agree: %s: no prompts or no files\n", path);
-        ok = false;
-    }
-    return ok;
-}
-
-static void free_golden(golden *g) {
-    for (int i = 0; i < MAX_G; i++) free(g->prompt[i]), free(g->gtok[i]), free(g->margins[i]);
-}
+/* ---- golden files (tools/oracle/hf_golden.py, read by worker/model/golden.c) ---- */
 
 /* Largest |ours - HF| over the row's recorded logits, relative to HF's row max |logit|. */
-static double golden_err(const grow *r, const float *logits, int V) {
+static double golden_err(const golden_row *r, const float *logits, int V) {
     double e = 0;
     for (int i = 0; i < r->n; i++) {
         if (r->id[i] < 0 || r->id[i] >= V || !isfinite(logits[r->id[i]])) return NAN;
@@ -723,8 +582,8 @@ static void run_golden(const opts *o, const golden *g) {
                 p, g->plen[p], nr, o->label, eb, b_tol, ec, cpu_tol);
     }
     if (g->n_greedy) {
-        int plen[MAX_G], n_gen = maxgen;
-        int32_t *prompts[MAX_G];
+        int plen[GOLDEN_MAX_PROMPTS], n_gen = maxgen;
+        int32_t *prompts[GOLDEN_MAX_PROMPTS];
         for (int k = 0; k < g->n_greedy; k++)
             plen[k] = g->plen[g->gprompt[k]], prompts[k] = g->prompt[g->gprompt[k]];
         greedy gr;
@@ -882,14 +741,15 @@ int main(int argc, char **argv) {
     golden *g = NULL;
     if (o.golden) {
         g = xcalloc(1, sizeof(golden));
-        if (!load_golden(o.golden, g)) {
-            free_golden(g), free(g);
+        if (golden_load(o.golden, g)) {
+            fprintf(stderr, "cuda-agree: %s\n", mg_err_msg());
+            golden_free(g), free(g);
             return 2;
         }
     }
     if (o.prompts > 0 || o.n_lengths) run_random(&o);
     if (g) run_golden(&o, g);
-    if (g) free_golden(g), free(g);
+    if (g) golden_free(g), free(g);
     printf("cuda-agree: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }
