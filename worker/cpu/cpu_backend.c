@@ -204,56 +204,10 @@ static void route(cpu *b, int T) {
 
 /* ---- the step ---- */
 
-static mg_status check_batch(const cpu *b, const mg_batch *bt) {
-    int bs = b->base.block_size;
-    if (bt->n_tokens > b->max_tokens)
-        return MG_ERRF(MG_EINVAL, "cpu forward: %d tokens exceed max_tokens %d", bt->n_tokens,
-                       b->max_tokens);
-    if (bt->n_seqs < 1 || bt->max_blocks < 1)
-        return MG_ERRF(MG_EINVAL, "cpu forward: %d sequences, %d blocks per row", bt->n_seqs,
-                       bt->max_blocks);
-    for (int s = 0; s < bt->n_seqs; s++) {
-        int ctx = bt->seq_ctx[s], nblk = (ctx + bs - 1) / bs;
-        if (ctx < 1 || ctx > b->base.max_ctx || nblk > bt->max_blocks)
-            return MG_ERRF(MG_EINVAL,
-                           "cpu forward: sequence %d: context %d outside [1, %d] or "
-                           "past its %d blocks",
-                           s, ctx, b->base.max_ctx, bt->max_blocks);
-        for (int k = 0; k < nblk; k++) {
-            int32_t blk = bt->block_table[(size_t)s * bt->max_blocks + k];
-            if (blk < 0 || blk >= b->base.num_blocks)
-                return MG_ERRF(MG_EINVAL,
-                               "cpu forward: sequence %d: block %d is %d, outside "
-                               "[0, %d)",
-                               s, k, blk, b->base.num_blocks);
-        }
-    }
-    for (int t = 0; t < bt->n_tokens; t++) {
-        int s = bt->token_seq[t];
-        if (bt->tokens[t] < 0 || bt->tokens[t] >= b->V)
-            return MG_ERRF(MG_EINVAL, "cpu forward: token %d is %d, outside the vocabulary", t,
-                           bt->tokens[t]);
-        if (s < 0 || s >= bt->n_seqs || bt->positions[t] < 0 || bt->positions[t] >= bt->seq_ctx[s])
-            return MG_ERRF(MG_EINVAL,
-                           "cpu forward: token %d: sequence %d, position %d outside "
-                           "its context",
-                           t, s, bt->positions[t]);
-    }
-    /* lx holds max_tokens rows: more logits rows than tokens would write past it. */
-    if (bt->n_logits < 0 || bt->n_logits > bt->n_tokens)
-        return MG_ERRF(MG_EINVAL, "cpu forward: %d logits rows for %d tokens", bt->n_logits,
-                       bt->n_tokens);
-    for (int i = 0; i < bt->n_logits; i++)
-        if (bt->logits_rows[i] < 0 || bt->logits_rows[i] >= bt->n_tokens)
-            return MG_ERRF(MG_EINVAL, "cpu forward: logits row %d is %d, outside the batch", i,
-                           bt->logits_rows[i]);
-    return MG_OK;
-}
-
 static mg_status cpu_forward(mg_backend *base, const mg_batch *bt, float *logits) {
     cpu *b = (cpu *)base;
     if (bt->n_tokens == 0) return MG_OK; /* a rank with nothing to do still steps */
-    mg_status st = check_batch(b, bt);
+    mg_status st = mg_batch_check(bt, &b->base, b->max_tokens, "cpu forward");
     if (st) return st;
     const mg_model *m = b->m;
     const mg_model_config *c = &b->c;

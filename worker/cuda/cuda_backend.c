@@ -145,46 +145,15 @@ int cuda_backend_profile_read(mg_backend *base, const char **names, double *ms, 
 /* ---- the step ---- */
 
 static mg_status check_batch(const cuda *b, const mg_batch *bt) {
-    int bs = b->base.block_size;
     if (bt->n_tokens > b->max_tokens || bt->n_seqs > b->max_seqs || bt->n_logits > b->max_seqs)
         return MG_ERRF(MG_EINVAL,
                        "cuda forward: %d tokens, %d sequences, %d logits rows exceed "
                        "max_tokens %d / max_seqs %d",
                        bt->n_tokens, bt->n_seqs, bt->n_logits, b->max_tokens, b->max_seqs);
-    if (bt->n_seqs < 1 || bt->max_blocks < 1 ||
-        (size_t)bt->n_seqs * bt->max_blocks > (size_t)b->max_seqs * b->max_blocks_cap)
+    if ((size_t)bt->n_seqs * bt->max_blocks > (size_t)b->max_seqs * b->max_blocks_cap)
         return MG_ERRF(MG_EINVAL, "cuda forward: %d sequences, %d blocks per row", bt->n_seqs,
                        bt->max_blocks);
-    for (int s = 0; s < bt->n_seqs; s++) {
-        int ctx = bt->seq_ctx[s], nblk = (ctx + bs - 1) / bs;
-        if (ctx < 1 || ctx > b->base.max_ctx || nblk > bt->max_blocks)
-            return MG_ERRF(MG_EINVAL,
-                           "cuda forward: sequence %d: context %d outside [1, %d] or past "
-                           "its %d blocks",
-                           s, ctx, b->base.max_ctx, bt->max_blocks);
-        for (int k = 0; k < nblk; k++) {
-            int32_t blk = bt->block_table[(size_t)s * bt->max_blocks + k];
-            if (blk < 0 || blk >= b->base.num_blocks)
-                return MG_ERRF(MG_EINVAL,
-                               "cuda forward: sequence %d: block %d is %d, outside [0, %d)", s, k,
-                               blk, b->base.num_blocks);
-        }
-    }
-    for (int t = 0; t < bt->n_tokens; t++) {
-        int s = bt->token_seq[t];
-        if (bt->tokens[t] < 0 || bt->tokens[t] >= b->V)
-            return MG_ERRF(MG_EINVAL, "cuda forward: token %d is %d, outside the vocabulary", t,
-                           bt->tokens[t]);
-        if (s < 0 || s >= bt->n_seqs || bt->positions[t] < 0 || bt->positions[t] >= bt->seq_ctx[s])
-            return MG_ERRF(MG_EINVAL,
-                           "cuda forward: token %d: sequence %d, position %d outside its context",
-                           t, s, bt->positions[t]);
-    }
-    for (int i = 0; i < bt->n_logits; i++)
-        if (bt->logits_rows[i] < 0 || bt->logits_rows[i] >= bt->n_tokens)
-            return MG_ERRF(MG_EINVAL, "cuda forward: logits row %d is %d, outside the batch", i,
-                           bt->logits_rows[i]);
-    return MG_OK;
+    return mg_batch_check(bt, &b->base, b->max_tokens, "cuda forward");
 }
 
 /* The shape of one enqueued step: T tokens (padded for a graph bucket), nl logits rows, the

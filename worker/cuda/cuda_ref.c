@@ -246,56 +246,10 @@ typedef struct ref_backend {
     cuda_ref *r;
 } ref_backend;
 
-/* What cpu_backend.c's check_batch holds a batch to: cuda_ref_forward indexes its KV, score
- * and row arrays with these fields unchecked. */
-static mg_status ref_check_batch(const ref_backend *rb, const mg_batch *bt) {
-    const cuda_ref *r = rb->r;
-    int bs = r->bs;
-    if (bt->n_tokens < 0 || bt->n_tokens > r->max_tokens)
-        return MG_ERRF(MG_EINVAL, "reference backend: %d tokens in a step, at most %d",
-                       bt->n_tokens, r->max_tokens);
-    if (bt->n_seqs < 1 || bt->max_blocks < 1)
-        return MG_ERRF(MG_EINVAL, "reference backend: %d sequences, %d blocks per row", bt->n_seqs,
-                       bt->max_blocks);
-    for (int s = 0; s < bt->n_seqs; s++) {
-        int ctx = bt->seq_ctx[s], nblk = (ctx + bs - 1) / bs;
-        if (ctx < 1 || ctx > rb->base.max_ctx || nblk > bt->max_blocks)
-            return MG_ERRF(MG_EINVAL,
-                           "reference backend: sequence %d: context %d outside [1, %d] or past "
-                           "its %d blocks",
-                           s, ctx, rb->base.max_ctx, bt->max_blocks);
-        for (int k = 0; k < nblk; k++) {
-            int32_t blk = bt->block_table[(size_t)s * bt->max_blocks + k];
-            if (blk < 0 || blk >= rb->base.num_blocks)
-                return MG_ERRF(MG_EINVAL,
-                               "reference backend: sequence %d: block %d is %d, outside [0, %d)", s,
-                               k, blk, rb->base.num_blocks);
-        }
-    }
-    for (int t = 0; t < bt->n_tokens; t++) {
-        int s = bt->token_seq[t];
-        if (bt->tokens[t] < 0 || bt->tokens[t] >= r->V)
-            return MG_ERRF(MG_EINVAL, "reference backend: token %d is %d, outside the vocabulary",
-                           t, bt->tokens[t]);
-        if (s < 0 || s >= bt->n_seqs || bt->positions[t] < 0 || bt->positions[t] >= bt->seq_ctx[s])
-            return MG_ERRF(MG_EINVAL,
-                           "reference backend: token %d: sequence %d, position %d outside its "
-                           "context",
-                           t, s, bt->positions[t]);
-    }
-    if (bt->n_logits < 0 || bt->n_logits > bt->n_tokens)
-        return MG_ERRF(MG_EINVAL, "reference backend: %d logits rows for %d tokens", bt->n_logits,
-                       bt->n_tokens);
-    for (int i = 0; i < bt->n_logits; i++)
-        if (bt->logits_rows[i] < 0 || bt->logits_rows[i] >= bt->n_tokens)
-            return MG_ERRF(MG_EINVAL, "reference backend: logits row %d is %d, outside the batch",
-                           i, bt->logits_rows[i]);
-    return MG_OK;
-}
-
 static mg_status ref_backend_forward(mg_backend *b, const mg_batch *batch, float *logits) {
     ref_backend *rb = (ref_backend *)b;
-    mg_status st = ref_check_batch(rb, batch);
+    /* cuda_ref_forward indexes its KV, score and row arrays with the batch unchecked */
+    mg_status st = mg_batch_check(batch, b, rb->r->max_tokens, "reference backend");
     if (st) return st;
     cuda_ref_forward(rb->r, batch, NULL, logits);
     return MG_OK;

@@ -87,4 +87,12 @@ struct mg_backend {
     int max_ctx;    /* longest sequence the backend supports */
 };
 
+/* What a forward holds a batch to before it indexes its arrays with it: at most max_tokens
+ * tokens, at least one sequence and block-table column, every context within [1, b->max_ctx]
+ * and its block-table row, every block id within [0, b->num_blocks), every token id within
+ * [0, b->vocab), every token's sequence and position within that sequence's context, at most
+ * n_tokens logits rows, each within the batch. MG_EINVAL names who ("cpu forward") and the
+ * offending field. */
+mg_status mg_batch_check(const mg_batch *bt, const mg_backend *b, int max_tokens, const char *who);
+
 #endif
