@@ -103,6 +103,45 @@ __device__ __forceinline__ void mma_bf16(float *c, uint32_t a0, uint32_t a1, uin
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+/* The epilogue of every version: v = the accumulator fragment + bias, c0, c1 row ra at tokens
+ * j0, j0 + 1 of the chunk, c2, c3 row rb (slots: the chunk's e_slots, n tokens). DOWN: y[slot]
+ * = top_w[slot] * v (float). Else rows alternate gate (even) and up (odd), row r + 1 4 lanes
+ * up: act[slot] = bf16 of the clamped SwiGLU. Every lane of the warp must call it. */
+template <bool DOWN>
+__device__ __forceinline__ void moe_store(void *outp, const float *v, int ra, int rb, int j0, int n,
+                                          int N, const int32_t *slots, const float *top_w,
+                                          float limit, int gq) {
+    if constexpr (DOWN) {
+        float *y = static_cast<float *>(outp);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int j = j0 + (i & 1), row = i < 2 ? ra : rb;
+            if (j < n && row < N) {
+                int slot = slots[j];
+                y[(size_t)slot * N + row] = top_w[slot] * v[i];
+            }
+        }
+    } else {
+        float u[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) u[i] = __shfl_down_sync(0xffffffffu, v[i], 4);
+        if (gq & 1) return;
+        uint16_t *act = static_cast<uint16_t *>(outp);
+        int I = N / 2;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int j = j0 + (i & 1), row = i < 2 ? ra : rb;
+            if (j < n && row < N) {
+                int slot = slots[j];
+                float gate = fminf(v[i], limit);
+                float up = fminf(fmaxf(u[i], -limit), limit);
+                float glu = gate / (1.0f + expf(-1.702f * gate));
+                act[(size_t)slot * I + row / 2] = f2bf16(glu * (up + 1.0f));
+            }
+        }
+    }
+}
+
 /* N weight rows of K inputs per expert. DOWN = false: in = xn (T, K) read at slot / top_k, out =
  * act (S, N/2) bf16 after bias + clamped SwiGLU; DOWN = true: in = act (S, K) read at slot, out
  * = y (S, N) float = top_w * (acc + bias). */
@@ -187,38 +226,8 @@ __global__ void __launch_bounds__(32 * WARPS)
             if (nt >= ntile) break;
             float v[4] = {acc[nt][0] + bias_a, acc[nt][1] + bias_a, acc[nt][2] + bias_b,
                           acc[nt][3] + bias_b};
-            int j0 = nt * 8 + 2 * tq;
-            if (DOWN) {
-                float *y = static_cast<float *>(outp);
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    int j = j0 + (i & 1), row = i < 2 ? ra : rb;
-                    if (j < n && row < N) {
-                        int slot = e_slots[beg + c0 + j];
-                        y[(size_t)slot * N + row] = top_w[slot] * v[i];
-                    }
-                }
-            } else {
-                /* Rows alternate gate (even) and up (odd); row r + 1 lives 4 lanes up. */
-                float u[4];
-#pragma unroll
-                for (int i = 0; i < 4; i++) u[i] = __shfl_down_sync(0xffffffffu, v[i], 4);
-                if ((gq & 1) == 0) {
-                    uint16_t *act = static_cast<uint16_t *>(outp);
-                    int I = N / 2;
-#pragma unroll
-                    for (int i = 0; i < 4; i++) {
-                        int j = j0 + (i & 1), row = i < 2 ? ra : rb;
-                        if (j < n && row < N) {
-                            int slot = e_slots[beg + c0 + j];
-                            float gate = fminf(v[i], limit);
-                            float up = fminf(fmaxf(u[i], -limit), limit);
-                            float glu = gate / (1.0f + expf(-1.702f * gate));
-                            act[(size_t)slot * I + row / 2] = f2bf16(glu * (up + 1.0f));
-                        }
-                    }
-                }
-            }
+            moe_store<DOWN>(outp, v, ra, rb, nt * 8 + 2 * tq, n, N, e_slots + beg + c0, top_w,
+                            limit, gq);
         }
     }
 }
@@ -283,8 +292,8 @@ __device__ __forceinline__ void dq_word(uint32_t *r, uint32_t x) {
 }
 
 __device__ __forceinline__ uint32_t bmul2(uint32_t a, uint32_t b) {
-    __nv_bfloat162 r = __hmul2(*reinterpret_cast<__nv_bfloat162 *>(&a),
-                               *reinterpret_cast<__nv_bfloat162 *>(&b));
+    __nv_bfloat162 r =
+        __hmul2(*reinterpret_cast<__nv_bfloat162 *>(&a), *reinterpret_cast<__nv_bfloat162 *>(&b));
     return *reinterpret_cast<uint32_t *>(&r);
 }
 
@@ -381,7 +390,6 @@ __global__ void __launch_bounds__(32 * WARPS)
             for (int nt = 0; nt < NT; nt++)
                 acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
 
-
         for (int cb = 0; cb < nc; cb += STAGES) {
 #pragma unroll
             for (int st = 0; st < STAGES; st++) {
@@ -399,7 +407,8 @@ __global__ void __launch_bounds__(32 * WARPS)
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
                         uint32_t s = sr[st][mt][h];
-                        uint32_t m = ((s > 128u ? 128u : s) + 126u) << 7; /* bf16 2^(min(s,128)-1) */
+                        uint32_t m = ((s > 128u ? 128u : s) + 126u)
+                                     << 7; /* bf16 2^(min(s,128)-1) */
                         uint32_t m2 = s > 128u ? (s - 1u) << 7 : (127u << 7); /* 2^(s-128) */
                         mul[mt][h] = m | (m << 16), mul2[mt][h] = m2 | (m2 << 16);
                         big |= s > 128u;
@@ -414,7 +423,8 @@ __global__ void __launch_bounds__(32 * WARPS)
                         if (nt < ntile && kv) {
                             uint4 v = *reinterpret_cast<const uint4 *>(
                                 xs + (nt * 8 + gq) * ld + kb * 32 + ((w ^ ((kb >> 1) & 1)) * 8));
-                            /* inputs (0,1)(2,3)(4,5)(6,7) → the decode's pairs (0,4)(1,5)(2,6)(3,7) */
+                            /* inputs (0,1)(2,3)(4,5)(6,7) → the decode's pairs (0,4)(1,5)(2,6)(3,7)
+                             */
                             bx[nt] = make_uint4(
                                 __byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632),
                                 __byte_perm(v.y, v.w, 0x5410), __byte_perm(v.y, v.w, 0x7632));
@@ -461,37 +471,8 @@ __global__ void __launch_bounds__(32 * WARPS)
                 if (nt >= ntile) break;
                 float v[4] = {acc[mt][nt][0] + bias_a, acc[mt][nt][1] + bias_a,
                               acc[mt][nt][2] + bias_b, acc[mt][nt][3] + bias_b};
-                int j0 = nt * 8 + 2 * tq;
-                if (DOWN) {
-                    float *y = static_cast<float *>(outp);
-#pragma unroll
-                    for (int i = 0; i < 4; i++) {
-                        int j = j0 + (i & 1), row = i < 2 ? ra : rb;
-                        if (j < n && row < N) {
-                            int slot = e_slots[beg + c0 + j];
-                            y[(size_t)slot * N + row] = top_w[slot] * v[i];
-                        }
-                    }
-                } else {
-                    float u[4];
-#pragma unroll
-                    for (int i = 0; i < 4; i++) u[i] = __shfl_down_sync(0xffffffffu, v[i], 4);
-                    if ((gq & 1) == 0) {
-                        uint16_t *act = static_cast<uint16_t *>(outp);
-                        int I = N / 2;
-#pragma unroll
-                        for (int i = 0; i < 4; i++) {
-                            int j = j0 + (i & 1), row = i < 2 ? ra : rb;
-                            if (j < n && row < N) {
-                                int slot = e_slots[beg + c0 + j];
-                                float gate = fminf(v[i], limit);
-                                float up = fminf(fmaxf(u[i], -limit), limit);
-                                float glu = gate / (1.0f + expf(-1.702f * gate));
-                                act[(size_t)slot * I + row / 2] = f2bf16(glu * (up + 1.0f));
-                            }
-                        }
-                    }
-                }
+                moe_store<DOWN>(outp, v, ra, rb, nt * 8 + 2 * tq, n, N, e_slots + beg + c0, top_w,
+                                limit, gq);
             }
         }
     }
@@ -584,8 +565,8 @@ extern "C" int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t
         if (moe3_large(T, top_k, E))
             return moe3_launch<false, 6, 2, 2, 3>(act, xn, blocks, scales, bias, e_start, e_slots,
                                                   NULL, top_k, E, 2 * I, H, limit, s);
-        return moe3_launch<false, 4, 1, 1, 4>(act, xn, blocks, scales, bias, e_start, e_slots,
-                                              NULL, top_k, E, 2 * I, H, limit, s);
+        return moe3_launch<false, 4, 1, 1, 4>(act, xn, blocks, scales, bias, e_start, e_slots, NULL,
+                                              top_k, E, 2 * I, H, limit, s);
     }
     if (version == 2)
         return moe_launch<false, MOE_V2_WARPS, MOE_V2_TOK>(
