@@ -208,6 +208,33 @@ static void stepbuf_free(stepbuf *sb) {
     free(sb->lg[1]);
 }
 
+/* One forward on be of the batch staged in sb (T tokens of n sequences, the first n_dec of them
+ * decodes, nl logits rows) into out, which is poisoned with NaN first so that a row the backend
+ * leaves unwritten shows; *dt: the seconds it took. */
+static mg_status sb_forward(stepbuf *sb, const pair *p, mg_backend *be, int T, int n, int n_dec,
+                            int nl, float *out, double *dt) {
+    mg_batch b = {.n_tokens = T,
+                  .n_seqs = n,
+                  .n_decode = n_dec,
+                  .n_prefill_tokens = T - n_dec,
+                  .tokens = sb->tok,
+                  .positions = sb->pos,
+                  .token_seq = sb->tseq,
+                  .seq_start = sb->st,
+                  .seq_len = sb->sl,
+                  .seq_ctx = sb->sc,
+                  .block_table = sb->bt,
+                  .max_blocks = p->max_blocks,
+                  .n_logits = nl,
+                  .logits_rows = sb->rows,
+                  .logits_seq = sb->lseq};
+    for (size_t i = 0; i < (size_t)nl * p->V; i++) out[i] = NAN;
+    double t0 = now_s();
+    mg_status st = be->ops->forward(be, &b, out);
+    *dt = now_s() - t0;
+    return st;
+}
+
 static void top2(const float *row, int n, int *i1, double *gap, double *maxabs) {
     int a = 0, b = -1;
     double m = fabs(row[0]);
@@ -309,26 +336,9 @@ static mg_status greedy_run(greedy *g, pair *p, stepbuf *sb, int perturb) {
                 memcpy(sb->tok + sb->st[i], q->toks[k] + q->ctx, 4 * (size_t)sb->sl[i]);
                 memcpy(sb->bt + (size_t)i * p->max_blocks, q->blocks[k], 4 * (size_t)p->max_blocks);
             }
-            mg_batch b = {.n_tokens = T,
-                          .n_seqs = n,
-                          .n_decode = n_dec,
-                          .n_prefill_tokens = T - n_dec,
-                          .tokens = sb->tok,
-                          .positions = sb->pos,
-                          .token_seq = sb->tseq,
-                          .seq_start = sb->st,
-                          .seq_len = sb->sl,
-                          .seq_ctx = sb->sc,
-                          .block_table = sb->bt,
-                          .max_blocks = p->max_blocks,
-                          .n_logits = nl,
-                          .logits_rows = sb->rows,
-                          .logits_seq = sb->lseq};
             mg_backend *be = k ? p->b : p->cpu;
-            for (size_t i = 0; i < (size_t)nl * V; i++) sb->lg[k][i] = NAN;
-            double t0 = now_s();
-            mg_status st = be->ops->forward(be, &b, sb->lg[k]);
-            double dt = now_s() - t0;
+            double dt;
+            mg_status st = sb_forward(sb, p, be, T, n, n_dec, nl, sb->lg[k], &dt);
             *(k ? &p->t_b : &p->t_cpu) += dt;
             if (n_dec == n) p->t_dec[k] += dt;
             if (st) return st;
@@ -430,24 +440,9 @@ static mg_status golden_prefill(const golden *g, int p, pair *pr, mg_backend *be
             return MG_ERRF(MG_EINVAL, "golden prompt %d: rows not in position order", p);
     sb->st[0] = 0, sb->sl[0] = n, sb->sc[0] = n;
     memcpy(sb->bt, blocks, 4 * (size_t)pr->max_blocks);
-    mg_batch b = {.n_tokens = n,
-                  .n_seqs = 1,
-                  .n_prefill_tokens = n,
-                  .tokens = sb->tok,
-                  .positions = sb->pos,
-                  .token_seq = sb->tseq,
-                  .seq_start = sb->st,
-                  .seq_len = sb->sl,
-                  .seq_ctx = sb->sc,
-                  .block_table = sb->bt,
-                  .max_blocks = pr->max_blocks,
-                  .n_logits = nl,
-                  .logits_rows = sb->rows,
-                  .logits_seq = sb->lseq};
-    for (size_t i = 0; i < (size_t)nl * pr->V; i++) sb->lg[0][i] = NAN;
-    double t0 = now_s();
-    mg_status st = be->ops->forward(be, &b, sb->lg[0]);
-    *(be == pr->cpu ? &pr->t_cpu : &pr->t_b) += now_s() - t0;
+    double dt;
+    mg_status st = sb_forward(sb, pr, be, n, 1, 0, nl, sb->lg[0], &dt);
+    *(be == pr->cpu ? &pr->t_cpu : &pr->t_b) += dt;
     if (st) return st;
     *worst = 0;
     int j = 0;
