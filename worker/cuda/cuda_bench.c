@@ -8,6 +8,7 @@
  *              [--bw 3.35e12] [--peak 989e12] [--version 1|2|3] [--graphs 0|1]   (kernel versions,
  * cuda_backend.h)   [--temperature 0] [--host-sampling 0|1]
  *              [--moe-tile 0|1|2]   (version 3's MoE tile: by token count, small, large)
+ *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *
  * --temperature > 0 makes every row sample (seeded, counter = step), so the step includes the
  * token choice: on the device (cuda_sample), or with --host-sampling 1 the logits rows copied
@@ -41,6 +42,7 @@ int main(int argc, char **argv) {
     const char *preset = "120b", *batches = "1,64,256,512";
     int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0;
     float temperature = 0.0f;
+    double kv_fraction = 0.9;
     double bw = 3.35e12, peak = 989e12;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--preset"))
@@ -63,6 +65,8 @@ int main(int argc, char **argv) {
             temperature = (float)atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--host-sampling"))
             host_sampling = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--kv-fraction"))
+            kv_fraction = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--moe-tile"))
             cuda_moe3_force_tile(atoi(argv[i + 1]));
         else {
@@ -70,8 +74,9 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (steps < 1 || steps > 1000 || ctx_req < 1) {
-        fprintf(stderr, "cuda-bench: --steps in [1, 1000], --ctx positive\n");
+    if (steps < 1 || steps > 1000 || ctx_req < 1 || !(kv_fraction > 0 && kv_fraction <= 1)) {
+        fprintf(stderr,
+                "cuda-bench: --steps in [1, 1000], --ctx positive, --kv-fraction in (0, 1]\n");
         return 2;
     }
     mg_model_config c;
@@ -99,7 +104,7 @@ int main(int argc, char **argv) {
     }
     cuda_backend_opts o = {.device = 0,
                            .num_blocks = 0,
-                           .free_gpu_memory_fraction = 0.9,
+                           .free_gpu_memory_fraction = kv_fraction,
                            .block_size = 16,
                            .max_tokens = maxB,
                            .max_seqs = maxB,
