@@ -1,7 +1,7 @@
 # Engine core tests (no servers): KV pool, sampling, scheduler with a toy backend, and the engine
 # thread over the mocker backend.
 if(TARGET mg_engine)
-  foreach(t test_kv test_sampling test_sched)
+  foreach(t test_kv test_sampling test_sched test_sched_window)
     if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/unit/${t}.c)
       mg_test(${t} SOURCES unit/${t}.c LIBS mg_engine LABELS unit)
     endif()

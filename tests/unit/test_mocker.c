@@ -373,7 +373,8 @@ static void test_lockstep(void) {
     ec.kv_block_size = 16;
     for (int i = 0; i < 2; i++) {
         memset(&r[i], 0, sizeof(r[i]));
-        r[i].base = (mg_backend){&rank_ops, 1000, 64, 16, 256};
+        r[i].base = (mg_backend){
+            .ops = &rank_ops, .vocab = 1000, .num_blocks = 64, .block_size = 16, .max_ctx = 256};
         r[i].g = &g;
         CHECK_OK(engine_create(&ec, &r[i].base, NULL, &e[i]));
     }

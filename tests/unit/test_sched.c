@@ -121,8 +121,11 @@ static bool use_sampled_ops;
 
 static toy *toy_new_bs(int num_blocks, int bs) {
     toy *t = calloc(1, sizeof(*t));
-    t->base =
-        (mg_backend){use_sampled_ops ? &toy_sampled_ops : &toy_ops, V, num_blocks, bs, 1 << 20};
+    t->base = (mg_backend){.ops = use_sampled_ops ? &toy_sampled_ops : &toy_ops,
+                           .vocab = V,
+                           .num_blocks = num_blocks,
+                           .block_size = bs,
+                           .max_ctx = 1 << 20};
     t->kv = calloc((size_t)num_blocks * bs, sizeof(int32_t));
     return t;
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cpu_ops.h"
+#include "kv.h"
 #include "log.h"
 #include "pool.h"
 
@@ -27,14 +28,17 @@ typedef struct cpu {
     int max_tokens;
     pool *pool;
     int nth;
-    float *kc, *vc;     /* (layers, num_blocks * block_size, KV) */
-    size_t layer_elems; /* num_blocks * block_size * KV */
+    float *kc, *vc; /* every layer's K (and V) slots, layer after layer */
+    /* layer l's K and V: (num_blocks * block_size, KV), or (window_blocks * block_size, KV) for a
+     * sliding layer when the backend has a window pool */
+    float *kl[MG_MAX_LAYERS], *vl[MG_MAX_LAYERS];
     float inv_freq[512];
     float concentration;
     /* scratch, max_tokens rows; slots are (token, k) pairs: slot = t * TK + k */
     float *x, *xn, *q, *k, *v, *att, *tmp; /* (T,H) (T,H) (T,Q) (T,KV) (T,KV) (T,Q) (T,H) */
     float *rlog;                           /* (T,E) router logits */
     int32_t *kv_slot;                      /* (T) KV slot each token writes */
+    int32_t *kv_wslot;                     /* (T) the same in the window pool (sliding layers) */
     int32_t *top_e;                        /* (T*TK) expert of each slot */
     float *top_w;                          /* (T*TK) routing weight of each slot */
     int32_t *e_count, *e_start, *e_slots;  /* (E) (E+1) (T*TK): slots grouped by expert */
@@ -84,9 +88,14 @@ typedef struct att_ctx {
     int layer;
 } att_ctx;
 
-static int32_t slot_of(const cpu *b, const mg_batch *bt, int s, int pos) {
+static int32_t slot_of(const cpu *b, const int32_t *table, const mg_batch *bt, int s, int pos) {
     int bs = b->base.block_size;
-    return bt->block_table[(size_t)s * bt->max_blocks + pos / bs] * bs + pos % bs;
+    return table[(size_t)s * bt->max_blocks + pos / bs] * bs + pos % bs;
+}
+
+/* The block table layer l reads: the window pool's for a sliding layer when there is one. */
+static const int32_t *table_of(const cpu *b, const mg_batch *bt, int l) {
+    return b->c.sliding[l] && bt->window_table ? bt->window_table : bt->block_table;
 }
 
 /* One (token, head): softmax over the scores plus the head's sink logit, which adds to the
@@ -102,11 +111,12 @@ static void att_task(void *p, int task, int thread) {
     int lo = b->c.sliding[a->layer] ? pos - b->c.sliding_window + 1 : 0;
     if (lo < 0) lo = 0;
     const float *q = b->q + (size_t)t * b->Q + (size_t)h * D;
-    const float *kc = b->kc + a->layer * b->layer_elems, *vc = b->vc + a->layer * b->layer_elems;
+    const float *kc = b->kl[a->layer], *vc = b->vl[a->layer];
+    const int32_t *table = table_of(b, bt, a->layer);
     float *sc = b->thr_scores + (size_t)thread * b->base.max_ctx;
     float scale = 1.0f / sqrtf((float)D), sink = bf16_to_f32(L->sinks[h]), m = sink;
     for (int j = lo; j <= pos; j++) {
-        const float *kr = kc + (size_t)slot_of(b, bt, s, j) * b->KV + (size_t)g * D;
+        const float *kr = kc + (size_t)slot_of(b, table, bt, s, j) * b->KV + (size_t)g * D;
         float z = ops_dot(q, kr, D) * scale;
         sc[j - lo] = z;
         if (z > m) m = z;
@@ -116,7 +126,7 @@ static void att_task(void *p, int task, int thread) {
     float *out = b->att + (size_t)t * b->Q + (size_t)h * D;
     memset(out, 0, sizeof(float) * D);
     for (int j = lo; j <= pos; j++) {
-        const float *vr = vc + (size_t)slot_of(b, bt, s, j) * b->KV + (size_t)g * D;
+        const float *vr = vc + (size_t)slot_of(b, table, bt, s, j) * b->KV + (size_t)g * D;
         float pj = sc[j - lo] / denom;
         for (int d = 0; d < D; d++) out[d] += pj * vr[d];
     }
@@ -214,7 +224,10 @@ static mg_status cpu_forward(mg_backend *base, const mg_batch *bt, float *logits
     int T = bt->n_tokens, H = b->H, KV = b->KV, TK = b->TK;
     for (int t = 0; t < T; t++) {
         ops_bf16_row(b->x + (size_t)t * H, m->embed + (size_t)bt->tokens[t] * H, H);
-        b->kv_slot[t] = slot_of(b, bt, bt->token_seq[t], bt->positions[t]);
+        b->kv_slot[t] = slot_of(b, bt->block_table, bt, bt->token_seq[t], bt->positions[t]);
+        b->kv_wslot[t] = bt->window_table
+                             ? slot_of(b, bt->window_table, bt, bt->token_seq[t], bt->positions[t])
+                             : b->kv_slot[t];
     }
     for (int l = 0; l < c->n_layers; l++) {
         const mg_layer *L = &m->layers[l];
@@ -224,14 +237,15 @@ static mg_status cpu_forward(mg_backend *base, const mg_batch *bt, float *logits
         matmul(b, b->q, b->xn, L->q_w, L->q_b, T, b->Q, H);
         matmul(b, b->k, b->xn, L->k_w, L->k_b, T, KV, H);
         matmul(b, b->v, b->xn, L->v_w, L->v_b, T, KV, H);
-        float *kc = b->kc + l * b->layer_elems, *vc = b->vc + l * b->layer_elems;
+        float *kc = b->kl[l], *vc = b->vl[l];
+        const int32_t *slot = c->sliding[l] ? b->kv_wslot : b->kv_slot;
         for (int t = 0; t < T; t++) {
             ops_rope(b->q + (size_t)t * b->Q, c->n_heads, b->D, bt->positions[t], b->inv_freq,
                      b->concentration);
             ops_rope(b->k + (size_t)t * KV, c->n_kv_heads, b->D, bt->positions[t], b->inv_freq,
                      b->concentration);
-            memcpy(kc + (size_t)b->kv_slot[t] * KV, b->k + (size_t)t * KV, sizeof(float) * KV);
-            memcpy(vc + (size_t)b->kv_slot[t] * KV, b->v + (size_t)t * KV, sizeof(float) * KV);
+            memcpy(kc + (size_t)slot[t] * KV, b->k + (size_t)t * KV, sizeof(float) * KV);
+            memcpy(vc + (size_t)slot[t] * KV, b->v + (size_t)t * KV, sizeof(float) * KV);
         }
         att_ctx ac = {b, bt, l};
         pool_run(b->pool, att_task, &ac, T * c->n_heads);
@@ -264,6 +278,8 @@ static mg_status cpu_forward(mg_backend *base, const mg_batch *bt, float *logits
     return MG_OK;
 }
 
+/* Copies block src to dst in every layer that lives in the full pool (all of them without a
+ * window pool; window blocks have ids of their own, which this interface does not carry). */
 static mg_status cpu_copy_block(mg_backend *base, int32_t dst, int32_t src) {
     cpu *b = (cpu *)base;
     if (dst < 0 || src < 0 || dst >= base->num_blocks || src >= base->num_blocks)
@@ -272,10 +288,9 @@ static mg_status cpu_copy_block(mg_backend *base, int32_t dst, int32_t src) {
     if (dst == src) return MG_OK;
     size_t n = (size_t)base->block_size * b->KV;
     for (int l = 0; l < b->c.n_layers; l++) {
-        memcpy(b->kc + l * b->layer_elems + dst * n, b->kc + l * b->layer_elems + src * n,
-               n * sizeof(float));
-        memcpy(b->vc + l * b->layer_elems + dst * n, b->vc + l * b->layer_elems + src * n,
-               n * sizeof(float));
+        if (b->c.sliding[l] && base->window_blocks > 0) continue;
+        memcpy(b->kl[l] + dst * n, b->kl[l] + src * n, n * sizeof(float));
+        memcpy(b->vl[l] + dst * n, b->vl[l] + src * n, n * sizeof(float));
     }
     return MG_OK;
 }
@@ -284,10 +299,10 @@ static void cpu_destroy(mg_backend *base) {
     cpu *b = (cpu *)base;
     if (!b) return;
     pool_destroy(b->pool);
-    void *bufs[] = {b->kc,    b->vc,      b->x,       b->xn,      b->q,         b->k,
-                    b->v,     b->att,     b->tmp,     b->rlog,    b->kv_slot,   b->top_e,
-                    b->top_w, b->e_count, b->e_start, b->e_slots, b->tasks,     b->h,
-                    b->act,   b->y,       b->lx,      b->thr_row, b->thr_scores};
+    void *bufs[] = {b->kc,    b->vc,    b->x,       b->xn,      b->q,       b->k,
+                    b->v,     b->att,   b->tmp,     b->rlog,    b->kv_slot, b->kv_wslot,
+                    b->top_e, b->top_w, b->e_count, b->e_start, b->e_slots, b->tasks,
+                    b->h,     b->act,   b->y,       b->lx,      b->thr_row, b->thr_scores};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     model_destroy(b->owned);
     free(b);
@@ -312,6 +327,9 @@ mg_status cpu_backend_create(const mg_model *m, const cpu_backend_opts *o, mg_ba
                        "cpu backend: num_blocks %d, block_size %d, max_tokens %d must "
                        "be positive",
                        o->num_blocks, o->block_size, o->max_tokens);
+    if (o->window_pool && o->max_seqs < 1)
+        return MG_ERRF(MG_EINVAL, "cpu backend: window_pool needs max_seqs >= 1 (it is %d)",
+                       o->max_seqs);
     if (c->head_dim / 2 > (int)(sizeof(((cpu *)0)->inv_freq) / sizeof(float)))
         return MG_ERRF(MG_EUNSUPPORTED, "cpu backend: head_dim %d too large", c->head_dim);
     cpu *b = calloc(1, sizeof(*b));
@@ -320,7 +338,21 @@ mg_status cpu_backend_create(const mg_model *m, const cpu_backend_opts *o, mg_ba
     b->base.vocab = c->vocab;
     b->base.num_blocks = o->num_blocks;
     b->base.block_size = o->block_size;
-    long cap = (long)o->num_blocks * o->block_size;
+    /* The window pool: the sliding layers' share of the budget, sized for max_seqs windows. */
+    int n_sliding = 0;
+    for (int l = 0; l < c->n_layers; l++) n_sliding += c->sliding[l];
+    size_t layer_block = cpu_backend_block_bytes(c, o->block_size) / c->n_layers;
+    int nfull, nwin;
+    if (o->window_pool && n_sliding > 0 && n_sliding < c->n_layers &&
+        kv_window_split((uint64_t)o->num_blocks * c->n_layers * layer_block,
+                        (uint64_t)(c->n_layers - n_sliding) * layer_block,
+                        (uint64_t)n_sliding * layer_block, c->sliding_window, o->block_size,
+                        o->max_seqs, o->max_tokens, &nfull, &nwin)) {
+        b->base.num_blocks = nfull;
+        b->base.window_blocks = nwin;
+        b->base.window = c->sliding_window;
+    }
+    long cap = (long)b->base.num_blocks * o->block_size;
     b->base.max_ctx =
         o->max_ctx > 0 && o->max_ctx < cap ? o->max_ctx : (int)(cap < (1 << 30) ? cap : (1 << 30));
     b->m = m;
@@ -344,8 +376,13 @@ mg_status cpu_backend_create(const mg_model *m, const cpu_backend_opts *o, mg_ba
     size_t T = (size_t)o->max_tokens, S = T * b->TK;
     b->rowmax = b->H > b->Q ? b->H : b->Q;
     if (b->I > b->rowmax) b->rowmax = b->I;
-    b->layer_elems = (size_t)o->num_blocks * o->block_size * b->KV;
-    size_t kv_bytes = (size_t)c->n_layers * b->layer_elems * sizeof(float);
+    size_t kv_elems = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        bool win = c->sliding[l] && b->base.window_blocks > 0;
+        kv_elems +=
+            (size_t)(win ? b->base.window_blocks : b->base.num_blocks) * o->block_size * b->KV;
+    }
+    size_t kv_bytes = kv_elems * sizeof(float);
     int chunks = (2 * b->I > b->H ? 2 * b->I : b->H) / EXPERT_ROWS + 1;
     bool ok =
         (b->kc = malloc(kv_bytes)) && (b->vc = malloc(kv_bytes)) &&
@@ -354,8 +391,9 @@ mg_status cpu_backend_create(const mg_model *m, const cpu_backend_opts *o, mg_ba
         (b->v = malloc(sizeof(float) * T * b->KV)) && (b->att = malloc(sizeof(float) * T * b->Q)) &&
         (b->tmp = malloc(sizeof(float) * T * b->H)) &&
         (b->rlog = malloc(sizeof(float) * T * b->E)) &&
-        (b->kv_slot = malloc(sizeof(int32_t) * T)) && (b->top_e = malloc(sizeof(int32_t) * S)) &&
-        (b->top_w = malloc(sizeof(float) * S)) && (b->e_count = malloc(sizeof(int32_t) * b->E)) &&
+        (b->kv_slot = malloc(sizeof(int32_t) * T)) && (b->kv_wslot = malloc(sizeof(int32_t) * T)) &&
+        (b->top_e = malloc(sizeof(int32_t) * S)) && (b->top_w = malloc(sizeof(float) * S)) &&
+        (b->e_count = malloc(sizeof(int32_t) * b->E)) &&
         (b->e_start = malloc(sizeof(int32_t) * (b->E + 1))) &&
         (b->e_slots = malloc(sizeof(int32_t) * S)) &&
         (b->tasks = malloc(sizeof(int32_t) * 2 * (size_t)b->E * chunks)) &&
@@ -372,6 +410,13 @@ mg_status cpu_backend_create(const mg_model *m, const cpu_backend_opts *o, mg_ba
     /* Zeroed KV: a block read before it is written gives zeros, never stale garbage. */
     memset(b->kc, 0, kv_bytes);
     memset(b->vc, 0, kv_bytes);
+    size_t off = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        b->kl[l] = b->kc + off;
+        b->vl[l] = b->vc + off;
+        bool win = c->sliding[l] && b->base.window_blocks > 0;
+        off += (size_t)(win ? b->base.window_blocks : b->base.num_blocks) * o->block_size * b->KV;
+    }
     *out = &b->base;
     return MG_OK;
 }

@@ -11,6 +11,9 @@ mg_status mg_batch_check(const mg_batch *bt, const mg_backend *b, int max_tokens
     if (bt->n_seqs < 1 || bt->max_blocks < 1)
         return MG_ERRF(MG_EINVAL, "%s: %d sequences, %d blocks per row", who, bt->n_seqs,
                        bt->max_blocks);
+    if ((bt->window_table != NULL) != (b->window_blocks > 0))
+        return MG_ERRF(MG_EINVAL, "%s: window_table %s, but the backend has %d window blocks", who,
+                       bt->window_table ? "given" : "missing", b->window_blocks);
     for (int s = 0; s < bt->n_seqs; s++) {
         int ctx = bt->seq_ctx[s], nblk = (ctx + bs - 1) / bs;
         if (ctx < 1 || ctx > b->max_ctx || nblk > bt->max_blocks)
@@ -32,6 +35,17 @@ mg_status mg_batch_check(const mg_batch *bt, const mg_backend *b, int max_tokens
         if (s < 0 || s >= bt->n_seqs || bt->positions[t] < 0 || bt->positions[t] >= bt->seq_ctx[s])
             return MG_ERRF(MG_EINVAL, "%s: token %d: sequence %d, position %d outside its context",
                            who, t, s, bt->positions[t]);
+        if (!bt->window_table) continue;
+        /* A sliding layer writes this token's position and reads the window before it. */
+        int pos = bt->positions[t], lo = pos - b->window + 1;
+        for (int k = lo > 0 ? lo / bs : 0; k <= pos / bs; k++) {
+            int32_t blk = bt->window_table[(size_t)s * bt->max_blocks + k];
+            if (blk < 0 || blk >= b->window_blocks)
+                return MG_ERRF(MG_EINVAL,
+                               "%s: token %d: sequence %d, window_table block %d is %d, outside "
+                               "[0, %d)",
+                               who, t, s, k, blk, b->window_blocks);
+        }
     }
     if (bt->n_logits < 0 || bt->n_logits > bt->n_tokens)
         return MG_ERRF(MG_EINVAL, "%s: %d logits rows for %d tokens", who, bt->n_logits,

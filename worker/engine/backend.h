@@ -12,6 +12,16 @@
  * Positions below seq_ctx[s] - seq_len[s] were written by earlier steps (or by another sequence
  * with the same prefix) and must be read, not recomputed.
  *
+ * Window pool (DESIGN.md §4: sliding-window layers need only their last `window` positions): a
+ * backend that sets window_blocks > 0 keeps its sliding layers' KV in a second pool of that many
+ * blocks, and every batch then carries window_table beside block_table (same stride, same
+ * logical block index). A sliding layer reads and writes position p of sequence s through
+ * window_table: the row holds real ids for every block that contains a position >= (first query
+ * of s in this step) - window + 1, and -1 for blocks wholly below that, which the scheduler has
+ * given back. Full-attention layers keep using block_table. window_blocks == 0 (every backend
+ * that does not opt in) means no window pool: window_table is NULL and sliding layers use
+ * block_table, as before.
+ *
  * Order: decode sequences (one token, generation phase) come first, rows 0..n_decode-1, then
  * prefill chunks. Tokens of a sequence are contiguous and in position order. A batch may be empty
  * (n_seqs 0) only for a backend with group_sync: it must still take part in the group's step.
@@ -39,6 +49,9 @@ typedef struct mg_batch {
     const int32_t *seq_ctx;     /* (n_seqs) context length after this step (positions 0..ctx) */
     const int32_t *block_table; /* (n_seqs, max_blocks) physical KV block ids, -1 past the end */
     int max_blocks;             /* row stride of block_table (blocks of the longest row) */
+    /* (n_seqs, max_blocks) the sliding layers' blocks in the window pool, -1 below each row's
+     * window and past its end; NULL when the backend has no window pool (window_blocks 0). */
+    const int32_t *window_table;
     int n_logits;               /* rows that need logits (or a sampled token) */
     const int32_t *logits_rows; /* (n_logits) token rows whose logits are wanted, ascending */
     const int32_t *logits_seq;  /* (n_logits) batch sequence index of each logits row */
@@ -85,14 +98,20 @@ struct mg_backend {
     int num_blocks; /* KV blocks the backend allocated */
     int block_size; /* positions per block; must equal the engine's kv block size */
     int max_ctx;    /* longest sequence the backend supports */
+    /* Sliding layers' own pool (see the top of this file): blocks in it, 0 for none; and the
+     * positions a sliding layer sees, query included (gpt-oss: 128; meaningful when
+     * window_blocks > 0). */
+    int window_blocks;
+    int window;
 };
 
 /* What a forward holds a batch to before it indexes its arrays with it: at most max_tokens
  * tokens, at least one sequence and block-table column, every context within [1, b->max_ctx]
  * and its block-table row, every block id within [0, b->num_blocks), every token id within
  * [0, b->vocab), every token's sequence and position within that sequence's context, at most
- * n_tokens logits rows, each within the batch. MG_EINVAL names who ("cpu forward") and the
- * offending field. */
+ * n_tokens logits rows, each within the batch; a window_table exactly when b->window_blocks > 0,
+ * with an id within [0, b->window_blocks) for every block a sliding layer of the step reads or
+ * writes. MG_EINVAL names who ("cpu forward") and the offending field. */
 mg_status mg_batch_check(const mg_batch *bt, const mg_backend *b, int max_tokens, const char *who);
 
 #endif

@@ -53,6 +53,9 @@ static void publish(mg_engine *e, const mg_step_info *inf, double ms, int pendin
     s->kv_active_blocks = l.kv.active_blocks;
     s->kv_total_blocks = l.kv.total_blocks;
     s->kv_cached_blocks = l.kv.cached_blocks;
+    s->kv_window_active_blocks = l.window_kv.active_blocks;
+    s->kv_window_total_blocks = l.window_kv.total_blocks;
+    s->window_cache_usage = l.window_kv.usage;
     s->cache_usage = l.kv.usage;
     s->prefix_hit_rate = l.kv.hit_rate;
     s->steps = l.steps;
@@ -115,7 +118,7 @@ static void *engine_main(void *arg) {
             free(p);
         }
         if (cancelled) count_done(e, cancelled);
-        if (clear) kv_clear(sched_kv(e->sched));
+        if (clear) sched_kv_clear(e->sched);
         bool run = !stop && sched_has_work(e->sched);
         if (lockstep && !stop) {
             int any = 0;
@@ -196,6 +199,10 @@ mg_status engine_create(const mg_engine_config *cfg, mg_backend *backend,
             backend->ops->name ? backend->ops->name : "?", backend->num_blocks, backend->block_size,
             (long long)e->cfg.max_batch_size, (long long)e->cfg.max_num_tokens,
             sched_max_len(e->sched));
+    if (backend->window_blocks > 0)
+        MG_INFO("engine: sliding-window layers in a pool of their own: %d blocks (window %d); "
+                "full-attention layers: %d blocks",
+                backend->window_blocks, backend->window, backend->num_blocks);
     *out = e;
     return MG_OK;
 }

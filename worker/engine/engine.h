@@ -34,21 +34,26 @@ typedef struct mg_engine mg_engine;
 
 /* Load figures for {ns}.load and /metrics (Dynamo's ForwardPassMetrics). */
 typedef struct mg_engine_stats {
-    int active_slots;       /* request_active_slots: running sequences */
-    int total_slots;        /* request_total_slots: max_batch_size */
-    int waiting;            /* num_requests_waiting: queued (submitted, preempted) */
-    int kv_active_blocks;   /* kv_active_blocks */
-    int kv_total_blocks;    /* kv_total_blocks */
-    int kv_cached_blocks;   /* blocks holding a reusable prefix */
-    double cache_usage;     /* gpu_cache_usage_perc, as a fraction 0..1 */
-    double prefix_hit_rate; /* gpu_prefix_cache_hit_rate, 0..1 over all prompts so far */
-    uint64_t steps;         /* steps run */
-    uint64_t preemptions;   /* sequences preempted */
-    uint64_t tokens_out;    /* output tokens emitted */
-    uint64_t requests_done; /* requests finished (any reason) */
-    double last_step_ms;    /* wall time of the last step */
-    int last_batch_seqs;    /* sequences in the last step */
-    int last_batch_tokens;  /* tokens in the last step */
+    int active_slots;     /* request_active_slots: running sequences */
+    int total_slots;      /* request_total_slots: max_batch_size */
+    int waiting;          /* num_requests_waiting: queued (submitted, preempted) */
+    int kv_active_blocks; /* kv_active_blocks */
+    int kv_total_blocks;  /* kv_total_blocks */
+    int kv_cached_blocks; /* blocks holding a reusable prefix */
+    /* The sliding layers' window pool (backend.h), 0 without one: the figures above are the
+     * full-attention pool's, which bounds how many tokens fit. */
+    int kv_window_active_blocks;
+    int kv_window_total_blocks;
+    double window_cache_usage; /* active / total of the window pool */
+    double cache_usage;        /* gpu_cache_usage_perc, as a fraction 0..1 */
+    double prefix_hit_rate;    /* gpu_prefix_cache_hit_rate, 0..1 over all prompts so far */
+    uint64_t steps;            /* steps run */
+    uint64_t preemptions;      /* sequences preempted */
+    uint64_t tokens_out;       /* output tokens emitted */
+    uint64_t requests_done;    /* requests finished (any reason) */
+    double last_step_ms;       /* wall time of the last step */
+    int last_batch_seqs;       /* sequences in the last step */
+    int last_batch_tokens;     /* tokens in the last step */
 } mg_engine_stats;
 
 /* Optional callbacks, all called on the engine thread. */

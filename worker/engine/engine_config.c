@@ -18,6 +18,7 @@ void engine_config_defaults(mg_engine_config *c) {
     c->kv_max_tokens = 0;
     c->kv_block_size = 32;
     c->enable_block_reuse = true;
+    c->sliding_window_pool = true;
     c->tensor_parallel_size = 1;
     c->moe_expert_parallel_size = 1;
     c->enable_attention_dp = false;
@@ -83,6 +84,15 @@ int engine_config_opts(mg_engine_config *c, mg_cfg_opt *r) {
                           0,
                           "reuse cached KV blocks of equal prefixes",
                           "kv_cache_config.enable_block_reuse"};
+    r[n++] = (mg_cfg_opt){"sliding-window-pool",
+                          MG_CFG_BOOL,
+                          &c->sliding_window_pool,
+                          "true",
+                          1,
+                          0,
+                          "sliding-window layers keep only their window's KV blocks, in a pool "
+                          "of their own",
+                          "kv_cache_config.sliding_window_pool"};
     r[n++] = (mg_cfg_opt){"tensor-parallel-size",
                           MG_CFG_INT,
                           &c->tensor_parallel_size,

@@ -6,7 +6,7 @@
  * do not use (cuda_graph_config, moe_config ...) are logged and skipped by config.c. Flags are
  * the same names with '-' (--max-batch-size, --free-gpu-memory-fraction ...), except
  * --expert-parallel-size (Dynamo's spelling) and --kv-block-size / --kv-max-tokens /
- * --enable-block-reuse for the kv_cache_config keys.
+ * --enable-block-reuse / --sliding-window-pool for the kv_cache_config keys.
  *
  * The worker executable appends these rows to its own table (engine_config_opts) and parses once;
  * tests fill the struct with engine_config_defaults and set fields directly. */
@@ -22,13 +22,16 @@
 #define MG_ENGINE_MAX_STOP_IDS 16
 
 typedef struct mg_engine_config {
-    int64_t max_batch_size;           /* max_batch_size: sequences running per rank */
-    int64_t max_num_tokens;           /* max_num_tokens: tokens per step (prompts are chunked) */
-    int64_t max_seq_len;              /* max_seq_len: prompt + output, per sequence */
-    double free_gpu_memory_fraction;  /* kv_cache_config.free_gpu_memory_fraction */
-    int64_t kv_max_tokens;            /* kv_cache_config.max_tokens; 0: no cap */
-    int64_t kv_block_size;            /* kv_cache_config.tokens_per_block (DESIGN: 32) */
-    bool enable_block_reuse;          /* kv_cache_config.enable_block_reuse (prefix reuse) */
+    int64_t max_batch_size;          /* max_batch_size: sequences running per rank */
+    int64_t max_num_tokens;          /* max_num_tokens: tokens per step (prompts are chunked) */
+    int64_t max_seq_len;             /* max_seq_len: prompt + output, per sequence */
+    double free_gpu_memory_fraction; /* kv_cache_config.free_gpu_memory_fraction */
+    int64_t kv_max_tokens;           /* kv_cache_config.max_tokens; 0: no cap */
+    int64_t kv_block_size;           /* kv_cache_config.tokens_per_block (DESIGN: 32) */
+    bool enable_block_reuse;         /* kv_cache_config.enable_block_reuse (prefix reuse) */
+    /* kv_cache_config.sliding_window_pool: sliding-window layers keep only the blocks of their
+     * window, in a pool of their own (backend.h); the backend sizes it. */
+    bool sliding_window_pool;
     int64_t tensor_parallel_size;     /* tensor_parallel_size */
     int64_t moe_expert_parallel_size; /* moe_expert_parallel_size */
     bool enable_attention_dp;         /* enable_attention_dp */
@@ -40,7 +43,7 @@ typedef struct mg_engine_config {
 } mg_engine_config;
 
 /* Number of rows engine_config_opts writes. */
-#define MG_ENGINE_CONFIG_NOPTS 12
+#define MG_ENGINE_CONFIG_NOPTS 13
 
 /* Defaults without parsing anything (eos_token_ids stays NULL: the gpt-oss stops apply). */
 void engine_config_defaults(mg_engine_config *c);

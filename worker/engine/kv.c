@@ -311,3 +311,27 @@ void kv_note_lookup(mg_kv_pool *p, int n_blocks, int n_hit) {
     p->lookups += n_blocks;
     p->hits += n_hit;
 }
+
+int64_t kv_window_blocks_needed(int window, int block_size, int64_t max_seqs, int64_t max_tokens) {
+    if (window < 1 || block_size < 1 || max_seqs < 1 || max_tokens < 1) return 0;
+    int64_t per_seq = (window + block_size - 1) / block_size + 2;
+    return max_seqs * per_seq + (max_tokens + block_size - 1) / block_size;
+}
+
+bool kv_window_split(uint64_t budget_bytes, uint64_t full_bytes, uint64_t window_bytes, int window,
+                     int block_size, int64_t max_seqs, int64_t max_tokens, int *full_blocks,
+                     int *window_blocks) {
+    if (!full_bytes || !window_bytes) return false;
+    int64_t need = kv_window_blocks_needed(window, block_size, max_seqs, max_tokens);
+    if (need < 1) return false;
+    need += (need + 7) / 8;
+    if ((double)need * window_bytes >= (double)budget_bytes) return false;
+    uint64_t nfull = (budget_bytes - (uint64_t)need * window_bytes) / full_bytes;
+    uint64_t single = budget_bytes / (full_bytes + window_bytes);
+    if (nfull <= single) return false;
+    if (nfull > (1u << 30)) nfull = 1u << 30; /* kv_pool_create's limit */
+    if (need > (1 << 30)) return false;
+    *full_blocks = (int)nfull;
+    *window_blocks = (int)need;
+    return true;
+}

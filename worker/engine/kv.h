@@ -102,4 +102,22 @@ void kv_clear(mg_kv_pool *p);
 /* Count a prompt lookup: n_blocks looked up, n_hit found (the prefix hit-rate counter). */
 void kv_note_lookup(mg_kv_pool *p, int n_blocks, int n_hit);
 
+/* --- sizing the window pool (backend.h: sliding layers in a pool of their own) --- */
+
+/* Window blocks that never limit running sequences: each of max_seqs sequences holds the blocks
+ * of its last `window` positions (at most ceil(window / block_size) + 1) plus those of its next
+ * step's tokens, which add up to at most max_tokens over the step (one more block each for the
+ * alignment of a chunk): max_seqs * (ceil(window / bs) + 2) + ceil(max_tokens / bs). */
+int64_t kv_window_blocks_needed(int window, int block_size, int64_t max_seqs, int64_t max_tokens);
+
+/* Split budget_bytes of KV memory between the full pool (full_bytes per block: the
+ * full-attention layers) and the window pool (window_bytes per block: the sliding layers): the
+ * window pool gets kv_window_blocks_needed and an eighth more (so that the window blocks of
+ * recent prefixes stay cached for reuse), the full pool the rest. Returns false, setting
+ * nothing, when the full pool would then get no more blocks than a single pool of
+ * full_bytes + window_bytes per block would: one pool serves such a budget better. */
+bool kv_window_split(uint64_t budget_bytes, uint64_t full_bytes, uint64_t window_bytes, int window,
+                     int block_size, int64_t max_seqs, int64_t max_tokens, int *full_blocks,
+                     int *window_blocks);
+
 #endif

@@ -7,9 +7,18 @@
  *   blocks[0..n_blocks)     held blocks, n_blocks = ceil(n_computed / bs) between steps;
  *   n_committed             leading blocks registered with the pool or taken from it (full);
  *   hashes[0..n_hashed)     sequence hashes of full token blocks (tokens only grow, so they stay
- *                           valid across preemption).
- * A running sequence only writes positions >= n_computed, which lie in blocks it allocated fresh,
- * so no write ever reaches a block another sequence holds. */
+ *                           valid across preemption);
+ *   wblocks[0..n_blocks)    with a window pool (backend.h): the sliding layers' blocks, -1 for
+ *                           k < w_lo, held for w_lo <= k < n_blocks. Between steps w_lo is
+ *                           (n_computed - window + 1) / bs (at least the admission's), so the
+ *                           next query, at n_computed, finds its whole window held.
+ * A running sequence only writes positions >= n_computed, which lie in blocks it allocated fresh
+ * (in both pools), so no write ever reaches a block another sequence holds.
+ *
+ * The window pool mirrors the full pool's reuse without events: a full window block is
+ * registered under the same sequence hash as its full-pool twin, stays cached when it leaves
+ * the window, and a prefix hit of m blocks is taken only when the window pool still holds the
+ * blocks under the first recomputed position's window (window_match). */
 #include "scheduler.h"
 
 #include <math.h>
@@ -28,6 +37,8 @@ struct mg_seq {
     int n_tokens, cap_tokens, n_prompt;
     int32_t *blocks;
     int n_blocks, cap_blocks;
+    int32_t *wblocks; /* (cap_blocks) window pool ids, -1 below w_lo */
+    int w_lo;
     uint64_t *hashes, *locals; /* (cap_blocks) */
     int n_hashed, n_committed, n_computed;
     int n_out, max_out, n_cached;
@@ -50,6 +61,8 @@ struct mg_sched {
     mg_engine_config cfg;
     mg_backend *be;
     mg_kv_pool *kv;
+    mg_kv_pool *wkv; /* the sliding layers' pool, NULL without one */
+    int window;      /* positions a sliding layer sees (with wkv) */
     mg_sampler *sampler;
     int bs, max_len, max_blocks_seq, max_batch, max_tokens_step, vocab, stream_interval;
     /* running sequences in admission order: the last is the newest (first to be preempted) */
@@ -64,6 +77,7 @@ struct mg_sched {
     int32_t *seq_start, *seq_len, *seq_ctx;      /* (max_batch) */
     int32_t *logits_rows, *logits_seq, *out_tok; /* (max_batch) */
     int32_t *block_table;                        /* (max_batch, max_blocks_seq) */
+    int32_t *window_table;                       /* (max_batch, max_blocks_seq), with wkv */
     mg_sample_req *reqs;                         /* (max_batch) */
     float *logits;                               /* (max_batch, vocab), forward path only */
     uint64_t steps, preemptions, tokens_out;
@@ -99,6 +113,7 @@ void sched_seq_destroy(mg_seq *q) {
     free(q->id);
     free(q->tokens);
     free(q->blocks);
+    free(q->wblocks);
     free(q->hashes);
     free(q->locals);
     free(q);
@@ -119,11 +134,13 @@ static bool seq_reserve(mg_seq *q, int n, int bs) {
         int cap = q->cap_blocks * 2 > nb ? q->cap_blocks * 2 : nb;
         int32_t *b = realloc(q->blocks, sizeof(int32_t) * cap);
         if (b) q->blocks = b;
+        int32_t *w = realloc(q->wblocks, sizeof(int32_t) * cap);
+        if (w) q->wblocks = w;
         uint64_t *h = realloc(q->hashes, sizeof(uint64_t) * cap);
         if (h) q->hashes = h;
         uint64_t *l = realloc(q->locals, sizeof(uint64_t) * cap);
         if (l) q->locals = l;
-        if (!b || !h || !l) return false;
+        if (!b || !w || !h || !l) return false;
         q->cap_blocks = cap;
     }
     return true;
@@ -266,6 +283,8 @@ static void batch_remove(mg_sched *s, mg_seq *q) {
 
 static void seq_free_blocks(mg_sched *s, mg_seq *q) {
     kv_release(s->kv, q->blocks, q->n_blocks);
+    if (s->wkv) kv_release(s->wkv, q->wblocks + q->w_lo, q->n_blocks - q->w_lo);
+    q->w_lo = 0;
     q->n_blocks = 0;
     q->n_committed = 0;
     q->n_computed = 0;
@@ -318,6 +337,25 @@ mg_status sched_create(const mg_engine_config *cfg, mg_backend *be, mg_sched **o
         free(s);
         return st;
     }
+    if (be->window_blocks > 0) {
+        /* One sequence alone must always be able to step: its window and a whole chunk. */
+        int64_t chunk = s->max_tokens_step < s->max_len ? s->max_tokens_step : s->max_len;
+        int64_t one = (be->window - 1 + chunk + s->bs - 1) / s->bs + 1;
+        if (be->window < 1 || be->window_blocks < one) {
+            sched_destroy(s);
+            return MG_ERRF(MG_EINVAL,
+                           "sched: window pool of %d blocks (window %d) holds less than one "
+                           "sequence's step needs: %lld blocks at max_num_tokens %lld",
+                           be->window_blocks, be->window, (long long)one,
+                           (long long)cfg->max_num_tokens);
+        }
+        s->window = be->window;
+        st = kv_pool_create(be->window_blocks, s->bs, cfg->enable_block_reuse, &s->wkv);
+        if (st) {
+            sched_destroy(s);
+            return st;
+        }
+    }
     st = sampler_create(s->vocab, &s->sampler);
     if (st) {
         sched_destroy(s);
@@ -336,13 +374,15 @@ mg_status sched_create(const mg_engine_config *cfg, mg_backend *be, mg_sched **o
     s->logits_seq = malloc(sizeof(int32_t) * mb);
     s->out_tok = malloc(sizeof(int32_t) * mb);
     s->block_table = malloc(sizeof(int32_t) * mb * s->max_blocks_seq);
+    if (s->wkv) s->window_table = malloc(sizeof(int32_t) * mb * s->max_blocks_seq);
     s->reqs = malloc(sizeof(mg_sample_req) * mb);
     /* The logits buffer is only touched up to the rows of a step, so the pages of a large
      * max_batch_size * vocab reservation stay unbacked until a batch that large runs. */
     if (!be->ops->forward_sampled) s->logits = malloc(sizeof(float) * mb * s->vocab);
     if (!s->running || !s->batch || !s->tokens || !s->positions || !s->token_seq || !s->seq_start ||
         !s->seq_len || !s->seq_ctx || !s->logits_rows || !s->logits_seq || !s->out_tok ||
-        !s->block_table || !s->reqs || (!be->ops->forward_sampled && !s->logits)) {
+        !s->block_table || !s->reqs || (!be->ops->forward_sampled && !s->logits) ||
+        (s->wkv && !s->window_table)) {
         sched_destroy(s);
         return MG_ERRF(MG_ENOMEM, "sched: out of memory for the step arrays");
     }
@@ -358,6 +398,7 @@ void sched_destroy(mg_sched *s) {
         sched_seq_destroy(q);
     }
     kv_pool_destroy(s->kv);
+    kv_pool_destroy(s->wkv);
     sampler_destroy(s->sampler);
     free(s->running);
     free(s->batch);
@@ -371,6 +412,7 @@ void sched_destroy(mg_sched *s) {
     free(s->logits_seq);
     free(s->out_tok);
     free(s->block_table);
+    free(s->window_table);
     free(s->reqs);
     free(s->logits);
     free(s);
@@ -422,6 +464,7 @@ mg_sched_load sched_load(const mg_sched *s) {
                            .max_running = s->max_batch,
                            .waiting = s->n_waiting,
                            .kv = kv_stats(s->kv),
+                           .window_kv = s->wkv ? kv_stats(s->wkv) : (mg_kv_stats){0},
                            .steps = s->steps,
                            .preemptions = s->preemptions,
                            .tokens_out = s->tokens_out};
@@ -429,6 +472,15 @@ mg_sched_load sched_load(const mg_sched *s) {
 
 mg_kv_pool *sched_kv(mg_sched *s) {
     return s->kv;
+}
+
+mg_kv_pool *sched_window_kv(mg_sched *s) {
+    return s->wkv;
+}
+
+void sched_kv_clear(mg_sched *s) {
+    kv_clear(s->kv);
+    if (s->wkv) kv_clear(s->wkv);
 }
 
 /* --- schedule --- */
@@ -453,6 +505,46 @@ static int blocks_needed(const mg_sched *s, const mg_seq *q, int n) {
     return want > q->n_blocks ? want - q->n_blocks : 0;
 }
 
+/* Whether nb fresh blocks can be taken in both pools (the window pool's count is the same: its
+ * table has the full table's logical length). */
+static bool can_grow(const mg_sched *s, int nb) {
+    return kv_can_allocate(s->kv, 0, nb) && (!s->wkv || kv_can_allocate(s->wkv, 0, nb));
+}
+
+/* Take nb fresh blocks in both pools for q's next positions (can_grow said yes). */
+static void grow(mg_sched *s, mg_seq *q, int nb) {
+    if (kv_allocate(s->kv, nb, q->blocks + q->n_blocks) != MG_OK) abort();
+    if (s->wkv && kv_allocate(s->wkv, nb, q->wblocks + q->n_blocks) != MG_OK) abort();
+    q->n_blocks += nb;
+}
+
+/* First block a sliding layer still reads once positions [0, pos) are computed: the next query
+ * sits at pos and sees pos - window + 1 on. */
+static int window_lo_block(const mg_sched *s, int pos) {
+    int lo = pos - s->window + 1;
+    return lo > 0 ? lo / s->bs : 0;
+}
+
+/* The longest prefix hit m <= p (full-pool blocks) whose first recomputed position m * bs still
+ * finds its window in the window pool: the blocks [window_lo_block(m * bs), m) cached there.
+ * *lo and *idle receive that range's start and how many of its blocks are idle. */
+static int window_match(const mg_sched *s, const mg_seq *q, int p, int *lo, int *idle) {
+    for (int m = p; m > 0;) {
+        int l = window_lo_block(s, m * s->bs);
+        int got = kv_match(s->wkv, q->hashes + l, m - l, idle);
+        if (got == m - l) {
+            *lo = l;
+            return m;
+        }
+        /* Block l + got is missing: no hit that needs it can be taken, so the next candidate
+         * stops right below it. */
+        m = l + got;
+    }
+    *lo = 0;
+    *idle = 0;
+    return 0;
+}
+
 static void schedule_running(mg_sched *s, bool decode_pass, int *budget, int *n_preempted) {
     for (int i = 0; i < s->n_running; i++) {
         if (*budget <= 0) break;
@@ -462,7 +554,7 @@ static void schedule_running(mg_sched *s, bool decode_pass, int *budget, int *n_
         if ((need == 1) != decode_pass) continue;
         int n = need < *budget ? need : *budget;
         int nb = blocks_needed(s, q, n);
-        while (!kv_can_allocate(s->kv, 0, nb)) {
+        while (!can_grow(s, nb)) {
             mg_seq *v = s->running[s->n_running - 1];
             preempt(s, v, budget);
             (*n_preempted)++;
@@ -472,8 +564,7 @@ static void schedule_running(mg_sched *s, bool decode_pass, int *budget, int *n_
             /* q itself was the newest: it waits, and later sequences were preempted already. */
             break;
         }
-        if (kv_allocate(s->kv, nb, q->blocks + q->n_blocks) != MG_OK) abort();
-        q->n_blocks += nb;
+        grow(s, q, nb);
         q->sched_n = n;
         *budget -= n;
         s->batch[s->n_batch++] = q;
@@ -488,14 +579,27 @@ static void schedule_waiting(mg_sched *s, int *budget) {
         seq_hash_upto(q, total / s->bs, s->bs);
         /* Leave at least the last token to compute, so the step yields its logits. */
         int max_hit = (total - 1) / s->bs;
-        int idle = 0;
+        int idle = 0, widle = 0, wlo = 0;
         int hit = kv_match(s->kv, q->hashes, max_hit, &idle);
+        if (s->wkv && hit > 0) {
+            int m = window_match(s, q, hit, &wlo, &widle);
+            if (m < hit) kv_match(s->kv, q->hashes, m, &idle); /* idle among the m kept */
+            hit = m;
+        }
         int n = total - hit * s->bs;
         if (n > *budget) n = *budget;
         int nb = (hit * s->bs + n + s->bs - 1) / s->bs - hit;
-        if (!kv_can_allocate(s->kv, idle, nb)) break; /* first come, first served: no skipping */
+        /* first come, first served: no skipping */
+        if (!kv_can_allocate(s->kv, idle, nb)) break;
+        if (s->wkv && !kv_can_allocate(s->wkv, widle, nb)) break;
         kv_acquire(s->kv, q->hashes, hit, q->blocks);
         if (kv_allocate(s->kv, nb, q->blocks + hit) != MG_OK) abort();
+        if (s->wkv) {
+            for (int k = 0; k < wlo; k++) q->wblocks[k] = -1;
+            kv_acquire(s->wkv, q->hashes + wlo, hit - wlo, q->wblocks + wlo);
+            if (kv_allocate(s->wkv, nb, q->wblocks + hit) != MG_OK) abort();
+            q->w_lo = wlo;
+        }
         q->n_blocks = hit + nb;
         q->n_committed = hit;
         q->n_computed = hit * s->bs;
@@ -549,6 +653,11 @@ static void build_batch(mg_sched *s, mg_batch *b) {
         int32_t *row = s->block_table + (size_t)i * max_blocks;
         memcpy(row, q->blocks, sizeof(int32_t) * q->n_blocks);
         for (int k = q->n_blocks; k < max_blocks; k++) row[k] = -1;
+        if (s->wkv) {
+            int32_t *wrow = s->window_table + (size_t)i * max_blocks;
+            memcpy(wrow, q->wblocks, sizeof(int32_t) * q->n_blocks);
+            for (int k = q->n_blocks; k < max_blocks; k++) wrow[k] = -1;
+        }
         if (s->seq_ctx[i] == q->n_tokens) {
             /* This chunk reaches the end of what is known: the next token is due. */
             s->logits_rows[nl] = t - 1;
@@ -570,6 +679,7 @@ static void build_batch(mg_sched *s, mg_batch *b) {
                     .seq_ctx = s->seq_ctx,
                     .block_table = s->block_table,
                     .max_blocks = max_blocks,
+                    .window_table = s->wkv ? s->window_table : NULL,
                     .n_logits = nl,
                     .logits_rows = s->logits_rows,
                     .logits_seq = s->logits_seq};
@@ -608,7 +718,22 @@ static void commit_full_blocks(mg_sched *s, mg_seq *q) {
     int c = q->n_committed;
     kv_commit(s->kv, q->blocks + c, q->hashes + c, q->locals + c, full - c, c > 0,
               c > 0 ? q->hashes[c - 1] : 0);
+    /* The window twins of these blocks are held still (w_lo <= n_committed between steps), and
+     * register under the same hashes; the window pool has no event callback. */
+    if (s->wkv)
+        kv_commit(s->wkv, q->wblocks + c, q->hashes + c, q->locals + c, full - c, c > 0,
+                  c > 0 ? q->hashes[c - 1] : 0);
     q->n_committed = full;
+}
+
+/* Give back the window blocks no later query of q can read; they stay cached under their hash
+ * when they have one. */
+static void trim_window(mg_sched *s, mg_seq *q) {
+    int lo = window_lo_block(s, q->n_computed);
+    if (lo <= q->w_lo) return;
+    kv_release(s->wkv, q->wblocks + q->w_lo, lo - q->w_lo);
+    for (int k = q->w_lo; k < lo; k++) q->wblocks[k] = -1;
+    q->w_lo = lo;
 }
 
 static int postprocess(mg_sched *s, const mg_batch *b) {
@@ -618,6 +743,7 @@ static int postprocess(mg_sched *s, const mg_batch *b) {
         q->n_computed += q->sched_n;
         q->sched_n = 0;
         commit_full_blocks(s, q);
+        if (s->wkv) trim_window(s, q);
     }
     for (int i = 0; i < b->n_logits; i++) {
         mg_seq *q = s->batch[b->logits_seq[i]];
@@ -654,7 +780,7 @@ static int postprocess(mg_sched *s, const mg_batch *b) {
         for (int r = 0; r < s->n_running; r++) {
             mg_seq *q = s->running[r];
             if (q->done) {
-                kv_release(s->kv, q->blocks, q->n_blocks);
+                seq_free_blocks(s, q);
                 sched_seq_destroy(q);
             } else {
                 s->running[w++] = q;
@@ -709,7 +835,7 @@ static mg_status step(mg_sched *s, mg_step_info *info, bool always_run) {
         for (int r = 0; r < s->n_running; r++) {
             mg_seq *q = s->running[r];
             if (q->done) {
-                kv_release(s->kv, q->blocks, q->n_blocks);
+                seq_free_blocks(s, q);
                 seq_emit(q, MG_FINISH_ERROR);
                 sched_seq_destroy(q);
                 inf.n_finished++;

@@ -18,6 +18,15 @@
  *               become reusable and are announced as KV events), checks stop conditions, calls
  *               each request's output callback and frees finished sequences and their blocks.
  *
+ * Window pool: when the backend keeps its sliding layers in a pool of their own
+ * (backend.h: window_blocks > 0), the scheduler owns a second block pool of that size. Each
+ * sequence then has a second block table of the same logical length whose blocks wholly below
+ * the window of its next query are given back after every step (and marked -1). Admission needs
+ * room in both pools, growing a running sequence takes a block from each (preempting when either
+ * is short), preemption and finishing free both. The window pool reuses full blocks by the same
+ * sequence hashes (no KV events: the router tracks the full pool), and a prefix hit is shortened
+ * to the longest one whose first recomputed position still finds its window's blocks cached.
+ *
  * Stop conditions, in order: a stop token id (the engine's eos_token_ids plus the request's own)
  * ends with "stop" unless ignore_eos, and only after min_tokens other tokens (until then the stop
  * ids are banned from sampling, on both backend paths); max_tokens, max_seq_len and the KV
@@ -99,6 +108,7 @@ typedef struct mg_sched_load {
     int max_running; /* total slots: max_batch_size */
     int waiting;     /* queued, including preempted */
     mg_kv_stats kv;
+    mg_kv_stats window_kv; /* the window pool's (all zero without one) */
     uint64_t steps;
     uint64_t preemptions;
     uint64_t tokens_out; /* output tokens emitted */
@@ -114,8 +124,9 @@ typedef struct mg_step_info {
 } mg_step_info;
 
 /* Check cfg (engine_config_check must have run), create the KV pool with the backend's
- * num_blocks and preallocate every step array. The backend's block_size must equal
- * cfg->kv_block_size. */
+ * num_blocks (and the window pool with its window_blocks, which must hold at least one
+ * sequence's window plus a max_num_tokens chunk) and preallocate every step array. The backend's
+ * block_size must equal cfg->kv_block_size. */
 mg_status sched_create(const mg_engine_config *cfg, mg_backend *backend, mg_sched **out);
 /* Frees the remaining sequences without calling their callbacks (see sched_abort_all). */
 void sched_destroy(mg_sched *s);
@@ -151,5 +162,9 @@ mg_status sched_step_lockstep(mg_sched *s, mg_step_info *info);
 mg_sched_load sched_load(const mg_sched *s);
 /* The KV pool, for its event callback and counters (same thread rule). */
 mg_kv_pool *sched_kv(mg_sched *s);
+/* The window pool (its counters), or NULL when the backend has none. */
+mg_kv_pool *sched_window_kv(mg_sched *s);
+/* Forget every cached prefix in both pools (the full pool emits "cleared"). */
+void sched_kv_clear(mg_sched *s);
 
 #endif
