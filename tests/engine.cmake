@@ -17,3 +17,10 @@ if(TARGET mg_cpu AND TARGET mg-mkckpt AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/uni
   set_tests_properties(test_sched_cpu PROPERTIES ENVIRONMENT
     "MG_MKCKPT=$<TARGET_FILE:mg-mkckpt>;MG_CKPT_DIR=${CMAKE_BINARY_DIR}/ckpt/test_sched_cpu")
 endif()
+# The CPU backend's window pool for sliding layers against the same backend without one.
+if(TARGET mg_cpu AND TARGET mg-mkckpt AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_cpu_window.c)
+  mg_test(test_cpu_window SOURCES unit/test_cpu_window.c LIBS mg_engine mg_cpu LABELS unit)
+  add_dependencies(test_cpu_window mg-mkckpt)
+  set_tests_properties(test_cpu_window PROPERTIES ENVIRONMENT
+    "MG_MKCKPT=$<TARGET_FILE:mg-mkckpt>;MG_CKPT_DIR=${CMAKE_BINARY_DIR}/ckpt/test_cpu_window")
+endif()
