@@ -46,7 +46,7 @@ static mg_status rec_forward(mg_backend *be, const mg_batch *b, float *logits) {
         r->logits = p;
         r->cap = cap;
     }
-    memcpy(r->logits + r->n, logits, sizeof(float) * n);
+    if (n) memcpy(r->logits + r->n, logits, sizeof(float) * n);
     r->n += n;
     r->steps++;
     r->window_steps += b->window_table != NULL;
