@@ -24,3 +24,12 @@ if(TARGET mg_cpu AND TARGET mg-mkckpt AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/uni
   set_tests_properties(test_cpu_window PROPERTIES ENVIRONMENT
     "MG_MKCKPT=$<TARGET_FILE:mg-mkckpt>;MG_CKPT_DIR=${CMAKE_BINARY_DIR}/ckpt/test_cpu_window")
 endif()
+# The same on cuda_ref's backend form (host code, built with -DMG_CUDA=ON), float32 and bf16.
+if(TARGET mg_cuda_ref AND TARGET mg-mkckpt AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_cpu_window.c)
+  mg_test(test_cuda_ref_window SOURCES unit/test_cpu_window.c LIBS mg_engine mg_cpu mg_cuda_ref
+          LABELS unit)
+  target_compile_definitions(test_cuda_ref_window PRIVATE MG_TEST_CUDA_REF)
+  add_dependencies(test_cuda_ref_window mg-mkckpt)
+  set_tests_properties(test_cuda_ref_window PROPERTIES ENVIRONMENT
+    "MG_MKCKPT=$<TARGET_FILE:mg-mkckpt>;MG_CKPT_DIR=${CMAKE_BINARY_DIR}/ckpt/test_cuda_ref_window")
+endif()

@@ -503,6 +503,8 @@ static mg_status backend_create(worker *w) {
         o.max_tokens = (int)e->max_num_tokens;
         o.max_ctx = (int)e->max_seq_len;
         o.threads = (int)w->cfg.threads;
+        o.window_pool = e->sliding_window_pool;
+        o.max_seqs = (int)e->max_batch_size;
         return cpu_backend_open(w->cfg.model, &o, &w->backend);
     }
 #endif
@@ -520,6 +522,7 @@ static mg_status backend_create(worker *w) {
         o.max_ctx = (int)e->max_seq_len;
         o.kernel_version = (int)w->cfg.cuda_kernels;
         o.cuda_graphs = w->cfg.cuda_graphs;
+        o.window_pool = e->sliding_window_pool;
         if (w->cfg.random_weights) {
             mg_model_config mc;
             mg_status s = cuda_plan_preset(w->cfg.random_weights, &mc);

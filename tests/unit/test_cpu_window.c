@@ -9,6 +9,10 @@
  * pool holds only the windows meanwhile; under preemption from a small pool and with prompts
  * taken from the prefix cache the tokens stay the same; bad window tables are refused.
  *
+ * Built with MG_TEST_CUDA_REF (test_cuda_ref_window, where worker/cuda is built), the same
+ * on/off comparison also runs on cuda_ref's backend form, float32 and with the CUDA backend's
+ * bf16 roundings: the host twin of the CUDA backend's window pool.
+ *
  * Environment: MG_MKCKPT (maker binary), MG_CKPT_DIR (scratch folder). */
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +22,9 @@
 #include "cpu_backend.h"
 #include "log.h"
 #include "scheduler.h"
+#ifdef MG_TEST_CUDA_REF
+#include "cuda_ref.h"
+#endif
 
 #define NREQ   3
 #define MAXOUT 200
@@ -106,10 +113,13 @@ typedef struct run_out {
     int window_blocks, num_blocks, preemptions;
 } run_out;
 
-/* Requests [0, n) through a fresh scheduler over a recording CPU backend (twice: the second
- * round's prompts come from the prefix cache); both pools must end all free. */
-static void run(mg_engine_config c, int num_blocks, bool window, int n, bool twice, res *out,
-                run_out *ro) {
+enum { CPU = 0, REF32 = 1, REF16 = 2 };
+
+/* Requests [0, n) through a fresh scheduler over a recording backend (the CPU backend, or
+ * cuda_ref's in float32 or bf16) (twice: the second round's prompts come from the prefix
+ * cache); both pools must end all free. */
+static void run_on(int kind, mg_engine_config c, int num_blocks, bool window, int n, bool twice,
+                   res *out, run_out *ro) {
     cpu_backend_opts o = {.num_blocks = num_blocks,
                           .block_size = BS,
                           .max_tokens = (int)c.max_num_tokens,
@@ -119,7 +129,15 @@ static void run(mg_engine_config c, int num_blocks, bool window, int n, bool twi
                           .max_seqs = (int)c.max_batch_size};
     memset(ro, 0, sizeof(*ro));
     mg_backend *inner = NULL;
-    CHECK_OK(cpu_backend_open(ckpt, &o, &inner));
+    if (kind == CPU) {
+        CHECK_OK(cpu_backend_open(ckpt, &o, &inner));
+    } else {
+#ifdef MG_TEST_CUDA_REF
+        /* the reference takes its pools' sizes as they are: the CPU backend's split of 80 */
+        CHECK_OK(cuda_ref_backend_open(ckpt, kind == REF16, window ? 111 : num_blocks,
+                                       window ? 49 : 0, BS, (int)c.max_num_tokens, 512, &inner));
+#endif
+    }
     if (!inner) return;
     rec *r = calloc(1, sizeof(*r));
     r->base = *inner;
@@ -153,6 +171,11 @@ static void run(mg_engine_config c, int num_blocks, bool window, int n, bool twi
     ro->preemptions = (int)sched_load(s).preemptions;
     r->sched = NULL;
     sched_destroy(s);
+}
+
+static void run(mg_engine_config c, int num_blocks, bool window, int n, bool twice, res *out,
+                run_out *ro) {
+    run_on(CPU, c, num_blocks, window, n, twice, out, ro);
 }
 
 static int mismatches(const res *a, const res *b, int n) {
@@ -306,5 +329,27 @@ int main(void) {
     run_out *all[] = {&ro_off, &ro_on, &ro_pre, &ro_twice};
     for (int i = 0; i < 4; i++)
         if (all[i]->r) rec_destroy(&all[i]->r->base);
+#ifdef MG_TEST_CUDA_REF
+    /* cuda_ref's backend form: the same schedule with and without its window pool, logits
+     * bit-identical, in float32 (tokens as the CPU backend's) and with bf16 roundings */
+    for (int kind = REF32; kind <= REF16; kind++) {
+        res roff[NREQ], ron[NREQ];
+        run_out a, b;
+        run_on(kind, c, 80, false, NREQ, false, roff, &a);
+        run_on(kind, c, 80, true, NREQ, false, ron, &b);
+        CHECK_EQ_INT(a.window_blocks, 0);
+        CHECK_EQ_INT(b.window_blocks, 49);
+        CHECK_EQ_INT(mismatches(ron, roff, NREQ), 0);
+        if (kind == REF32) CHECK_EQ_INT(mismatches(roff, off, NREQ), 0);
+        if (a.r && b.r) {
+            CHECK_EQ_INT(b.r->window_steps, b.r->steps);
+            CHECK_MSG(a.r->n == b.r->n && a.r->n > 0 &&
+                          memcmp(a.r->logits, b.r->logits, sizeof(float) * a.r->n) == 0,
+                      "reference %d: logits differ with the window pool", kind);
+            rec_destroy(&a.r->base);
+            rec_destroy(&b.r->base);
+        }
+    }
+#endif
     return check_done();
 }

@@ -138,7 +138,7 @@ static mg_status pair_open(pair *p, const opts *o, int max_ctx, int max_seqs, in
     if (!strcmp(o->b, "cpu")) {
         st = cpu_backend_open(o->model, &co, &p->b);
     } else if (!strncmp(o->b, "ref", 3)) { /* ref16: bf16 roundings alone, on the CPU */
-        st = cuda_ref_backend_open(o->model, !strcmp(o->b, "ref16"), p->num_blocks, p->bs,
+        st = cuda_ref_backend_open(o->model, !strcmp(o->b, "ref16"), p->num_blocks, 0, p->bs,
                                    max_tokens, p->max_blocks * p->bs, &p->b);
     } else {
         cuda_backend_opts go = {.device = 0,

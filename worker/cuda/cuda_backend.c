@@ -19,6 +19,7 @@
 #include "cuda_gemm.h"
 #include "cuda_ops.h"
 #include "cuda_plan.h"
+#include "kv.h"
 #include "log.h"
 #include "sampling.h"
 
@@ -52,15 +53,19 @@ typedef struct cuda {
     bool graphs;                               /* decode steps through CUDA graphs */
     cudaGraphExec_t graph[CUDA_GRAPH_BUCKETS]; /* per bucket, captured on first use */
     int scratch_block;                         /* KV block past num_blocks for padding tokens */
+    int wscratch_block;                        /* the same past window_blocks, in the window pool */
     cudaStream_t stream;
     cuda_gemm *gemm;
     void *weights; /* the one allocation the tensors are carved from */
     size_t weight_bytes;
     uint16_t *embed, *final_norm, *lm_head; /* (V, H), (H), (V, H) */
     dev_layer *layers;
-    uint16_t *kv;       /* K of every layer, then V of every layer */
-    size_t layer_elems; /* num_blocks * n_kv * block_size * D */
-    float *inv_freq;    /* (D/2) */
+    uint16_t *kv;    /* K of every layer, then V of every layer */
+    size_t kv_elems; /* of K (and of V), all layers */
+    /* layer l's K and V: (num_blocks + 1, n_kv, block_size, D), or (window_blocks + 1, ...) for
+     * a sliding layer when there is a window pool (the extra block is the scratch block) */
+    uint16_t *kl[MG_MAX_LAYERS], *vl[MG_MAX_LAYERS];
+    float *inv_freq; /* (D/2) */
     float *att_part; /* (CUDA_ATT_SPLIT_MAX_T, n_heads, CUDA_ATT_MAX_SPLITS, 66) split-KV state */
     float concentration;
     /* scratch: T = max_tokens, S = T * top_k, R = max_seqs */
@@ -162,10 +167,39 @@ typedef struct step_shape {
     int T, nl, stride, max_ctx;
 } step_shape;
 
+/* Where the window pool's arrays start in the staged index arrays: after tokens, positions,
+ * token_seq, slots (T each), logits_rows (nl) and the block table (n_rows * stride) come the
+ * window slots (T), then the window table (n_rows * stride). */
+static size_t window_meta_off(const step_shape *sh, int n_rows) {
+    return 4 * (size_t)sh->T + sh->nl + (size_t)n_rows * sh->stride;
+}
+
+/* The window pool's slots and table (window_table with -1, the blocks already given back,
+ * replaced by the scratch block, which the kernels never read there anyway: they stay within
+ * each query's window). Padding rows and tokens use the scratch block, as in stage_meta. */
+static void stage_window(cuda *b, const mg_batch *bt, const step_shape *sh, int n_rows) {
+    int T = sh->T, bs = b->base.block_size, stride = sh->stride;
+    int32_t *ws = b->meta_h + window_meta_off(sh, n_rows), *wt = ws + T;
+    for (int t = 0; t < T; t++) {
+        bool real = t < bt->n_tokens;
+        int s = real ? bt->token_seq[t] : 0, pos = real ? bt->positions[t] : 0;
+        ws[t] = real ? bt->window_table[(size_t)s * bt->max_blocks + pos / bs] * bs + pos % bs
+                     : b->wscratch_block * bs;
+    }
+    for (int r = 0; r < n_rows; r++)
+        for (int k = 0; k < stride; k++) {
+            int32_t id = r < bt->n_seqs && k < bt->max_blocks
+                             ? bt->window_table[(size_t)r * bt->max_blocks + k]
+                             : -1;
+            wt[(size_t)r * stride + k] = id >= 0 ? id : b->wscratch_block;
+        }
+}
+
 /* Pack the step's index arrays into the pinned buffer: tokens, positions, token_seq, slots,
- * logits_rows, block_table (stride sh->stride). Rows past the batch (padding up to sh->T, a
- * graph bucket) are dummy decode tokens at position 0 of their own row, every block of which is
- * the scratch block: they write and read only there. */
+ * logits_rows, block_table (stride sh->stride), and with a window pool stage_window's arrays.
+ * Rows past the batch (padding up to sh->T, a graph bucket) are dummy decode tokens at position
+ * 0 of their own row, every block of which is the scratch block: they write and read only
+ * there. */
 static void stage_meta(cuda *b, const mg_batch *bt, const step_shape *sh) {
     int T = sh->T, nl = sh->nl, bs = b->base.block_size, stride = sh->stride;
     int32_t *mh = b->meta_h, *tb = mh + 4 * T + nl;
@@ -194,10 +228,12 @@ static void stage_meta(cuda *b, const mg_batch *bt, const step_shape *sh) {
     int rows = bt->n_seqs + (T - bt->n_tokens);
     for (int r = bt->n_seqs; r < rows; r++)
         for (int k = 0; k < stride; k++) tb[(size_t)r * stride + k] = b->scratch_block;
+    if (b->base.window_blocks > 0) stage_window(b, bt, sh, rows);
 }
 
-static size_t meta_len(const step_shape *sh, int n_rows) {
-    return 4 * (size_t)sh->T + sh->nl + (size_t)n_rows * sh->stride;
+static size_t meta_len(const cuda *b, const step_shape *sh, int n_rows) {
+    size_t n = window_meta_off(sh, n_rows);
+    return b->base.window_blocks > 0 ? n + sh->T + (size_t)n_rows * sh->stride : n;
 }
 
 /* Everything up to the logits (sh->nl, V) in b->logits, on the stream, unsynchronized: the
@@ -206,12 +242,18 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
     const mg_model_config *c = &b->c;
     int T = sh->T, H = b->H, bs = b->base.block_size, nl = sh->nl, max_ctx = sh->max_ctx;
     mg_status st;
-    CK(cudaMemcpyAsync(b->meta_d, b->meta_h, sizeof(int32_t) * meta_len(sh, n_rows),
+    CK(cudaMemcpyAsync(b->meta_d, b->meta_h, sizeof(int32_t) * meta_len(b, sh, n_rows),
                        cudaMemcpyHostToDevice, b->stream),
        "index upload");
     const int32_t *d_tok = b->meta_d, *d_pos = b->meta_d + T, *d_seq = b->meta_d + 2 * T;
     const int32_t *d_slot = b->meta_d + 3 * T, *d_rows = b->meta_d + 4 * T;
     const int32_t *d_bt = b->meta_d + 4 * T + nl;
+    /* the sliding layers' slots and table: the window pool's when there is one */
+    const int32_t *d_wslot = d_slot, *d_wbt = d_bt;
+    if (b->base.window_blocks > 0) {
+        d_wslot = b->meta_d + window_meta_off(sh, n_rows);
+        d_wbt = d_wslot + T;
+    }
     cudaStream_t s = b->stream;
     bool split = b->version >= 2 && T <= CUDA_ATT_SPLIT_MAX_T;
 
@@ -222,14 +264,15 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
     prof_end(b);
     for (int l = 0; l < b->L; l++) {
         const dev_layer *L = &b->layers[l];
-        uint16_t *kc = b->kv + l * b->layer_elems;
-        uint16_t *vc = b->kv + (b->L + l) * b->layer_elems;
+        uint16_t *kc = b->kl[l], *vc = b->vl[l];
+        const int32_t *l_slot = c->sliding[l] ? d_wslot : d_slot;
+        const int32_t *l_bt = c->sliding[l] ? d_wbt : d_bt;
         prof_begin(b, P_QKV);
         st = cuda_matmul_bf16(b->gemm, b->qkv, b->xn, L->qkv_w, T, b->Q + 2 * b->KV, H, s);
         if (st) return st;
         prof_end(b);
         prof_begin(b, P_ROPE);
-        CK(cuda_qkv_rope(b->q, kc, vc, b->qkv, L->qkv_b, d_pos, d_slot, b->inv_freq,
+        CK(cuda_qkv_rope(b->q, kc, vc, b->qkv, L->qkv_b, d_pos, l_slot, b->inv_freq,
                          b->concentration, T, c->n_heads, c->n_kv_heads, b->D, bs, s),
            "qkv_rope");
         prof_end(b);
@@ -240,12 +283,12 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
             int span = window > 0 && window < max_ctx ? window : max_ctx;
             int splits = (span + 63) / 64;
             if (splits > CUDA_ATT_MAX_SPLITS) splits = CUDA_ATT_MAX_SPLITS;
-            CK(cuda_attention_split(b->att, b->att_part, b->q, kc, vc, L->sinks, d_bt, sh->stride,
+            CK(cuda_attention_split(b->att, b->att_part, b->q, kc, vc, L->sinks, l_bt, sh->stride,
                                     d_seq, d_pos, T, c->n_heads, c->n_kv_heads, b->D, bs, window,
                                     max_ctx, splits, s),
                "attention (split)");
         } else {
-            CK(cuda_attention(b->att, b->q, kc, vc, L->sinks, d_bt, sh->stride, d_seq, d_pos, T,
+            CK(cuda_attention(b->att, b->q, kc, vc, L->sinks, l_bt, sh->stride, d_seq, d_pos, T,
                               c->n_heads, c->n_kv_heads, b->D, bs, window, s),
                "attention");
         }
@@ -680,8 +723,7 @@ static mg_status random_weights(cuda *b, uint64_t seed) {
 mg_status cuda_backend_fill_kv(mg_backend *base, uint64_t seed) {
     cuda *b = (cuda *)base;
     CK(cudaSetDevice(b->dev), "set device");
-    CK(cuda_fill_bf16(b->kv, 2 * (size_t)b->L * b->layer_elems, seed, 0.0f, 1.0f, b->stream),
-       "KV fill");
+    CK(cuda_fill_bf16(b->kv, 2 * b->kv_elems, seed, 0.0f, 1.0f, b->stream), "KV fill");
     CK(cudaStreamSynchronize(b->stream), "KV fill");
     return MG_OK;
 }
@@ -784,7 +826,8 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     size_t block_bytes = cuda_plan_block_bytes(c, o->block_size);
     int max_ctx_req = o->max_ctx > 0 ? o->max_ctx : c->max_pos;
     b->max_blocks_cap = (max_ctx_req + o->block_size - 1) / o->block_size;
-    b->meta_cap = 4 * T + R + R * (size_t)b->max_blocks_cap;
+    /* room for the window pool's slots and table too (stage_window) */
+    b->meta_cap = 5 * T + R + 2 * R * (size_t)b->max_blocks_cap;
     TRY(dmalloc(&b->meta_d, 4 * b->meta_cap, "index arrays"));
     if (cudaMallocHost((void **)&b->meta_h, 4 * b->meta_cap) ||
         cudaMallocHost((void **)&b->tok_h, 4 * R) ||
@@ -805,13 +848,40 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
         TRY(cuda_plan_kv_blocks(free_b, frac, block_bytes, &nblocks));
         if (nblocks > 1) nblocks--; /* room for the scratch block */
     }
-    /* One block more than the scheduler sees: padding tokens of graph buckets write there. */
+    /* The window pool: the sliding layers' share of the same budget (nblocks blocks of every
+     * layer), sized for max_seqs windows and a max_tokens step; the full layers get the rest. */
+    int n_sliding = 0, nwin = 0, nfull = nblocks;
+    for (int l = 0; l < b->L; l++) n_sliding += c->sliding[l];
+    size_t layer_block = block_bytes / b->L;
+    if (o->window_pool && n_sliding > 0 && n_sliding < b->L &&
+        kv_window_split((uint64_t)nblocks * block_bytes, (uint64_t)(b->L - n_sliding) * layer_block,
+                        (uint64_t)n_sliding * layer_block, c->sliding_window, o->block_size,
+                        o->max_seqs, o->max_tokens, &nfull, &nwin)) {
+        b->base.window_blocks = nwin;
+        b->base.window = c->sliding_window;
+    }
+    nblocks = nfull;
+    /* One block more than the scheduler sees in each pool: padding tokens of graph buckets
+     * write there. */
     b->base.num_blocks = nblocks;
     b->scratch_block = nblocks;
-    b->layer_elems = (size_t)(nblocks + 1) * c->n_kv_heads * o->block_size * b->D;
-    TRY(dmalloc(&b->kv, 2 * 2 * (size_t)b->L * b->layer_elems, "KV cache"));
+    b->wscratch_block = nwin;
+    size_t blk_elems = (size_t)c->n_kv_heads * o->block_size * b->D, off = 0;
+    for (int l = 0; l < b->L; l++) {
+        bool win = c->sliding[l] && nwin > 0;
+        off += (size_t)((win ? nwin : nblocks) + 1) * blk_elems;
+    }
+    b->kv_elems = off;
+    TRY(dmalloc(&b->kv, 2 * 2 * b->kv_elems, "KV cache"));
+    off = 0;
+    for (int l = 0; l < b->L; l++) {
+        bool win = c->sliding[l] && nwin > 0;
+        b->kl[l] = b->kv + off;
+        b->vl[l] = b->kv + b->kv_elems + off;
+        off += (size_t)((win ? nwin : nblocks) + 1) * blk_elems;
+    }
     /* Zeroed KV: a block read before it is written gives zeros, never stale garbage. */
-    if (cudaMemset(b->kv, 0, 2 * 2 * (size_t)b->L * b->layer_elems))
+    if (cudaMemset(b->kv, 0, 2 * 2 * b->kv_elems))
         TRY(MG_ERRF(MG_ECUDA, "cuda backend: KV clear failed"));
     /* cudaMemset and cudaMemcpy run on the legacy default stream, which b->stream (non-blocking)
      * does not wait for, and both may return before the device is done: without this the clear
@@ -821,9 +891,17 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     long mc = o->max_ctx > 0 && o->max_ctx < cap ? o->max_ctx : cap;
     if (mc > (long)b->max_blocks_cap * o->block_size) mc = (long)b->max_blocks_cap * o->block_size;
     b->base.max_ctx = (int)mc;
-    MG_INFO("cuda backend: weights %.2f GiB, KV %d blocks of %d (%.2f GiB), max_ctx %d",
-            b->weight_bytes / 1073741824.0, nblocks, o->block_size,
-            (double)nblocks * block_bytes / 1073741824.0, b->base.max_ctx);
+    if (nwin > 0)
+        MG_INFO("cuda backend: weights %.2f GiB, KV %.2f GiB: %d blocks of %d for the %d "
+                "full-attention layers, a window pool of %d blocks for the %d sliding layers "
+                "(window %d), max_ctx %d",
+                b->weight_bytes / 1073741824.0, 4.0 * b->kv_elems / 1073741824.0, nblocks,
+                o->block_size, b->L - n_sliding, nwin, n_sliding, c->sliding_window,
+                b->base.max_ctx);
+    else
+        MG_INFO("cuda backend: weights %.2f GiB, KV %d blocks of %d (%.2f GiB), max_ctx %d",
+                b->weight_bytes / 1073741824.0, nblocks, o->block_size,
+                (double)nblocks * block_bytes / 1073741824.0, b->base.max_ctx);
     *out = b;
     return MG_OK;
 fail:

@@ -6,9 +6,12 @@
  * mapping or, for benchmarks at shapes whose files would not fit, initialised on the device
  * from a seed (cuda_backend_create_random). KV is bf16, (num_blocks, n_kv_heads, block_size,
  * head_dim) per layer, sized from free_gpu_memory_fraction of the memory free once weights and
- * scratch are allocated. The step's kernels are in cuda_ops.h, the GEMMs in cuda_gemm.h;
- * forward_sampled picks every token on the device (cuda_sample: sampling.h's rules, the same
- * tokens as sampling_pick) and copies back only rows whose parameters it does not take.
+ * scratch are allocated. With window_pool the sliding layers have (window_blocks, ...) of their
+ * own instead, addressed through the batch's window_table (backend.h), and the full-attention
+ * layers get the rest of the budget (kv_window_split). The step's kernels are in cuda_ops.h, the
+ * GEMMs in cuda_gemm.h; forward_sampled picks every token on the device (cuda_sample: sampling.h's
+ * rules, the same tokens as sampling_pick) and copies back only rows whose parameters it does not
+ * take.
  *
  * Ownership: cuda_backend_create copies the weights and does not keep the model;
  * cuda_backend_open loads, copies and unloads. The backend owns every device buffer; forward
@@ -25,8 +28,10 @@
 #include "status.h"
 
 typedef struct cuda_backend_opts {
-    int device;                      /* CUDA device ordinal */
-    int num_blocks;                  /* KV blocks; 0: from free_gpu_memory_fraction */
+    int device; /* CUDA device ordinal */
+    /* KV blocks (of every layer; with window_pool the budget the two pools share); 0: from
+     * free_gpu_memory_fraction */
+    int num_blocks;
     double free_gpu_memory_fraction; /* share of free memory after loading (0: 0.9) */
     int block_size;                  /* positions per block */
     int max_tokens;                  /* most tokens in one forward */
@@ -41,6 +46,10 @@ typedef struct cuda_backend_opts {
     /* forward_sampled draws every row that samples on the host (its logits row copied back,
      * sampling_pick), as before cuda_sample existed; false: on the device (cuda_ops.h). */
     bool host_sampling;
+    /* The sliding layers' KV in a window pool sized for max_seqs windows and a max_tokens step
+     * (kv_cache_config.sliding_window_pool); one pool when the model has no sliding layers or
+     * the budget is too small for the split to pay. */
+    bool window_pool;
 } cuda_backend_opts;
 
 enum { CUDA_ATT_SPLIT_MAX_T = 32, CUDA_GRAPH_BUCKETS = 10 };

@@ -23,6 +23,11 @@ static float rbf(float f) {
 
 cuda_ref *cuda_ref_create(const mg_model *m, bool bf16, int num_blocks, int bs, int max_tokens,
                           int max_ctx) {
+    return cuda_ref_create_window(m, bf16, num_blocks, 0, bs, max_tokens, max_ctx);
+}
+
+cuda_ref *cuda_ref_create_window(const mg_model *m, bool bf16, int num_blocks, int window_blocks,
+                                 int bs, int max_tokens, int max_ctx) {
     const mg_model_config *c = &m->cfg;
     cuda_ref *r = calloc(1, sizeof(*r));
     if (!r) return NULL;
@@ -34,8 +39,14 @@ cuda_ref *cuda_ref_create(const mg_model *m, bool bf16, int num_blocks, int bs, 
     r->conc = ops_yarn_inv_freq(r->inv_freq, r->D, c->rope_theta, c->rope_factor, c->beta_fast,
                                 c->beta_slow, c->rope_orig_ctx, c->rope_truncate);
     size_t T = max_tokens, S = T * r->TK, H = r->H, Q = r->Q, KV = r->KV, I = r->I;
-    r->layer_elems = (size_t)num_blocks * bs * KV;
-    r->kc = calloc(r->L * r->layer_elems, 4), r->vc = calloc(r->L * r->layer_elems, 4);
+    r->num_blocks = num_blocks, r->window_blocks = window_blocks;
+    size_t kv_elems = 0, off[MG_MAX_LAYERS];
+    for (int l = 0; l < r->L; l++) {
+        off[l] = kv_elems;
+        bool win = c->sliding[l] && window_blocks > 0;
+        kv_elems += (size_t)(win ? window_blocks : num_blocks) * bs * KV;
+    }
+    r->kc = calloc(kv_elems, 4), r->vc = calloc(kv_elems, 4);
     r->x = malloc(4 * T * H), r->xn = malloc(4 * T * H), r->q = malloc(4 * T * Q);
     r->k = malloc(4 * T * KV), r->v = malloc(4 * T * KV), r->att = malloc(4 * T * Q);
     r->tmp = malloc(4 * T * H), r->rlog = malloc(4 * T * r->E), r->h = malloc(4 * 2 * I);
@@ -51,6 +62,7 @@ cuda_ref *cuda_ref_create(const mg_model *m, bool bf16, int num_blocks, int bs, 
         cuda_ref_destroy(r);
         return NULL;
     }
+    for (int l = 0; l < r->L; l++) r->kl[l] = r->kc + off[l], r->vl[l] = r->vc + off[l];
     return r;
 }
 
@@ -91,11 +103,13 @@ void cuda_ref_forward(cuda_ref *r, const mg_batch *bt, const int32_t *force, flo
         ref_mm(r, r->q, r->xn, L->q_w, L->q_b, T, Q, H);
         ref_mm(r, r->k, r->xn, L->k_w, L->k_b, T, KV, H);
         ref_mm(r, r->v, r->xn, L->v_w, L->v_b, T, KV, H);
-        float *kc = r->kc + l * r->layer_elems, *vc = r->vc + l * r->layer_elems;
+        float *kc = r->kl[l], *vc = r->vl[l];
+        /* a sliding layer's blocks are the window pool's when the batch has a window table */
+        const int32_t *table =
+            c->sliding[l] && bt->window_table ? bt->window_table : bt->block_table;
         for (int t = 0; t < T; t++) {
             int s = bt->token_seq[t], pos = bt->positions[t];
-            size_t slot =
-                (size_t)bt->block_table[(size_t)s * bt->max_blocks + pos / bs] * bs + pos % bs;
+            size_t slot = (size_t)table[(size_t)s * bt->max_blocks + pos / bs] * bs + pos % bs;
             ops_rope(r->q + (size_t)t * Q, nh, D, pos, r->inv_freq, r->conc);
             ops_rope(r->k + (size_t)t * KV, c->n_kv_heads, D, pos, r->inv_freq, r->conc);
             memcpy(kc + slot * KV, r->k + (size_t)t * KV, sizeof(float) * KV);
@@ -108,7 +122,7 @@ void cuda_ref_forward(cuda_ref *r, const mg_batch *bt, const int32_t *force, flo
                 int g = h / (nh / c->n_kv_heads), s = bt->token_seq[t], pos = bt->positions[t];
                 int lo = c->sliding[l] ? pos - c->sliding_window + 1 : 0;
                 if (lo < 0) lo = 0;
-                const int32_t *brow = bt->block_table + (size_t)s * bt->max_blocks;
+                const int32_t *brow = table + (size_t)s * bt->max_blocks;
                 const float *q = r->q + (size_t)t * Q + (size_t)h * D;
                 float scale = 1.0f / sqrtf((float)D), sink = bf16_to_f32(L->sinks[h]), mx = sink;
                 for (int j = lo; j <= pos; j++) {
@@ -269,14 +283,14 @@ static const mg_backend_ops ref_backend_ops = {
     .destroy = ref_backend_destroy,
 };
 
-mg_status cuda_ref_backend_open(const char *dir, bool bf16, int num_blocks, int block_size,
-                                int max_tokens, int max_ctx, mg_backend **out) {
+mg_status cuda_ref_backend_open(const char *dir, bool bf16, int num_blocks, int window_blocks,
+                                int block_size, int max_tokens, int max_ctx, mg_backend **out) {
     *out = NULL;
-    if (num_blocks < 1 || block_size < 1 || max_tokens < 1 || max_ctx < 1)
+    if (num_blocks < 1 || block_size < 1 || max_tokens < 1 || max_ctx < 1 || window_blocks < 0)
         return MG_ERRF(MG_EINVAL,
                        "reference backend: num_blocks %d, block_size %d, max_tokens %d, max_ctx "
-                       "%d must be positive",
-                       num_blocks, block_size, max_tokens, max_ctx);
+                       "%d must be positive, window_blocks %d not negative",
+                       num_blocks, block_size, max_tokens, max_ctx, window_blocks);
     ref_backend *rb = calloc(1, sizeof(*rb));
     if (!rb) return MG_ERRF(MG_ENOMEM, "out of memory");
     mg_status st = model_load(dir, &rb->m);
@@ -284,7 +298,11 @@ mg_status cuda_ref_backend_open(const char *dir, bool bf16, int num_blocks, int 
         free(rb);
         return st;
     }
-    rb->r = cuda_ref_create(rb->m, bf16, num_blocks, block_size, max_tokens, max_ctx);
+    bool sliding = false;
+    for (int l = 0; l < rb->m->cfg.n_layers; l++) sliding |= rb->m->cfg.sliding[l];
+    if (!sliding || rb->m->cfg.sliding_window < 1) window_blocks = 0;
+    rb->r = cuda_ref_create_window(rb->m, bf16, num_blocks, window_blocks, block_size, max_tokens,
+                                   max_ctx);
     if (!rb->r) {
         model_destroy(rb->m);
         free(rb);
@@ -295,6 +313,8 @@ mg_status cuda_ref_backend_open(const char *dir, bool bf16, int num_blocks, int 
     rb->base.block_size = block_size;
     rb->base.num_blocks = num_blocks;
     rb->base.max_ctx = max_ctx;
+    rb->base.window_blocks = window_blocks;
+    rb->base.window = window_blocks > 0 ? rb->m->cfg.sliding_window : 0;
     *out = &rb->base;
     return MG_OK;
 }

@@ -39,8 +39,11 @@ typedef struct cuda_ref {
     const mg_model *m;
     bool bf16;
     int H, Q, KV, D, E, TK, I, V, L, bs, max_tokens, max_ctx;
-    size_t layer_elems; /* slots * KV */
-    float *kc, *vc;     /* (L, slots, KV) */
+    int num_blocks, window_blocks; /* window_blocks 0: no window pool */
+    float *kc, *vc;                /* every layer's slots, layer after layer */
+    /* layer l's (num_blocks * bs, KV), or (window_blocks * bs, KV) for a sliding layer when
+     * window_blocks > 0: then addressed through the batch's window_table (backend.h) */
+    float *kl[MG_MAX_LAYERS], *vl[MG_MAX_LAYERS];
     float inv_freq[512], conc;
     float *x, *xn, *q, *k, *v, *att, *tmp, *rlog, *h, *act, *y, *lx, *wrow, *sc, *top_w;
     int32_t *top_e; /* (T * TK) */
@@ -56,6 +59,10 @@ typedef struct cuda_ref {
  * max_tokens tokens and contexts of at most max_ctx. */
 cuda_ref *cuda_ref_create(const mg_model *m, bool bf16, int num_blocks, int bs, int max_tokens,
                           int max_ctx);
+/* The same with the sliding layers in a window pool of window_blocks blocks (0: none, as
+ * cuda_ref_create); its batches then carry window_table. */
+cuda_ref *cuda_ref_create_window(const mg_model *m, bool bf16, int num_blocks, int window_blocks,
+                                 int bs, int max_tokens, int max_ctx);
 void cuda_ref_destroy(cuda_ref *r);
 /* One step; logits (n_logits, V). The caller checks the batch (the backends do the same).
  * force: NULL, or the experts to take, (L, n_tokens * TK) as cuda_backend_routes gives them;
@@ -66,8 +73,10 @@ void cuda_ref_forward(cuda_ref *r, const mg_batch *bt, const int32_t *force, flo
 int cuda_ref_route_diff(const cuda_ref *a, const cuda_ref *b, const mg_batch *bt, int *on_rows);
 
 /* The reference as an mg_backend (forward only; its own routing), loading the checkpoint in
- * dir: for measuring what bf16 rounding alone does to a model (cuda-agree --b ref16). */
-mg_status cuda_ref_backend_open(const char *dir, bool bf16, int num_blocks, int block_size,
-                                int max_tokens, int max_ctx, mg_backend **out);
+ * dir: for measuring what bf16 rounding alone does to a model (cuda-agree --b ref16).
+ * window_blocks > 0 (and a model with sliding layers): they keep their KV in a window pool of
+ * that many blocks (backend.h); 0: one pool. */
+mg_status cuda_ref_backend_open(const char *dir, bool bf16, int num_blocks, int window_blocks,
+                                int block_size, int max_tokens, int max_ctx, mg_backend **out);
 
 #endif
