@@ -462,6 +462,7 @@ static void test_eos_min_tokens(void) {
 static void test_banned_ordinary(void) {
     mg_engine_config ec;
     engine_config_defaults(&ec);
+    CHECK(ec.sliding_window_pool); /* on unless turned off */
     mg_mocker_config mc;
     mocker_config_defaults(&mc);
     mc.speedup_ratio = 0;
@@ -537,11 +538,13 @@ static void test_config_yaml(void) {
                        "  dtype: fp8\n"
                        "  free_gpu_memory_fraction: 0.8\n"
                        "  enable_block_reuse: false\n"
+                       "  sliding_window_pool: false\n"
                        "stream_interval: 10\n";
     CHECK(write(fd, yaml, strlen(yaml)) == (ssize_t)strlen(yaml));
     close(fd);
     mg_engine_config ec;
     engine_config_defaults(&ec);
+    CHECK(ec.sliding_window_pool); /* on unless turned off */
     mg_mocker_config mc;
     mocker_config_defaults(&mc);
     mg_cfg_opt rows[MG_ENGINE_CONFIG_NOPTS + MG_MOCKER_CONFIG_NOPTS + 1];
@@ -561,6 +564,7 @@ static void test_config_yaml(void) {
     CHECK_EQ_INT(ec.moe_expert_parallel_size, 4);
     CHECK(ec.enable_attention_dp);
     CHECK(!ec.enable_block_reuse);
+    CHECK(!ec.sliding_window_pool);
     CHECK_NEAR(ec.free_gpu_memory_fraction, 0.8, 1e-12);
     CHECK_EQ_INT(ec.kv_block_size, 32);
     CHECK_EQ_INT(ec.stream_interval, 10);

@@ -9,6 +9,9 @@
  * cuda_backend.h)   [--temperature 0] [--host-sampling 0|1]
  *              [--moe-tile 0|1|2]   (version 3's MoE tile: by token count, small, large)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
+ *              [--window-pool 0|1]  (the sliding layers in a window pool of their own, as the
+ *                                    worker's kv_cache_config.sliding_window_pool: the full
+ *                                    layers' pool then holds longer contexts per sequence)
  *
  * --temperature > 0 makes every row sample (seeded, counter = step), so the step includes the
  * token choice: on the device (cuda_sample), or with --host-sampling 1 the logits rows copied
@@ -40,7 +43,7 @@ static int cmp_d(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     const char *preset = "120b", *batches = "1,64,256,512";
-    int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0;
+    int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0, window_pool = 0;
     float temperature = 0.0f;
     double kv_fraction = 0.9;
     double bw = 3.35e12, peak = 989e12;
@@ -67,6 +70,8 @@ int main(int argc, char **argv) {
             host_sampling = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--kv-fraction"))
             kv_fraction = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--window-pool"))
+            window_pool = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--moe-tile"))
             cuda_moe3_force_tile(atoi(argv[i + 1]));
         else {
@@ -111,7 +116,8 @@ int main(int argc, char **argv) {
                            .max_ctx = 8192,
                            .kernel_version = version,
                            .cuda_graphs = graphs != 0,
-                           .host_sampling = host_sampling != 0};
+                           .host_sampling = host_sampling != 0,
+                           .window_pool = window_pool != 0};
     mg_backend *b;
     double t0 = now_ms();
     if (cuda_backend_create_random(&c, 1, &o, &b) || cuda_backend_fill_kv(b, 2)) {
@@ -119,17 +125,17 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("cuda-bench: %s, preset %s (random weights), kernel version %d, graphs %d, %d KV blocks "
-           "of 16, "
+           "of 16 (window pool: %d blocks), "
            "set-up %.0f ms, temperature %g, sampling on the %s\n",
-           prop.name, preset, version, graphs, b->num_blocks, now_ms() - t0, temperature,
-           host_sampling ? "host" : "device");
+           prop.name, preset, version, graphs, b->num_blocks, b->window_blocks, now_ms() - t0,
+           temperature, host_sampling ? "host" : "device");
     int bs = b->block_size;
     int32_t *tok = malloc(4 * (size_t)maxB), *pos = malloc(4 * (size_t)maxB);
     int32_t *tseq = malloc(4 * (size_t)maxB), *st = malloc(4 * (size_t)maxB);
     int32_t *sl = malloc(4 * (size_t)maxB), *sc = malloc(4 * (size_t)maxB);
     int32_t *rows = malloc(4 * (size_t)maxB), *out = malloc(4 * (size_t)maxB);
     mg_sample_req *reqs = calloc((size_t)maxB, sizeof(mg_sample_req));
-    int32_t *bt = NULL;
+    int32_t *bt = NULL, *wt = NULL;
     double single_ms = 0;
     printf("\n%-6s %-6s %10s %10s %10s %10s %8s\n", "batch", "ctx", "step_ms", "limit_ms",
            "bytes_GB", "TFLOP", "of_limit");
@@ -141,9 +147,17 @@ int main(int argc, char **argv) {
         if (ctx > b->max_ctx) ctx = b->max_ctx;
         int mb = (ctx + bs - 1) / bs;
         free(bt);
+        free(wt);
         bt = malloc(4 * (size_t)B * mb);
+        wt = malloc(4 * (size_t)B * mb);
+        /* the window pool's blocks: those of the last `window` positions of each sequence (the
+         * pool is sized for max_seqs of them), -1 below, as the scheduler lays them out */
+        int wlo = ctx - b->window > 0 ? (ctx - b->window) / bs : 0, wper = mb - wlo;
         for (int s = 0; s < B; s++) {
-            for (int k = 0; k < mb; k++) bt[(size_t)s * mb + k] = s * mb + k;
+            for (int k = 0; k < mb; k++) {
+                bt[(size_t)s * mb + k] = s * mb + k;
+                wt[(size_t)s * mb + k] = k < wlo ? -1 : s * wper + (k - wlo);
+            }
             tok[s] = (int32_t)((s * 7919u + 13) % (unsigned)c.vocab), pos[s] = ctx - 1;
             tseq[s] = s, st[s] = s, sl[s] = 1, sc[s] = ctx, rows[s] = s;
             reqs[s].params = mg_sampling_greedy();
@@ -161,6 +175,7 @@ int main(int argc, char **argv) {
                           .seq_ctx = sc,
                           .block_table = bt,
                           .max_blocks = mb,
+                          .window_table = b->window_blocks > 0 ? wt : NULL,
                           .n_logits = B,
                           .logits_rows = rows,
                           .logits_seq = tseq};
@@ -206,6 +221,6 @@ int main(int argc, char **argv) {
                1000.0 / single_ms);
     b->ops->destroy(b);
     free(tok), free(pos), free(tseq), free(st), free(sl), free(sc), free(rows), free(out);
-    free(reqs), free(bt);
+    free(reqs), free(bt), free(wt);
     return 0;
 }
