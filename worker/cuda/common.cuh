@@ -56,6 +56,10 @@ __device__ __forceinline__ void cp_async_wait1() {
 __device__ __forceinline__ void cp_async_wait0() {
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
 }
+/* At most N of this thread's groups still in flight. */
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 
 static inline int launch_status(void) {
     return (int)cudaGetLastError();

@@ -1048,7 +1048,7 @@ int main(int argc, char **argv) {
         if (want("moe")) {
             experts x;
             experts_make(&x);
-            for (int ver = 1; ver <= 3; ver++) {
+            for (int ver = 1; ver <= 4; ver++) {
                 check_moe_case(&x, 64, 8, ver);   /* ~32 tokens per expert: chunks, partial tiles */
                 check_moe_case(&x, 16, 128, ver); /* spread: mostly one token per expert */
                 check_moe_case(&x, 1, 128, ver);  /* single-stream decode */
@@ -1073,6 +1073,10 @@ int main(int argc, char **argv) {
         check_model(model, 3, false, mseed);
         printf("whole model, kernel version 3, decode steps through CUDA graphs\n");
         check_model(model, 3, true, mseed);
+        printf("whole model, kernel version 4 (version 3 streamed through shared memory)\n");
+        check_model(model, 4, false, mseed);
+        printf("whole model, kernel version 4, decode steps through CUDA graphs\n");
+        check_model(model, 4, true, mseed);
     }
     printf("cuda-check: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;

@@ -72,7 +72,8 @@ int cuda_attention_split(uint16_t *out, float *part, const float *q, const uint1
 /* Router: logits (T, E) float from the router GEMM, bias (E) bf16. Per token the top_k experts
  * by logit (ties to the lower index) and a softmax over those k logits: top_e, top_w (T*top_k,
  * slot = t*top_k + k). Then the slots grouped by expert: e_start (E+1) offsets into
- * e_slots (T*top_k). One CTA (E <= 1024, top_k <= 8). */
+ * e_slots (T*top_k), in no fixed order within an expert. A warp per token, then one CTA for
+ * the grouping (E <= 1024, top_k <= 8). */
 int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32_t *e_slots,
                 const float *logits, const uint16_t *bias, int T, int E, int top_k, cudaStream_t s);
 
@@ -80,8 +81,9 @@ int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32_t *e_slots
  * bf16 tensor-core fragments: h = W1[e] · xn[slot / top_k] + b1[e], then the clamped SwiGLU
  * (gate = even rows, up = odd rows): act (S, I) bf16. xn (T, H) bf16; blocks (E, 2I, H/32, 16),
  * scales (E, 2I, H/32), bias (E, 2I) bf16. H and I multiples of 32. version: the kernel
- * (1, 2 or 3, see moe.cuh), all computing the same function; T, the step's token count, picks
- * version 3's tile. Version 3 takes blocks and scales in the tiled layout of cuda_mxfp4_tile. */
+ * (1 to 4, see moe.cuh), all computing the same function; T, the step's token count, picks
+ * the tile of versions 3 and 4, which take blocks and scales in the tiled layout of
+ * cuda_mxfp4_tile (16-byte aligned). */
 int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                      const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
                      const int32_t *e_slots, int T, int top_k, int E, int I, int H, float limit,
@@ -101,8 +103,9 @@ static inline size_t cuda_mxfp4_tiled_scales_bytes(int E, int N, int K) {
 }
 int cuda_mxfp4_tile(uint8_t *blocks_t, uint8_t *scales_t, const uint8_t *blocks,
                     const uint8_t *scales, int E, int N, int K, cudaStream_t s);
-/* Benchmarks only: version 3's MoE tile for every step from now on (0: chosen by the step's
- * token count, 1: the small tile, 2: the large one). Not thread-safe; set before stepping. */
+/* Benchmarks only: the MoE tile of versions 3 and 4 for every step from now on (0: chosen by the
+ * step's token count, 1: the small tile, 2: the large one). Not thread-safe; set before stepping.
+ */
 void cuda_moe3_force_tile(int tile);
 
 /* Second expert GEMM: y[slot] = top_w[slot] * (W2[e] · act[slot] + b2[e]), y (S, H) float;

@@ -11,6 +11,8 @@
  * can be captured in a graph. */
 #pragma once
 
+#include <type_traits>
+
 #include "common.cuh"
 
 /* Tile versions (the `version` argument of the launchers), both checked by cuda-check:
@@ -22,62 +24,73 @@ enum { MOE_V1_WARPS = 4, MOE_V1_TOK = 16, MOE_V2_WARPS = 8, MOE_V2_TOK = 8 };
 
 /* ---- kernels ---- */
 
-/* One CTA. Warps take tokens; lanes hold experts e = lane + 32 c; each of the top_k rounds is a
- * warp arg-max with ties to the lower index (the CPU scans upwards with a strict >). */
-__global__ void router_kernel(int32_t *top_e, float *top_w, int32_t *e_start, int32_t *e_slots,
-                              const float *logits, const uint16_t *bias, int T, int E, int K) {
+/* Router, in two kernels: a warp per token picks its top_k experts and their softmax weights
+ * (many CTAs), then one CTA groups the slots by expert. Lanes hold experts e = lane + 32 c;
+ * each of the top_k rounds is a warp arg-max with ties to the lower index (the CPU scans
+ * upwards with a strict >). */
+enum { ROUTER_WARPS = 8 };
+
+__global__ void __launch_bounds__(32 * ROUTER_WARPS)
+    router_topk_kernel(int32_t *top_e, float *top_w, const float *logits, const uint16_t *bias,
+                       int T, int E, int K) {
+    int lane = threadIdx.x & 31, t = blockIdx.x * ROUTER_WARPS + (threadIdx.x >> 5);
+    if (t >= T) return;
+    const float *lg = logits + (size_t)t * E;
+    uint32_t taken = 0;
+    float val[8];
+    int idx[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        if (k >= K) break;
+        float bv = -INFINITY;
+        int bi = 0x7fffffff;
+        for (int e = lane, c = 0; e < E; e += 32, c++) {
+            if (taken >> c & 1) continue;
+            float v = lg[e] + bf16f(bias[e]);
+            if (bi == 0x7fffffff || v > bv) bv = v, bi = e;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (oi != 0x7fffffff && (bi == 0x7fffffff || ov > bv || (ov == bv && oi < bi)))
+                bv = ov, bi = oi;
+        }
+        if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
+        val[k] = bv, idx[k] = bi;
+    }
+    if (lane == 0) {
+        float mx = val[0], sum = 0.0f, w[8];
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            if (k < K) sum += (w[k] = expf(val[k] - mx));
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            if (k < K) {
+                top_e[(size_t)t * K + k] = idx[k];
+                top_w[(size_t)t * K + k] = w[k] / sum;
+            }
+    }
+}
+
+/* One CTA: e_start (E + 1) = where each expert's slots begin in e_slots, e_slots = the T * K
+ * slots grouped by expert (in no particular order within an expert: each slot's result does
+ * not depend on its neighbours). */
+__global__ void router_group_kernel(int32_t *e_start, int32_t *e_slots, const int32_t *top_e, int S,
+                                    int E) {
     extern __shared__ int rsm[]; /* count (E), cursor (E) */
     int *count = rsm, *cursor = rsm + E;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     for (int i = threadIdx.x; i < E; i += blockDim.x) count[i] = 0;
     __syncthreads();
-    for (int t = warp; t < T; t += nw) {
-        const float *lg = logits + (size_t)t * E;
-        uint32_t taken = 0;
-        float val[8];
-        int idx[8];
-#pragma unroll
-        for (int k = 0; k < 8; k++) {
-            if (k >= K) break;
-            float bv = -INFINITY;
-            int bi = 0x7fffffff;
-            for (int e = lane, c = 0; e < E; e += 32, c++) {
-                if (taken >> c & 1) continue;
-                float v = lg[e] + bf16f(bias[e]);
-                if (bi == 0x7fffffff || v > bv) bv = v, bi = e;
-            }
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) {
-                float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-                int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-                if (oi != 0x7fffffff && (bi == 0x7fffffff || ov > bv || (ov == bv && oi < bi)))
-                    bv = ov, bi = oi;
-            }
-            if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
-            val[k] = bv, idx[k] = bi;
-        }
-        if (lane == 0) {
-            float mx = val[0], sum = 0.0f, w[8];
-#pragma unroll
-            for (int k = 0; k < 8; k++)
-                if (k < K) sum += (w[k] = expf(val[k] - mx));
-#pragma unroll
-            for (int k = 0; k < 8; k++)
-                if (k < K) {
-                    top_e[(size_t)t * K + k] = idx[k];
-                    top_w[(size_t)t * K + k] = w[k] / sum;
-                    atomicAdd(&count[idx[k]], 1);
-                }
-        }
-    }
+    for (int i = threadIdx.x; i < S; i += blockDim.x) atomicAdd(&count[top_e[i]], 1);
     __syncthreads();
     if (threadIdx.x == 0) {
         int run = 0;
         for (int e = 0; e < E; e++) e_start[e] = run, cursor[e] = run, run += count[e];
         e_start[E] = run;
     }
-    __syncthreads(); /* also publishes top_e written above to the whole CTA */
-    for (int i = threadIdx.x; i < T * K; i += blockDim.x) {
+    __syncthreads();
+    for (int i = threadIdx.x; i < S; i += blockDim.x) {
         int p = atomicAdd(&cursor[top_e[i]], 1);
         e_slots[p] = i;
     }
@@ -243,20 +256,49 @@ __global__ void __launch_bounds__(32 * WARPS)
  * bytes of a row, nothing is loaded twice, and STAGES super-chunks are in flight per lane.
  *
  * Within a block the lane consumes its 32 inputs as 8 MMA k-steps of 4 slots. The codes decode
- * two at a time with bit operations, nibble i of a 32-bit word paired with nibble i + 4 (one in
- * each 16-bit half): the three magnitude bits go to bf16 bits 6..8, the sign to bit 15, which
- * is the e2m1 value times 2^-126 (code 1 lands on a bf16 subnormal, exact); one bf16x2 multiply
- * by 2^(s-1) then gives value * 2^(s-127) exactly. The staged tokens are permuted to match:
- * each group of 8 inputs is stored as (0,4), (1,5), (2,6), (3,7), so that one 16-byte shared
- * load gives the B fragments of two k-steps, and the word of each group is XOR-swizzled by bit
- * 1 of the block index so that the four lanes t of a row hit distinct banks.
+ * two at a time with bit operations (dq_word): the three magnitude bits go to bf16 bits 6..8,
+ * the sign to bit 15, which is the e2m1 value times 2^-126 (code 1 lands on a bf16 subnormal,
+ * exact); one bf16x2 multiply by 2^(s-1) then gives value * 2^(s-127) exactly. The tiled code
+ * words hold their 32 bits in the order that makes this cheapest and gives the pairs in input
+ * order, so that one 16-byte shared load of a token row gives the B fragments of two k-steps
+ * as they are; the 8-input groups of the staged rows are XOR-swizzled by bit 1 of the block
+ * index so that the four lanes t of a row hit distinct banks.
  *
  * The weights are stored "tiled" (cuda_mxfp4_tile, once at load): for each expert, 16-row tile
  * and super-chunk, the 64 blocks that a warp's lanes take (rows g and g + 8, block 4c + t) lie
- * in lane order, 1024 contiguous bytes, and their 64 scales likewise. A warp's load is then 512
+ * in lane order, 1024 contiguous bytes, and their 64 scales likewise; the bits of each code
+ * word in dq_word's order. A warp's load is then 512
  * contiguous bytes and a tile's weights one contiguous stream; with the checkpoint's row-major
  * layout every load touched 8 rows 1440 bytes apart, 64 bytes each, and DRAM delivered about a
  * third of its bandwidth. */
+
+/* The bit order of a tiled code word (cuda_mxfp4_tile): bit p holds bit TILE_SRC[p] % 4 of the
+ * e2m1 code of input TILE_SRC[p] / 4 of the word's 8. It is chosen so that dq_word makes the four
+ * bf16 pairs (input 2i, input 2i + 1) with 6 logic operations, 1 right shift and 4 left shifts
+ * (which the compiler can issue as multiplies, off the integer pipe that the logic operations
+ * saturate), where the checkpoint's order (nibble i is input i) needs 8 logic operations and 7
+ * shifts, then a byte permutation of the tokens. Pair i is the word shifted by a_i and masked
+ * to the magnitude bits (6..8, 22..24), with the sign bits (15, 31) from the word shifted by b_i:
+ * (a_i) = (-6, 0, 3, 6), (b_i) = (4, 0, 5, 6) (left shifts; negative: right). */
+__constant__ uint8_t TILE_SRC[32] = {24, 25, 26, 16, 17, 18, 8,  9,  10, 27, 19, 3, 0, 1, 2, 11,
+                                     28, 29, 30, 20, 21, 22, 12, 13, 14, 31, 23, 7, 4, 5, 6, 15};
+
+__device__ __forceinline__ uint32_t tile_word(uint32_t x) {
+    uint32_t y = 0;
+#pragma unroll
+    for (int p = 0; p < 32; p++) y |= (x >> TILE_SRC[p] & 1u) << p;
+    return y;
+}
+
+/* Tiled code word y → 4 bf16 pairs (input 2i, input 2i + 1) of e2m1 value * 2^-126: the three
+ * magnitude bits land on bf16 bits 6..8 (code 1 a subnormal, exact), the sign on bit 15. */
+__device__ __forceinline__ void dq_word(uint32_t *r, uint32_t y) {
+    const uint32_t M = 0x01C001C0u, S = 0x80008000u;
+    r[0] = ((y >> 6) & M) | ((y * 16u) & S);
+    r[1] = y & (M | S);
+    r[2] = ((y * 8u) & M) | ((y * 32u) & S);
+    r[3] = (y * 64u) & (M | S);
+}
 
 /* Tiled layout: unit u = ((e * (N/16) + tile) * nc + c) * 64 + h * 32 + lane holds row
  * tile * 16 + h * 8 + lane / 4, block 4c + lane % 4 (zeros past the row's last block). */
@@ -276,19 +318,11 @@ __global__ void mxfp4_tile_kernel(uint4 *bt, uint8_t *st, const uint8_t *blocks,
         if (kb < nb) {
             size_t src = (e * N + row) * nb + kb;
             v = reinterpret_cast<const uint4 *>(blocks)[src];
+            v = make_uint4(tile_word(v.x), tile_word(v.y), tile_word(v.z), tile_word(v.w));
             sc = scales[src];
         }
         bt[u] = v, st[u] = sc;
     }
-}
-
-/* Codes word x (8 e2m1 values, low nibble first) → 4 bf16 pairs (value_i, value_i+4) * 2^-126. */
-__device__ __forceinline__ void dq_word(uint32_t *r, uint32_t x) {
-    const uint32_t M = 0x01C001C0u, S = 0x80008000u;
-    r[0] = ((x << 6) & M) | ((x << 12) & S);
-    r[1] = ((x << 2) & M) | ((x << 8) & S);
-    r[2] = ((x >> 2) & M) | ((x << 4) & S);
-    r[3] = ((x >> 6) & M) | (x & S);
 }
 
 __device__ __forceinline__ uint32_t bmul2(uint32_t a, uint32_t b) {
@@ -306,6 +340,114 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
     return v;
 }
 
+/* One super-chunk of versions 3 and 4: the lane's blocks wv[mt][h] (block kb of rows g and g + 8
+ * of row tile mt) with their E8M0 scales sv[mt][h], against ntile of the NT staged token tiles.
+ * Past a row's last block the codes are zeros and so are the staged tokens, never a NaN. */
+template <int MT, int NT>
+__device__ __forceinline__ void moe3_superchunk(float (&acc)[MT][NT][4], const uint4 (&wv)[MT][2],
+                                                const uint32_t (&sv)[MT][2], const uint16_t *xs,
+                                                int ld, int kb, int gq, int ntile) {
+    const uint4 zero4 = make_uint4(0, 0, 0, 0);
+    /* bf16x2 2^(min(s,128)-1): (min(s,128) + 126) << 7 in both halves, one multiply-add. Scales
+     * above 128 (2^1) are rare: when any lane of the warp has one, a second multiply by
+     * 2^(s-128) (1 for the others) finishes them, as a branch the whole warp takes. */
+    uint32_t mul[MT][2], mul2[MT][2], smax = 0;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            uint32_t s = sv[mt][h];
+            mul[mt][h] = min(s, 128u) * 0x00800080u + 0x3F003F00u;
+            smax = max(smax, s);
+        }
+    bool big = __any_sync(0xffffffffu, smax > 128u);
+    if (big) {
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                uint32_t s = sv[mt][h];
+                uint32_t m2 = s > 128u ? (s - 1u) << 7 : (127u << 7);
+                mul2[mt][h] = m2 | (m2 << 16);
+            }
+    }
+    /* The word loop twice, with and without the second multiply, so that no test is left in it. */
+    auto words = [&](auto bigc) {
+        constexpr bool BIG = decltype(bigc)::value;
+#pragma unroll
+        for (int w = 0; w < 4; w++) {
+            /* B fragments of this word of the lane's block, every token tile */
+            uint4 bx[NT];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                bx[nt] = zero4;
+                if (nt < ntile)
+                    bx[nt] = *reinterpret_cast<const uint4 *>(xs + (nt * 8 + gq) * ld + kb * 32 +
+                                                              ((w ^ ((kb >> 1) & 1)) * 8));
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                uint32_t ag[4], ah[4];
+                const uint4 &wg = wv[mt][0], &wh = wv[mt][1];
+                dq_word(ag, w == 0 ? wg.x : w == 1 ? wg.y : w == 2 ? wg.z : wg.w);
+                dq_word(ah, w == 0 ? wh.x : w == 1 ? wh.y : w == 2 ? wh.z : wh.w);
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    ag[i] = bmul2(ag[i], mul[mt][0]);
+                    ah[i] = bmul2(ah[i], mul[mt][1]);
+                    if (BIG) { /* scales above 2^1: the rest of 2^(s-1) */
+                        ag[i] = bmul2(ag[i], mul2[mt][0]);
+                        ah[i] = bmul2(ah[i], mul2[mt][1]);
+                    }
+                }
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    if (nt >= ntile) break;
+                    mma_bf16(acc[mt][nt], ag[0], ah[0], ag[1], ah[1], bx[nt].x, bx[nt].y);
+                    mma_bf16(acc[mt][nt], ag[2], ah[2], ag[3], ah[3], bx[nt].z, bx[nt].w);
+                }
+            }
+        }
+    };
+    if (big)
+        words(std::true_type{});
+    else
+        words(std::false_type{});
+}
+
+/* K rounded up to whole super-chunks (4 blocks, 128 inputs): the staged token rows' width. */
+__host__ __device__ __forceinline__ int moe3_kpad(int K) {
+    return (K / 32 + 3) / 4 * 128;
+}
+
+/* Versions 3 and 4: the chunk's n token rows (slots[0..n), rows past n zeros, ntile * 8 rows in
+ * all) into xs (row pitch ld) with cp.async, committed as one group, each 8-input group at its
+ * swizzled place, and zeros from K up to whole super-chunks (moe3_kpad). Every thread of the
+ * CTA calls it after a barrier; the caller waits for the group and syncs before reading xs. */
+template <bool DOWN>
+__device__ __forceinline__ void moe3_stage_tokens(uint16_t *xs, int *slot_s, const uint16_t *in,
+                                                  const int32_t *slots, int n, int ntile, int top_k,
+                                                  int K, int ld) {
+    if (threadIdx.x < ntile * 8) {
+        int j = threadIdx.x, src = -1;
+        if (j < n) src = DOWN ? slots[j] : slots[j] / top_k;
+        slot_s[j] = src;
+    }
+    __syncthreads();
+    for (int j = 0, vec = moe3_kpad(K) / 8; j < ntile * 8; j++) {
+        int src = slot_s[j];
+        for (int q = threadIdx.x; q < vec; q += blockDim.x) {
+            int kb = q >> 2, w = (q & 3) ^ ((kb >> 1) & 1);
+            uint16_t *dst = xs + j * ld + kb * 32 + w * 8;
+            if (src >= 0 && q < K / 8)
+                cp_async16(dst, in + (size_t)src * K + q * 8);
+            else
+                *reinterpret_cast<uint4 *>(dst) = make_uint4(0, 0, 0, 0);
+        }
+    }
+    cp_async_commit();
+}
+
 /* Tile configurations of version 3 (chosen by the launcher from the step's token count):
  *   small: 4 warps × 1 row tile (64 rows), 8 tokens, STAGES 4 (3 super-chunks of loads ahead):
  *          many CTAs when few experts are touched (batch 1: 4 experts × 90 tiles);
@@ -317,11 +459,11 @@ __global__ void __launch_bounds__(32 * WARPS)
                 const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
                 const float *top_w, int top_k, int N, int K, float limit) {
     constexpr int ROWS = 16 * MT * WARPS, TOK = 8 * NT;
-    extern __shared__ __align__(16) uint16_t xs[]; /* (TOK, K + 16), permuted and swizzled */
+    extern __shared__ __align__(16) uint16_t xs[]; /* (TOK, moe3_kpad(K) + 16), swizzled */
     int e = blockIdx.y, beg = e_start[e], cnt = e_start[e + 1] - beg;
     if (cnt == 0) return;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    int nb = K / 32, nc = (nb + 3) / 4, ld = K + 16;
+    int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
     int row0 = blockIdx.x * ROWS + warp * 16 * MT + gq;
     /* tiled weights: this lane's unit of each super-chunk, per row tile (see mxfp4_tile_kernel) */
     const uint4 *wp[MT];
@@ -339,7 +481,7 @@ __global__ void __launch_bounds__(32 * WARPS)
     __shared__ int slot_s[TOK];
 
     for (int c0 = 0; c0 < cnt; c0 += TOK) {
-        int n = min(TOK, cnt - c0), ntile = (n + 7) / 8, vec = K / 8;
+        int n = min(TOK, cnt - c0), ntile = (n + 7) / 8;
         uint4 wr[STAGES][MT][2];
         uint32_t sr[STAGES][MT][2];
         auto load = [&](uint4(&w)[MT][2], uint32_t(&sc)[MT][2], int c) {
@@ -357,29 +499,7 @@ __global__ void __launch_bounds__(32 * WARPS)
 #pragma unroll
         for (int st = 0; st < STAGES - 1; st++) load(wr[st], sr[st], st);
         __syncthreads(); /* the previous chunk's B reads are done */
-        if (threadIdx.x < ntile * 8) {
-            int j = threadIdx.x, src = -1;
-            if (j < n) {
-                int slot = e_slots[beg + c0 + j];
-                src = DOWN ? slot : slot / top_k;
-            }
-            slot_s[j] = src;
-        }
-        __syncthreads();
-        /* Token rows into shared memory with cp.async (all in flight at once), each 8-input group
-         * at its swizzled place; the (0,4)(1,5)(2,6)(3,7) order is made when B is read. */
-        for (int j = 0; j < ntile * 8; j++) {
-            int src = slot_s[j];
-            for (int q = threadIdx.x; q < vec; q += blockDim.x) {
-                int kb = q >> 2, w = (q & 3) ^ ((kb >> 1) & 1);
-                uint16_t *dst = xs + j * ld + kb * 32 + w * 8;
-                if (src >= 0)
-                    cp_async16(dst, in + (size_t)src * K + q * 8);
-                else
-                    *reinterpret_cast<uint4 *>(dst) = zero4;
-            }
-        }
-        cp_async_commit();
+        moe3_stage_tokens<DOWN>(xs, slot_s, in, e_slots + beg + c0, n, ntile, top_k, K, ld);
         cp_async_wait0();
         __syncthreads();
 
@@ -399,68 +519,138 @@ __global__ void __launch_bounds__(32 * WARPS)
                 load(wr[(st + STAGES - 1) % STAGES], sr[(st + STAGES - 1) % STAGES],
                      c + STAGES - 1);
                 int kb = 4 * c + tq;
-                bool kv = kb < nb;
-                uint32_t mul[MT][2], mul2[MT][2];
-                bool big = false;
-#pragma unroll
-                for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-                    for (int h = 0; h < 2; h++) {
-                        uint32_t s = sr[st][mt][h];
-                        uint32_t m = ((s > 128u ? 128u : s) + 126u)
-                                     << 7; /* bf16 2^(min(s,128)-1) */
-                        uint32_t m2 = s > 128u ? (s - 1u) << 7 : (127u << 7); /* 2^(s-128) */
-                        mul[mt][h] = m | (m << 16), mul2[mt][h] = m2 | (m2 << 16);
-                        big |= s > 128u;
-                    }
-#pragma unroll
-                for (int w = 0; w < 4; w++) {
-                    /* B fragments of this word of the lane's block, every token tile */
-                    uint4 bx[NT];
-#pragma unroll
-                    for (int nt = 0; nt < NT; nt++) {
-                        bx[nt] = zero4;
-                        if (nt < ntile && kv) {
-                            uint4 v = *reinterpret_cast<const uint4 *>(
-                                xs + (nt * 8 + gq) * ld + kb * 32 + ((w ^ ((kb >> 1) & 1)) * 8));
-                            /* inputs (0,1)(2,3)(4,5)(6,7) → the decode's pairs (0,4)(1,5)(2,6)(3,7)
-                             */
-                            bx[nt] = make_uint4(
-                                __byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632),
-                                __byte_perm(v.y, v.w, 0x5410), __byte_perm(v.y, v.w, 0x7632));
-                        }
-                    }
-#pragma unroll
-                    for (int mt = 0; mt < MT; mt++) {
-                        uint32_t ag[4], ah[4];
-                        const uint4 &wg = wr[st][mt][0], &wh = wr[st][mt][1];
-                        dq_word(ag, w == 0 ? wg.x : w == 1 ? wg.y : w == 2 ? wg.z : wg.w);
-                        dq_word(ah, w == 0 ? wh.x : w == 1 ? wh.y : w == 2 ? wh.z : wh.w);
-#pragma unroll
-                        for (int i = 0; i < 4; i++) {
-                            ag[i] = bmul2(ag[i], mul[mt][0]);
-                            ah[i] = bmul2(ah[i], mul[mt][1]);
-                        }
-                        if (big) { /* scales above 2^1: the rest of 2^(s-1) (rare) */
-#pragma unroll
-                            for (int i = 0; i < 4; i++) {
-                                ag[i] = bmul2(ag[i], mul2[mt][0]);
-                                ah[i] = bmul2(ah[i], mul2[mt][1]);
-                            }
-                        }
-#pragma unroll
-                        for (int nt = 0; nt < NT; nt++) {
-                            if (nt >= ntile) break;
-                            mma_bf16(acc[mt][nt], ag[0], ah[0], ag[1], ah[1], bx[nt].x, bx[nt].y);
-                            mma_bf16(acc[mt][nt], ag[2], ah[2], ag[3], ah[3], bx[nt].z, bx[nt].w);
-                        }
-                    }
-                }
+                moe3_superchunk<MT, NT>(acc, wr[st], sr[st], xs, ld, kb, gq, ntile);
             }
         }
 
         /* Epilogue, as versions 1 and 2: c0, c1 are row ra at tokens 2tq, 2tq+1 of the n-tile;
          * c2, c3 row rb = ra + 8. */
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            int ra = row0 + mt * 16, rb = ra + 8;
+            float bias_a = ra < N ? bf16f(bias[(size_t)e * N + ra]) : 0.0f;
+            float bias_b = rb < N ? bf16f(bias[(size_t)e * N + rb]) : 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                if (nt >= ntile) break;
+                float v[4] = {acc[mt][nt][0] + bias_a, acc[mt][nt][1] + bias_a,
+                              acc[mt][nt][2] + bias_b, acc[mt][nt][3] + bias_b};
+                moe_store<DOWN>(outp, v, ra, rb, nt * 8 + 2 * tq, n, N, e_slots + beg + c0, top_w,
+                                limit, gq);
+            }
+        }
+    }
+}
+
+/* ---- version 4: version 3's tiles and math, the weights streamed through shared memory ----
+ *
+ * Version 3 keeps its loads in flight in registers (STAGES × MT × 2 × 16 bytes per lane), which
+ * with the decode's registers makes 168 per thread: 12 warps per SM, and Nsight Compute shows the
+ * schedulers idle 43 % of the time with 55 % of issue slots busy and DRAM at 37 %. Version 4 has
+ * each lane copy its own 16-byte units with cp.async into its warp's ring of STAGES super-chunks
+ * in shared memory (the scales: 16 bytes per lane of the first 4 × MT lanes), so the bytes in
+ * flight no longer hold registers: a CTA of up to 15 warps per SM with STAGES - 1 super-chunks
+ * in flight each. Each warp's ring is its own: a warp syncs with itself only (__syncwarp), the
+ * CTA only around the token staging. The chunk's token count picks a specialised loop (one or
+ * two 8-token tiles), so the MMA count carries no run-time test. Version 4 is this kernel for the
+ * large tile (15 warps × 2 row tiles: 480 rows, which divides 5760 and 2880; 16 tokens) and
+ * version 3's small tile below 4 tokens per expert, where the CTAs are short and many. */
+template <bool DOWN, int WARPS, int MT, int NT, int STAGES, int MINB>
+__global__ void __launch_bounds__(32 * WARPS, MINB)
+    moe4_kernel(void *outp, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
+                const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
+                const float *top_w, int top_k, int N, int K, float limit) {
+    static_assert(NT == 1 || NT == 2, "one or two token tiles");
+    constexpr int ROWS = 16 * MT * WARPS, TOK = 8 * NT;
+    constexpr int WU = MT * 2 * 32; /* 16-byte units of one warp's super-chunk */
+    extern __shared__ __align__(16) uint4 sm4[];
+    int e = blockIdx.y, beg = e_start[e], cnt = e_start[e + 1] - beg;
+    if (cnt == 0) return;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
+    int row0 = blockIdx.x * ROWS + warp * 16 * MT + gq;
+    /* shared memory: tokens (TOK, ld) bf16, then the warps' weight rings, then their scale rings */
+    uint16_t *xs = reinterpret_cast<uint16_t *>(sm4);
+    uint4 *wring = sm4 + TOK * ld / 8 + warp * STAGES * WU;
+    uint8_t *sring = reinterpret_cast<uint8_t *>(sm4 + TOK * ld / 8 + WARPS * STAGES * WU) +
+                     warp * STAGES * MT * 64;
+    /* tiled weights: the base of this warp's row tiles (see mxfp4_tile_kernel) */
+    const uint4 *wp[MT];
+    const uint8_t *sp[MT];
+    bool tv[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        int tile = blockIdx.x * (ROWS / 16) + warp * MT + mt;
+        tv[mt] = tile * 16 < N;
+        size_t base = ((size_t)e * (N / 16) + (tv[mt] ? tile : 0)) * nc * 64;
+        wp[mt] = reinterpret_cast<const uint4 *>(blocks) + base + lane;
+        sp[mt] = scales + base + (lane & 3) * 16;
+    }
+    /* Super-chunk c into ring slot sl: every lane its own 2 × MT units, lanes 4mt..4mt+3 the
+     * 64 scales of tile mt. Always one commit, so that the group count stays in step. */
+    auto issue = [&](int c, int sl) {
+        if (c < nc) {
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                if (!tv[mt]) continue;
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+                    cp_async16(wring + sl * WU + (mt * 2 + h) * 32 + lane,
+                               wp[mt] + c * 64 + h * 32);
+                if ((lane >> 2) == mt)
+                    cp_async16(sring + (sl * MT + mt) * 64 + (lane & 3) * 16, sp[mt] + c * 64);
+            }
+        }
+        cp_async_commit();
+    };
+    __shared__ int slot_s[TOK];
+
+    for (int c0 = 0; c0 < cnt; c0 += TOK) {
+        int n = min(TOK, cnt - c0), ntile = (n + 7) / 8;
+        __syncthreads(); /* the previous chunk's reads of xs and of the rings are done */
+        /* The first super-chunks' weights do not depend on the tokens: in flight before staging. */
+#pragma unroll
+        for (int st = 0; st < STAGES - 1; st++) issue(st, st);
+        moe3_stage_tokens<DOWN>(xs, slot_s, in, e_slots + beg + c0, n, ntile, top_k, K, ld);
+        cp_async_wait0();
+        __syncthreads();
+
+        float acc[MT][NT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+                acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+
+        auto run = [&](auto ntv) {
+            constexpr int NTV = decltype(ntv)::value;
+            for (int c = 0, sl = 0, fill = STAGES - 1; c < nc; c++) {
+                __syncwarp(); /* every lane is done with the slot that takes c + STAGES - 1 */
+                issue(c + STAGES - 1, fill);
+                cp_async_wait<STAGES - 1>(); /* this lane's copies of super-chunk c landed */
+                __syncwarp();                /* ... and every lane's (the scales are shared) */
+                uint4 wv[MT][2];
+                uint32_t sv[MT][2];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        wv[mt][h] = wring[sl * WU + (mt * 2 + h) * 32 + lane];
+                        sv[mt][h] = sring[(sl * MT + mt) * 64 + h * 32 + lane];
+                    }
+                int kb = 4 * c + tq;
+                moe3_superchunk<MT, NT>(acc, wv, sv, xs, ld, kb, gq, NTV);
+                sl = sl + 1 == STAGES ? 0 : sl + 1;
+                fill = fill + 1 == STAGES ? 0 : fill + 1;
+            }
+        };
+        if (NT == 2 && ntile == 1)
+            run(std::integral_constant<int, 1>{});
+        else
+            run(std::integral_constant<int, NT>{});
+        cp_async_wait0(); /* the empty tail groups */
+
+        /* Epilogue as version 3. */
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
             int ra = row0 + mt * 16, rb = ra + 8;
@@ -484,8 +674,10 @@ extern "C" int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32
                            const float *logits, const uint16_t *bias, int T, int E, int top_k,
                            cudaStream_t s) {
     if (E < 1 || E > 1024 || top_k < 1 || top_k > 8 || top_k > E) return (int)cudaErrorInvalidValue;
-    router_kernel<<<1, 1024, 2 * E * sizeof(int), s>>>(top_e, top_w, e_start, e_slots, logits, bias,
-                                                       T, E, top_k);
+    if (T > 0)
+        router_topk_kernel<<<(T + ROUTER_WARPS - 1) / ROUTER_WARPS, 32 * ROUTER_WARPS, 0, s>>>(
+            top_e, top_w, logits, bias, T, E, top_k);
+    router_group_kernel<<<1, 1024, 2 * E * sizeof(int), s>>>(e_start, e_slots, top_e, T * top_k, E);
     return launch_status();
 }
 
@@ -515,7 +707,7 @@ static int moe3_launch(void *out, const uint16_t *in, const uint8_t *blocks, con
                        const float *top_w, int top_k, int E, int N, int K, float limit,
                        cudaStream_t s) {
     if (K % 32 || N % 16 || K > 8192) return (int)cudaErrorInvalidValue;
-    size_t smem = (size_t)8 * NT * (K + 16) * sizeof(uint16_t);
+    size_t smem = (size_t)8 * NT * (moe3_kpad(K) + 16) * sizeof(uint16_t);
     static size_t smem_set = 0; /* per instantiation; the engine thread is the only caller */
     if (smem > 48 * 1024 && smem > smem_set) {
         cudaError_t err =
@@ -527,6 +719,29 @@ static int moe3_launch(void *out, const uint16_t *in, const uint8_t *blocks, con
     constexpr int ROWS = 16 * MT * WARPS;
     dim3 grid((N + ROWS - 1) / ROWS, E);
     moe3_kernel<DOWN, WARPS, MT, NT, STAGES><<<grid, 32 * WARPS, smem, s>>>(
+        out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, N, K, limit);
+    return launch_status();
+}
+
+template <bool DOWN, int WARPS, int MT, int NT, int STAGES, int MINB>
+static int moe4_launch(void *out, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
+                       const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
+                       const float *top_w, int top_k, int E, int N, int K, float limit,
+                       cudaStream_t s) {
+    if (K % 32 || N % 16 || K > 8192) return (int)cudaErrorInvalidValue;
+    size_t smem = (size_t)8 * NT * (moe3_kpad(K) + 16) * sizeof(uint16_t) +
+                  (size_t)WARPS * STAGES * (MT * 2 * 32 * 16 + MT * 64);
+    static size_t smem_set = 0; /* per instantiation; the engine thread is the only caller */
+    if (smem > 48 * 1024 && smem > smem_set) {
+        cudaError_t err =
+            cudaFuncSetAttribute(moe4_kernel<DOWN, WARPS, MT, NT, STAGES, MINB>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (err != cudaSuccess) return (int)err;
+        smem_set = smem;
+    }
+    constexpr int ROWS = 16 * MT * WARPS;
+    dim3 grid((N + ROWS - 1) / ROWS, E);
+    moe4_kernel<DOWN, WARPS, MT, NT, STAGES, MINB><<<grid, 32 * WARPS, smem, s>>>(
         out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, N, K, limit);
     return launch_status();
 }
@@ -561,8 +776,11 @@ extern "C" int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t
                                 const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
                                 const int32_t *e_slots, int T, int top_k, int E, int I, int H,
                                 float limit, int version, cudaStream_t s) {
+    if (version >= 4 && moe3_large(T, top_k, E))
+        return moe4_launch<false, 15, 2, 2, 4, 1>(act, xn, blocks, scales, bias, e_start, e_slots,
+                                                  NULL, top_k, E, 2 * I, H, limit, s);
     if (version >= 3) {
-        if (moe3_large(T, top_k, E))
+        if (version == 3 && moe3_large(T, top_k, E))
             return moe3_launch<false, 6, 2, 2, 3>(act, xn, blocks, scales, bias, e_start, e_slots,
                                                   NULL, top_k, E, 2 * I, H, limit, s);
         return moe3_launch<false, 4, 1, 1, 4>(act, xn, blocks, scales, bias, e_start, e_slots, NULL,
@@ -579,8 +797,11 @@ extern "C" int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *block
                              const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
                              const int32_t *e_slots, const float *top_w, int T, int top_k, int E,
                              int H, int I, int version, cudaStream_t s) {
+    if (version >= 4 && moe3_large(T, top_k, E))
+        return moe4_launch<true, 15, 2, 2, 4, 1>(y, act, blocks, scales, bias, e_start, e_slots,
+                                                 top_w, 1, E, H, I, 0.0f, s);
     if (version >= 3) {
-        if (moe3_large(T, top_k, E))
+        if (version == 3 && moe3_large(T, top_k, E))
             return moe3_launch<true, 6, 2, 2, 3>(y, act, blocks, scales, bias, e_start, e_slots,
                                                  top_w, 1, E, H, I, 0.0f, s);
         return moe3_launch<true, 4, 1, 1, 4>(y, act, blocks, scales, bias, e_start, e_slots, top_w,
