@@ -14,7 +14,8 @@
  * preemption frees both pools; a prefix hit shortened when the window blocks it needs were
  * evicted (and kept when only blocks outside its window were); both pools all free afterwards;
  * and, for the 120b shape, how many 1,128-token sequences fit a KV budget with and without the
- * window pool. */
+ * window pool, and the seed workload (256 requests of 128 + 1000 tokens) run through the
+ * scheduler over those pools: preempted with one pool, not with the window pool. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -575,6 +576,88 @@ static void test_sizing(void) {
     }
 }
 
+/* ---- the seed workload through the scheduler at the 120b pools ---- */
+
+/* No model: every row gets token 1 (the scheduler's accounting is what is measured); the batch
+ * is still held to mg_batch_check, window tables included. */
+static mg_status null_forward_sampled(mg_backend *be, const mg_batch *b, const mg_sample_req *rq,
+                                      int32_t *out) {
+    (void)rq;
+    mg_status st = mg_batch_check(b, be, 1 << 20, "null");
+    if (st) return st;
+    for (int i = 0; i < b->n_logits; i++) out[i] = 1;
+    return MG_OK;
+}
+static void null_destroy(mg_backend *be) {
+    (void)be;
+}
+static const mg_backend_ops null_ops = {
+    .name = "null", .forward_sampled = null_forward_sampled, .destroy = null_destroy};
+
+/* 256 requests of 128 + 1000 tokens (ignore_eos), max_batch_size 256, max_num_tokens 8192,
+ * blocks of 32, into the pools a 15.7 GiB budget gives at the 120b shape. */
+static void test_seed_workload(void) {
+    const uint64_t layer_block = 2ull * 8 * 64 * 2 * 32;
+    const uint64_t budget = (uint64_t)(15.7 * 1073741824.0);
+    int single = (int)(budget / (36 * layer_block)), full = 0, win = 0;
+    CHECK(kv_window_split(budget, 18 * layer_block, 18 * layer_block, 128, 32, 256, 8192, &full,
+                          &win));
+    enum { N = 256, ISL = 128, OSL = 1000 };
+    static int32_t prompt[N][ISL];
+    unsigned seed = 7;
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < ISL; k++) prompt[i][k] = (int32_t)(rand_r(&seed) % 200000);
+    printf("seed workload through the scheduler, 120b pools from 15.7 GiB: %d requests of %d + "
+           "%d tokens, max_batch_size 256\n",
+           N, ISL, OSL);
+    int pre[2] = {0, 0};
+    for (int on = 0; on < 2; on++) {
+        mg_engine_config c = base_cfg(32);
+        c.max_batch_size = 256;
+        c.max_num_tokens = 8192;
+        c.max_seq_len = 2048;
+        mg_backend be = {.ops = &null_ops,
+                         .vocab = 201088,
+                         .num_blocks = on ? full : single,
+                         .block_size = 32,
+                         .max_ctx = 2048,
+                         .window_blocks = on ? win : 0,
+                         .window = 128};
+        mg_sched *s;
+        CHECK_OK(sched_create(&c, &be, &s));
+        if (!s) return;
+        static char rid[N][16];
+        for (int i = 0; i < N; i++) {
+            snprintf(rid[i], sizeof(rid[i]), "seed-%d", i);
+            mg_request r = {.id = rid[i],
+                            .prompt = prompt[i],
+                            .n_prompt = ISL,
+                            .max_tokens = OSL,
+                            .ignore_eos = true};
+            CHECK_OK(sched_add(s, &r));
+        }
+        int steps = 0, most = 0, full_steps = 0;
+        while (sched_has_work(s) && steps < 100000) {
+            CHECK_OK(sched_step(s, NULL));
+            steps++;
+            mg_sched_load l = sched_load(s);
+            if (l.running > most) most = l.running;
+            full_steps += l.running == N;
+        }
+        mg_sched_load l = sched_load(s);
+        pre[on] = (int)l.preemptions;
+        CHECK_EQ_INT(l.tokens_out, (uint64_t)N * OSL);
+        printf("  %-12s full pool %5d blocks, window pool %4d: %5d steps, %3d running at most "
+               "(all %d on %d steps), %d preemptions\n",
+               on ? "window pool" : "one pool", be.num_blocks, be.window_blocks, steps, most, N,
+               full_steps, pre[on]);
+        check_pools_free(s);
+        sched_destroy(s);
+    }
+    CHECK_MSG(pre[0] > 0, "one pool: the 256 sequences should not fit");
+    CHECK_EQ_INT(pre[1], 0);
+}
+
 int main(void) {
     make_workload();
     test_reference();
@@ -584,5 +667,6 @@ int main(void) {
     test_admission();
     test_prefix_reuse();
     test_random_configs();
+    test_seed_workload();
     return check_done();
 }
