@@ -128,7 +128,7 @@ typedef struct worker {
     mg_counter *m_req_ok, *m_req_err;
     mg_gauge *m_inflight;
     mg_histogram *m_duration, *m_step_ms, *m_batch;
-    mg_gauge *g_active_blocks, *g_total_blocks, *g_usage, *g_hit;
+    mg_gauge *g_active_blocks, *g_total_blocks, *g_usage, *g_hit, *g_window_usage;
     atomic_long inflight;
 } worker;
 
@@ -360,6 +360,7 @@ static void publish_load(worker *w) {
     metrics_gauge_set(w->g_active_blocks, s.kv_active_blocks);
     metrics_gauge_set(w->g_total_blocks, s.kv_total_blocks);
     metrics_gauge_set(w->g_usage, s.cache_usage * 100.0);
+    metrics_gauge_set(w->g_window_usage, s.window_cache_usage * 100.0);
     metrics_gauge_set(w->g_hit, s.prefix_hit_rate);
 }
 
@@ -455,6 +456,8 @@ static mg_status metrics_setup(worker *w) {
     GAUGE(MG_M_KVSTATS_GPU_CACHE_USAGE, "KV cache usage in percent", &w->g_usage);
     GAUGE(MG_M_KVSTATS_PREFIX_HIT_RATE, "Prompt blocks found in the prefix cache, fraction",
           &w->g_hit);
+    GAUGE("magneto_component_kvstats_window_cache_usage_percent",
+          "Sliding-window layers' KV pool usage in percent (0 without one)", &w->g_window_usage);
 #undef GAUGE
     double b[16];
     metrics_buckets_exponential(0.001, 2, 16, b);
