@@ -783,6 +783,7 @@ typedef struct seq {
 
 typedef struct model_run {
     mg_backend *cpu, *gpu;
+    mg_backend *gw; /* the same GPU backend with the sliding layers in a window pool, or NULL */
     cuda_ref *r32, *r16;
     int agree16, agree32, total, flips, near_tie;
 } model_run;
@@ -832,6 +833,24 @@ static void model_step(model_run *mr, seq *sq, const int *which, const int *n_ne
     mg_status e1 = mr->cpu->ops->forward(mr->cpu, &b, lc);
     mg_status e2 = e1 ? e1 : mr->gpu->ops->forward(mr->gpu, &b, lg);
     mg_status e3 = e2 ? e2 : mr->gpu->ops->forward(mr->gpu, &b, lg2);
+    /* With a window pool: the sliding layers' blocks (fixed ids seq * 64 + k) only from the
+     * step's window on, -1 below it; the logits must be the single pool's, bit for bit. */
+    float *lw = NULL;
+    int32_t wt[16 * 64];
+    mg_status ew = MG_OK;
+    if (!e3 && mr->gw) {
+        int W = mr->r16->m->cfg.sliding_window, bs = 16;
+        for (int i = 0; i < n; i++) {
+            int lo = sq[which[i]].ctx - W + 1;
+            for (int k = 0; k < 64; k++)
+                wt[i * 64 + k] = (k + 1) * bs - 1 >= lo && k * bs < sc[i] ? which[i] * 64 + k : -1;
+        }
+        mg_batch bw = b;
+        bw.window_table = wt;
+        lw = xmalloc(4 * nv);
+        for (size_t i = 0; i < nv; i++) lw[i] = NAN;
+        ew = mr->gw->ops->forward(mr->gw, &bw, lw);
+    }
     const mg_model_config *c = &mr->r16->m->cfg;
     int32_t *routes = xmalloc(sizeof(int32_t) * c->n_layers * T * c->top_k);
     mg_status e4 = e3 ? e3 : cuda_backend_routes(mr->gpu, T, routes);
@@ -850,6 +869,13 @@ static void model_step(model_run *mr, seq *sq, const int *which, const int *n_ne
         verdict("  gpu's expert choices", mr->r16->worst_gap <= 5e-2f, d);
         size_t diff = 0;
         for (size_t i = 0; i < nv; i++) diff += memcmp(&lg[i], &lg2[i], 4) != 0;
+        if (mr->gw) {
+            size_t wdiff = 0;
+            for (size_t i = 0; !ew && i < nv; i++) wdiff += memcmp(&lg[i], &lw[i], 4) != 0;
+            snprintf(d, sizeof(d), "%s%zu of %zu logits differ from the single pool's",
+                     ew ? mg_err_msg() : "", wdiff, nv);
+            verdict("  sliding layers in a window pool, same bits", !ew && wdiff == 0, d);
+        }
         int on_rows, flips = cuda_ref_route_diff(mr->r32, mr->r16, &b, &on_rows);
         mr->flips += flips;
         double e_ref = rel_err(l32, lc, nv), e_bf = rel_err(l16, lc, nv),
@@ -880,7 +906,7 @@ static void model_step(model_run *mr, seq *sq, const int *which, const int *n_ne
     }
     for (int i = 0; i < n; i++) sq[which[i]].ctx += n_new[i];
     free(tok), free(pos), free(tseq), free(lc), free(lg), free(lg2), free(l32), free(l16);
-    free(routes);
+    free(routes), free(lw);
 }
 
 /* The same prompts for every call with the same seed, so that the kernel versions and the
@@ -898,12 +924,21 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
     mg_model *m = NULL;
     mg_status st = cpu_backend_open(dir, &co, &mr.cpu);
     if (!st) st = cuda_backend_open(dir, &go, &mr.gpu);
+    if (!st && version >= 3) { /* the window pool: 3 sequences' blocks at fixed ids */
+        cuda_backend_opts wo = go;
+        wo.window_pool = true;
+        st = cuda_backend_open(dir, &wo, &mr.gw);
+        if (!st && mr.gw->window_blocks < 3 * 64)
+            st = MG_ERRF(MG_EINVAL, "window pool of %d blocks, the check needs %d",
+                         mr.gw->window_blocks, 3 * 64);
+    }
     if (!st) st = model_load(dir, &m);
     if (!st) st = cuda_backend_trace_routes(mr.gpu, true);
     if (st) {
         verdict("model: open", false, mg_err_msg());
         if (mr.cpu) mr.cpu->ops->destroy(mr.cpu);
         if (mr.gpu) mr.gpu->ops->destroy(mr.gpu);
+        if (mr.gw) mr.gw->ops->destroy(mr.gw);
         if (m) model_destroy(m);
         return;
     }
@@ -956,6 +991,7 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
     model_destroy(m);
     mr.cpu->ops->destroy(mr.cpu);
     mr.gpu->ops->destroy(mr.gpu);
+    if (mr.gw) mr.gw->ops->destroy(mr.gw);
 }
 
 /* --only: the kernel groups to run (comma-separated), for a quick rerun of one group or a

@@ -341,12 +341,14 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
 }
 
 /* One super-chunk of versions 3 and 4: the lane's blocks wv[mt][h] (block kb of rows g and g + 8
- * of row tile mt) with their E8M0 scales sv[mt][h], against ntile of the NT staged token tiles.
- * Past a row's last block the codes are zeros and so are the staged tokens, never a NaN. */
+ * of row tile mt) with their E8M0 scales sv[mt][h], against ntile of the NT staged token tiles:
+ * xrow is staged token row g at block kb (bytes), ntstride the bytes from one 8-token tile to the
+ * next, swz the lane's word swizzle (moe3_swz). Past a row's last block the codes are zeros and
+ * so are the staged tokens, never a NaN. */
 template <int MT, int NT>
 __device__ __forceinline__ void moe3_superchunk(float (&acc)[MT][NT][4], const uint4 (&wv)[MT][2],
-                                                const uint32_t (&sv)[MT][2], const uint16_t *xs,
-                                                int ld, int kb, int gq, int ntile) {
+                                                const uint32_t (&sv)[MT][2], const char *xrow,
+                                                int ntstride, int swz, int ntile) {
     const uint4 zero4 = make_uint4(0, 0, 0, 0);
     /* bf16x2 2^(min(s,128)-1): (min(s,128) + 126) << 7 in both halves, one multiply-add. Scales
      * above 128 (2^1) are rare: when any lane of the warp has one, a second multiply by
@@ -382,8 +384,8 @@ __device__ __forceinline__ void moe3_superchunk(float (&acc)[MT][NT][4], const u
             for (int nt = 0; nt < NT; nt++) {
                 bx[nt] = zero4;
                 if (nt < ntile)
-                    bx[nt] = *reinterpret_cast<const uint4 *>(xs + (nt * 8 + gq) * ld + kb * 32 +
-                                                              ((w ^ ((kb >> 1) & 1)) * 8));
+                    bx[nt] =
+                        *reinterpret_cast<const uint4 *>(xrow + nt * ntstride + ((w * 16) ^ swz));
             }
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
@@ -413,6 +415,12 @@ __device__ __forceinline__ void moe3_superchunk(float (&acc)[MT][NT][4], const u
         words(std::true_type{});
     else
         words(std::false_type{});
+}
+
+/* The byte XOR that moe3_stage_tokens applies to the 16-byte words of block kb: bit 1 of the
+ * block index. Lane t reads block 4c + t, so it is the lane's constant (t >> 1) & 1. */
+__device__ __forceinline__ int moe3_swz(int tq) {
+    return ((tq >> 1) & 1) * 16;
 }
 
 /* K rounded up to whole super-chunks (4 blocks, 128 inputs): the staged token rows' width. */
@@ -464,6 +472,8 @@ __global__ void __launch_bounds__(32 * WARPS)
     if (cnt == 0) return;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
     int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
+    const char *xrow0 = reinterpret_cast<const char *>(xs + gq * ld) + tq * 64;
+    int swz = moe3_swz(tq);
     int row0 = blockIdx.x * ROWS + warp * 16 * MT + gq;
     /* tiled weights: this lane's unit of each super-chunk, per row tile (see mxfp4_tile_kernel) */
     const uint4 *wp[MT];
@@ -518,8 +528,7 @@ __global__ void __launch_bounds__(32 * WARPS)
                 /* the slot consumed one super-chunk ago takes the one STAGES - 1 ahead */
                 load(wr[(st + STAGES - 1) % STAGES], sr[(st + STAGES - 1) % STAGES],
                      c + STAGES - 1);
-                int kb = 4 * c + tq;
-                moe3_superchunk<MT, NT>(acc, wr[st], sr[st], xs, ld, kb, gq, ntile);
+                moe3_superchunk<MT, NT>(acc, wr[st], sr[st], xrow0 + c * 256, 16 * ld, swz, ntile);
             }
         }
 
@@ -574,6 +583,8 @@ __global__ void __launch_bounds__(32 * WARPS, MINB)
     uint4 *wring = sm4 + TOK * ld / 8 + warp * STAGES * WU;
     uint8_t *sring = reinterpret_cast<uint8_t *>(sm4 + TOK * ld / 8 + WARPS * STAGES * WU) +
                      warp * STAGES * MT * 64;
+    const char *xrow0 = reinterpret_cast<const char *>(xs + gq * ld) + tq * 64;
+    int swz = moe3_swz(tq);
     /* tiled weights: the base of this warp's row tiles (see mxfp4_tile_kernel) */
     const uint4 *wp[MT];
     const uint8_t *sp[MT];
@@ -638,8 +649,7 @@ __global__ void __launch_bounds__(32 * WARPS, MINB)
                         wv[mt][h] = wring[sl * WU + (mt * 2 + h) * 32 + lane];
                         sv[mt][h] = sring[(sl * MT + mt) * 64 + h * 32 + lane];
                     }
-                int kb = 4 * c + tq;
-                moe3_superchunk<MT, NT>(acc, wv, sv, xs, ld, kb, gq, NTV);
+                moe3_superchunk<MT, NT>(acc, wv, sv, xrow0 + c * 256, 16 * ld, swz, NTV);
                 sl = sl + 1 == STAGES ? 0 : sl + 1;
                 fill = fill + 1 == STAGES ? 0 : fill + 1;
             }
