@@ -5,9 +5,10 @@
  * reads a full context.
  *
  *   cuda-bench [--preset 120b] [--batches 1,64,256,512] [--ctx 1024] [--steps 20]
- *              [--bw 3.35e12] [--peak 989e12] [--version 1|2|3] [--graphs 0|1]   (kernel versions,
+ *              [--bw 3.35e12] [--peak 989e12] [--version 1|2|3|4] [--graphs 0|1] (kernel versions,
  * cuda_backend.h)   [--temperature 0] [--host-sampling 0|1]
- *              [--moe-tile 0|1|2]   (version 3's MoE tile: by token count, small, large)
+ *              [--moe-tile 0|1|2|3] (MoE tile of versions 3-4: by token count, small, large,
+ *              many-token)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--window-pool 0|1]  (the sliding layers in a window pool of their own, as the
  *                                    worker's kv_cache_config.sliding_window_pool: the full

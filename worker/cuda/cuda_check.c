@@ -1091,6 +1091,8 @@ int main(int argc, char **argv) {
                 /* version 3's large tile: 2-3 chunks of 16 tokens; then the seed's batch 256 */
                 check_moe_case(&x, 160, 16, ver);
                 check_moe_case(&x, 256, 128, ver);
+                /* version 4's many-token tile: 160 tokens per expert, chunks of 64, 64, 32 */
+                if (ver == 4) check_moe_case(&x, 160, 4, ver);
             }
             experts_free(&x);
         }

@@ -104,8 +104,8 @@ static inline size_t cuda_mxfp4_tiled_scales_bytes(int E, int N, int K) {
 int cuda_mxfp4_tile(uint8_t *blocks_t, uint8_t *scales_t, const uint8_t *blocks,
                     const uint8_t *scales, int E, int N, int K, cudaStream_t s);
 /* Benchmarks only: the MoE tile of versions 3 and 4 for every step from now on (0: chosen by the
- * step's token count, 1: the small tile, 2: the large one). Not thread-safe; set before stepping.
- */
+ * step's token count, 1: the small tile, 2: the large one, 3: version 4's many-token one). Not
+ * thread-safe; set before stepping. */
 void cuda_moe3_force_tile(int tile);
 
 /* Second expert GEMM: y[slot] = top_w[slot] * (W2[e] · act[slot] + b2[e]), y (S, H) float;

@@ -678,6 +678,141 @@ __global__ void __launch_bounds__(32 * WARPS, MINB)
     }
 }
 
+/* ---- version 4, many tokens per expert (prefill, batch 512): tokens staged per super-chunk ----
+ *
+ * The kernels above stage a chunk's tokens for the whole of K (16 tokens: 95 KB), so an expert
+ * with more tokens reads its weights once per 16 (a prefill step of 8192 tokens: 16 times).
+ * This one stages, per super-chunk, the weights (each warp its own units, as above) and a
+ * 128-input slice of up to 64 tokens (gathered rows, 256 bytes each, rows 288 bytes apart so
+ * that 8 token rows hit distinct banks) into one CTA-wide stage, STAGES of them in flight; one
+ * barrier per super-chunk frees the oldest stage. A chunk's tiles run as 2, 4 or 8 8-token tiles
+ * (the count rounded up: the extra columns hold stale shared memory, finite or not, and are
+ * never stored); slices past K are zeros, so the padded super-chunk never meets a NaN. */
+template <bool DOWN, int WARPS, int MT, int NT, int STAGES>
+__global__ void __launch_bounds__(32 * WARPS, 1)
+    moe5_kernel(void *outp, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
+                const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
+                const float *top_w, int top_k, int N, int K, float limit) {
+    static_assert(NT == 8, "2, 4 or 8 token tiles");
+    constexpr int ROWS = 16 * MT * WARPS, TOK = 8 * NT, TP = 288;
+    constexpr int WU = MT * 2 * 32; /* 16-byte weight units of one warp's stage */
+    constexpr int WSTAGE = WARPS * WU * 16, SSTAGE = WARPS * MT * 64, TSTAGE = TOK * TP;
+    constexpr int STAGE = WSTAGE + SSTAGE + TSTAGE;
+    extern __shared__ __align__(16) uint8_t sm5[];
+    __shared__ int src_s[TOK];
+    int e = blockIdx.y, beg = e_start[e], cnt = e_start[e + 1] - beg;
+    if (cnt == 0) return;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    int nb = K / 32, nc = (nb + 3) / 4, swz = moe3_swz(tq);
+    int row0 = blockIdx.x * ROWS + warp * 16 * MT + gq;
+    const uint4 *wp[MT];
+    const uint8_t *sp[MT];
+    bool tv[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        int tile = blockIdx.x * (ROWS / 16) + warp * MT + mt;
+        tv[mt] = tile * 16 < N;
+        size_t base = ((size_t)e * (N / 16) + (tv[mt] ? tile : 0)) * nc * 64;
+        wp[mt] = reinterpret_cast<const uint4 *>(blocks) + base + lane;
+        sp[mt] = scales + base + (lane & 3) * 16;
+    }
+    /* Super-chunk c into stage sl: the warp's weight units and scales, then the n tokens'
+     * slices (every thread a share; zeros past K). One commit per thread, always. */
+    auto issue = [&](int c, int sl, int n) {
+        if (c < nc) {
+            uint8_t *st = sm5 + sl * STAGE;
+            uint4 *wr = reinterpret_cast<uint4 *>(st) + warp * WU;
+            uint8_t *sr = st + WSTAGE + warp * MT * 64;
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                if (!tv[mt]) continue;
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+                    cp_async16(wr + (mt * 2 + h) * 32 + lane, wp[mt] + c * 64 + h * 32);
+                if ((lane >> 2) == mt) cp_async16(sr + mt * 64 + (lane & 3) * 16, sp[mt] + c * 64);
+            }
+            uint8_t *tk = st + WSTAGE + SSTAGE;
+            for (int q = threadIdx.x; q < n * 16; q += blockDim.x) {
+                int j = q >> 4, part = q & 15, blk = part >> 2;
+                uint8_t *dst = tk + j * TP + blk * 64 + (((part & 3) * 16) ^ ((blk >> 1 & 1) * 16));
+                int k8 = c * 16 + part; /* the 8-input group */
+                if (k8 < K / 8)
+                    cp_async16(dst, in + (size_t)src_s[j] * K + k8 * 8);
+                else
+                    *reinterpret_cast<uint4 *>(dst) = make_uint4(0, 0, 0, 0);
+            }
+        }
+        cp_async_commit();
+    };
+
+    for (int c0 = 0; c0 < cnt; c0 += TOK) {
+        int n = min(TOK, cnt - c0), ntile = (n + 7) / 8;
+        __syncthreads(); /* the previous chunk is done with src_s and every stage */
+        if (threadIdx.x < n) {
+            int slot = e_slots[beg + c0 + threadIdx.x];
+            src_s[threadIdx.x] = DOWN ? slot : slot / top_k;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int st = 0; st < STAGES - 1; st++) issue(st, st, n);
+
+        float acc[MT][NT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+                acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+
+        auto run = [&](auto ntv) {
+            constexpr int NTV = decltype(ntv)::value;
+            for (int c = 0, sl = 0, fill = STAGES - 1; c < nc; c++) {
+                cp_async_wait<STAGES - 2>(); /* this thread's copies of super-chunk c landed */
+                __syncthreads(); /* ... everyone's; and stage fill (c - 1) is read by all */
+                issue(c + STAGES - 1, fill, n);
+                const uint8_t *st = sm5 + sl * STAGE;
+                const uint4 *wr = reinterpret_cast<const uint4 *>(st) + warp * WU;
+                const uint8_t *sr = st + WSTAGE + warp * MT * 64;
+                uint4 wv[MT][2];
+                uint32_t sv[MT][2];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        wv[mt][h] = wr[(mt * 2 + h) * 32 + lane];
+                        sv[mt][h] = sr[mt * 64 + h * 32 + lane];
+                    }
+                const char *xrow =
+                    reinterpret_cast<const char *>(st + WSTAGE + SSTAGE) + gq * TP + tq * 64;
+                moe3_superchunk<MT, NT>(acc, wv, sv, xrow, 8 * TP, swz, NTV);
+                sl = sl + 1 == STAGES ? 0 : sl + 1;
+                fill = fill + 1 == STAGES ? 0 : fill + 1;
+            }
+        };
+        if (ntile <= 2)
+            run(std::integral_constant<int, 2>{});
+        else if (ntile <= 4)
+            run(std::integral_constant<int, 4>{});
+        else
+            run(std::integral_constant<int, 8>{});
+        cp_async_wait0(); /* the empty tail groups */
+
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            int ra = row0 + mt * 16, rb = ra + 8;
+            float bias_a = ra < N ? bf16f(bias[(size_t)e * N + ra]) : 0.0f;
+            float bias_b = rb < N ? bf16f(bias[(size_t)e * N + rb]) : 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                if (nt >= ntile) break;
+                float v[4] = {acc[mt][nt][0] + bias_a, acc[mt][nt][1] + bias_a,
+                              acc[mt][nt][2] + bias_b, acc[mt][nt][3] + bias_b};
+                moe_store<DOWN>(outp, v, ra, rb, nt * 8 + 2 * tq, n, N, e_slots + beg + c0, top_w,
+                                limit, gq);
+            }
+        }
+    }
+}
+
 /* ---- launchers ---- */
 
 extern "C" int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32_t *e_slots,
@@ -756,18 +891,44 @@ static int moe4_launch(void *out, const uint16_t *in, const uint8_t *blocks, con
     return launch_status();
 }
 
-/* Version 3's tile for a step of T tokens: the large tile once experts hold 4+ tokens on
- * average (T * top_k / E > 4: above batch 128 on 120b), unless a benchmark forced one
- * (cuda_moe3_force_tile: 0 by the rule, 1 small, 2 large). */
+template <bool DOWN, int WARPS, int MT, int NT, int STAGES>
+static int moe5_launch(void *out, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
+                       const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
+                       const float *top_w, int top_k, int E, int N, int K, float limit,
+                       cudaStream_t s) {
+    if (K % 32 || N % 16) return (int)cudaErrorInvalidValue;
+    size_t smem = (size_t)STAGES * (WARPS * MT * 2 * 32 * 16 + WARPS * MT * 64 + 8 * NT * 288);
+    static size_t smem_set = 0; /* per instantiation; the engine thread is the only caller */
+    if (smem > 48 * 1024 && smem > smem_set) {
+        cudaError_t err =
+            cudaFuncSetAttribute(moe5_kernel<DOWN, WARPS, MT, NT, STAGES>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (err != cudaSuccess) return (int)err;
+        smem_set = smem;
+    }
+    constexpr int ROWS = 16 * MT * WARPS;
+    dim3 grid((N + ROWS - 1) / ROWS, E);
+    moe5_kernel<DOWN, WARPS, MT, NT, STAGES><<<grid, 32 * WARPS, smem, s>>>(
+        out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, N, K, limit);
+    return launch_status();
+}
+
+/* The MoE tile of versions 3 and 4 for a step of T tokens: 1 the small one, 2 the large one
+ * once experts hold 4+ tokens on average (T * top_k / E > 4: above batch 128 on 120b), 3 (version
+ * 4) the many-token one above 12 on average (batch 512, prefill); unless a benchmark forced one
+ * (cuda_moe3_force_tile: 0 by the rule). */
 static int moe3_forced_tile = 0;
 
 extern "C" void cuda_moe3_force_tile(int tile) {
     moe3_forced_tile = tile;
 }
 
-static inline bool moe3_large(int T, int top_k, int E) {
-    if (moe3_forced_tile) return moe3_forced_tile == 2;
-    return (long)T * top_k > 4L * E;
+static inline int moe3_tile(int T, int top_k, int E, int version) {
+    int t = moe3_forced_tile            ? moe3_forced_tile
+            : (long)T * top_k > 12L * E ? 3
+            : (long)T * top_k > 4L * E  ? 2
+                                        : 1;
+    return version == 3 && t == 3 ? 2 : t;
 }
 
 extern "C" int cuda_mxfp4_tile(uint8_t *blocks_t, uint8_t *scales_t, const uint8_t *blocks,
@@ -786,11 +947,15 @@ extern "C" int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t
                                 const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
                                 const int32_t *e_slots, int T, int top_k, int E, int I, int H,
                                 float limit, int version, cudaStream_t s) {
-    if (version >= 4 && moe3_large(T, top_k, E))
+    int tile = version >= 3 ? moe3_tile(T, top_k, E, version) : 0;
+    if (version >= 4 && tile == 3)
+        return moe5_launch<false, 10, 2, 8, 4>(act, xn, blocks, scales, bias, e_start, e_slots,
+                                               NULL, top_k, E, 2 * I, H, limit, s);
+    if (version >= 4 && tile == 2)
         return moe4_launch<false, 15, 2, 2, 4, 1>(act, xn, blocks, scales, bias, e_start, e_slots,
                                                   NULL, top_k, E, 2 * I, H, limit, s);
     if (version >= 3) {
-        if (version == 3 && moe3_large(T, top_k, E))
+        if (tile == 2)
             return moe3_launch<false, 6, 2, 2, 3>(act, xn, blocks, scales, bias, e_start, e_slots,
                                                   NULL, top_k, E, 2 * I, H, limit, s);
         return moe3_launch<false, 4, 1, 1, 4>(act, xn, blocks, scales, bias, e_start, e_slots, NULL,
@@ -807,11 +972,15 @@ extern "C" int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *block
                              const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
                              const int32_t *e_slots, const float *top_w, int T, int top_k, int E,
                              int H, int I, int version, cudaStream_t s) {
-    if (version >= 4 && moe3_large(T, top_k, E))
+    int tile = version >= 3 ? moe3_tile(T, top_k, E, version) : 0;
+    if (version >= 4 && tile == 3)
+        return moe5_launch<true, 10, 2, 8, 4>(y, act, blocks, scales, bias, e_start, e_slots, top_w,
+                                              1, E, H, I, 0.0f, s);
+    if (version >= 4 && tile == 2)
         return moe4_launch<true, 15, 2, 2, 4, 1>(y, act, blocks, scales, bias, e_start, e_slots,
                                                  top_w, 1, E, H, I, 0.0f, s);
     if (version >= 3) {
-        if (version == 3 && moe3_large(T, top_k, E))
+        if (tile == 2)
             return moe3_launch<true, 6, 2, 2, 3>(y, act, blocks, scales, bias, e_start, e_slots,
                                                  top_w, 1, E, H, I, 0.0f, s);
         return moe3_launch<true, 4, 1, 1, 4>(y, act, blocks, scales, bias, e_start, e_slots, top_w,
