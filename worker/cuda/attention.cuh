@@ -58,8 +58,8 @@ struct att_smem {
 
 /* The CTA copies keys [j0, min(j0 + 32, je + 1)) of kv head g into buffer buf. */
 __device__ __forceinline__ void att_issue(att_smem *sm, int buf, const uint16_t *kc,
-                                          const uint16_t *vc, const int32_t *brow, int g,
-                                          int n_kv, int bs, int j0, int je) {
+                                          const uint16_t *vc, const int32_t *brow, int g, int n_kv,
+                                          int bs, int j0, int je) {
     for (int i = threadIdx.x; i < ATT_TILE * 8; i += blockDim.x) {
         int r = i >> 3, c = i & 7, j = j0 + r;
         if (j <= je) {
@@ -165,8 +165,8 @@ __device__ __forceinline__ void load_q(float *qs, const float *q, int t, int n_h
 }
 
 /* Grid (T, n_kv); one warp per query head of the kv group, so the group's K/V rows are read
- * once from memory into shared memory (attend_range's tiles) for all its heads. The sink joins at the end: one more logit in the
- * denominator, none in the numerator. */
+ * once from memory into shared memory (attend_range's tiles) for all its heads. The sink joins at
+ * the end: one more logit in the denominator, none in the numerator. */
 __global__ void attention_kernel(uint16_t *out, const float *q, const uint16_t *kc,
                                  const uint16_t *vc, const uint16_t *sinks,
                                  const int32_t *block_table, int max_blocks,
@@ -234,6 +234,150 @@ __global__ void attention_combine_kernel(uint16_t *out, const float *part, const
     o[2 * lane + 1] = f2bf16(a1 / L);
 }
 
+/* ---- attention on the tensor cores (kernel version 5) ----
+ *
+ * The kernels above spend ~330 instructions per warp and 32-key tile on each query head (bf16
+ * unpacking, shared-memory q reads, FFMA dot products), so at batch 256 they issue far more than
+ * the K/V bytes need. Here one warp serves all 8 query heads of a kv group with m16n8k16 MMAs:
+ * S = Q K^T with the heads as the M rows (rows 8..15 zero) and the tile's keys as N; the S
+ * fragments are already the A fragments of P·V (P = the online softmax's weights in bf16), and
+ * ldmatrix.trans turns the [key][dim] V tile into B fragments. q is split into a bf16 high part
+ * and a bf16 remainder (two MMAs), so the scores keep about 16 bits of q; P in bf16 is the one
+ * rounding the float kernels do not have (relative 2^-9 per weight). Same K/V tiles as above. */
+__device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a2, uint32_t b0,
+                                         uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    return (uint32_t)f2bf16(lo) | (uint32_t)f2bf16(hi) << 16;
+}
+
+/* Grid (T, n_kv), one warp; the kv group has 8 query heads (gpt-oss), D = 64. Lane (g, t) owns
+ * head g of the group: its scores at keys 8n + 2t, 8n + 2t + 1 of each 8-key tile n, its
+ * output at dims 8d + 2t, 8d + 2t + 1. */
+__global__ void __launch_bounds__(32)
+    attention_mma_kernel(uint16_t *out, const float *q, const uint16_t *kc, const uint16_t *vc,
+                         const uint16_t *sinks, const int32_t *block_table, int max_blocks,
+                         const int32_t *token_seq, const int32_t *positions, int n_heads, int n_kv,
+                         int bs, int window) {
+    __shared__ __align__(16) att_smem sm;
+    int t = blockIdx.x, g = blockIdx.y, lane = threadIdx.x, gq = lane >> 2, tq = lane & 3;
+    int h = g * 8 + gq;
+    /* Q fragments, scaled by 1/8 (exact), high and low bf16 parts: k-step ks covers dims
+     * 16ks .. 16ks + 15; a0 = dims 16ks + 2t, +1; a2 = dims 16ks + 8 + 2t, +1. */
+    uint32_t qh[4][2], ql[4][2];
+    const float *qr = q + ((size_t)t * n_heads + h) * 64;
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float2 v = *reinterpret_cast<const float2 *>(qr + 16 * ks + 8 * r + 2 * tq);
+            float x0 = v.x * 0.125f, x1 = v.y * 0.125f;
+            float h0 = bf16f(f2bf16(x0)), h1 = bf16f(f2bf16(x1));
+            qh[ks][r] = pack_bf16(h0, h1);
+            ql[ks][r] = pack_bf16(x0 - h0, x1 - h1);
+        }
+    int pos = positions[t], lo = window > 0 ? max(0, pos - window + 1) : 0;
+    const int32_t *brow = block_table + (size_t)token_seq[t] * max_blocks;
+    float m = -INFINITY, l = 0.0f, o[8][2];
+#pragma unroll
+    for (int d = 0; d < 8; d++) o[d][0] = o[d][1] = 0.0f;
+    int ntiles = (pos - lo) / ATT_TILE + 1;
+    att_issue(&sm, 0, kc, vc, brow, g, n_kv, bs, lo, pos);
+    for (int tile = 0; tile < ntiles; tile++) {
+        int buf = tile & 1, j0 = lo + tile * ATT_TILE;
+        if (tile + 1 < ntiles)
+            att_issue(&sm, buf ^ 1, kc, vc, brow, g, n_kv, bs, j0 + ATT_TILE, pos);
+        else
+            cp_async_commit();
+        cp_async_wait1();
+        __syncwarp();
+        int nvalid = min(ATT_TILE, pos - j0 + 1);
+        const uint16_t *ks_ = sm.k[buf], *vs_ = sm.v[buf];
+        if (nvalid < ATT_TILE) { /* P is 0 there, but 0 times a stale NaN is not */
+            if (lane >= nvalid)
+#pragma unroll
+                for (int c = 0; c < 8; c++)
+                    *reinterpret_cast<uint4 *>(sm.v[buf] + lane * ATT_ROW + 8 * c) =
+                        make_uint4(0, 0, 0, 0);
+            __syncwarp();
+        }
+        /* S = Q K^T: B fragment of key tile n = K row 8n + g, dims (k-step) 2t, 2t + 8 */
+        float s[4][4];
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+            const uint16_t *kr = ks_ + (8 * n + gq) * ATT_ROW + 2 * tq;
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                uint32_t b0 = *reinterpret_cast<const uint32_t *>(kr + 16 * k);
+                uint32_t b1 = *reinterpret_cast<const uint32_t *>(kr + 16 * k + 8);
+                mma16816(s[n], qh[k][0], qh[k][1], b0, b1);
+                mma16816(s[n], ql[k][0], ql[k][1], b0, b1);
+            }
+        }
+        /* online softmax over the tile, per head: row g's values sit in the quad of lanes */
+        float mt = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                if (8 * n + 2 * tq + c >= nvalid) s[n][c] = -INFINITY;
+                mt = fmaxf(mt, s[n][c]);
+            }
+        mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+        mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
+        float mn = fmaxf(m, mt), alpha = expf(m - mn), ps = 0.0f;
+        uint32_t pa[4];
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+            float p0 = expf(s[n][0] - mn), p1 = expf(s[n][1] - mn);
+            ps += p0 + p1;
+            pa[n] = pack_bf16(p0, p1);
+        }
+        ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+        ps += __shfl_xor_sync(0xffffffffu, ps, 2);
+        l = l * alpha + ps;
+        m = mn;
+        /* O += P V: k-step kk = keys 16kk .. 16kk + 15 (a0 = tile 2kk, a2 = tile 2kk + 1); B of
+         * dims 8d .. 8d + 7 from ldmatrix.trans of V rows 16kk + (lane & 15), dims 8(d + lane/16)
+         */
+        float oc[8][4];
+#pragma unroll
+        for (int d = 0; d < 8; d++) oc[d][0] = oc[d][1] = oc[d][2] = oc[d][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < 2; kk++)
+#pragma unroll
+            for (int d = 0; d < 8; d += 2) {
+                const uint16_t *vr =
+                    vs_ + (16 * kk + (lane & 15)) * ATT_ROW + 8 * (d + (lane >> 4));
+                uint32_t a = (uint32_t)__cvta_generic_to_shared(vr), b0, b1, b2, b3;
+                asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                             : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
+                             : "r"(a));
+                mma16816(oc[d], pa[2 * kk], pa[2 * kk + 1], b0, b1);
+                mma16816(oc[d + 1], pa[2 * kk], pa[2 * kk + 1], b2, b3);
+            }
+#pragma unroll
+        for (int d = 0; d < 8; d++) {
+            o[d][0] = o[d][0] * alpha + oc[d][0];
+            o[d][1] = o[d][1] * alpha + oc[d][1];
+        }
+        __syncwarp(); /* buffer buf is refilled by the next iteration's issue */
+    }
+    float sk = bf16f(sinks[h]), mf = fmaxf(m, sk), a = expf(m - mf);
+    l = l * a + expf(sk - mf);
+    float f = a / l;
+    uint16_t *op = out + ((size_t)t * n_heads + h) * 64;
+#pragma unroll
+    for (int d = 0; d < 8; d++)
+        *reinterpret_cast<uint32_t *>(op + 8 * d + 2 * tq) = pack_bf16(o[d][0] * f, o[d][1] * f);
+}
+
 /* ---- launchers ---- */
 
 extern "C" int cuda_qkv_rope(float *q, uint16_t *kcache, uint16_t *vcache, const float *qkv,
@@ -259,6 +403,23 @@ extern "C" int cuda_attention(uint16_t *out, const float *q, const uint16_t *kca
     attention_kernel<<<grid, 32 * group, 0, s>>>(out, q, kcache, vcache, sinks, block_table,
                                                  max_blocks, token_seq, positions, n_heads,
                                                  n_kv_heads, block_size, window);
+    return launch_status();
+}
+
+extern "C" int cuda_attention_mma(uint16_t *out, const float *q, const uint16_t *kcache,
+                                  const uint16_t *vcache, const uint16_t *sinks,
+                                  const int32_t *block_table, int max_blocks,
+                                  const int32_t *token_seq, const int32_t *positions, int T,
+                                  int n_heads, int n_kv_heads, int D, int block_size, int window,
+                                  cudaStream_t s) {
+    if (T <= 0) return 0;
+    if (D != 64 || n_heads != 8 * n_kv_heads)
+        return cuda_attention(out, q, kcache, vcache, sinks, block_table, max_blocks, token_seq,
+                              positions, T, n_heads, n_kv_heads, D, block_size, window, s);
+    dim3 grid(T, n_kv_heads);
+    attention_mma_kernel<<<grid, 32, 0, s>>>(out, q, kcache, vcache, sinks, block_table, max_blocks,
+                                             token_seq, positions, n_heads, n_kv_heads, block_size,
+                                             window);
     return launch_status();
 }
 

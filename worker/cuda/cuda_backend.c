@@ -288,8 +288,9 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
                                     max_ctx, splits, s),
                "attention (split)");
         } else {
-            CK(cuda_attention(b->att, b->q, kc, vc, L->sinks, l_bt, sh->stride, d_seq, d_pos, T,
-                              c->n_heads, c->n_kv_heads, b->D, bs, window, s),
+            CK((b->version >= 5 ? cuda_attention_mma : cuda_attention)(
+                   b->att, b->q, kc, vc, L->sinks, l_bt, sh->stride, d_seq, d_pos, T, c->n_heads,
+                   c->n_kv_heads, b->D, bs, window, s),
                "attention");
         }
         prof_end(b);
@@ -766,7 +767,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     b->D = c->head_dim, b->E = c->n_experts, b->TK = c->top_k, b->I = c->intermediate;
     b->V = c->vocab, b->L = c->n_layers;
     b->max_tokens = o->max_tokens, b->max_seqs = o->max_seqs;
-    b->version = o->kernel_version >= 2 && o->kernel_version <= 4 ? o->kernel_version : 1;
+    b->version = o->kernel_version >= 2 && o->kernel_version <= 5 ? o->kernel_version : 1;
     b->graphs = o->cuda_graphs;
     b->host_sampling = o->host_sampling || c->vocab > CUDA_SAMPLE_MAX_VOCAB;
     mg_status st = MG_OK;

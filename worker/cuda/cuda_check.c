@@ -305,7 +305,8 @@ static void check_rope(void) {
 /* ---- attention with sinks over paged KV ---- */
 
 /* One batch: n_dec decode sequences (random contexts up to max_ctx) and, when pf_len > 0, one
- * prefill chunk of pf_len tokens ending at position pf_end - 1. */
+ * prefill chunk of pf_len tokens ending at position pf_end - 1. splits > 0: the split-KV
+ * kernels; -1: the tensor-core kernel (version 5); 0: the plain one. */
 static void check_attention_case(const char *name, int n_dec, int max_ctx, int pf_len, int pf_end,
                                  int window, int splits) {
     int nh = C.n_heads, nkv = C.n_kv_heads, D = C.head_dim, bs = 16, Q = nh * D, KV = nkv * D;
@@ -336,12 +337,14 @@ static void check_attention_case(const char *name, int n_dec, int max_ctx, int p
     int ctx_max = 1;
     for (int t = 0; t < T; t++)
         if (pos[t] + 1 > ctx_max) ctx_max = pos[t] + 1;
-    float *part_d = splits ? dev_poisoned(4 * (size_t)T * nh * CUDA_ATT_MAX_SPLITS * 66) : NULL;
-#define ATT_RUN()                                                                                  \
-    (splits ? cuda_attention_split(o_d, part_d, q_d, k_d, v_d, s_d, bt_d, maxb, seq_d, pos_d, T,   \
-                                   nh, nkv, D, bs, window, ctx_max, splits, 0)                     \
-            : cuda_attention(o_d, q_d, k_d, v_d, s_d, bt_d, maxb, seq_d, pos_d, T, nh, nkv, D, bs, \
-                             window, 0))
+    float *part_d = splits > 0 ? dev_poisoned(4 * (size_t)T * nh * CUDA_ATT_MAX_SPLITS * 66) : NULL;
+#define ATT_RUN()                                                                                   \
+    (splits > 0   ? cuda_attention_split(o_d, part_d, q_d, k_d, v_d, s_d, bt_d, maxb, seq_d, pos_d, \
+                                         T, nh, nkv, D, bs, window, ctx_max, splits, 0)             \
+     : splits < 0 ? cuda_attention_mma(o_d, q_d, k_d, v_d, s_d, bt_d, maxb, seq_d, pos_d, T, nh,    \
+                                       nkv, D, bs, window, 0)                                       \
+                  : cuda_attention(o_d, q_d, k_d, v_d, s_d, bt_d, maxb, seq_d, pos_d, T, nh, nkv,   \
+                                   D, bs, window, 0))
     CU(ATT_RUN());
     uint16_t *o = host_from(o_d, 2 * (size_t)T * Q);
     float *ref = xmalloc(4 * (size_t)T * Q), *sc = xmalloc(4 * (size_t)(max_ctx + pf_end + 1));
@@ -1079,6 +1082,12 @@ int main(int argc, char **argv) {
             check_attention_case("split-KV decode 8 seqs, full", 8, 3000, 0, 0, 0, 16);
             check_attention_case("split-KV decode 8 seqs, window", 8, 3000, 0, 0, W, 2);
             check_attention_case("split-KV 3 decodes + chunk 24", 3, 900, 24, 400, 0, 7);
+            check_attention_case("mma decode 64 seqs, full", 64, 2000, 0, 0, 0, -1);
+            check_attention_case("mma decode 64 seqs, window", 64, 2000, 0, 0, W, -1);
+            check_attention_case("mma prefill 256 + 8 decodes", 8, 700, 256, 556, 0, -1);
+            check_attention_case("mma prefill 256, window", 8, 700, 256, 556, W, -1);
+            check_attention_case("mma decode 256 seqs, full", 256, 1100, 0, 0, 0, -1);
+            check_attention_case("plain decode 256 seqs, full", 256, 1100, 0, 0, 0, 0);
         }
         if (want("router")) check_router();
         if (want("moe")) {
@@ -1091,8 +1100,14 @@ int main(int argc, char **argv) {
                 /* version 3's large tile: 2-3 chunks of 16 tokens; then the seed's batch 256 */
                 check_moe_case(&x, 160, 16, ver);
                 check_moe_case(&x, 256, 128, ver);
-                /* version 4's many-token tile: 160 tokens per expert, chunks of 64, 64, 32 */
-                if (ver == 4) check_moe_case(&x, 160, 4, ver);
+                if (ver == 4) { /* the many-token tile, forced: the rule picks it from 1,536
+                                 * slots on 120b (batch 512), more than the CPU twin can check */
+                    cuda_moe3_force_tile(3);
+                    check_moe_case(&x, 160, 4, ver);  /* 160 per expert: chunks 64, 64, 32 */
+                    check_moe_case(&x, 160, 16, ver); /* 40 per expert: 5 of 8 token tiles */
+                    check_moe_case(&x, 16, 128, ver); /* mostly 1 per expert: 2 token tiles */
+                    cuda_moe3_force_tile(0);
+                }
             }
             experts_free(&x);
         }
@@ -1115,6 +1130,10 @@ int main(int argc, char **argv) {
         check_model(model, 4, false, mseed);
         printf("whole model, kernel version 4, decode steps through CUDA graphs\n");
         check_model(model, 4, true, mseed);
+        printf("whole model, kernel version 5 (4 with attention on the tensor cores)\n");
+        check_model(model, 5, false, mseed);
+        printf("whole model, kernel version 5, decode steps through CUDA graphs\n");
+        check_model(model, 5, true, mseed);
     }
     printf("cuda-check: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;

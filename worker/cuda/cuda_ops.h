@@ -57,6 +57,15 @@ int cuda_attention(uint16_t *out, const float *q, const uint16_t *kcache, const 
                    const int32_t *token_seq, const int32_t *positions, int T, int n_heads,
                    int n_kv_heads, int D, int block_size, int window, cudaStream_t s);
 
+/* The same on the tensor cores (kernel version 5): one warp per (token, kv head) serving the
+ * group's 8 query heads with bf16 MMAs, q split into two bf16 parts, the softmax weights rounded
+ * to bf16 for P·V. Other shapes (D != 64, groups other than 8) fall back to cuda_attention. */
+int cuda_attention_mma(uint16_t *out, const float *q, const uint16_t *kcache,
+                       const uint16_t *vcache, const uint16_t *sinks, const int32_t *block_table,
+                       int max_blocks, const int32_t *token_seq, const int32_t *positions, int T,
+                       int n_heads, int n_kv_heads, int D, int block_size, int window,
+                       cudaStream_t s);
+
 /* Split-KV attention for small batches (flash-decoding), same result as cuda_attention: the
  * keys of each token are cut into at most `splits` chunks (multiples of 32) handled by separate
  * CTAs, whose partial states land in part (T, n_heads, CUDA_ATT_MAX_SPLITS, 66) float, then a

@@ -923,6 +923,13 @@ extern "C" void cuda_moe3_force_tile(int tile) {
     moe3_forced_tile = tile;
 }
 
+/* Whether version 4's large tile (15 warps, 16 tokens, 4 stages) fits the 227 KB of shared
+ * memory for K inputs (up to K = 3072); wider ones take version 3's large tile. */
+static inline bool moe4_fits(int K) {
+    return (size_t)16 * (moe3_kpad(K) + 16) * 2 + (size_t)15 * 4 * (2 * 2 * 32 * 16 + 2 * 64) <=
+           227 * 1024;
+}
+
 static inline int moe3_tile(int T, int top_k, int E, int version) {
     int t = moe3_forced_tile            ? moe3_forced_tile
             : (long)T * top_k > 12L * E ? 3
@@ -951,7 +958,7 @@ extern "C" int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t
     if (version >= 4 && tile == 3)
         return moe5_launch<false, 10, 2, 8, 4>(act, xn, blocks, scales, bias, e_start, e_slots,
                                                NULL, top_k, E, 2 * I, H, limit, s);
-    if (version >= 4 && tile == 2)
+    if (version >= 4 && tile == 2 && moe4_fits(H))
         return moe4_launch<false, 15, 2, 2, 4, 1>(act, xn, blocks, scales, bias, e_start, e_slots,
                                                   NULL, top_k, E, 2 * I, H, limit, s);
     if (version >= 3) {
@@ -976,7 +983,7 @@ extern "C" int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *block
     if (version >= 4 && tile == 3)
         return moe5_launch<true, 10, 2, 8, 4>(y, act, blocks, scales, bias, e_start, e_slots, top_w,
                                               1, E, H, I, 0.0f, s);
-    if (version >= 4 && tile == 2)
+    if (version >= 4 && tile == 2 && moe4_fits(I))
         return moe4_launch<true, 15, 2, 2, 4, 1>(y, act, blocks, scales, bias, e_start, e_slots,
                                                  top_w, 1, E, H, I, 0.0f, s);
     if (version >= 3) {
