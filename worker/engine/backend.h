@@ -80,7 +80,9 @@ typedef struct mg_backend_ops {
     mg_status (*forward_sampled)(mg_backend *b, const mg_batch *batch, const mg_sample_req *reqs,
                                  int32_t *out_tokens);
     /* Optional. Copy block src to dst in every layer (copy-on-write of a shared partial block).
-     * The scheduler does not need it today: it never shares a partial block. */
+     * The scheduler does not need it today: it never shares a partial block. With a window pool
+     * it copies the full-attention layers only (window blocks have ids of their own, which this
+     * call does not carry): a caller must copy those separately. */
     mg_status (*copy_block)(mg_backend *b, int32_t dst, int32_t src);
     void (*destroy)(mg_backend *b); /* frees b and everything it owns */
     /* Optional, for ranks that step in lockstep (attention data-parallel ranks whose MoE layers
