@@ -598,10 +598,12 @@ static const mg_backend_ops null_ops = {
     .name = "null", .forward_sampled = null_forward_sampled, .destroy = null_destroy};
 
 /* 256 requests of 128 + 1000 tokens (ignore_eos), max_batch_size 256, max_num_tokens 8192,
- * blocks of 32, into the pools a 15.7 GiB budget gives at the 120b shape. */
-static void test_seed_workload(void) {
+ * blocks of 32, into the pools a budget of gib GiB gives at the 120b shape: 15.7 (what one H100
+ * has beside the weights) must hold all of them with the window pool; 12.23 (the measured
+ * seed run's KV at free_gpu_memory_fraction 0.8) is printed, the window pool preempting less. */
+static void test_seed_workload(double gib, bool must_fit) {
     const uint64_t layer_block = 2ull * 8 * 64 * 2 * 32;
-    const uint64_t budget = (uint64_t)(15.7 * 1073741824.0);
+    const uint64_t budget = (uint64_t)(gib * 1073741824.0);
     int single = (int)(budget / (36 * layer_block)), full = 0, win = 0;
     CHECK(kv_window_split(budget, 18 * layer_block, 18 * layer_block, 128, 32, 256, 8192, &full,
                           &win));
@@ -610,9 +612,9 @@ static void test_seed_workload(void) {
     unsigned seed = 7;
     for (int i = 0; i < N; i++)
         for (int k = 0; k < ISL; k++) prompt[i][k] = (int32_t)(rand_r(&seed) % 200000);
-    printf("seed workload through the scheduler, 120b pools from 15.7 GiB: %d requests of %d + "
+    printf("seed workload through the scheduler, 120b pools from %.2f GiB: %d requests of %d + "
            "%d tokens, max_batch_size 256\n",
-           N, ISL, OSL);
+           gib, N, ISL, OSL);
     int pre[2] = {0, 0};
     for (int on = 0; on < 2; on++) {
         mg_engine_config c = base_cfg(32);
@@ -658,7 +660,10 @@ static void test_seed_workload(void) {
         sched_destroy(s);
     }
     CHECK_MSG(pre[0] > 0, "one pool: the 256 sequences should not fit");
-    CHECK_EQ_INT(pre[1], 0);
+    if (must_fit)
+        CHECK_EQ_INT(pre[1], 0);
+    else
+        CHECK_MSG(pre[1] < pre[0], "window pool %d preemptions, one pool %d", pre[1], pre[0]);
 }
 
 int main(void) {
@@ -670,6 +675,7 @@ int main(void) {
     test_admission();
     test_prefix_reuse();
     test_random_configs();
-    test_seed_workload();
+    test_seed_workload(15.7, true);
+    test_seed_workload(12.23, false);
     return check_done();
 }
