@@ -412,6 +412,20 @@ static void test_admission(void) {
     c.max_num_tokens = 16;
     int wmin = (W - 1 + 16 + BS - 1) / BS + 1; /* 7: what sched_create demands */
     res out[NREQ];
+    { /* one block fewer than one sequence's window and chunk: refused, saying why */
+        toy *tt = toy_new(1024, wmin - 1, BS, W);
+        mg_sched *ss = NULL;
+        CHECK_EQ_INT(sched_create(&c, &tt->base, &ss), MG_EINVAL);
+        CHECK(ss == NULL);
+        char want[64];
+        snprintf(want, sizeof(want), "%d blocks for a chunk of 16 tokens", wmin);
+        CHECK_MSG(strstr(mg_err_msg(), want) != NULL, "%s", mg_err_msg());
+        toy_destroy(&tt->base);
+        tt = toy_new(1024, wmin, BS, W);
+        CHECK_OK(sched_create(&c, &tt->base, &ss));
+        sched_destroy(ss);
+        toy_destroy(&tt->base);
+    }
     /* plenty of both: all 12 run at once */
     toy *t = toy_new(1024, 512, BS, W);
     mg_sched *s;

@@ -345,9 +345,9 @@ mg_status sched_create(const mg_engine_config *cfg, mg_backend *be, mg_sched **o
             sched_destroy(s);
             return MG_ERRF(MG_EINVAL,
                            "sched: window pool of %d blocks (window %d) holds less than one "
-                           "sequence's step needs: %lld blocks at max_num_tokens %lld",
-                           be->window_blocks, be->window, (long long)one,
-                           (long long)cfg->max_num_tokens);
+                           "sequence's step needs: %lld blocks for a chunk of %lld tokens "
+                           "(max_num_tokens and max_seq_len, the smaller)",
+                           be->window_blocks, be->window, (long long)one, (long long)chunk);
         }
         s->window = be->window;
         st = kv_pool_create(be->window_blocks, s->bs, cfg->enable_block_reuse, &s->wkv);
