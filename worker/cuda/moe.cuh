@@ -456,6 +456,55 @@ __device__ __forceinline__ void moe3_stage_tokens(uint16_t *xs, int *slot_s, con
     cp_async_commit();
 }
 
+/* Versions 3 and 4: where this warp's row tiles start in the tiled layout (mxfp4_tile_kernel).
+ * Tile mt of the warp is tile (blockIdx.x * ROWS/16 + warp * MT + mt) of expert e; tv[mt] says
+ * whether it lies inside the N rows (a tile past them reads tile 0 and is never stored). wp[mt]
+ * = its blocks at super-chunk 0, plus w_off 16-byte units; sp[mt] its scales plus s_off bytes. */
+template <int MT, int ROWS>
+__device__ __forceinline__ void
+moe3_tiles(const uint4 *(&wp)[MT], const uint8_t *(&sp)[MT], bool (&tv)[MT], const uint8_t *blocks,
+           const uint8_t *scales, int e, int N, int nc, int warp, int w_off, int s_off) {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        int tile = blockIdx.x * (ROWS / 16) + warp * MT + mt;
+        tv[mt] = tile * 16 < N;
+        size_t base = ((size_t)e * (N / 16) + (tv[mt] ? tile : 0)) * nc * 64;
+        wp[mt] = reinterpret_cast<const uint4 *>(blocks) + base + w_off;
+        sp[mt] = scales + base + s_off;
+    }
+}
+
+template <int MT, int NT> __device__ __forceinline__ void moe3_zero(float (&acc)[MT][NT][4]) {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+            acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+}
+
+/* Versions 3 and 4: the chunk's results through moe_store, bias added. Row tile mt of the warp
+ * has rows row0 + 16 mt (lane's c0, c1) and + 8 (c2, c3); ntile token tiles of the chunk's n
+ * tokens (slots). Every lane of the warp calls it. */
+template <bool DOWN, int MT, int NT>
+__device__ __forceinline__ void moe3_epilogue(void *outp, const float (&acc)[MT][NT][4],
+                                              const uint16_t *bias, int e, int N, int row0,
+                                              int ntile, int n, const int32_t *slots,
+                                              const float *top_w, float limit, int gq, int tq) {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        int ra = row0 + mt * 16, rb = ra + 8;
+        float bias_a = ra < N ? bf16f(bias[(size_t)e * N + ra]) : 0.0f;
+        float bias_b = rb < N ? bf16f(bias[(size_t)e * N + rb]) : 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            if (nt >= ntile) break;
+            float v[4] = {acc[mt][nt][0] + bias_a, acc[mt][nt][1] + bias_a, acc[mt][nt][2] + bias_b,
+                          acc[mt][nt][3] + bias_b};
+            moe_store<DOWN>(outp, v, ra, rb, nt * 8 + 2 * tq, n, N, slots, top_w, limit, gq);
+        }
+    }
+}
+
 /* Tile configurations of version 3 (chosen by the launcher from the step's token count):
  *   small: 4 warps × 1 row tile (64 rows), 8 tokens, STAGES 4 (3 super-chunks of loads ahead):
  *          many CTAs when few experts are touched (batch 1: 4 experts × 90 tiles);
@@ -475,18 +524,11 @@ __global__ void __launch_bounds__(32 * WARPS)
     const char *xrow0 = reinterpret_cast<const char *>(xs + gq * ld) + tq * 64;
     int swz = moe3_swz(tq);
     int row0 = blockIdx.x * ROWS + warp * 16 * MT + gq;
-    /* tiled weights: this lane's unit of each super-chunk, per row tile (see mxfp4_tile_kernel) */
+    /* tiled weights: this lane's unit of each super-chunk, per row tile */
     const uint4 *wp[MT];
     const uint8_t *sp[MT];
     bool tv[MT];
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-        int tile = blockIdx.x * (ROWS / 16) + warp * MT + mt;
-        tv[mt] = tile * 16 < N;
-        size_t base = ((size_t)e * (N / 16) + (tv[mt] ? tile : 0)) * nc * 64 + lane;
-        wp[mt] = reinterpret_cast<const uint4 *>(blocks) + base;
-        sp[mt] = scales + base;
-    }
+    moe3_tiles<MT, ROWS>(wp, sp, tv, blocks, scales, e, N, nc, warp, lane, lane);
     const uint4 zero4 = make_uint4(0, 0, 0, 0);
     __shared__ int slot_s[TOK];
 
@@ -514,11 +556,7 @@ __global__ void __launch_bounds__(32 * WARPS)
         __syncthreads();
 
         float acc[MT][NT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-                acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+        moe3_zero<MT, NT>(acc);
 
         for (int cb = 0; cb < nc; cb += STAGES) {
 #pragma unroll
@@ -532,22 +570,9 @@ __global__ void __launch_bounds__(32 * WARPS)
             }
         }
 
-        /* Epilogue, as versions 1 and 2: c0, c1 are row ra at tokens 2tq, 2tq+1 of the n-tile;
-         * c2, c3 row rb = ra + 8. */
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-            int ra = row0 + mt * 16, rb = ra + 8;
-            float bias_a = ra < N ? bf16f(bias[(size_t)e * N + ra]) : 0.0f;
-            float bias_b = rb < N ? bf16f(bias[(size_t)e * N + rb]) : 0.0f;
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                if (nt >= ntile) break;
-                float v[4] = {acc[mt][nt][0] + bias_a, acc[mt][nt][1] + bias_a,
-                              acc[mt][nt][2] + bias_b, acc[mt][nt][3] + bias_b};
-                moe_store<DOWN>(outp, v, ra, rb, nt * 8 + 2 * tq, n, N, e_slots + beg + c0, top_w,
-                                limit, gq);
-            }
-        }
+        /* Epilogue, as versions 1 and 2 (moe_store). */
+        moe3_epilogue<DOWN, MT, NT>(outp, acc, bias, e, N, row0, ntile, n, e_slots + beg + c0,
+                                    top_w, limit, gq, tq);
     }
 }
 
@@ -585,18 +610,11 @@ __global__ void __launch_bounds__(32 * WARPS, MINB)
                      warp * STAGES * MT * 64;
     const char *xrow0 = reinterpret_cast<const char *>(xs + gq * ld) + tq * 64;
     int swz = moe3_swz(tq);
-    /* tiled weights: the base of this warp's row tiles (see mxfp4_tile_kernel) */
+    /* tiled weights: this lane's unit of each super-chunk; the scales 16 bytes per lane of 4 */
     const uint4 *wp[MT];
     const uint8_t *sp[MT];
     bool tv[MT];
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-        int tile = blockIdx.x * (ROWS / 16) + warp * MT + mt;
-        tv[mt] = tile * 16 < N;
-        size_t base = ((size_t)e * (N / 16) + (tv[mt] ? tile : 0)) * nc * 64;
-        wp[mt] = reinterpret_cast<const uint4 *>(blocks) + base + lane;
-        sp[mt] = scales + base + (lane & 3) * 16;
-    }
+    moe3_tiles<MT, ROWS>(wp, sp, tv, blocks, scales, e, N, nc, warp, lane, (lane & 3) * 16);
     /* Super-chunk c into ring slot sl: every lane its own 2 × MT units, lanes 4mt..4mt+3 the
      * 64 scales of tile mt. Always one commit, so that the group count stays in step. */
     auto issue = [&](int c, int sl) {
@@ -627,11 +645,7 @@ __global__ void __launch_bounds__(32 * WARPS, MINB)
         __syncthreads();
 
         float acc[MT][NT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-                acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+        moe3_zero<MT, NT>(acc);
 
         auto run = [&](auto ntv) {
             constexpr int NTV = decltype(ntv)::value;
@@ -660,21 +674,8 @@ __global__ void __launch_bounds__(32 * WARPS, MINB)
             run(std::integral_constant<int, NT>{});
         cp_async_wait0(); /* the empty tail groups */
 
-        /* Epilogue as version 3. */
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-            int ra = row0 + mt * 16, rb = ra + 8;
-            float bias_a = ra < N ? bf16f(bias[(size_t)e * N + ra]) : 0.0f;
-            float bias_b = rb < N ? bf16f(bias[(size_t)e * N + rb]) : 0.0f;
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                if (nt >= ntile) break;
-                float v[4] = {acc[mt][nt][0] + bias_a, acc[mt][nt][1] + bias_a,
-                              acc[mt][nt][2] + bias_b, acc[mt][nt][3] + bias_b};
-                moe_store<DOWN>(outp, v, ra, rb, nt * 8 + 2 * tq, n, N, e_slots + beg + c0, top_w,
-                                limit, gq);
-            }
-        }
+        moe3_epilogue<DOWN, MT, NT>(outp, acc, bias, e, N, row0, ntile, n, e_slots + beg + c0,
+                                    top_w, limit, gq, tq);
     }
 }
 
@@ -708,14 +709,7 @@ __global__ void __launch_bounds__(32 * WARPS, 1)
     const uint4 *wp[MT];
     const uint8_t *sp[MT];
     bool tv[MT];
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-        int tile = blockIdx.x * (ROWS / 16) + warp * MT + mt;
-        tv[mt] = tile * 16 < N;
-        size_t base = ((size_t)e * (N / 16) + (tv[mt] ? tile : 0)) * nc * 64;
-        wp[mt] = reinterpret_cast<const uint4 *>(blocks) + base + lane;
-        sp[mt] = scales + base + (lane & 3) * 16;
-    }
+    moe3_tiles<MT, ROWS>(wp, sp, tv, blocks, scales, e, N, nc, warp, lane, (lane & 3) * 16);
     /* Super-chunk c into stage sl: the warp's weight units and scales, then the n tokens'
      * slices (every thread a share; zeros past K). One commit per thread, always. */
     auto issue = [&](int c, int sl, int n) {
@@ -757,11 +751,7 @@ __global__ void __launch_bounds__(32 * WARPS, 1)
         for (int st = 0; st < STAGES - 1; st++) issue(st, st, n);
 
         float acc[MT][NT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-                acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+        moe3_zero<MT, NT>(acc);
 
         auto run = [&](auto ntv) {
             constexpr int NTV = decltype(ntv)::value;
@@ -796,20 +786,8 @@ __global__ void __launch_bounds__(32 * WARPS, 1)
             run(std::integral_constant<int, 8>{});
         cp_async_wait0(); /* the empty tail groups */
 
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-            int ra = row0 + mt * 16, rb = ra + 8;
-            float bias_a = ra < N ? bf16f(bias[(size_t)e * N + ra]) : 0.0f;
-            float bias_b = rb < N ? bf16f(bias[(size_t)e * N + rb]) : 0.0f;
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                if (nt >= ntile) break;
-                float v[4] = {acc[mt][nt][0] + bias_a, acc[mt][nt][1] + bias_a,
-                              acc[mt][nt][2] + bias_b, acc[mt][nt][3] + bias_b};
-                moe_store<DOWN>(outp, v, ra, rb, nt * 8 + 2 * tq, n, N, e_slots + beg + c0, top_w,
-                                limit, gq);
-            }
-        }
+        moe3_epilogue<DOWN, MT, NT>(outp, acc, bias, e, N, row0, ntile, n, e_slots + beg + c0,
+                                    top_w, limit, gq, tq);
     }
 }
 
@@ -826,92 +804,75 @@ extern "C" int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32
     return launch_status();
 }
 
-template <bool DOWN, int WARPS, int TOK>
-static int moe_launch(void *out, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
-                      const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-                      const float *top_w, int top_k, int E, int N, int K, float limit,
-                      cudaStream_t s) {
-    if (K % 32 || N % 2 || K > 8192) return (int)cudaErrorInvalidValue;
-    size_t smem = (size_t)TOK * (K + 8) * sizeof(uint16_t);
-    static size_t smem_set = 0; /* per instantiation; the engine thread is the only caller */
-    if (smem > 48 * 1024 && smem > smem_set) {
-        cudaError_t err = cudaFuncSetAttribute(
-            moe_kernel<DOWN, WARPS, TOK>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+/* Every MoE GEMM kernel takes the same arguments; a grid of (N / rows, E) CTAs of `threads`. */
+typedef void (*moe_kernel_fn)(void *, const uint16_t *, const uint8_t *, const uint8_t *,
+                              const uint16_t *, const int32_t *, const int32_t *, const float *,
+                              int, int, int, float);
+
+/* Launch kernel k with smem bytes of dynamic shared memory, raising its limit first when above
+ * 48 KB (*smem_set: the kernel's current limit; the engine thread is the only caller). */
+static int moe_run(moe_kernel_fn k, size_t *smem_set, size_t smem, int rows, int threads, void *out,
+                   const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
+                   const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
+                   const float *top_w, int top_k, int E, int N, int K, float limit,
+                   cudaStream_t s) {
+    if (smem > 48 * 1024 && smem > *smem_set) {
+        cudaError_t err =
+            cudaFuncSetAttribute(reinterpret_cast<const void *>(k),
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (err != cudaSuccess) return (int)err;
-        smem_set = smem;
+        *smem_set = smem;
     }
-    dim3 grid((N + 16 * WARPS - 1) / (16 * WARPS), E);
-    moe_kernel<DOWN, WARPS, TOK><<<grid, 32 * WARPS, smem, s>>>(
-        out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, N, K, limit);
+    dim3 grid((N + rows - 1) / rows, E);
+    k<<<grid, threads, smem, s>>>(out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, N,
+                                  K, limit);
     return launch_status();
 }
 
-template <bool DOWN, int WARPS, int MT, int NT, int STAGES>
-static int moe3_launch(void *out, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
-                       const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-                       const float *top_w, int top_k, int E, int N, int K, float limit,
-                       cudaStream_t s) {
+#define MOE_ARGS out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, E, N, K, limit, s
+#define MOE_PARAMS                                                                                 \
+    void *out, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,                   \
+        const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots, const float *top_w,  \
+        int top_k, int E, int N, int K, float limit, cudaStream_t s
+
+template <bool DOWN, int WARPS, int TOK> static int moe_launch(MOE_PARAMS) {
+    if (K % 32 || N % 2 || K > 8192) return (int)cudaErrorInvalidValue;
+    static size_t smem_set = 0; /* per instantiation */
+    return moe_run(moe_kernel<DOWN, WARPS, TOK>, &smem_set, (size_t)TOK * (K + 8) * 2, 16 * WARPS,
+                   32 * WARPS, MOE_ARGS);
+}
+
+template <bool DOWN, int WARPS, int MT, int NT, int STAGES> static int moe3_launch(MOE_PARAMS) {
     if (K % 32 || N % 16 || K > 8192) return (int)cudaErrorInvalidValue;
-    size_t smem = (size_t)8 * NT * (moe3_kpad(K) + 16) * sizeof(uint16_t);
-    static size_t smem_set = 0; /* per instantiation; the engine thread is the only caller */
-    if (smem > 48 * 1024 && smem > smem_set) {
-        cudaError_t err =
-            cudaFuncSetAttribute(moe3_kernel<DOWN, WARPS, MT, NT, STAGES>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (err != cudaSuccess) return (int)err;
-        smem_set = smem;
-    }
-    constexpr int ROWS = 16 * MT * WARPS;
-    dim3 grid((N + ROWS - 1) / ROWS, E);
-    moe3_kernel<DOWN, WARPS, MT, NT, STAGES><<<grid, 32 * WARPS, smem, s>>>(
-        out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, N, K, limit);
-    return launch_status();
+    static size_t smem_set = 0;
+    return moe_run(moe3_kernel<DOWN, WARPS, MT, NT, STAGES>, &smem_set,
+                   (size_t)8 * NT * (moe3_kpad(K) + 16) * 2, 16 * MT * WARPS, 32 * WARPS, MOE_ARGS);
+}
+
+/* Shared memory of version 4's large kernel: the staged tokens, then the warps' rings. */
+template <int WARPS, int MT, int NT, int STAGES> static size_t moe4_smem(int K) {
+    return (size_t)8 * NT * (moe3_kpad(K) + 16) * 2 +
+           (size_t)WARPS * STAGES * (MT * 2 * 32 * 16 + MT * 64);
 }
 
 template <bool DOWN, int WARPS, int MT, int NT, int STAGES, int MINB>
-static int moe4_launch(void *out, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
-                       const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-                       const float *top_w, int top_k, int E, int N, int K, float limit,
-                       cudaStream_t s) {
-    if (K % 32 || N % 16 || K > 8192) return (int)cudaErrorInvalidValue;
-    size_t smem = (size_t)8 * NT * (moe3_kpad(K) + 16) * sizeof(uint16_t) +
-                  (size_t)WARPS * STAGES * (MT * 2 * 32 * 16 + MT * 64);
-    static size_t smem_set = 0; /* per instantiation; the engine thread is the only caller */
-    if (smem > 48 * 1024 && smem > smem_set) {
-        cudaError_t err =
-            cudaFuncSetAttribute(moe4_kernel<DOWN, WARPS, MT, NT, STAGES, MINB>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (err != cudaSuccess) return (int)err;
-        smem_set = smem;
-    }
-    constexpr int ROWS = 16 * MT * WARPS;
-    dim3 grid((N + ROWS - 1) / ROWS, E);
-    moe4_kernel<DOWN, WARPS, MT, NT, STAGES, MINB><<<grid, 32 * WARPS, smem, s>>>(
-        out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, N, K, limit);
-    return launch_status();
+static int moe4_launch(MOE_PARAMS) {
+    if (K % 32 || N % 16) return (int)cudaErrorInvalidValue;
+    static size_t smem_set = 0;
+    return moe_run(moe4_kernel<DOWN, WARPS, MT, NT, STAGES, MINB>, &smem_set,
+                   moe4_smem<WARPS, MT, NT, STAGES>(K), 16 * MT * WARPS, 32 * WARPS, MOE_ARGS);
 }
 
-template <bool DOWN, int WARPS, int MT, int NT, int STAGES>
-static int moe5_launch(void *out, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
-                       const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-                       const float *top_w, int top_k, int E, int N, int K, float limit,
-                       cudaStream_t s) {
+template <bool DOWN, int WARPS, int MT, int NT, int STAGES> static int moe5_launch(MOE_PARAMS) {
     if (K % 32 || N % 16) return (int)cudaErrorInvalidValue;
-    size_t smem = (size_t)STAGES * (WARPS * MT * 2 * 32 * 16 + WARPS * MT * 64 + 8 * NT * 288);
-    static size_t smem_set = 0; /* per instantiation; the engine thread is the only caller */
-    if (smem > 48 * 1024 && smem > smem_set) {
-        cudaError_t err =
-            cudaFuncSetAttribute(moe5_kernel<DOWN, WARPS, MT, NT, STAGES>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (err != cudaSuccess) return (int)err;
-        smem_set = smem;
-    }
-    constexpr int ROWS = 16 * MT * WARPS;
-    dim3 grid((N + ROWS - 1) / ROWS, E);
-    moe5_kernel<DOWN, WARPS, MT, NT, STAGES><<<grid, 32 * WARPS, smem, s>>>(
-        out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, N, K, limit);
-    return launch_status();
+    static size_t smem_set = 0;
+    return moe_run(moe5_kernel<DOWN, WARPS, MT, NT, STAGES>, &smem_set,
+                   (size_t)STAGES * (WARPS * MT * 2 * 32 * 16 + WARPS * MT * 64 + 8 * NT * 288),
+                   16 * MT * WARPS, 32 * WARPS, MOE_ARGS);
 }
+
+#undef MOE_ARGS
+#undef MOE_PARAMS
 
 /* The MoE tile of versions 3 and 4 for a step of T tokens: 1 the small one, 2 the large one
  * once experts hold 4+ tokens on average (T * top_k / E > 4: above batch 128 on 120b), 3 (version
@@ -926,8 +887,7 @@ extern "C" void cuda_moe3_force_tile(int tile) {
 /* Whether version 4's large tile (15 warps, 16 tokens, 4 stages) fits the 227 KB of shared
  * memory for K inputs (up to K = 3072); wider ones take version 3's large tile. */
 static inline bool moe4_fits(int K) {
-    return (size_t)16 * (moe3_kpad(K) + 16) * 2 + (size_t)15 * 4 * (2 * 2 * 32 * 16 + 2 * 64) <=
-           227 * 1024;
+    return moe4_smem<15, 2, 2, 4>(K) <= 227 * 1024;
 }
 
 static inline int moe3_tile(int T, int top_k, int E, int version) {
