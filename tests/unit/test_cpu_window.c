@@ -30,6 +30,8 @@
 #define MAXOUT 200
 #define BS     16
 
+#include "sched_out.h" /* res, on_out, res_same: after MAXOUT */
+
 /* ---- a backend that records every logits row of the CPU backend it wraps ---- */
 
 typedef struct rec {
@@ -75,21 +77,6 @@ static const mg_backend_ops rec_ops = {
     .name = "rec", .forward = rec_forward, .destroy = rec_destroy};
 
 /* ---- requests ---- */
-
-typedef struct res {
-    int32_t toks[MAXOUT];
-    int n, n_final;
-    mg_usage usage;
-} res;
-
-static void on_out(void *ud, const mg_output *o) {
-    res *r = ud;
-    for (int i = 0; i < o->n_tokens && r->n < MAXOUT; i++) r->toks[r->n++] = o->tokens[i];
-    if (o->finish != MG_FINISH_NONE) {
-        r->usage = o->usage;
-        r->n_final++;
-    }
-}
 
 static const char *ckpt;
 static int32_t prompts[NREQ][200];

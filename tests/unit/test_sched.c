@@ -18,6 +18,8 @@
 #define BS       4
 #define MAXOUT   64
 
+#include "sched_out.h" /* res, on_out, res_same: after MAXOUT */
+
 /* ---------- the toy backend ---------- */
 
 typedef struct toy {
@@ -134,33 +136,7 @@ static toy *toy_new(int num_blocks) {
     return toy_new_bs(num_blocks, BS);
 }
 
-/* ---------- results ---------- */
-
-typedef struct res {
-    int32_t toks[MAXOUT];
-    int n;
-    mg_finish fin;
-    int n_final, after_final, overflow;
-    int calls, first_n; /* callbacks, and tokens in the first one */
-    mg_usage usage;
-} res;
-
-static void on_out(void *ud, const mg_output *o) {
-    res *r = ud;
-    if (r->n_final) r->after_final++;
-    if (r->calls++ == 0) r->first_n = o->n_tokens;
-    for (int i = 0; i < o->n_tokens; i++) {
-        if (r->n < MAXOUT)
-            r->toks[r->n++] = o->tokens[i];
-        else
-            r->overflow++;
-    }
-    if (o->finish != MG_FINISH_NONE) {
-        r->fin = o->finish;
-        r->n_final++;
-        r->usage = o->usage;
-    }
-}
+/* ---------- results: res, on_out (sched_out.h) ---------- */
 
 /* KV events, balanced per hash */
 typedef struct evs {

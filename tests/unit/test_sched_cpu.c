@@ -22,22 +22,7 @@
 #define MAXOUT 32
 #define BS     16
 
-typedef struct res {
-    int32_t toks[MAXOUT];
-    int n, n_final;
-    mg_finish fin;
-    mg_usage usage;
-} res;
-
-static void on_out(void *ud, const mg_output *o) {
-    res *r = ud;
-    for (int i = 0; i < o->n_tokens && r->n < MAXOUT; i++) r->toks[r->n++] = o->tokens[i];
-    if (o->finish != MG_FINISH_NONE) {
-        r->fin = o->finish;
-        r->usage = o->usage;
-        r->n_final++;
-    }
-}
+#include "sched_out.h" /* res, on_out, res_same: after MAXOUT */
 
 static const char *ckpt;
 static int32_t prompts[NREQ][200];

@@ -28,6 +28,8 @@
 #define W        8
 #define MAXOUT   64
 
+#include "sched_out.h" /* res, on_out, res_same: after MAXOUT */
+
 /* ---------- the toy backend ---------- */
 
 typedef struct toy {
@@ -146,28 +148,7 @@ static toy *toy_new(int num_blocks, int window_blocks, int bs, int w) {
     return t;
 }
 
-/* ---------- results ---------- */
-
-typedef struct res {
-    int32_t toks[MAXOUT];
-    int n, n_final;
-    mg_finish fin;
-    mg_usage usage;
-} res;
-
-static void on_out(void *ud, const mg_output *o) {
-    res *r = ud;
-    for (int i = 0; i < o->n_tokens && r->n < MAXOUT; i++) r->toks[r->n++] = o->tokens[i];
-    if (o->finish != MG_FINISH_NONE) {
-        r->fin = o->finish;
-        r->n_final++;
-        r->usage = o->usage;
-    }
-}
-
-static bool same(const res *a, const res *b) {
-    return a->n == b->n && memcmp(a->toks, b->toks, sizeof(int32_t) * a->n) == 0;
-}
+/* ---------- results: res, on_out, res_same (sched_out.h) ---------- */
 
 /* ---------- the workload ---------- */
 
@@ -299,7 +280,7 @@ static void test_random_configs(void) {
                 if (out[i].fin != MG_FINISH_CANCELLED || out[i].n > ref[i].n ||
                     memcmp(out[i].toks, ref[i].toks, sizeof(int32_t) * out[i].n) != 0)
                     bad_cancel++;
-            } else if (!same(&out[i], &ref[i])) {
+            } else if (!res_same(&out[i], &ref[i])) {
                 bad_tokens++;
             }
         }
@@ -396,7 +377,7 @@ static void test_exact_counts_with_preemption(void) {
     CHECK(checked > 20);
     CHECK_MSG(after_preempt > 0, "no checked step followed a preemption");
     CHECK(sched_load(s).preemptions > 0);
-    for (int i = 0; i < NREQ; i++) CHECK(same(&out[i], &ref[i]));
+    for (int i = 0; i < NREQ; i++) CHECK(res_same(&out[i], &ref[i]));
     check_pools_free(s);
     CHECK_EQ_INT(t->errors, 0);
     sched_destroy(s);
@@ -437,7 +418,7 @@ static void test_admission(void) {
         if (sched_load(s).running > most) most = sched_load(s).running;
     }
     CHECK_EQ_INT(most, 12);
-    for (int i = 0; i < NREQ; i++) CHECK(same(&out[i], &ref[i]));
+    for (int i = 0; i < NREQ; i++) CHECK(res_same(&out[i], &ref[i]));
     sched_destroy(s);
     toy_destroy(&t->base);
     /* a window pool of 10 blocks: a running sequence holds 1..3 of them between steps, so far
@@ -458,7 +439,7 @@ static void test_admission(void) {
     CHECK_MSG(wmost == wmin + 3, "window pool peak %d of %d: the preemptions below come from it",
               wmost, wmin + 3);
     CHECK_MSG(sched_load(s).preemptions > 0, "a short window pool preempts growing sequences");
-    for (int i = 0; i < NREQ; i++) CHECK(same(&out[i], &ref[i]));
+    for (int i = 0; i < NREQ; i++) CHECK(res_same(&out[i], &ref[i]));
     check_pools_free(s);
     CHECK_EQ_INT(t->errors, 0);
     sched_destroy(s);
@@ -475,7 +456,7 @@ static void test_admission(void) {
     }
     CHECK_MSG(fmost == 40, "full pool peak %d of 40: it is what limits here", fmost);
     CHECK(sched_load(s).preemptions > 0);
-    for (int i = 0; i < NREQ; i++) CHECK(same(&out[i], &ref[i]));
+    for (int i = 0; i < NREQ; i++) CHECK(res_same(&out[i], &ref[i]));
     check_pools_free(s);
     sched_destroy(s);
     toy_destroy(&t->base);
@@ -530,7 +511,7 @@ static void test_prefix_reuse(void) {
         while (sched_has_work(s)) CHECK_OK(sched_step(s, NULL));
         CHECK_EQ_INT(a.usage.cached_tokens, 0);
         if (ci == 0) first = a;
-        CHECK(same(&a, &first));
+        CHECK(res_same(&a, &first));
         if (sched_window_kv(s)) {
             mg_kv_stats w = kv_stats(sched_window_kv(s));
             CHECK_EQ_INT(w.cached_blocks, 10); /* the 10 full blocks of the prompt */
@@ -542,7 +523,7 @@ static void test_prefix_reuse(void) {
         while (sched_has_work(s)) CHECK_OK(sched_step(s, NULL));
         CHECK_MSG(b.usage.cached_tokens == cases[ci].cached, "case %zu: %d cached, want %d", ci,
                   b.usage.cached_tokens, cases[ci].cached);
-        CHECK(same(&b, &first)); /* the reused window KV is the right one */
+        CHECK(res_same(&b, &first)); /* the reused window KV is the right one */
         check_pools_free(s);
         CHECK_EQ_INT(t->errors, 0);
         /* the full pool's blocks stayed cached through the evictions */
