@@ -244,14 +244,6 @@ __global__ void attention_combine_kernel(uint16_t *out, const float *part, const
  * ldmatrix.trans turns the [key][dim] V tile into B fragments. q is split into a bf16 high part
  * and a bf16 remainder (two MMAs), so the scores keep about 16 bits of q; P in bf16 is the one
  * rounding the float kernels do not have (relative 2^-9 per weight). Same K/V tiles as above. */
-__device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a2, uint32_t b0,
-                                         uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
-}
-
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     return (uint32_t)f2bf16(lo) | (uint32_t)f2bf16(hi) << 16;
 }
@@ -316,8 +308,8 @@ __global__ void __launch_bounds__(32)
             for (int k = 0; k < 4; k++) {
                 uint32_t b0 = *reinterpret_cast<const uint32_t *>(kr + 16 * k);
                 uint32_t b1 = *reinterpret_cast<const uint32_t *>(kr + 16 * k + 8);
-                mma16816(s[n], qh[k][0], qh[k][1], b0, b1);
-                mma16816(s[n], ql[k][0], ql[k][1], b0, b1);
+                mma_bf16(s[n], qh[k][0], 0u, qh[k][1], 0u, b0, b1);
+                mma_bf16(s[n], ql[k][0], 0u, ql[k][1], 0u, b0, b1);
             }
         }
         /* online softmax over the tile, per head: row g's values sit in the quad of lanes */
@@ -359,8 +351,8 @@ __global__ void __launch_bounds__(32)
                 asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                              : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
                              : "r"(a));
-                mma16816(oc[d], pa[2 * kk], pa[2 * kk + 1], b0, b1);
-                mma16816(oc[d + 1], pa[2 * kk], pa[2 * kk + 1], b2, b3);
+                mma_bf16(oc[d], pa[2 * kk], 0u, pa[2 * kk + 1], 0u, b0, b1);
+                mma_bf16(oc[d + 1], pa[2 * kk], 0u, pa[2 * kk + 1], 0u, b2, b3);
             }
 #pragma unroll
         for (int d = 0; d < 8; d++) {

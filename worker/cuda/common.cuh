@@ -61,6 +61,17 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+/* c += A B on the bf16 tensor cores, m16n8k16 with float accumulators: A fragment a0..a3 (rows g
+ * and g + 8, k 2t.. and 2t + 8..), B fragment b0, b1, c0..c3 (rows g, g + 8; columns 2t, 2t + 1)
+ * for lane (g, t) = (lane / 4, lane % 4). */
+__device__ __forceinline__ void mma_bf16(float *c, uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
 static inline int launch_status(void) {
     return (int)cudaGetLastError();
 }

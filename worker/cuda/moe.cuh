@@ -108,14 +108,6 @@ __device__ __forceinline__ uint32_t dq2(uint32_t byte, float scale, const float 
     return *reinterpret_cast<uint32_t *>(&p);
 }
 
-__device__ __forceinline__ void mma_bf16(float *c, uint32_t a0, uint32_t a1, uint32_t a2,
-                                         uint32_t a3, uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 /* The epilogue of every version: v = the accumulator fragment + bias, c0, c1 row ra at tokens
  * j0, j0 + 1 of the chunk, c2, c3 row rb (slots: the chunk's e_slots, n tokens). DOWN: y[slot]
  * = top_w[slot] * v (float). Else rows alternate gate (even) and up (odd), row r + 1 4 lanes
