@@ -20,17 +20,6 @@ trap cleanup EXIT
 mg_servers_start "$WORK/servers"
 NCPU=$(nproc)
 OTHERS=$(python3 -c "print(','.join(str(c) for c in range($NCPU) if c != $CORE) or '$CORE')")
-# The frontend's HTTP port, read from its log (it is started with --http-port 0, so that
-# concurrent runs never race for a port).
-fe_port() {
-  local p i
-  for ((i = 0; i < 300; i++)); do
-    p=$(sed -n 's/^magneto-frontend listening on port \([0-9]*\)$/\1/p' "$1" 2>/dev/null || true)
-    [ -n "$p" ] && { echo "$p"; return 0; }
-    sleep 0.1
-  done
-  return 1
-}
 run() { # namespace, bench args...
   local ns=$1 port
   shift
@@ -38,7 +27,7 @@ run() { # namespace, bench args...
     --nats-url "$MAGNETO_NATS_URL" --etcd-url "$MAGNETO_ETCD_URL" --host 127.0.0.1 \
     --http-port 0 >"$WORK/frontend-$ns.log" 2>&1 &
   FE=$!
-  port=$(fe_port "$WORK/frontend-$ns.log")
+  port=$(mg_frontend_port "$WORK/frontend-$ns.log")
   MAGNETO_LOG_LEVEL=warn taskset -c "$OTHERS" "$BIN/frontend/magneto-frontend-bench" \
     --namespace "$ns" --nats-url "$MAGNETO_NATS_URL" --etcd-url "$MAGNETO_ETCD_URL" \
     --url "http://127.0.0.1:$port" --frontend-pid "$FE" "$@"

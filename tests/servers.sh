@@ -1,6 +1,7 @@
 # servers.sh - start nats-server and etcd on free loopback ports for tests and the local demo.
 # Source it, call mg_servers_start DIR, and mg_servers_stop (also registered on EXIT by the caller).
-# Exports MAGNETO_NATS_URL and MAGNETO_ETCD_URL.
+# Exports MAGNETO_NATS_URL and MAGNETO_ETCD_URL. mg_frontend_port LOG [PID]: the port a frontend
+# started with --http-port 0 logged.
 
 mg_free_port() {
   # Ask the kernel for a free port by binding port 0, then release it.
@@ -46,4 +47,17 @@ mg_servers_stop() {
   done
   MG_NATS_PID=; MG_ETCD_PID=
   return 0
+}
+
+mg_frontend_port() { # log [pid]
+  # The HTTP port a frontend started with --http-port 0 logged (frontends pick their port, so
+  # concurrent runs never race for one): waits up to 30 s, or until pid has exited.
+  local p i
+  for ((i = 0; i < 300; i++)); do
+    p=$(sed -n 's/^magneto-frontend listening on port \([0-9]*\)$/\1/p' "$1" 2>/dev/null || true)
+    [ -n "$p" ] && { echo "$p"; return 0; }
+    [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null && return 1
+    sleep 0.1
+  done
+  return 1
 }

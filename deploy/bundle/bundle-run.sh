@@ -131,13 +131,7 @@ echo "bundle-run: $WORKERS worker(s) ready: ${WARGS[*]}"
 start frontend magneto-frontend "${COMMON[@]}" --host 127.0.0.1 --http-port 0 \
   --tokenizer "$MAGNETO_TOKENIZER" ${MG_FRONTEND_ARGS:-}
 FPID=${PIDS[-1]}
-PORT=
-for ((i = 0; i < 300; i++)); do
-  PORT=$(sed -n 's/^magneto-frontend listening on port \([0-9]*\)$/\1/p' "$LOGS/frontend.log" 2>/dev/null || true)
-  [ -n "$PORT" ] && break
-  kill -0 "$FPID" 2>/dev/null || break
-  sleep 0.1
-done
+PORT=$(mg_frontend_port "$LOGS/frontend.log" "$FPID") || PORT=
 [ -n "$PORT" ] || fail "frontend did not start" "$LOGS/frontend.log"
 # Ready when its /health lists every worker.
 n=0

@@ -4,8 +4,7 @@
 #                    EXIT trap that stops every pid in PIDS, fails on sanitizer reports in
 #                    $WORK/*.log and prints the logs' tails when the script fails
 #   fail MSG         print and exit 1
-#   fe_port LOG      the HTTP port a frontend started with --http-port 0 logged (frontends pick
-#                    their port, so concurrent runs never race for one)
+#   (and, from servers.sh, mg_frontend_port LOG: the port a frontend with --http-port 0 logged)
 . "$ROOT/tests/servers.sh"
 
 PIDS=()
@@ -40,12 +39,3 @@ e2e_begin() { # name
 
 fail() { echo "FAIL: $*"; exit 1; }
 
-fe_port() {
-  local p i
-  for ((i = 0; i < 300; i++)); do
-    p=$(sed -n 's/^magneto-frontend listening on port \([0-9]*\)$/\1/p' "$1" 2>/dev/null || true)
-    [ -n "$p" ] && { echo "$p"; return 0; }
-    sleep 0.1
-  done
-  return 1
-}

@@ -44,7 +44,7 @@ start_frontend() { # name migration-limit -> port in FPORT_<name>
   "$BIN/frontend/magneto-frontend" "${COMMON[@]}" --host 127.0.0.1 --http-port 0 \
     --tokenizer "$RANKS" --migration-limit "$2" >"$WORK/frontend-$1.log" 2>&1 &
   PIDS+=($!)
-  port=$(fe_port "$WORK/frontend-$1.log") || fail "frontend $1 did not start"
+  port=$(mg_frontend_port "$WORK/frontend-$1.log") || fail "frontend $1 did not start"
   eval "FPORT_$1=$port"
 }
 wait_workers() { # port n

@@ -14,7 +14,7 @@ MAGNETO_LOG_LEVEL=warn "$BIN/frontend/magneto-frontend" "${COMMON[@]}" --host 12
   --http-port 0 >"$WORK/frontend.log" 2>&1 &
 FE=$!
 PIDS+=($FE)
-PORT=$(fe_port "$WORK/frontend.log") || fail "frontend did not start"
+PORT=$(mg_frontend_port "$WORK/frontend.log") || fail "frontend did not start"
 MAGNETO_LOG_LEVEL=warn "$BIN/frontend/magneto-frontend-bench" "${COMMON[@]}" \
   --url "http://127.0.0.1:$PORT" --streams "$STREAMS" --tokens 150 --step-us 50000 --workers 4 \
   --warmup 4 --duration 8 --frontend-pid "$FE" >"$WORK/bench.log" 2>&1 &

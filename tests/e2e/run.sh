@@ -42,7 +42,7 @@ esac
 "$BIN/frontend/magneto-frontend" "${COMMON[@]}" --host 127.0.0.1 --http-port 0 \
   --tokenizer "$RANKS" --migration-limit 1 >"$WORK/frontend.log" 2>&1 &
 PIDS+=($!)
-PORT=$(fe_port "$WORK/frontend.log") || { echo "frontend did not start"; exit 1; }
+PORT=$(mg_frontend_port "$WORK/frontend.log") || { echo "frontend did not start"; exit 1; }
 URL=http://127.0.0.1:$PORT
 # Ready when /health reports every worker.
 for ((i = 0; i < 600; i++)); do
