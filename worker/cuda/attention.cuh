@@ -8,16 +8,27 @@
 /* ---- kernels ---- */
 
 /* One CTA per token. Work items: q rotation pairs (n_heads * D/2), k pairs (n_kv * D/2), then v
- * elements (n_kv * D). The angle and its cos/sin are computed per pair as the CPU does (float
- * angle = pos * inv_freq, accurate cosf/sinf: this file is built without fast math). */
+ * elements (n_kv * D). The token's D/2 angles and their cos/sin are computed once, as the CPU
+ * does (float angle = pos * inv_freq, accurate cosf/sinf: this file is built without fast math),
+ * into shared memory for every head. */
+enum { ROPE_MAX_HALF = 128 };
+
 __global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *qkv,
                                 const uint16_t *bias, const int32_t *positions,
                                 const int32_t *slots, const float *inv_freq, float conc,
                                 int n_heads, int n_kv, int D, int bs) {
+    __shared__ float cs[2 * ROPE_MAX_HALF];
     int t = blockIdx.x, half = D / 2, Q = n_heads * D, KV = n_kv * D;
     const float *row = qkv + (size_t)t * (Q + 2 * KV);
     int pos = positions[t], slot = slots[t], blk = slot / bs, off = slot % bs;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float angle = (float)pos * inv_freq[i];
+        cs[i] = cosf(angle) * conc;
+        cs[ROPE_MAX_HALF + i] = sinf(angle) * conc;
+    }
+    __syncthreads();
     int n_rot = (n_heads + n_kv) * half, n_all = n_rot + KV;
+#pragma unroll 4
     for (int w = threadIdx.x; w < n_all; w += blockDim.x) {
         if (w < n_rot) {
             int head = w / half, i = w % half;
@@ -25,8 +36,7 @@ __global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, co
             int col = is_q ? head * D : Q + (head - n_heads) * D;
             float x1 = row[col + i] + bf16f(bias[col + i]);
             float x2 = row[col + i + half] + bf16f(bias[col + i + half]);
-            float angle = (float)pos * inv_freq[i];
-            float c = cosf(angle) * conc, sn = sinf(angle) * conc;
+            float c = cs[i], sn = cs[ROPE_MAX_HALF + i];
             float y1 = x1 * c - x2 * sn, y2 = x2 * c + x1 * sn;
             if (is_q) {
                 q[(size_t)t * Q + col + i] = y1;
@@ -243,22 +253,66 @@ __global__ void attention_combine_kernel(uint16_t *out, const float *part, const
  * fragments are already the A fragments of P·V (P = the online softmax's weights in bf16), and
  * ldmatrix.trans turns the [key][dim] V tile into B fragments. q is split into a bf16 high part
  * and a bf16 remainder (two MMAs), so the scores keep about 16 bits of q; P in bf16 is the one
- * rounding the float kernels do not have (relative 2^-9 per weight). Same K/V tiles as above. */
+ * rounding the float kernels do not have (relative 2^-9 per weight). */
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     return (uint32_t)f2bf16(lo) | (uint32_t)f2bf16(hi) << 16;
 }
 
+/* K/V tiles of the tensor-core kernel: 16 keys, three in flight, rows of 128 bytes whose
+ * 16-byte chunk c sits at chunk c ^ (row & 7), so that both the B-fragment word reads of K and
+ * the ldmatrix.trans row reads of V hit distinct banks without padding. 12 KB per warp: 17
+ * warps (CTAs) fit an SM, so that a batch-256 step's 2,048 (token, kv head) CTAs run as one
+ * wave (with 32-key tiles in two padded stages, 18 KB, 12 fit and the step ran as 1.3 waves:
+ * the second wave left most of each SM idle). */
+enum { ATT_MT = 16, ATT_MST = 3 };
+
+struct att_mma_smem {
+    uint16_t k[ATT_MST][ATT_MT * 64], v[ATT_MST][ATT_MT * 64];
+};
+
+__device__ __forceinline__ int att_swz(int r, int c) {
+    return r * 64 + ((c ^ (r & 7)) << 3);
+}
+
+/* The warp copies keys [j0, min(j0 + 16, je + 1)) of kv head g into stage st (one group). */
+__device__ __forceinline__ void att_mma_issue(att_mma_smem *sm, int st, const uint16_t *kc,
+                                              const uint16_t *vc, const int32_t *brow, int g,
+                                              int n_kv, int bs, int j0, int je) {
+    int lane = threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < ATT_MT * 8 / 32; i++) {
+        int e = lane + 32 * i, r = e >> 3, c = e & 7, j = j0 + r;
+        if (j <= je) {
+            size_t base = ((size_t)(brow[j / bs] * n_kv + g) * bs + j % bs) * 64 + c * 8;
+            cp_async16(sm->k[st] + att_swz(r, c), kc + base);
+            cp_async16(sm->v[st] + att_swz(r, c), vc + base);
+        }
+    }
+    cp_async_commit();
+}
+
 /* Grid (T, n_kv), one warp; the kv group has 8 query heads (gpt-oss), D = 64. Lane (g, t) owns
- * head g of the group: its scores at keys 8n + 2t, 8n + 2t + 1 of each 8-key tile n, its
- * output at dims 8d + 2t, 8d + 2t + 1. */
-__global__ void __launch_bounds__(32)
+ * head g of the group: its scores at keys 8n + 2t, 8n + 2t + 1 of each 8-key half n of a tile,
+ * its output at dims 8d + 2t, 8d + 2t + 1. */
+__global__ void __launch_bounds__(32, 17)
     attention_mma_kernel(uint16_t *out, const float *q, const uint16_t *kc, const uint16_t *vc,
                          const uint16_t *sinks, const int32_t *block_table, int max_blocks,
                          const int32_t *token_seq, const int32_t *positions, int n_heads, int n_kv,
                          int bs, int window) {
-    __shared__ __align__(16) att_smem sm;
+    __shared__ __align__(128) att_mma_smem sm;
     int t = blockIdx.x, g = blockIdx.y, lane = threadIdx.x, gq = lane >> 2, tq = lane & 3;
     int h = g * 8 + gq;
+    int pos = positions[t], lo = window > 0 ? max(0, pos - window + 1) : 0;
+    const int32_t *brow = block_table + (size_t)token_seq[t] * max_blocks;
+    int ntiles = (pos - lo) / ATT_MT + 1;
+    /* the first stages' copies go out before q is read */
+#pragma unroll
+    for (int i = 0; i < ATT_MST - 1; i++) {
+        if (i < ntiles)
+            att_mma_issue(&sm, i, kc, vc, brow, g, n_kv, bs, lo + i * ATT_MT, pos);
+        else
+            cp_async_commit();
+    }
     /* Q fragments, scaled by 1/8 (exact), high and low bf16 parts: k-step ks covers dims
      * 16ks .. 16ks + 15; a0 = dims 16ks + 2t, +1; a2 = dims 16ks + 8 + 2t, +1. */
     uint32_t qh[4][2], ql[4][2];
@@ -273,61 +327,58 @@ __global__ void __launch_bounds__(32)
             qh[ks][r] = pack_bf16(h0, h1);
             ql[ks][r] = pack_bf16(x0 - h0, x1 - h1);
         }
-    int pos = positions[t], lo = window > 0 ? max(0, pos - window + 1) : 0;
-    const int32_t *brow = block_table + (size_t)token_seq[t] * max_blocks;
     float m = -INFINITY, l = 0.0f, o[8][2];
 #pragma unroll
     for (int d = 0; d < 8; d++) o[d][0] = o[d][1] = 0.0f;
-    int ntiles = (pos - lo) / ATT_TILE + 1;
-    att_issue(&sm, 0, kc, vc, brow, g, n_kv, bs, lo, pos);
     for (int tile = 0; tile < ntiles; tile++) {
-        int buf = tile & 1, j0 = lo + tile * ATT_TILE;
-        if (tile + 1 < ntiles)
-            att_issue(&sm, buf ^ 1, kc, vc, brow, g, n_kv, bs, j0 + ATT_TILE, pos);
+        int st = tile % ATT_MST, j0 = lo + tile * ATT_MT, nx = tile + ATT_MST - 1;
+        if (nx < ntiles)
+            att_mma_issue(&sm, nx % ATT_MST, kc, vc, brow, g, n_kv, bs, lo + nx * ATT_MT, pos);
         else
             cp_async_commit();
-        cp_async_wait1();
+        cp_async_wait<ATT_MST - 1>();
         __syncwarp();
-        int nvalid = min(ATT_TILE, pos - j0 + 1);
-        const uint16_t *ks_ = sm.k[buf], *vs_ = sm.v[buf];
-        if (nvalid < ATT_TILE) { /* P is 0 there, but 0 times a stale NaN is not */
-            if (lane >= nvalid)
+        int nvalid = min(ATT_MT, pos - j0 + 1);
+        const uint16_t *ks_ = sm.k[st], *vs_ = sm.v[st];
+        if (nvalid < ATT_MT) { /* P is 0 there, but 0 times a stale NaN is not */
+            if (lane >= nvalid && lane < ATT_MT)
 #pragma unroll
                 for (int c = 0; c < 8; c++)
-                    *reinterpret_cast<uint4 *>(sm.v[buf] + lane * ATT_ROW + 8 * c) =
+                    *reinterpret_cast<uint4 *>(sm.v[st] + lane * 64 + 8 * c) =
                         make_uint4(0, 0, 0, 0);
             __syncwarp();
         }
-        /* S = Q K^T: B fragment of key tile n = K row 8n + g, dims (k-step) 2t, 2t + 8 */
-        float s[4][4];
+        /* S = Q K^T: B fragment of key half n = K row 8n + g, dims (k-step) 2t, 2t + 8 */
+        float sc[2][4];
 #pragma unroll
-        for (int n = 0; n < 4; n++) {
-            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-            const uint16_t *kr = ks_ + (8 * n + gq) * ATT_ROW + 2 * tq;
+        for (int n = 0; n < 2; n++) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+            int r = 8 * n + gq;
+            const uint16_t *kr = ks_ + r * 64 + 2 * tq;
 #pragma unroll
             for (int k = 0; k < 4; k++) {
-                uint32_t b0 = *reinterpret_cast<const uint32_t *>(kr + 16 * k);
-                uint32_t b1 = *reinterpret_cast<const uint32_t *>(kr + 16 * k + 8);
-                mma_bf16(s[n], qh[k][0], 0u, qh[k][1], 0u, b0, b1);
-                mma_bf16(s[n], ql[k][0], 0u, ql[k][1], 0u, b0, b1);
+                uint32_t b0 = *reinterpret_cast<const uint32_t *>(kr + (((2 * k) ^ gq) << 3));
+                uint32_t b1 = *reinterpret_cast<const uint32_t *>(kr + (((2 * k + 1) ^ gq) << 3));
+                mma_bf16(sc[n], qh[k][0], 0u, qh[k][1], 0u, b0, b1);
+                mma_bf16(sc[n], ql[k][0], 0u, ql[k][1], 0u, b0, b1);
             }
         }
         /* online softmax over the tile, per head: row g's values sit in the quad of lanes */
         float mt = -INFINITY;
 #pragma unroll
-        for (int n = 0; n < 4; n++)
+        for (int n = 0; n < 2; n++)
 #pragma unroll
             for (int c = 0; c < 2; c++) {
-                if (8 * n + 2 * tq + c >= nvalid) s[n][c] = -INFINITY;
-                mt = fmaxf(mt, s[n][c]);
+                if (8 * n + 2 * tq + c >= nvalid) sc[n][c] = -INFINITY;
+                mt = fmaxf(mt, sc[n][c]);
             }
         mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
         mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
         float mn = fmaxf(m, mt), alpha = expf(m - mn), ps = 0.0f;
-        uint32_t pa[4];
+        uint32_t pa[2];
 #pragma unroll
-        for (int n = 0; n < 4; n++) {
-            float p0 = expf(s[n][0] - mn), p1 = expf(s[n][1] - mn);
+        for (int n = 0; n < 2; n++) {
+            float p0 = expf(sc[n][0] - mn), p1 = expf(sc[n][1] - mn);
             ps += p0 + p1;
             pa[n] = pack_bf16(p0, p1);
         }
@@ -335,32 +386,27 @@ __global__ void __launch_bounds__(32)
         ps += __shfl_xor_sync(0xffffffffu, ps, 2);
         l = l * alpha + ps;
         m = mn;
-        /* O += P V: k-step kk = keys 16kk .. 16kk + 15 (a0 = tile 2kk, a2 = tile 2kk + 1); B of
-         * dims 8d .. 8d + 7 from ldmatrix.trans of V rows 16kk + (lane & 15), dims 8(d + lane/16)
-         */
-        float oc[8][4];
+        /* O = O alpha + P V: one k-step (a0 = keys 0..7, a2 = keys 8..15); B of dims 8d .. 8d + 7
+         * from ldmatrix.trans of V rows lane & 15, dims 8(d + lane/16) */
 #pragma unroll
-        for (int d = 0; d < 8; d++) oc[d][0] = oc[d][1] = oc[d][2] = oc[d][3] = 0.0f;
+        for (int d = 0; d < 8; d++) o[d][0] *= alpha, o[d][1] *= alpha;
+        int vr = lane & 15;
 #pragma unroll
-        for (int kk = 0; kk < 2; kk++)
-#pragma unroll
-            for (int d = 0; d < 8; d += 2) {
-                const uint16_t *vr =
-                    vs_ + (16 * kk + (lane & 15)) * ATT_ROW + 8 * (d + (lane >> 4));
-                uint32_t a = (uint32_t)__cvta_generic_to_shared(vr), b0, b1, b2, b3;
-                asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                             : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
-                             : "r"(a));
-                mma_bf16(oc[d], pa[2 * kk], 0u, pa[2 * kk + 1], 0u, b0, b1);
-                mma_bf16(oc[d + 1], pa[2 * kk], 0u, pa[2 * kk + 1], 0u, b2, b3);
-            }
-#pragma unroll
-        for (int d = 0; d < 8; d++) {
-            o[d][0] = o[d][0] * alpha + oc[d][0];
-            o[d][1] = o[d][1] * alpha + oc[d][1];
+        for (int d = 0; d < 8; d += 2) {
+            const uint16_t *vp = vs_ + att_swz(vr, d + (lane >> 4));
+            uint32_t a = (uint32_t)__cvta_generic_to_shared(vp), b0, b1, b2, b3;
+            asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                         : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
+                         : "r"(a));
+            float c0[4] = {o[d][0], o[d][1], 0.0f, 0.0f};
+            float c1[4] = {o[d + 1][0], o[d + 1][1], 0.0f, 0.0f};
+            mma_bf16(c0, pa[0], 0u, pa[1], 0u, b0, b1);
+            mma_bf16(c1, pa[0], 0u, pa[1], 0u, b2, b3);
+            o[d][0] = c0[0], o[d][1] = c0[1], o[d + 1][0] = c1[0], o[d + 1][1] = c1[1];
         }
-        __syncwarp(); /* buffer buf is refilled by the next iteration's issue */
+        __syncwarp(); /* stage st is refilled by a later iteration's issue */
     }
+    cp_async_wait0();
     float sk = bf16f(sinks[h]), mf = fmaxf(m, sk), a = expf(m - mf);
     l = l * a + expf(sk - mf);
     float f = a / l;
@@ -377,7 +423,8 @@ extern "C" int cuda_qkv_rope(float *q, uint16_t *kcache, uint16_t *vcache, const
                              const float *inv_freq, float concentration, int T, int n_heads,
                              int n_kv_heads, int D, int block_size, cudaStream_t s) {
     if (T <= 0) return 0;
-    qkv_rope_kernel<<<T, 256, 0, s>>>(q, kcache, vcache, qkv, bias, positions, slots, inv_freq,
+    if (D < 2 || D % 2 || D / 2 > ROPE_MAX_HALF) return (int)cudaErrorInvalidValue;
+    qkv_rope_kernel<<<T, 512, 0, s>>>(q, kcache, vcache, qkv, bias, positions, slots, inv_freq,
                                       concentration, n_heads, n_kv_heads, D, block_size);
     return launch_status();
 }

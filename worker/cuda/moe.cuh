@@ -25,10 +25,11 @@ enum { MOE_V1_WARPS = 4, MOE_V1_TOK = 16, MOE_V2_WARPS = 8, MOE_V2_TOK = 8 };
 /* ---- kernels ---- */
 
 /* Router, in two kernels: a warp per token picks its top_k experts and their softmax weights
- * (many CTAs), then one CTA groups the slots by expert. Lanes hold experts e = lane + 32 c;
+ * (many CTAs), then one CTA groups the slots by expert. Lanes hold experts e = lane + 32 c
+ * (the first ROUTER_REG * 32 of them in registers);
  * each of the top_k rounds is a warp arg-max with ties to the lower index (the CPU scans
  * upwards with a strict >). */
-enum { ROUTER_WARPS = 8 };
+enum { ROUTER_WARPS = 8, ROUTER_REG = 8 };
 
 __global__ void __launch_bounds__(32 * ROUTER_WARPS)
     router_topk_kernel(int32_t *top_e, float *top_w, const float *logits, const uint16_t *bias,
@@ -36,6 +37,13 @@ __global__ void __launch_bounds__(32 * ROUTER_WARPS)
     int lane = threadIdx.x & 31, t = blockIdx.x * ROUTER_WARPS + (threadIdx.x >> 5);
     if (t >= T) return;
     const float *lg = logits + (size_t)t * E;
+    /* experts below ROUTER_REG * 32 stay in registers across the rounds */
+    float lv[ROUTER_REG];
+#pragma unroll
+    for (int c = 0; c < ROUTER_REG; c++) {
+        int e = lane + 32 * c;
+        lv[c] = e < E ? lg[e] + bf16f(bias[e]) : 0.0f;
+    }
     uint32_t taken = 0;
     float val[8];
     int idx[8];
@@ -44,7 +52,13 @@ __global__ void __launch_bounds__(32 * ROUTER_WARPS)
         if (k >= K) break;
         float bv = -INFINITY;
         int bi = 0x7fffffff;
-        for (int e = lane, c = 0; e < E; e += 32, c++) {
+#pragma unroll
+        for (int c = 0; c < ROUTER_REG; c++) {
+            int e = lane + 32 * c;
+            if (e >= E || (taken >> c & 1)) continue;
+            if (bi == 0x7fffffff || lv[c] > bv) bv = lv[c], bi = e;
+        }
+        for (int e = lane + 32 * ROUTER_REG, c = ROUTER_REG; e < E; e += 32, c++) {
             if (taken >> c & 1) continue;
             float v = lg[e] + bf16f(bias[e]);
             if (bi == 0x7fffffff || v > bv) bv = v, bi = e;
@@ -78,17 +92,35 @@ __global__ void __launch_bounds__(32 * ROUTER_WARPS)
  * not depend on its neighbours). */
 __global__ void router_group_kernel(int32_t *e_start, int32_t *e_slots, const int32_t *top_e, int S,
                                     int E) {
-    extern __shared__ int rsm[]; /* count (E), cursor (E) */
-    int *count = rsm, *cursor = rsm + E;
+    extern __shared__ int rsm[]; /* count (E), cursor (E), warp totals (32) */
+    int *count = rsm, *cursor = rsm + E, *wsum = rsm + 2 * E;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (int i = threadIdx.x; i < E; i += blockDim.x) count[i] = 0;
     __syncthreads();
     for (int i = threadIdx.x; i < S; i += blockDim.x) atomicAdd(&count[top_e[i]], 1);
     __syncthreads();
-    if (threadIdx.x == 0) {
-        int run = 0;
-        for (int e = 0; e < E; e++) e_start[e] = run, cursor[e] = run, run += count[e];
-        e_start[E] = run;
+    /* exclusive scan of count (E <= blockDim.x): within warps, then over the warp totals */
+    int c = threadIdx.x < E ? count[threadIdx.x] : 0, run = c;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        int u = __shfl_up_sync(0xffffffffu, run, o);
+        if (lane >= o) run += u;
     }
+    if (lane == 31) wsum[warp] = run;
+    __syncthreads();
+    if (warp == 0) {
+        int nw = (blockDim.x + 31) >> 5, w = lane < nw ? wsum[lane] : 0;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            int u = __shfl_up_sync(0xffffffffu, w, o);
+            if (lane >= o) w += u;
+        }
+        if (lane < nw) wsum[lane] = w; /* inclusive over warps */
+    }
+    __syncthreads();
+    int excl = run - c + (warp ? wsum[warp - 1] : 0);
+    if (threadIdx.x < E) e_start[threadIdx.x] = excl, cursor[threadIdx.x] = excl;
+    if (threadIdx.x == E - 1) e_start[E] = excl + c;
     __syncthreads();
     for (int i = threadIdx.x; i < S; i += blockDim.x) {
         int p = atomicAdd(&cursor[top_e[i]], 1);
@@ -792,7 +824,8 @@ extern "C" int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32
     if (T > 0)
         router_topk_kernel<<<(T + ROUTER_WARPS - 1) / ROUTER_WARPS, 32 * ROUTER_WARPS, 0, s>>>(
             top_e, top_w, logits, bias, T, E, top_k);
-    router_group_kernel<<<1, 1024, 2 * E * sizeof(int), s>>>(e_start, e_slots, top_e, T * top_k, E);
+    router_group_kernel<<<1, 1024, (2 * E + 32) * sizeof(int), s>>>(e_start, e_slots, top_e,
+                                                                    T * top_k, E);
     return launch_status();
 }
 
