@@ -47,12 +47,12 @@ typedef struct worker_cfg {
     char *ns, *nats_url, *etcd_url, *backend, *model, *served_name, *group, *role, *sys_host;
     char *tokenizer_id, *random_weights;
     int64_t dp_rank, dp_size, gpu, sys_port, load_interval_ms, threads, cuda_kernels;
-    bool cuda_graphs;
+    bool cuda_graphs, cuda_gemm_autotune;
     mg_engine_config engine;
     mg_mocker_config mocker;
 } worker_cfg;
 
-#define BASE_ROWS 18
+#define BASE_ROWS 19
 #define MAX_ROWS  (BASE_ROWS + MG_ENGINE_CONFIG_NOPTS + MG_MOCKER_CONFIG_NOPTS)
 
 static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
@@ -93,6 +93,10 @@ static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
          NULL},
         {"cuda-graphs", MG_CFG_BOOL, &c->cuda_graphs, "true", 1, 0,
          "cuda: replay decode steps from CUDA graphs (padded batch buckets; false: eager)", NULL},
+        {"cuda-gemm-autotune", MG_CFG_BOOL, &c->cuda_gemm_autotune, "false", 1, 0,
+         "cuda: time cuBLASLt's candidate algorithms for each decode-step GEMM shape on first "
+         "use and keep the fastest (false: the heuristic's first)",
+         NULL},
         {"extra-engine-args", MG_CFG_YAML, NULL, NULL, 1, 0, "engine YAML (TensorRT-LLM keys)",
          NULL},
     };
@@ -526,6 +530,7 @@ static mg_status backend_create(worker *w) {
         o.max_ctx = (int)e->max_seq_len;
         o.kernel_version = (int)w->cfg.cuda_kernels;
         o.cuda_graphs = w->cfg.cuda_graphs;
+        o.gemm_autotune = w->cfg.cuda_gemm_autotune;
         o.window_pool = e->sliding_window_pool;
         if (w->cfg.random_weights) {
             mg_model_config mc;

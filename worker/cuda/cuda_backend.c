@@ -780,6 +780,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     if (cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking) != cudaSuccess)
         TRY(MG_ERRF(MG_ECUDA, "cuda backend: stream creation failed"));
     TRY(cuda_gemm_create((size_t)32 << 20, &b->gemm));
+    cuda_gemm_set_autotune(b->gemm, o->gemm_autotune);
     TRY(sampler_create(c->vocab, &b->sampler));
     for (int i = 0; i < PROF_EVENTS; i++)
         if (cudaEventCreate(&b->ev[i]) != cudaSuccess)

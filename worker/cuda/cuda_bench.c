@@ -5,11 +5,15 @@
  * reads a full context.
  *
  *   cuda-bench [--preset 120b] [--batches 1,64,256,512] [--ctx 1024] [--steps 20]
- *              [--bw 3.35e12] [--peak 989e12] [--version 1|2|3|4] [--graphs 0|1] (kernel versions,
+ *              [--bw 3.35e12] [--peak 989e12] [--version 1..5] [--graphs 0|1] (kernel versions,
  * cuda_backend.h)   [--temperature 0] [--host-sampling 0|1]
- *              [--moe-tile 0|1|2|3] (MoE tile of versions 3-4: by token count, small, large,
+ *              [--moe-tile 0|1|2|3] (MoE tile of versions 3-5: by token count, small, large,
  *              many-token)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
+ *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
+ *                                    worker's --cuda-gemm-autotune)
+ *              [--prefill S] [--prefill-len 128] (then one prefill step of S prompts of that
+ *                                    length, as the seed workload's 8,192-token chunks: 64)
  *              [--window-pool 0|1]  (the sliding layers in a window pool of their own, as the
  *                                    worker's kv_cache_config.sliding_window_pool: the full
  *                                    layers' pool then holds longer contexts per sequence)
@@ -42,9 +46,82 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* The batch over the bench's host arrays: n_seqs sequences, T tokens, the first n_decode of
+ * them decodes; logits for each sequence's last token (rows, lseq). */
+static mg_batch bench_batch(int T, int n_seqs, int n_decode, int32_t *tok, int32_t *pos,
+                            int32_t *tseq, int32_t *st, int32_t *sl, int32_t *sc, int32_t *bt,
+                            int mb, int32_t *wt, int32_t *rows, int32_t *lseq) {
+    return (mg_batch){.n_tokens = T,
+                      .n_seqs = n_seqs,
+                      .n_decode = n_decode,
+                      .n_prefill_tokens = T - n_decode,
+                      .tokens = tok,
+                      .positions = pos,
+                      .token_seq = tseq,
+                      .seq_start = st,
+                      .seq_len = sl,
+                      .seq_ctx = sc,
+                      .block_table = bt,
+                      .max_blocks = mb,
+                      .window_table = wt,
+                      .n_logits = n_seqs,
+                      .logits_rows = rows,
+                      .logits_seq = lseq};
+}
+
+/* Median of `runs` timed steps after `warm` untimed ones (ms); -1 when a step fails. */
+static double median_step(mg_backend *b, const mg_batch *batch, mg_sample_req *reqs, int32_t *out,
+                          int warm, int runs) {
+    double ms[1000];
+    for (int i = -warm; i < runs; i++) {
+        double a = now_ms();
+        if (b->ops->forward_sampled(b, batch, reqs, out)) {
+            fprintf(stderr, "cuda-bench: %d-token step: %s\n", batch->n_tokens, mg_err_msg());
+            return -1;
+        }
+        if (i >= 0) ms[i] = now_ms() - a;
+        for (int s = 0; s < batch->n_seqs; s++) reqs[s].counter++;
+    }
+    qsort(ms, (size_t)runs, sizeof(double), cmp_d);
+    return ms[runs / 2];
+}
+
+static void bench_reqs(mg_sample_req *reqs, int n, float temperature) {
+    for (int s = 0; s < n; s++) {
+        reqs[s].params = mg_sampling_greedy();
+        reqs[s].params.temperature = temperature;
+        reqs[s].params.seed = (uint64_t)s + 1;
+    }
+}
+
+/* Per-kernel times over 3 profiled runs of batch (events around each launch group), printed on
+ * one line. */
+static int profile_step(mg_backend *b, const mg_batch *batch, mg_sample_req *reqs, int32_t *out,
+                        int B) {
+    cuda_backend_set_profile(b, true);
+    const char *names[CUDA_PROF_OPS];
+    double pm[CUDA_PROF_OPS];
+    int calls[CUDA_PROF_OPS];
+    cuda_backend_profile_read(b, names, pm, calls);
+    for (int i = 0; i < 3; i++)
+        if (b->ops->forward_sampled(b, batch, reqs, out)) {
+            fprintf(stderr, "cuda-bench: B=%d: %s\n", B, mg_err_msg());
+            return 1;
+        }
+    cuda_backend_profile_read(b, names, pm, calls);
+    cuda_backend_set_profile(b, false);
+    double tot = 0;
+    for (int i = 0; i < CUDA_PROF_OPS; i++) tot += pm[i] / 3;
+    printf("  per-kernel ms per step (B=%d, profiled, sum %.3f):", B, tot);
+    for (int i = 0; i < CUDA_PROF_OPS; i++) printf(" %s=%.3f", names[i], pm[i] / 3);
+    printf("\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *preset = "120b", *batches = "1,64,256,512";
     int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0, window_pool = 0;
+    int autotune = 0, pf_seqs = 0, pf_len = 128;
     float temperature = 0.0f;
     double kv_fraction = 0.9;
     double bw = 3.35e12, peak = 989e12;
@@ -73,6 +150,12 @@ int main(int argc, char **argv) {
             kv_fraction = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--window-pool"))
             window_pool = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--prefill"))
+            pf_seqs = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--prefill-len"))
+            pf_len = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--gemm-autotune"))
+            autotune = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--moe-tile"))
             cuda_moe3_force_tile(atoi(argv[i + 1]));
         else {
@@ -80,9 +163,10 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (steps < 1 || steps > 1000 || ctx_req < 1 || !(kv_fraction > 0 && kv_fraction <= 1)) {
-        fprintf(stderr,
-                "cuda-bench: --steps in [1, 1000], --ctx positive, --kv-fraction in (0, 1]\n");
+    if (steps < 1 || steps > 1000 || ctx_req < 1 || !(kv_fraction > 0 && kv_fraction <= 1) ||
+        pf_seqs < 0 || pf_len < 1 || (long)pf_seqs * pf_len > 65536) {
+        fprintf(stderr, "cuda-bench: --steps in [1, 1000], --ctx positive, --kv-fraction in (0, "
+                        "1], --prefill x --prefill-len at most 65536 tokens\n");
         return 2;
     }
     mg_model_config c;
@@ -108,17 +192,20 @@ int main(int argc, char **argv) {
         fprintf(stderr, "cuda-bench: no CUDA device\n");
         return 2;
     }
+    int max_tokens = pf_seqs * pf_len > maxB ? pf_seqs * pf_len : maxB;
+    int max_seqs = pf_seqs > maxB ? pf_seqs : maxB;
     cuda_backend_opts o = {.device = 0,
                            .num_blocks = 0,
                            .free_gpu_memory_fraction = kv_fraction,
                            .block_size = 16,
-                           .max_tokens = maxB,
-                           .max_seqs = maxB,
+                           .max_tokens = max_tokens,
+                           .max_seqs = max_seqs,
                            .max_ctx = 8192,
                            .kernel_version = version,
                            .cuda_graphs = graphs != 0,
                            .host_sampling = host_sampling != 0,
-                           .window_pool = window_pool != 0};
+                           .window_pool = window_pool != 0,
+                           .gemm_autotune = autotune != 0};
     mg_backend *b;
     double t0 = now_ms();
     if (cuda_backend_create_random(&c, 1, &o, &b) || cuda_backend_fill_kv(b, 2)) {
@@ -131,11 +218,12 @@ int main(int argc, char **argv) {
            prop.name, preset, version, graphs, b->num_blocks, b->window_blocks, now_ms() - t0,
            temperature, host_sampling ? "host" : "device");
     int bs = b->block_size;
-    int32_t *tok = malloc(4 * (size_t)maxB), *pos = malloc(4 * (size_t)maxB);
-    int32_t *tseq = malloc(4 * (size_t)maxB), *st = malloc(4 * (size_t)maxB);
-    int32_t *sl = malloc(4 * (size_t)maxB), *sc = malloc(4 * (size_t)maxB);
-    int32_t *rows = malloc(4 * (size_t)maxB), *out = malloc(4 * (size_t)maxB);
-    mg_sample_req *reqs = calloc((size_t)maxB, sizeof(mg_sample_req));
+    int32_t *tok = malloc(4 * (size_t)max_tokens), *pos = malloc(4 * (size_t)max_tokens);
+    int32_t *tseq = malloc(4 * (size_t)max_tokens), *st = malloc(4 * (size_t)max_seqs);
+    int32_t *sl = malloc(4 * (size_t)max_seqs), *sc = malloc(4 * (size_t)max_seqs);
+    int32_t *rows = malloc(4 * (size_t)max_seqs), *out = malloc(4 * (size_t)max_seqs);
+    int32_t *lseq = malloc(4 * (size_t)max_seqs);
+    mg_sample_req *reqs = calloc((size_t)max_seqs, sizeof(mg_sample_req));
     int32_t *bt = NULL, *wt = NULL;
     double single_ms = 0;
     printf("\n%-6s %-6s %10s %10s %10s %10s %8s\n", "batch", "ctx", "step_ms", "limit_ms",
@@ -160,68 +248,51 @@ int main(int argc, char **argv) {
                 wt[(size_t)s * mb + k] = k < wlo ? -1 : s * wper + (k - wlo);
             }
             tok[s] = (int32_t)((s * 7919u + 13) % (unsigned)c.vocab), pos[s] = ctx - 1;
-            tseq[s] = s, st[s] = s, sl[s] = 1, sc[s] = ctx, rows[s] = s;
-            reqs[s].params = mg_sampling_greedy();
-            reqs[s].params.temperature = temperature;
-            reqs[s].params.seed = (uint64_t)s + 1;
+            tseq[s] = s, st[s] = s, sl[s] = 1, sc[s] = ctx, rows[s] = s, lseq[s] = s;
         }
-        mg_batch batch = {.n_tokens = B,
-                          .n_seqs = B,
-                          .n_decode = B,
-                          .tokens = tok,
-                          .positions = pos,
-                          .token_seq = tseq,
-                          .seq_start = st,
-                          .seq_len = sl,
-                          .seq_ctx = sc,
-                          .block_table = bt,
-                          .max_blocks = mb,
-                          .window_table = b->window_blocks > 0 ? wt : NULL,
-                          .n_logits = B,
-                          .logits_rows = rows,
-                          .logits_seq = tseq};
-        double ms[1000];
-        for (int i = -3; i < steps; i++) {
-            double a = now_ms();
-            if (b->ops->forward_sampled(b, &batch, reqs, out)) {
-                fprintf(stderr, "cuda-bench: B=%d: %s\n", B, mg_err_msg());
-                return 1;
-            }
-            if (i >= 0) ms[i] = now_ms() - a;
-            for (int s = 0; s < B; s++) reqs[s].counter++;
-        }
-        qsort(ms, (size_t)steps, sizeof(double), cmp_d);
-        double med = ms[steps / 2];
+        bench_reqs(reqs, B, temperature);
+        mg_batch batch = bench_batch(B, B, B, tok, pos, tseq, st, sl, sc, bt, mb,
+                                     b->window_blocks > 0 ? wt : NULL, rows, lseq);
+        double med = median_step(b, &batch, reqs, out, 3, steps);
+        if (med < 0) return 1;
         if (B == 1) single_ms = med;
         cuda_step_limit lim = cuda_plan_decode_limit(&c, B, ctx, bw, peak);
         printf("%-6d %-6d %10.3f %10.3f %10.2f %10.2f %7.0f%%\n", B, ctx, med, lim.ms,
                lim.bytes / 1e9, lim.flops / 1e12, 100.0 * lim.ms / med);
-        /* per-kernel times over 3 profiled steps (events around each launch group) */
-        cuda_backend_set_profile(b, true);
-        const char *names[CUDA_PROF_OPS];
-        double pm[CUDA_PROF_OPS];
-        int calls[CUDA_PROF_OPS];
-        cuda_backend_profile_read(b, names, pm, calls);
-        for (int i = 0; i < 3; i++)
-            if (b->ops->forward_sampled(b, &batch, reqs, out)) {
-                fprintf(stderr, "cuda-bench: B=%d: %s\n", B, mg_err_msg());
-                return 1;
-            }
-        cuda_backend_profile_read(b, names, pm, calls);
-        cuda_backend_set_profile(b, false);
-        double tot = 0;
-        for (int i = 0; i < CUDA_PROF_OPS; i++) tot += pm[i] / 3;
-        printf("  per-kernel ms per step (B=%d, profiled, sum %.3f):", B, tot);
-        for (int i = 0; i < CUDA_PROF_OPS; i++) printf(" %s=%.3f", names[i], pm[i] / 3);
-        printf("\n");
+        if (profile_step(b, &batch, reqs, out, B)) return 1;
         printf("RESULT v%d%s decode_step_ms_b%d %.3f limit_ms %.3f ctx %d experts_touched %.1f\n",
                version, graphs ? "+graphs" : "", B, med, lim.ms, ctx, lim.experts_touched);
+    }
+    if (pf_seqs > 0) { /* one chunked-prefill step: pf_seqs prompts of pf_len tokens from 0 */
+        int T = pf_seqs * pf_len, mb = (pf_len + bs - 1) / bs;
+        free(bt);
+        free(wt);
+        bt = malloc(4 * (size_t)pf_seqs * mb);
+        wt = malloc(4 * (size_t)pf_seqs * mb);
+        for (int s = 0; s < pf_seqs; s++) {
+            for (int k = 0; k < mb; k++)
+                bt[(size_t)s * mb + k] = wt[(size_t)s * mb + k] = s * mb + k;
+            for (int j = 0; j < pf_len; j++) {
+                int t = s * pf_len + j;
+                tok[t] = (int32_t)((t * 7919u + 13) % (unsigned)c.vocab), pos[t] = j, tseq[t] = s;
+            }
+            st[s] = s * pf_len, sl[s] = pf_len, sc[s] = pf_len, rows[s] = s * pf_len + pf_len - 1;
+            lseq[s] = s;
+        }
+        bench_reqs(reqs, pf_seqs, temperature);
+        mg_batch batch = bench_batch(T, pf_seqs, 0, tok, pos, tseq, st, sl, sc, bt, mb,
+                                     b->window_blocks > 0 ? wt : NULL, rows, lseq);
+        double med = median_step(b, &batch, reqs, out, 1, steps < 5 ? steps : 5);
+        if (med < 0) return 1;
+        if (profile_step(b, &batch, reqs, out, T)) return 1;
+        printf("RESULT v%d prefill_step_ms_%dx%d %.3f tokens_per_s %.0f\n", version, pf_seqs,
+               pf_len, med, T / med * 1000.0);
     }
     if (single_ms > 0)
         printf("RESULT v%d%s single_stream_tok_s %.1f\n", version, graphs ? "+graphs" : "",
                1000.0 / single_ms);
     b->ops->destroy(b);
     free(tok), free(pos), free(tseq), free(st), free(sl), free(sc), free(rows), free(out);
-    free(reqs), free(bt), free(wt);
+    free(reqs), free(bt), free(wt), free(lseq);
     return 0;
 }

@@ -1066,6 +1066,13 @@ int main(int argc, char **argv) {
                 check_gemm(gm, "o_proj", 64, H, Q, table, table_d);
                 check_gemm(gm, "router", 64, C.n_experts, H, table, table_d);
                 check_gemm(gm, "lm_head", 4, V, H, table, table_d);
+                /* autotuned (--cuda-gemm-autotune): whichever candidate won, at decode shapes */
+                cuda_gemm_set_autotune(gm, true);
+                check_gemm(gm, "tuned qkv", 256, Q + 2 * KV, H, table, table_d);
+                check_gemm(gm, "tuned o_proj", 256, H, Q, table, table_d);
+                check_gemm(gm, "tuned router", 256, C.n_experts, H, table, table_d);
+                check_gemm(gm, "tuned qkv", 1, Q + 2 * KV, H, table, table_d);
+                check_gemm(gm, "tuned o_proj", 1, H, Q, table, table_d);
                 cuda_gemm_destroy(gm);
             }
             cudaFree(table_d);
@@ -1093,7 +1100,8 @@ int main(int argc, char **argv) {
         if (want("moe")) {
             experts x;
             experts_make(&x);
-            for (int ver = 1; ver <= 4; ver++) {
+            for (int ver = 1; ver <= 6; ver++) {
+                if (ver == 5) continue;           /* version 5 changed attention only */
                 check_moe_case(&x, 64, 8, ver);   /* ~32 tokens per expert: chunks, partial tiles */
                 check_moe_case(&x, 16, 128, ver); /* spread: mostly one token per expert */
                 check_moe_case(&x, 1, 128, ver);  /* single-stream decode */

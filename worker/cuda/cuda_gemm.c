@@ -5,11 +5,15 @@
  * B = x read as (K, T) column-major: cuBLAS's "TN" case, leading dimensions K, K and N. */
 #include "cuda_gemm.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include <cublasLt.h>
 
-enum { PLANS = 64 };
+/* Autotuning (cuda_gemm_set_autotune) times the heuristic's first TUNE_ALGOS candidates for
+ * the decode steps' shapes only: T a power of two up to TUNE_MAX_T (the graph buckets); other
+ * shapes (prefill chunks of any length) take the heuristic's first. */
+enum { PLANS = 64, TUNE_ALGOS = 8, TUNE_RUNS = 3, TUNE_MAX_T = 512 };
 
 typedef struct plan {
     int T, N, K;
@@ -24,6 +28,7 @@ struct cuda_gemm {
     size_t ws_bytes;
     plan plans[PLANS];
     int n_plans, next_evict;
+    bool autotune;
 };
 
 static void plan_free(plan *p) {
@@ -64,11 +69,12 @@ void cuda_gemm_destroy(cuda_gemm *g) {
     free(g);
 }
 
-static mg_status plan_make(cuda_gemm *g, plan *p, int T, int N, int K) {
+static mg_status plan_make(cuda_gemm *g, plan *p, int T, int N, int K, cublasLtMatmulAlgo_t *algos,
+                           int *n_algo) {
     p->T = T, p->N = N, p->K = K;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t res;
+    cublasLtMatmulHeuristicResult_t res[TUNE_ALGOS];
     int found = 0;
     cublasStatus_t st;
     if ((st = cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F)) ||
@@ -82,8 +88,8 @@ static mg_status plan_make(cuda_gemm *g, plan *p, int T, int N, int K) {
         (st = cublasLtMatmulPreferenceCreate(&pref)) ||
         (st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                    &g->ws_bytes, sizeof(g->ws_bytes))) ||
-        (st = cublasLtMatmulAlgoGetHeuristic(g->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res,
-                                             &found))) {
+        (st = cublasLtMatmulAlgoGetHeuristic(g->lt, p->desc, p->a, p->b, p->d, p->d, pref, *n_algo,
+                                             res, &found))) {
         if (pref) cublasLtMatmulPreferenceDestroy(pref);
         plan_free(p);
         return MG_ERRF(MG_ECUDA, "cuBLASLt plan for (%d×%d)·(%d×%d)^T: status %d", T, K, N, K,
@@ -95,8 +101,49 @@ static mg_status plan_make(cuda_gemm *g, plan *p, int T, int N, int K) {
         return MG_ERRF(MG_EUNSUPPORTED, "cuBLASLt: no algorithm for (%d×%d)·(%d×%d)^T bf16", T, K,
                        N, K);
     }
-    p->algo = res.algo;
+    for (int i = 0; i < found; i++) algos[i] = res[i].algo;
+    *n_algo = found;
+    p->algo = res[0].algo;
     return MG_OK;
+}
+
+static bool pow2_upto(int T, int max) {
+    return T >= 1 && T <= max && (T & (T - 1)) == 0;
+}
+
+/* The fastest of the heuristic's n candidates on these operands (out is overwritten), timed
+ * with events; the heuristic's first when no candidate runs or the timing fails. */
+static cublasLtMatmulAlgo_t plan_tune(cuda_gemm *g, plan *p, const cublasLtMatmulAlgo_t *algos,
+                                      int n, float *out, const uint16_t *x, const uint16_t *w,
+                                      cudaStream_t s) {
+    const float alpha = 1.0f, beta = 0.0f;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    int best = 0;
+    float best_ms = 0.0f;
+    if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) goto done;
+    for (int i = 0; i < n; i++) {
+        bool ok = cublasLtMatmul(g->lt, p->desc, &alpha, w, p->a, x, p->b, &beta, out, p->d, out,
+                                 p->d, &algos[i], g->ws, g->ws_bytes, s) == CUBLAS_STATUS_SUCCESS;
+        ok = ok && cudaEventRecord(e0, s) == cudaSuccess;
+        for (int r = 0; ok && r < TUNE_RUNS; r++)
+            ok = cublasLtMatmul(g->lt, p->desc, &alpha, w, p->a, x, p->b, &beta, out, p->d, out,
+                                p->d, &algos[i], g->ws, g->ws_bytes, s) == CUBLAS_STATUS_SUCCESS;
+        float ms = 0.0f;
+        ok = ok && cudaEventRecord(e1, s) == cudaSuccess &&
+             cudaEventSynchronize(e1) == cudaSuccess &&
+             cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess;
+        if (ok && (i == 0 || ms < best_ms)) best = i, best_ms = ms;
+        if (!ok && i == 0) best_ms = 1e30f; /* any later candidate that runs beats a failed first */
+    }
+done:
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    (void)cudaGetLastError(); /* a candidate that failed to launch leaves no sticky error */
+    return algos[best];
+}
+
+void cuda_gemm_set_autotune(cuda_gemm *g, bool on) {
+    g->autotune = on;
 }
 
 mg_status cuda_matmul_bf16(cuda_gemm *g, float *out, const uint16_t *x, const uint16_t *w, int T,
@@ -113,11 +160,18 @@ mg_status cuda_matmul_bf16(cuda_gemm *g, float *out, const uint16_t *x, const ui
             g->next_evict = (g->next_evict + 1) % PLANS;
             plan_free(p);
         }
-        mg_status st = plan_make(g, p, T, N, K);
+        cublasLtMatmulAlgo_t algos[TUNE_ALGOS];
+        enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+        bool tune = g->autotune && pow2_upto(T, TUNE_MAX_T) &&
+                    cudaStreamIsCapturing(s, &cap) == cudaSuccess &&
+                    cap == cudaStreamCaptureStatusNone;
+        int n_algo = tune ? TUNE_ALGOS : 1;
+        mg_status st = plan_make(g, p, T, N, K, algos, &n_algo);
         if (st) {
             p->T = p->N = p->K = -1; /* an empty slot: T > 0 never matches it */
             return st;
         }
+        if (tune && n_algo > 1) p->algo = plan_tune(g, p, algos, n_algo, out, x, w, s);
     }
     const float alpha = 1.0f, beta = 0.0f;
     cublasStatus_t st = cublasLtMatmul(g->lt, p->desc, &alpha, w, p->a, x, p->b, &beta, out, p->d,

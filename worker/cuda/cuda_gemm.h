@@ -8,6 +8,7 @@
 #ifndef MG_CUDA_GEMM_H
 #define MG_CUDA_GEMM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +20,12 @@ typedef struct cuda_gemm cuda_gemm;
 
 mg_status cuda_gemm_create(size_t workspace_bytes, cuda_gemm **out);
 void cuda_gemm_destroy(cuda_gemm *g);
+
+/* On: a new plan for a decode-step shape (T a power of two up to 512) times the heuristic's
+ * first 8 algorithms on its first call (outside graph capture) and keeps the fastest; off (the
+ * default): the heuristic's first. Different algorithms may round differently, so two gemms
+ * that tune may disagree in the last bits. */
+void cuda_gemm_set_autotune(cuda_gemm *g, bool on);
 
 /* out (T, N) float = x (T, K) bf16 · W^T, W (N, K) bf16 row-major (the checkpoint's layout).
  * The CPU twin is ops_matmul_bf16 without the bias. */
