@@ -118,7 +118,7 @@ static cublasLtMatmulAlgo_t plan_tune(cuda_gemm *g, plan *p, const cublasLtMatmu
                                       cudaStream_t s) {
     const float alpha = 1.0f, beta = 0.0f;
     cudaEvent_t e0 = NULL, e1 = NULL;
-    int best = 0;
+    int best = -1; /* none has run yet */
     float best_ms = 0.0f;
     if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) goto done;
     for (int i = 0; i < n; i++) {
@@ -132,14 +132,13 @@ static cublasLtMatmulAlgo_t plan_tune(cuda_gemm *g, plan *p, const cublasLtMatmu
         ok = ok && cudaEventRecord(e1, s) == cudaSuccess &&
              cudaEventSynchronize(e1) == cudaSuccess &&
              cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess;
-        if (ok && (i == 0 || ms < best_ms)) best = i, best_ms = ms;
-        if (!ok && i == 0) best_ms = 1e30f; /* any later candidate that runs beats a failed first */
+        if (ok && (best < 0 || ms < best_ms)) best = i, best_ms = ms;
     }
 done:
     if (e0) cudaEventDestroy(e0);
     if (e1) cudaEventDestroy(e1);
     (void)cudaGetLastError(); /* a candidate that failed to launch leaves no sticky error */
-    return algos[best];
+    return algos[best < 0 ? 0 : best];
 }
 
 void cuda_gemm_set_autotune(cuda_gemm *g, bool on) {
