@@ -2,16 +2,18 @@
  *
  * Data flow:
  *   NATS {ns}.worker.{id}.generate --(bus thread: decode, engine_submit)--> engine thread
- *   engine output callback --(GenerateChunk, seq 0,1,2..)--> the request's reply subject
+ *   engine output callback --(queue)--> sender thread --(GenerateChunk, seq 0,1,2..)--> the
+ *   request's reply subject
  *   engine KV events --> {ns}.kv_events ; load thread --> {ns}.load every load-interval-ms
  *   NATS {ns}.worker.{id}.cancel --> engine_cancel
  * The process registers an instance card and a model card in etcd under a 10 s lease
  * (discovery.h); its instance id (the lease) names its subjects. It subscribes under a new id
  * before the card that names it is put, so nobody can reach a subject without a subscriber.
  *
- * Threads: main (set-up, then waits for a signal), the engine thread, libnats delivery threads,
- * the discovery keep-alive thread, the load publisher and the sysserver thread. Per-request state
- * (wreq) is created on the bus thread and freed by the engine thread at the final callback. */
+ * Threads: main (set-up, then waits for a signal), the engine thread, the output sender,
+ * libnats delivery threads, the discovery keep-alive thread, the load publisher and the
+ * sysserver thread. Per-request state (wreq) is created on the bus thread and freed by the
+ * sender once it has sent the request's last chunk. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -135,6 +137,12 @@ typedef struct worker {
     mg_histogram *m_duration, *m_step_ms, *m_batch;
     mg_gauge *g_active_blocks, *g_total_blocks, *g_usage, *g_hit, *g_window_usage;
     atomic_long inflight;
+    /* output queue: the engine thread appends, the sender thread sends (out_mu) */
+    pthread_t out_th;
+    bool out_started, out_stop;
+    pthread_mutex_t out_mu;
+    pthread_cond_t out_cv;
+    struct outmsg *out_head, *out_tail;
 } worker;
 
 /* One request in flight on this worker. */
@@ -204,20 +212,87 @@ static Magneto__FinishReason finish_to_proto(mg_finish f) {
     return MAGNETO__FINISH_REASON__FINISH_ERROR;
 }
 
-/* Engine thread: new tokens and, once, the finish. */
+/* One engine output waiting for the sender: new tokens and, once, the finish. */
+typedef struct outmsg {
+    struct outmsg *next;
+    wreq *r;
+    mg_finish finish;
+    mg_usage usage;
+    size_t n;
+    uint32_t tokens[];
+} outmsg;
+
+/* Send one output; after the finish the request is done here and r is freed. */
+static void deliver(worker *w, wreq *r, const uint32_t *tokens, size_t n, mg_finish finish,
+                    const mg_usage *usage) {
+    send_chunk(w, r, tokens, n, finish_to_proto(finish), finish ? usage : NULL,
+               finish == MG_FINISH_ERROR ? "engine error" : NULL);
+    if (finish != MG_FINISH_NONE) {
+        metrics_histogram_observe(w->m_duration, since_s(&r->start));
+        metrics_counter_inc(finish == MG_FINISH_ERROR ? w->m_req_err : w->m_req_ok);
+        metrics_gauge_set(w->m_inflight, (double)atomic_fetch_sub(&w->inflight, 1) - 1);
+        free(r);
+    }
+}
+
+/* Engine thread: queue the output for the sender. Packing a chunk and publishing it with its
+ * stream headers costs microseconds; at 256 sequences a step that would hold the engine thread,
+ * and so the GPU, for most of a millisecond per step. The queue is FIFO, so a request's chunks
+ * keep their order. Without the sender (not started, or no memory) it sends at once. */
 static void on_output(void *ud, const mg_output *out) {
     wreq *r = ud;
     worker *w = r->w;
     if (out->n_tokens == 0 && out->finish == MG_FINISH_NONE) return;
-    send_chunk(w, r, (const uint32_t *)out->tokens, (size_t)out->n_tokens,
-               finish_to_proto(out->finish), out->finish ? &out->usage : NULL,
-               out->finish == MG_FINISH_ERROR ? "engine error" : NULL);
-    if (out->finish != MG_FINISH_NONE) {
-        metrics_histogram_observe(w->m_duration, since_s(&r->start));
-        metrics_counter_inc(out->finish == MG_FINISH_ERROR ? w->m_req_err : w->m_req_ok);
-        metrics_gauge_set(w->m_inflight, (double)atomic_fetch_sub(&w->inflight, 1) - 1);
-        free(r);
+    size_t n = (size_t)out->n_tokens;
+    outmsg *m = w->out_started ? malloc(sizeof(*m) + n * sizeof(uint32_t)) : NULL;
+    if (!m) {
+        deliver(w, r, (const uint32_t *)out->tokens, n, out->finish, &out->usage);
+        return;
     }
+    m->next = NULL;
+    m->r = r;
+    m->finish = out->finish;
+    m->usage = out->usage;
+    m->n = n;
+    if (n) memcpy(m->tokens, out->tokens, n * sizeof(uint32_t));
+    pthread_mutex_lock(&w->out_mu);
+    bool was_empty = !w->out_head;
+    if (w->out_tail)
+        w->out_tail->next = m;
+    else
+        w->out_head = m;
+    w->out_tail = m;
+    if (was_empty) pthread_cond_signal(&w->out_cv); /* the sender waits only on an empty queue */
+    pthread_mutex_unlock(&w->out_mu);
+}
+
+/* Sender thread: send what the engine queued, until stopped with the queue empty. */
+static void *sender_main(void *arg) {
+    worker *w = arg;
+    for (;;) {
+        pthread_mutex_lock(&w->out_mu);
+        while (!w->out_head && !w->out_stop) pthread_cond_wait(&w->out_cv, &w->out_mu);
+        outmsg *list = w->out_head;
+        w->out_head = w->out_tail = NULL;
+        bool stop = w->out_stop;
+        pthread_mutex_unlock(&w->out_mu);
+        for (outmsg *m = list, *next; m; m = next) {
+            next = m->next;
+            deliver(w, m->r, m->tokens, m->n, m->finish, &m->usage);
+            free(m);
+        }
+        if (stop && !list) return NULL;
+    }
+}
+
+static void sender_stop(worker *w) {
+    if (!w->out_started) return;
+    pthread_mutex_lock(&w->out_mu);
+    w->out_stop = true;
+    pthread_cond_signal(&w->out_cv);
+    pthread_mutex_unlock(&w->out_mu);
+    pthread_join(w->out_th, NULL); /* it drains the queue first */
+    w->out_started = false;
 }
 
 /* Bus thread: a GenerateRequest. */
@@ -520,6 +595,7 @@ static mg_status backend_create(worker *w) {
     if (!strcmp(b, "cuda")) {
         const mg_engine_config *e = &w->cfg.engine;
         cuda_backend_opts o = {0};
+        mg_status s;
         o.device = w->cfg.gpu < 0 ? 0 : (int)w->cfg.gpu;
         o.free_gpu_memory_fraction = e->free_gpu_memory_fraction;
         if (e->kv_max_tokens)
@@ -534,15 +610,17 @@ static mg_status backend_create(worker *w) {
         o.window_pool = e->sliding_window_pool;
         if (w->cfg.random_weights) {
             mg_model_config mc;
-            mg_status s = cuda_plan_preset(w->cfg.random_weights, &mc);
+            s = cuda_plan_preset(w->cfg.random_weights, &mc);
             if (s) return s;
             MG_WARN("random weights of the %s shape: outputs are meaningless (benchmarks only)",
                     w->cfg.random_weights);
-            return cuda_backend_create_random(&mc, 1, &o, &w->backend);
-        }
-        if (!w->cfg.model)
+            s = cuda_backend_create_random(&mc, 1, &o, &w->backend);
+        } else if (!w->cfg.model) {
             return MG_ERRF(MG_EINVAL, "--backend cuda needs --model-path DIR or --random-weights");
-        return cuda_backend_open(w->cfg.model, &o, &w->backend);
+        } else {
+            s = cuda_backend_open(w->cfg.model, &o, &w->backend);
+        }
+        return s;
     }
 #endif
     return MG_ERRF(MG_EUNSUPPORTED, "--backend %s: not built into this binary (have: mocker%s%s)",
@@ -593,6 +671,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     pthread_mutex_init(&w->sub_mu, NULL);
+    pthread_mutex_init(&w->out_mu, NULL);
+    pthread_cond_init(&w->out_cv, NULL);
     pthread_mutex_init(&w->stop_mu, NULL);
     pthread_cond_init(&w->stop_cv, NULL);
     snprintf(w->kv_subject, sizeof(w->kv_subject), "%s.kv_events", w->cfg.ns);
@@ -616,6 +696,11 @@ int main(int argc, char **argv) {
         goto out;
     }
     sysserver_set_health(w->sys, health_starting, NULL);
+    if (pthread_create(&w->out_th, NULL, sender_main, w) != 0) {
+        MG_ERROR("cannot start the output sender thread");
+        goto out;
+    }
+    w->out_started = true;
     mg_engine_hooks hooks = {
         .kv_event = on_kv_event, .kv_event_ud = w, .on_step = on_step, .on_step_ud = w};
     if ((s = engine_create(&w->cfg.engine, w->backend, &hooks, &w->engine))) {
@@ -701,6 +786,7 @@ out:
     for (int i = 0; i < w->n_old; i++) bus_sub_destroy(w->old_subs[i]);
     pthread_mutex_unlock(&w->sub_mu);
     engine_destroy(w->engine); /* remaining requests end with an error chunk */
+    sender_stop(w);            /* ... which the sender sends before it ends */
     if (w->bus) bus_flush(w->bus, 1000);
     bus_destroy(w->bus);
     bus_shutdown();
