@@ -620,7 +620,8 @@ static mg_status backend_create(worker *w) {
         } else {
             s = cuda_backend_open(w->cfg.model, &o, &w->backend);
         }
-        return s;
+        /* every decode graph before serving: no request waits for a capture */
+        return s ? s : cuda_backend_capture_graphs(w->backend);
     }
 #endif
     return MG_ERRF(MG_EUNSUPPORTED, "--backend %s: not built into this binary (have: mocker%s%s)",

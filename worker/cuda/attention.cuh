@@ -17,9 +17,12 @@ __global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, co
                                 const uint16_t *bias, const int32_t *positions,
                                 const int32_t *slots, const float *inv_freq, float conc,
                                 int n_heads, int n_kv, int D, int bs) {
+    pdl_trigger();
     __shared__ float cs[2 * ROPE_MAX_HALF];
     int t = blockIdx.x, half = D / 2, Q = n_heads * D, KV = n_kv * D;
     const float *row = qkv + (size_t)t * (Q + 2 * KV);
+    /* positions and slots are the step's uploaded indices, which no kernel writes: the angles
+     * are worked out while the q/k/v GEMM still runs, before the wait for its output */
     int pos = positions[t], slot = slots[t], blk = slot / bs, off = slot % bs;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float angle = (float)pos * inv_freq[i];
@@ -27,6 +30,7 @@ __global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, co
         cs[ROPE_MAX_HALF + i] = sinf(angle) * conc;
     }
     __syncthreads();
+    pdl_wait();
     int n_rot = (n_heads + n_kv) * half, n_all = n_rot + KV;
 #pragma unroll 4
     for (int w = threadIdx.x; w < n_all; w += blockDim.x) {
@@ -182,6 +186,8 @@ __global__ void attention_kernel(uint16_t *out, const float *q, const uint16_t *
                                  const int32_t *block_table, int max_blocks,
                                  const int32_t *token_seq, const int32_t *positions, int n_heads,
                                  int n_kv, int bs, int window) {
+    pdl_trigger();
+    pdl_wait();
     __shared__ __align__(16) float qs[32][64];
     __shared__ __align__(16) att_smem sm;
     int t = blockIdx.x, g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -207,6 +213,8 @@ __global__ void attention_split_kernel(float *part, const float *q, const uint16
                                        int max_blocks, const int32_t *token_seq,
                                        const int32_t *positions, int n_heads, int n_kv, int bs,
                                        int window, int chunk) {
+    pdl_trigger();
+    pdl_wait();
     __shared__ __align__(16) float qs[32][64];
     __shared__ __align__(16) att_smem sm;
     int t = blockIdx.x, g = blockIdx.y, sp = blockIdx.z, splits = gridDim.z;
@@ -228,6 +236,8 @@ __global__ void attention_split_kernel(float *part, const float *q, const uint16
  * M the largest of the sink and the m_sp. */
 __global__ void attention_combine_kernel(uint16_t *out, const float *part, const uint16_t *sinks,
                                          int n_heads, int splits) {
+    pdl_trigger();
+    pdl_wait();
     int t = blockIdx.x, h = blockIdx.y, lane = threadIdx.x;
     const float *pp = part + ((size_t)t * n_heads + h) * splits * 66;
     float sk = bf16f(sinks[h]), M = sk;
@@ -299,6 +309,8 @@ __global__ void __launch_bounds__(32, 17)
                          const uint16_t *sinks, const int32_t *block_table, int max_blocks,
                          const int32_t *token_seq, const int32_t *positions, int n_heads, int n_kv,
                          int bs, int window) {
+    pdl_trigger();
+    pdl_wait();
     __shared__ __align__(128) att_mma_smem sm;
     int t = blockIdx.x, g = blockIdx.y, lane = threadIdx.x, gq = lane >> 2, tq = lane & 3;
     int h = g * 8 + gq;
@@ -424,8 +436,9 @@ extern "C" int cuda_qkv_rope(float *q, uint16_t *kcache, uint16_t *vcache, const
                              int n_kv_heads, int D, int block_size, cudaStream_t s) {
     if (T <= 0) return 0;
     if (D < 2 || D % 2 || D / 2 > ROPE_MAX_HALF) return (int)cudaErrorInvalidValue;
-    qkv_rope_kernel<<<T, 512, 0, s>>>(q, kcache, vcache, qkv, bias, positions, slots, inv_freq,
-                                      concentration, n_heads, n_kv_heads, D, block_size);
+    if (int e_ = pdl_launch(qkv_rope_kernel, T, 512, 0, s, q, kcache, vcache, qkv, bias, positions,
+                            slots, inv_freq, concentration, n_heads, n_kv_heads, D, block_size))
+        return e_;
     return launch_status();
 }
 
@@ -439,9 +452,10 @@ extern "C" int cuda_attention(uint16_t *out, const float *q, const uint16_t *kca
     if (D != 64 || group < 1 || group > 32 || group * n_kv_heads != n_heads)
         return (int)cudaErrorInvalidValue;
     dim3 grid(T, n_kv_heads);
-    attention_kernel<<<grid, 32 * group, 0, s>>>(out, q, kcache, vcache, sinks, block_table,
-                                                 max_blocks, token_seq, positions, n_heads,
-                                                 n_kv_heads, block_size, window);
+    if (int e_ = pdl_launch(attention_kernel, grid, 32 * group, 0, s, out, q, kcache, vcache, sinks,
+                            block_table, max_blocks, token_seq, positions, n_heads, n_kv_heads,
+                            block_size, window))
+        return e_;
     return launch_status();
 }
 
@@ -456,9 +470,10 @@ extern "C" int cuda_attention_mma(uint16_t *out, const float *q, const uint16_t 
         return cuda_attention(out, q, kcache, vcache, sinks, block_table, max_blocks, token_seq,
                               positions, T, n_heads, n_kv_heads, D, block_size, window, s);
     dim3 grid(T, n_kv_heads);
-    attention_mma_kernel<<<grid, 32, 0, s>>>(out, q, kcache, vcache, sinks, block_table, max_blocks,
-                                             token_seq, positions, n_heads, n_kv_heads, block_size,
-                                             window);
+    if (int e_ = pdl_launch(attention_mma_kernel, grid, 32, 0, s, out, q, kcache, vcache, sinks,
+                            block_table, max_blocks, token_seq, positions, n_heads, n_kv_heads,
+                            block_size, window))
+        return e_;
     return launch_status();
 }
 
@@ -479,12 +494,15 @@ extern "C" int cuda_attention_split(uint16_t *out, float *part, const float *q,
     chunk = (chunk + 31) / 32 * 32;
     splits = (span + chunk - 1) / chunk; /* no split left empty for the longest context */
     dim3 grid(T, n_kv_heads, splits);
-    attention_split_kernel<<<grid, 32 * group, 0, s>>>(part, q, kcache, vcache, block_table,
-                                                       max_blocks, token_seq, positions, n_heads,
-                                                       n_kv_heads, block_size, window, chunk);
+    if (int e_ = pdl_launch(attention_split_kernel, grid, 32 * group, 0, s, part, q, kcache, vcache,
+                            block_table, max_blocks, token_seq, positions, n_heads, n_kv_heads,
+                            block_size, window, chunk))
+        return e_;
     int e = launch_status();
     if (e) return e;
     dim3 g2(T, n_heads);
-    attention_combine_kernel<<<g2, 32, 0, s>>>(out, part, sinks, n_heads, splits);
+    if (int e_ =
+            pdl_launch(attention_combine_kernel, g2, 32, 0, s, out, part, sinks, n_heads, splits))
+        return e_;
     return launch_status();
 }

@@ -56,6 +56,16 @@ __device__ __forceinline__ void cp_async_wait1() {
 __device__ __forceinline__ void cp_async_wait0() {
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
 }
+/* Weights, streamed once per step: no L1 allocation, so L1 keeps what is read again (scales,
+ * token rows). */
+__device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
 /* At most N of this thread's groups still in flight. */
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
@@ -74,4 +84,51 @@ __device__ __forceinline__ void mma_bf16(float *c, uint32_t a0, uint32_t a1, uin
 
 static inline int launch_status(void) {
     return (int)cudaGetLastError();
+}
+
+/* ---- programmatic dependent launch (Hopper) ----
+ *
+ * A kernel launched with pdl_launch may be scheduled while the kernel before it in the stream
+ * is still running, once every CTA of that one has called pdl_trigger (or exited): its CTAs
+ * then wait in pdl_wait until the earlier grid has finished and its writes are visible. So the
+ * launch, the CTAs' set-up and any reads of data no earlier kernel writes (weights) overlap the
+ * previous kernel's tail, which at batch 1 is most of a kernel's time. The rule for every kernel
+ * launched this way: pdl_wait before the first read of anything an earlier kernel of the step
+ * wrote and before the first write of anything it reads; weights and the step's uploaded
+ * indices (the copy before the step's first kernel) may be read before it. Both are no-ops in a
+ * kernel launched without it. CUDA graphs keep the relation (captured as programmatic edges). */
+__device__ __forceinline__ void pdl_wait() {
+#ifndef MG_NO_PDL_INSN
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#ifndef MG_NO_PDL_INSN
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+/* Whether the forward kernels go through pdl_launch's attribute (cuda_set_pdl). */
+static bool pdl_on = false;
+
+extern "C" void cuda_set_pdl(int on) {
+    pdl_on = on != 0;
+}
+
+/* k<<<grid, block, smem, s>>>(args...) with programmatic stream serialization when pdl_on. */
+template <typename... KArgs, typename... Args>
+static int pdl_launch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                      Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = pdl_on ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, k, static_cast<KArgs>(args)...);
+    return e != cudaSuccess ? (int)e : launch_status();
 }

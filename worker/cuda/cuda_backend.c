@@ -344,6 +344,36 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
  * launches). */
 static const int graph_buckets[CUDA_GRAPH_BUCKETS] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
 
+/* The first step of bucket gi, whose index arrays are staged for shape sh: run it as it is
+ * (creating the cuBLASLt plans and kernel attributes outside the capture), then capture the same
+ * work as the bucket's graph for the next steps. */
+static mg_status capture_bucket(cuda *b, int gi, const step_shape *sh) {
+    mg_status st = enqueue_step(b, sh, sh->T);
+    if (st) return st;
+    CK(cudaStreamSynchronize(b->stream), "forward"); /* capture from an idle stream */
+    cudaGraph_t g = NULL;
+    CK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal), "graph capture");
+    st = enqueue_step(b, sh, sh->T);
+    cudaError_t e = cudaStreamEndCapture(b->stream, &g);
+    if (st || e != cudaSuccess) {
+        if (g) cudaGraphDestroy(g);
+        return st ? st : cuda_fail((int)e, "graph capture");
+    }
+    e = cudaGraphInstantiate(&b->graph[gi], g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        b->graph[gi] = NULL;
+        return cuda_fail((int)e, "graph instantiate");
+    }
+    MG_DEBUG("cuda backend: decode graph for %d tokens captured", sh->T);
+    return MG_OK;
+}
+
+/* The largest bucket a step can fill: max_tokens and max_seqs both bound a decode step. */
+static int graph_cap(const cuda *b) {
+    return b->max_tokens < b->max_seqs ? b->max_tokens : b->max_seqs;
+}
+
 /* Everything up to the logits in b->logits, on the stream, unsynchronized. */
 static mg_status run_step(cuda *b, const mg_batch *bt) {
     mg_status st = check_batch(b, bt);
@@ -355,7 +385,7 @@ static mg_status run_step(cuda *b, const mg_batch *bt) {
     bool pure = b->graphs && !b->prof && bt->n_decode == T && bt->n_seqs == T &&
                 bt->n_logits == T && bt->max_blocks <= b->max_blocks_cap;
     for (int i = 0; pure && i < T; i++) pure = bt->logits_rows[i] == i;
-    int gi = -1, cap = b->max_tokens < b->max_seqs ? b->max_tokens : b->max_seqs;
+    int gi = -1, cap = graph_cap(b);
     for (int i = 0; pure && i < CUDA_GRAPH_BUCKETS && gi < 0; i++)
         if (graph_buckets[i] >= T && graph_buckets[i] <= cap) gi = i;
     if (gi < 0) {
@@ -372,25 +402,26 @@ static mg_status run_step(cuda *b, const mg_batch *bt) {
         CK(cudaGraphLaunch(b->graph[gi], b->stream), "graph launch");
         return MG_OK;
     }
-    /* First step of this bucket: run it as it is (creating the cuBLASLt plans and kernel
-     * attributes outside the capture), then capture the same work for the next steps. */
-    if ((st = enqueue_step(b, &sh, P))) return st;
-    CK(cudaStreamSynchronize(b->stream), "forward"); /* capture from an idle stream */
-    cudaGraph_t g = NULL;
-    CK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal), "graph capture");
-    st = enqueue_step(b, &sh, P);
-    cudaError_t e = cudaStreamEndCapture(b->stream, &g);
-    if (st || e != cudaSuccess) {
-        if (g) cudaGraphDestroy(g);
-        return st ? st : cuda_fail((int)e, "graph capture");
+    return capture_bucket(b, gi, &sh);
+}
+
+mg_status cuda_backend_capture_graphs(mg_backend *base) {
+    cuda *b = (cuda *)base;
+    if (!b->graphs) return MG_OK;
+    CK(cudaSetDevice(b->dev), "set device");
+    const mg_batch none = {0}; /* every row a padding token: they touch only the scratch block */
+    int n = 0, P = 0;
+    for (int gi = 0; gi < CUDA_GRAPH_BUCKETS && graph_buckets[gi] <= graph_cap(b); gi++) {
+        if (b->graph[gi]) continue;
+        P = graph_buckets[gi];
+        step_shape sh = {P, P, b->max_blocks_cap, b->base.max_ctx};
+        stage_meta(b, &none, &sh);
+        mg_status st = capture_bucket(b, gi, &sh);
+        if (st) return st;
+        n++;
     }
-    e = cudaGraphInstantiate(&b->graph[gi], g, 0);
-    cudaGraphDestroy(g);
-    if (e != cudaSuccess) {
-        b->graph[gi] = NULL;
-        return cuda_fail((int)e, "graph instantiate");
-    }
-    MG_INFO("cuda backend: decode graph for %d tokens captured", P);
+    CK(cudaStreamSynchronize(b->stream), "graph warm-up");
+    if (n) MG_INFO("cuda backend: decode graphs captured for %d batch sizes up to %d", n, P);
     return MG_OK;
 }
 
@@ -501,6 +532,9 @@ mg_status cuda_backend_trace_routes(mg_backend *base, bool on) {
                            cudaGetErrorString(e));
         }
     }
+    if (b->trace != on) /* graphs captured before carry the old setting: capture them again */
+        for (int i = 0; i < CUDA_GRAPH_BUCKETS; i++)
+            if (b->graph[i]) cudaGraphExecDestroy(b->graph[i]), b->graph[i] = NULL;
     b->trace = on;
     return MG_OK;
 }
@@ -781,6 +815,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
         TRY(MG_ERRF(MG_ECUDA, "cuda backend: stream creation failed"));
     TRY(cuda_gemm_create((size_t)32 << 20, &b->gemm));
     cuda_gemm_set_autotune(b->gemm, o->gemm_autotune);
+    cuda_gemm_set_gemv(b->gemm, !o->gemm_no_gemv);
     TRY(sampler_create(c->vocab, &b->sampler));
     for (int i = 0; i < PROF_EVENTS; i++)
         if (cudaEventCreate(&b->ev[i]) != cudaSuccess)

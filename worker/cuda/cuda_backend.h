@@ -57,6 +57,9 @@ typedef struct cuda_backend_opts {
     /* Time cuBLASLt's candidates for each decode-step GEMM shape on first use and keep the
      * fastest (cuda_gemm_set_autotune); false: the heuristic's first choice. */
     bool gemm_autotune;
+    /* true: every dense GEMM through cuBLASLt, also for steps of a few tokens, which otherwise
+     * take the GEMV kernel (cuda_gemm_set_gemv); for benchmarks. */
+    bool gemm_no_gemv;
 } cuda_backend_opts;
 
 enum { CUDA_ATT_SPLIT_MAX_T = 32, CUDA_GRAPH_BUCKETS = 10 };
@@ -77,6 +80,12 @@ mg_status cuda_backend_fill_kv(mg_backend *b, uint64_t seed);
 enum { CUDA_PROF_OPS = 12 };
 void cuda_backend_set_profile(mg_backend *b, bool on);
 int cuda_backend_profile_read(mg_backend *b, const char **names, double *ms, int *calls);
+
+/* With cuda_graphs: run and capture now the decode graph of every batch bucket a step can fill
+ * (up to max_tokens and max_seqs), so that no step pays for a capture while serving; otherwise
+ * each bucket is captured on its first step. The warm-up steps are padding rows that touch only
+ * the scratch KV block. */
+mg_status cuda_backend_capture_graphs(mg_backend *b);
 
 /* The kernel lab's view of the routing: while on, every step also copies each layer's experts
  * (top_e, token t's k-th choice at t * top_k + k) into a trace buffer (allocated on the first

@@ -8,10 +8,12 @@
  *              [--bw 3.35e12] [--peak 989e12] [--version 1..5] [--graphs 0|1] (kernel versions,
  * cuda_backend.h)   [--temperature 0] [--host-sampling 0|1]
  *              [--moe-tile 0|1|2|3] (MoE tile of versions 3-5: by token count, small, large,
- *              many-token)
+ *              many-token)   [--moe-small-stages 4|8] (the small tile's weight ring)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
  *                                    worker's --cuda-gemm-autotune)
+ *              [--gemv 0|1]         (steps of up to 4 tokens: the GEMV kernel, or cuBLASLt)
+ *              [--pdl 0|1]          (programmatic dependent launch between the kernels)
  *              [--prefill S] [--prefill-len 128] (then one prefill step of S prompts of that
  *                                    length, as the seed workload's 8,192-token chunks: 64)
  *              [--window-pool 0|1]  (the sliding layers in a window pool of their own, as the
@@ -121,7 +123,7 @@ static int profile_step(mg_backend *b, const mg_batch *batch, mg_sample_req *req
 int main(int argc, char **argv) {
     const char *preset = "120b", *batches = "1,64,256,512";
     int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0, window_pool = 0;
-    int autotune = 0, pf_seqs = 0, pf_len = 128;
+    int autotune = 0, gemv = 1, pf_seqs = 0, pf_len = 128;
     float temperature = 0.0f;
     double kv_fraction = 0.9;
     double bw = 3.35e12, peak = 989e12;
@@ -156,8 +158,14 @@ int main(int argc, char **argv) {
             pf_len = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--gemm-autotune"))
             autotune = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--gemv"))
+            gemv = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--moe-tile"))
             cuda_moe3_force_tile(atoi(argv[i + 1]));
+        else if (!strcmp(argv[i], "--moe-small-stages"))
+            cuda_moe3_small_stages(atoi(argv[i + 1]));
+        else if (!strcmp(argv[i], "--pdl"))
+            cuda_set_pdl(atoi(argv[i + 1]));
         else {
             fprintf(stderr, "cuda-bench: unknown option %s\n", argv[i]);
             return 2;
@@ -205,7 +213,8 @@ int main(int argc, char **argv) {
                            .cuda_graphs = graphs != 0,
                            .host_sampling = host_sampling != 0,
                            .window_pool = window_pool != 0,
-                           .gemm_autotune = autotune != 0};
+                           .gemm_autotune = autotune != 0,
+                           .gemm_no_gemv = gemv == 0};
     mg_backend *b;
     double t0 = now_ms();
     if (cuda_backend_create_random(&c, 1, &o, &b) || cuda_backend_fill_kv(b, 2)) {

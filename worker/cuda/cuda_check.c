@@ -386,8 +386,8 @@ static void check_attention_case(const char *name, int n_dec, int max_ctx, int p
 
 /* ---- router ---- */
 
-static void check_router(void) {
-    int T = 256, E = C.n_experts, K = C.top_k;
+static void check_router(int T) {
+    int E = C.n_experts, K = C.top_k;
     float *lg = xmalloc(4 * (size_t)T * E);
     for (size_t i = 0; i < (size_t)T * E; i++) lg[i] = 3.0f * frand();
     uint16_t *bias = rand_bf16(E, 0.5f);
@@ -437,9 +437,13 @@ static void check_router(void) {
     TIME_US(us, CU(cuda_router(te_d, tw_d, es_d, sl_d, lg_d, bias_d, T, E, K, 0)));
     char d[96];
     snprintf(d, sizeof(d), "%d of %d expert choices differ", mism, T * K);
-    verdict("router top-4 (256 tokens)", mism == 0, d);
-    compare("router softmax weights", tw, wref, (size_t)T * K, 1e-5, us);
-    verdict("router grouping by expert", group_ok, "each slot once, in its expert's range");
+    char l1[64], l2[64], l3[64];
+    snprintf(l1, sizeof(l1), "router top-%d (%d tokens)", K, T);
+    snprintf(l2, sizeof(l2), "router softmax weights (%d tokens)", T);
+    snprintf(l3, sizeof(l3), "router grouping by expert (%d tokens)", T);
+    verdict(l1, mism == 0, d);
+    compare(l2, tw, wref, (size_t)T * K, 1e-5, us);
+    verdict(l3, group_ok, "each slot once, in its expert's range");
     cudaFree(lg_d), cudaFree(bias_d), cudaFree(te_d), cudaFree(es_d), cudaFree(sl_d);
     cudaFree(tw_d);
     free(lg), free(bias), free(te), free(es), free(sl), free(tw), free(wref), free(seen);
@@ -935,6 +939,9 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
             st = MG_ERRF(MG_EINVAL, "window pool of %d blocks, the check needs %d",
                          mr.gw->window_blocks, 3 * 64);
     }
+    /* the window-pool backend's graphs captured up front (as the worker does), mr.gpu's on
+     * each bucket's first step: their logits must still agree bit for bit */
+    if (!st && mr.gw) st = cuda_backend_capture_graphs(mr.gw);
     if (!st) st = model_load(dir, &m);
     if (!st) st = cuda_backend_trace_routes(mr.gpu, true);
     if (st) {
@@ -1065,7 +1072,15 @@ int main(int argc, char **argv) {
                 check_gemm(gm, "qkv", 64, Q + 2 * KV, H, table, table_d);
                 check_gemm(gm, "o_proj", 64, H, Q, table, table_d);
                 check_gemm(gm, "router", 64, C.n_experts, H, table, table_d);
-                check_gemm(gm, "lm_head", 4, V, H, table, table_d);
+                check_gemm(gm, "lm_head", 4, V, H, table, table_d); /* the GEMV */
+                /* few tokens: the GEMV (the default) at every width, then cuBLASLt for them */
+                check_gemm(gm, "gemv qkv", 1, Q + 2 * KV, H, table, table_d);
+                check_gemm(gm, "gemv o_proj", 3, H, Q, table, table_d);
+                check_gemm(gm, "gemv router", 2, C.n_experts, H, table, table_d);
+                check_gemm(gm, "gemv lm_head", 1, V, H, table, table_d);
+                cuda_gemm_set_gemv(gm, false);
+                check_gemm(gm, "cublas lm_head", 4, V, H, table, table_d);
+                check_gemm(gm, "cublas qkv", 1, Q + 2 * KV, H, table, table_d);
                 /* autotuned (--cuda-gemm-autotune): whichever candidate won, at decode shapes */
                 cuda_gemm_set_autotune(gm, true);
                 check_gemm(gm, "tuned qkv", 256, Q + 2 * KV, H, table, table_d);
@@ -1096,7 +1111,11 @@ int main(int argc, char **argv) {
             check_attention_case("mma decode 256 seqs, full", 256, 1100, 0, 0, 0, -1);
             check_attention_case("plain decode 256 seqs, full", 256, 1100, 0, 0, 0, 0);
         }
-        if (want("router")) check_router();
+        if (want("router")) {
+            check_router(256); /* a warp per token over many CTAs, then the grouping */
+            check_router(32);  /* one CTA for both (steps of up to 32 tokens) */
+            check_router(1);
+        }
         if (want("moe")) {
             experts x;
             experts_make(&x);
@@ -1104,6 +1123,12 @@ int main(int argc, char **argv) {
                 check_moe_case(&x, 64, 8, ver);   /* ~32 tokens per expert: chunks, partial tiles */
                 check_moe_case(&x, 16, 128, ver); /* spread: mostly one token per expert */
                 check_moe_case(&x, 1, 128, ver);  /* single-stream decode */
+                if (ver >= 3) { /* the small tile's shallower ring (8 is the default) */
+                    cuda_moe3_small_stages(4);
+                    check_moe_case(&x, 1, 128, ver);
+                    check_moe_case(&x, 16, 128, ver);
+                    cuda_moe3_small_stages(8);
+                }
                 /* version 3's large tile: 2-3 chunks of 16 tokens; then the seed's batch 256 */
                 check_moe_case(&x, 160, 16, ver);
                 check_moe_case(&x, 256, 128, ver);

@@ -10,6 +10,8 @@
 
 #include <cublasLt.h>
 
+#include "cuda_ops.h"
+
 /* Autotuning (cuda_gemm_set_autotune) times the heuristic's first TUNE_ALGOS candidates for
  * the decode steps' shapes only: T a power of two up to TUNE_MAX_T (the graph buckets); other
  * shapes (prefill chunks of any length) take the heuristic's first. */
@@ -29,6 +31,7 @@ struct cuda_gemm {
     plan plans[PLANS];
     int n_plans, next_evict;
     bool autotune;
+    bool gemv; /* steps of up to CUDA_GEMV_MAX_T tokens through cuda_gemv_bf16 */
 };
 
 static void plan_free(plan *p) {
@@ -43,6 +46,7 @@ mg_status cuda_gemm_create(size_t workspace_bytes, cuda_gemm **out) {
     *out = NULL;
     cuda_gemm *g = calloc(1, sizeof(*g));
     if (!g) return MG_ERRF(MG_ENOMEM, "out of memory");
+    g->gemv = true;
     cublasStatus_t st = cublasLtCreate(&g->lt);
     if (st != CUBLAS_STATUS_SUCCESS) {
         free(g);
@@ -145,9 +149,20 @@ void cuda_gemm_set_autotune(cuda_gemm *g, bool on) {
     g->autotune = on;
 }
 
+void cuda_gemm_set_gemv(cuda_gemm *g, bool on) {
+    g->gemv = on;
+}
+
 mg_status cuda_matmul_bf16(cuda_gemm *g, float *out, const uint16_t *x, const uint16_t *w, int T,
                            int N, int K, cudaStream_t s) {
     if (T <= 0) return MG_OK;
+    if (g->gemv && T <= CUDA_GEMV_MAX_T && K % 8 == 0) {
+        int e = cuda_gemv_bf16(out, x, w, T, N, K, s);
+        if (e)
+            return MG_ERRF(MG_ECUDA, "gemv (%d×%d)·(%d×%d)^T: %s", T, K, N, K,
+                           cudaGetErrorString((cudaError_t)e));
+        return MG_OK;
+    }
     plan *p = NULL;
     for (int i = 0; i < g->n_plans && !p; i++)
         if (g->plans[i].T == T && g->plans[i].N == N && g->plans[i].K == K) p = &g->plans[i];

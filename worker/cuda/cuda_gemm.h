@@ -27,6 +27,10 @@ void cuda_gemm_destroy(cuda_gemm *g);
  * that tune may disagree in the last bits. */
 void cuda_gemm_set_autotune(cuda_gemm *g, bool on);
 
+/* On (the default): steps of up to CUDA_GEMV_MAX_T tokens (single-stream decode) take
+ * cuda_gemv_bf16, a warp per weight row, instead of cuBLASLt; off: cuBLASLt for every shape. */
+void cuda_gemm_set_gemv(cuda_gemm *g, bool on);
+
 /* out (T, N) float = x (T, K) bf16 · W^T, W (N, K) bf16 row-major (the checkpoint's layout).
  * The CPU twin is ops_matmul_bf16 without the bias. */
 mg_status cuda_matmul_bf16(cuda_gemm *g, float *out, const uint16_t *x, const uint16_t *w, int T,

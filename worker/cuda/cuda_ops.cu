@@ -4,6 +4,7 @@
 #include "cuda_ops.h"
 
 #include "attention.cuh"
+#include "gemv.cuh"
 #include "moe.cuh"
 #include "norm.cuh"
 #include "sample.cuh"

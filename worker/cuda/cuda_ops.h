@@ -23,6 +23,11 @@
 extern "C" {
 #endif
 
+/* Programmatic dependent launch for the forward pass's kernels (common.cuh): on, each may start
+ * while the kernel before it finishes; off (the default): plain stream order. Same rule as
+ * cuda_moe3_force_tile: set before stepping (graphs keep what they were captured with). */
+void cuda_set_pdl(int on);
+
 /* x (T, H) float = embed rows of tokens (T); embed (V, H) bf16. */
 int cuda_embed(float *x, const uint16_t *embed, const int32_t *tokens, int T, int H,
                cudaStream_t s);
@@ -38,6 +43,13 @@ int cuda_rmsnorm(uint16_t *out, float *x, const float *delta, int n_delta, const
 /* out (n, H) = rows[i] of x (·, H), bf16 (the final-normed rows that want logits). */
 int cuda_gather_rows(uint16_t *out, const uint16_t *x, const int32_t *rows, int n, int H,
                      cudaStream_t s);
+
+/* out (T, N) float = x (T, K) bf16 · W^T, W (N, K) bf16 row-major, for T up to CUDA_GEMV_MAX_T:
+ * one warp per row of W, float sums (cuda_matmul_bf16's function for few tokens). K a multiple
+ * of 8, x and w 16-byte aligned. */
+#define CUDA_GEMV_MAX_T 4
+int cuda_gemv_bf16(float *out, const uint16_t *x, const uint16_t *w, int T, int N, int K,
+                   cudaStream_t s);
 
 /* After the fused q/k/v GEMM: qkv (T, Q + 2 KV) float, bias (Q + 2 KV) bf16. Adds the bias,
  * rotates q and k (YaRN RoPE, NeoX halves; inv_freq (D/2) float, concentration multiplies cos and
@@ -116,6 +128,9 @@ int cuda_mxfp4_tile(uint8_t *blocks_t, uint8_t *scales_t, const uint8_t *blocks,
  * step's token count, 1: the small tile, 2: the large one, 3: version 4's many-token one). Not
  * thread-safe; set before stepping. */
 void cuda_moe3_force_tile(int tile);
+/* The small tile's weight ring (batch 1 to ~128 on 120b): 8 (the default) or 4 super-chunks.
+ * Same rule as cuda_moe3_force_tile: set before stepping. */
+void cuda_moe3_small_stages(int stages);
 
 /* Second expert GEMM: y[slot] = top_w[slot] * (W2[e] · act[slot] + b2[e]), y (S, H) float;
  * the routing weight is applied here so that cuda_rmsnorm's n_delta = top_k sum is the MoE

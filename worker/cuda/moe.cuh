@@ -31,11 +31,10 @@ enum { MOE_V1_WARPS = 4, MOE_V1_TOK = 16, MOE_V2_WARPS = 8, MOE_V2_TOK = 8 };
  * upwards with a strict >). */
 enum { ROUTER_WARPS = 8, ROUTER_REG = 8 };
 
-__global__ void __launch_bounds__(32 * ROUTER_WARPS)
-    router_topk_kernel(int32_t *top_e, float *top_w, const float *logits, const uint16_t *bias,
-                       int T, int E, int K) {
-    int lane = threadIdx.x & 31, t = blockIdx.x * ROUTER_WARPS + (threadIdx.x >> 5);
-    if (t >= T) return;
+/* Token t's top K experts and weights, by one warp. */
+__device__ __forceinline__ void router_topk_token(int32_t *top_e, float *top_w, const float *logits,
+                                                  const uint16_t *bias, int t, int E, int K) {
+    int lane = threadIdx.x & 31;
     const float *lg = logits + (size_t)t * E;
     /* experts below ROUTER_REG * 32 stay in registers across the rounds */
     float lv[ROUTER_REG];
@@ -87,11 +86,20 @@ __global__ void __launch_bounds__(32 * ROUTER_WARPS)
     }
 }
 
+__global__ void __launch_bounds__(32 * ROUTER_WARPS)
+    router_topk_kernel(int32_t *top_e, float *top_w, const float *logits, const uint16_t *bias,
+                       int T, int E, int K) {
+    pdl_trigger();
+    pdl_wait();
+    int t = blockIdx.x * ROUTER_WARPS + (threadIdx.x >> 5);
+    if (t < T) router_topk_token(top_e, top_w, logits, bias, t, E, K);
+}
+
 /* One CTA: e_start (E + 1) = where each expert's slots begin in e_slots, e_slots = the T * K
  * slots grouped by expert (in no particular order within an expert: each slot's result does
  * not depend on its neighbours). */
-__global__ void router_group_kernel(int32_t *e_start, int32_t *e_slots, const int32_t *top_e, int S,
-                                    int E) {
+__device__ __forceinline__ void router_group(int32_t *e_start, int32_t *e_slots,
+                                             const int32_t *top_e, int S, int E) {
     extern __shared__ int rsm[]; /* count (E), cursor (E), warp totals (32) */
     int *count = rsm, *cursor = rsm + E, *wsum = rsm + 2 * E;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -128,6 +136,26 @@ __global__ void router_group_kernel(int32_t *e_start, int32_t *e_slots, const in
     }
 }
 
+__global__ void router_group_kernel(int32_t *e_start, int32_t *e_slots, const int32_t *top_e, int S,
+                                    int E) {
+    pdl_trigger();
+    pdl_wait();
+    router_group(e_start, e_slots, top_e, S, E);
+}
+
+/* Both in one CTA for a step of at most 32 tokens (a warp per token, then the grouping): one
+ * kernel less per layer where the step is all latency. */
+__global__ void __launch_bounds__(1024)
+    router_small_kernel(int32_t *top_e, float *top_w, int32_t *e_start, int32_t *e_slots,
+                        const float *logits, const uint16_t *bias, int T, int E, int K) {
+    pdl_trigger();
+    pdl_wait();
+    for (int t = threadIdx.x >> 5; t < T; t += blockDim.x >> 5)
+        router_topk_token(top_e, top_w, logits, bias, t, E, K);
+    __syncthreads(); /* the CTA's writes of top_e are visible to all of it */
+    router_group(e_start, e_slots, top_e, T * K, E);
+}
+
 /* E8M0 → float: 2^(s-127); s = 0 is the subnormal 2^-127, s = 255 becomes inf (the CPU's ldexpf
  * gives the same). */
 __device__ __forceinline__ float e8m0(uint32_t s) {
@@ -138,6 +166,36 @@ __device__ __forceinline__ float e8m0(uint32_t s) {
 __device__ __forceinline__ uint32_t dq2(uint32_t byte, float scale, const float *lut) {
     __nv_bfloat162 p = __floats2bfloat162_rn(lut[byte & 15] * scale, lut[(byte >> 4) & 15] * scale);
     return *reinterpret_cast<uint32_t *>(&p);
+}
+
+/* The expert of this CTA's grid row, its first slot and slot count. A grid of E rows gives row
+ * y expert y; a smaller one (a step of T tokens touches at most T * top_k experts) gives row y
+ * the y-th expert that holds slots, so that no CTA is spent on the untouched ones (at batch 1,
+ * 124 of 128 experts). Every thread of the CTA calls it; false: no work for this row. */
+__device__ __forceinline__ bool moe_expert(const int32_t *e_start, int E, int &e, int &beg,
+                                           int &cnt) {
+    if ((int)gridDim.y >= E) {
+        e = blockIdx.y, beg = e_start[e], cnt = e_start[e + 1] - beg;
+        return cnt > 0;
+    }
+    __shared__ int pick[3];
+    if (threadIdx.x < 32) {
+        int lane = threadIdx.x, want = blockIdx.y;
+        if (lane == 0) pick[0] = -1;
+        __syncwarp();
+#pragma unroll 4
+        for (int c = 0; c < E; c += 32) {
+            int i = c + lane, s0 = 0, s1 = 0;
+            if (i < E) s0 = e_start[i], s1 = e_start[i + 1];
+            unsigned m = __ballot_sync(0xffffffffu, s1 > s0);
+            if (s1 > s0 && __popc(m & ((1u << lane) - 1u)) == want)
+                pick[0] = i, pick[1] = s0, pick[2] = s1 - s0;
+            want -= __popc(m);
+        }
+    }
+    __syncthreads();
+    e = pick[0], beg = pick[1], cnt = pick[2];
+    return e >= 0;
 }
 
 /* The epilogue of every version: v = the accumulator fragment + bias, c0, c1 row ra at tokens
@@ -186,12 +244,14 @@ template <bool DOWN, int WARPS, int TOK>
 __global__ void __launch_bounds__(32 * WARPS)
     moe_kernel(void *outp, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
                const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-               const float *top_w, int top_k, int N, int K, float limit) {
+               const float *top_w, int top_k, int E, int N, int K, float limit) {
+    pdl_trigger();
+    pdl_wait();
     constexpr int ROWS = 16 * WARPS, NT = TOK / 8;
     extern __shared__ __align__(16) uint16_t xs[]; /* (TOK, K + 8): +8 spreads the banks */
     __shared__ float lut[16];
-    int e = blockIdx.y, beg = e_start[e], cnt = e_start[e + 1] - beg;
-    if (cnt == 0) return;
+    int e, beg, cnt;
+    if (!moe_expert(e_start, E, e, beg, cnt)) return;
     if (threadIdx.x < 16) {
         const float mag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
         lut[threadIdx.x] = threadIdx.x & 8 ? -mag[threadIdx.x & 7] : mag[threadIdx.x & 7];
@@ -353,15 +413,6 @@ __device__ __forceinline__ uint32_t bmul2(uint32_t a, uint32_t b) {
     __nv_bfloat162 r =
         __hmul2(*reinterpret_cast<__nv_bfloat162 *>(&a), *reinterpret_cast<__nv_bfloat162 *>(&b));
     return *reinterpret_cast<uint32_t *>(&r);
-}
-
-/* Streamed once per step: no L1 allocation, so L1 keeps the scales and token rows. */
-__device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
 }
 
 /* One super-chunk of versions 3 and 4: the lane's blocks wv[mt][h] (block kb of rows g and g + 8
@@ -538,11 +589,13 @@ template <bool DOWN, int WARPS, int MT, int NT, int STAGES>
 __global__ void __launch_bounds__(32 * WARPS)
     moe3_kernel(void *outp, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
                 const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-                const float *top_w, int top_k, int N, int K, float limit) {
+                const float *top_w, int top_k, int E, int N, int K, float limit) {
+    pdl_trigger();
+    pdl_wait();
     constexpr int ROWS = 16 * MT * WARPS, TOK = 8 * NT;
     extern __shared__ __align__(16) uint16_t xs[]; /* (TOK, moe3_kpad(K) + 16), swizzled */
-    int e = blockIdx.y, beg = e_start[e], cnt = e_start[e + 1] - beg;
-    if (cnt == 0) return;
+    int e, beg, cnt;
+    if (!moe_expert(e_start, E, e, beg, cnt)) return;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
     int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
     const char *xrow0 = reinterpret_cast<const char *>(xs + gq * ld) + tq * 64;
@@ -617,12 +670,12 @@ template <bool DOWN, int WARPS, int MT, int NT, int STAGES, int MINB>
 __global__ void __launch_bounds__(32 * WARPS, MINB)
     moe4_kernel(void *outp, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
                 const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-                const float *top_w, int top_k, int N, int K, float limit) {
+                const float *top_w, int top_k, int E, int N, int K, float limit) {
     static_assert(NT == 1 || NT == 2, "one or two token tiles");
     constexpr int ROWS = 16 * MT * WARPS, TOK = 8 * NT;
     constexpr int WU = MT * 2 * 32; /* 16-byte units of one warp's super-chunk */
     extern __shared__ __align__(16) uint4 sm4[];
-    int e = blockIdx.y, beg = e_start[e], cnt = e_start[e + 1] - beg;
+    int e = blockIdx.y, beg = e_start[e], cnt = e_start[e + 1] - beg; /* a grid of E rows */
     if (cnt == 0) return;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
     int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
@@ -717,7 +770,7 @@ template <bool DOWN, int WARPS, int MT, int NT, int STAGES>
 __global__ void __launch_bounds__(32 * WARPS, 1)
     moe5_kernel(void *outp, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
                 const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-                const float *top_w, int top_k, int N, int K, float limit) {
+                const float *top_w, int top_k, int E, int N, int K, float limit) {
     static_assert(NT == 8, "2, 4 or 8 token tiles");
     constexpr int ROWS = 16 * MT * WARPS, TOK = 8 * NT, TP = 288;
     constexpr int WU = MT * 2 * 32; /* 16-byte weight units of one warp's stage */
@@ -725,7 +778,7 @@ __global__ void __launch_bounds__(32 * WARPS, 1)
     constexpr int STAGE = WSTAGE + SSTAGE + TSTAGE;
     extern __shared__ __align__(16) uint8_t sm5[];
     __shared__ int src_s[TOK];
-    int e = blockIdx.y, beg = e_start[e], cnt = e_start[e + 1] - beg;
+    int e = blockIdx.y, beg = e_start[e], cnt = e_start[e + 1] - beg; /* a grid of E rows */
     if (cnt == 0) return;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
     int nb = K / 32, nc = (nb + 3) / 4, swz = moe3_swz(tq);
@@ -821,25 +874,34 @@ extern "C" int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32
                            const float *logits, const uint16_t *bias, int T, int E, int top_k,
                            cudaStream_t s) {
     if (E < 1 || E > 1024 || top_k < 1 || top_k > 8 || top_k > E) return (int)cudaErrorInvalidValue;
+    if (T > 0 && T <= 32) {
+        if (int e_ = pdl_launch(router_small_kernel, 1, 1024, (2 * E + 32) * sizeof(int), s, top_e,
+                                top_w, e_start, e_slots, logits, bias, T, E, top_k))
+            return e_;
+        return launch_status();
+    }
     if (T > 0)
-        router_topk_kernel<<<(T + ROUTER_WARPS - 1) / ROUTER_WARPS, 32 * ROUTER_WARPS, 0, s>>>(
-            top_e, top_w, logits, bias, T, E, top_k);
-    router_group_kernel<<<1, 1024, (2 * E + 32) * sizeof(int), s>>>(e_start, e_slots, top_e,
-                                                                    T * top_k, E);
+        if (int e_ = pdl_launch(router_topk_kernel, (T + ROUTER_WARPS - 1) / ROUTER_WARPS,
+                                32 * ROUTER_WARPS, 0, s, top_e, top_w, logits, bias, T, E, top_k))
+            return e_;
+    if (int e_ = pdl_launch(router_group_kernel, 1, 1024, (2 * E + 32) * sizeof(int), s, e_start,
+                            e_slots, top_e, T * top_k, E))
+        return e_;
     return launch_status();
 }
 
-/* Every MoE GEMM kernel takes the same arguments; a grid of (N / rows, E) CTAs of `threads`. */
+/* Every MoE GEMM kernel takes the same arguments; a grid of (N / rows, min(E, S)) CTAs of
+ * `threads` for S slots (moe_expert). */
 typedef void (*moe_kernel_fn)(void *, const uint16_t *, const uint8_t *, const uint8_t *,
                               const uint16_t *, const int32_t *, const int32_t *, const float *,
-                              int, int, int, float);
+                              int, int, int, int, float);
 
 /* Launch kernel k with smem bytes of dynamic shared memory, raising its limit first when above
  * 48 KB (*smem_set: the kernel's current limit; the engine thread is the only caller). */
 static int moe_run(moe_kernel_fn k, size_t *smem_set, size_t smem, int rows, int threads, void *out,
                    const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
                    const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-                   const float *top_w, int top_k, int E, int N, int K, float limit,
+                   const float *top_w, int top_k, int E, int S, int N, int K, float limit,
                    cudaStream_t s) {
     if (smem > 48 * 1024 && smem > *smem_set) {
         cudaError_t err =
@@ -848,17 +910,22 @@ static int moe_run(moe_kernel_fn k, size_t *smem_set, size_t smem, int rows, int
         if (err != cudaSuccess) return (int)err;
         *smem_set = smem;
     }
-    dim3 grid((N + rows - 1) / rows, E);
-    k<<<grid, threads, smem, s>>>(out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, N,
-                                  K, limit);
+    if (S <= 0) return 0;
+#ifdef MG_MOE_FULL_GRID
+    S = E;
+#endif
+    dim3 grid((N + rows - 1) / rows, S < E ? S : E);
+    if (int e_ = pdl_launch(k, grid, threads, smem, s, out, in, blocks, scales, bias, e_start,
+                            e_slots, top_w, top_k, E, N, K, limit))
+        return e_;
     return launch_status();
 }
 
-#define MOE_ARGS out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, E, N, K, limit, s
+#define MOE_ARGS out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, E, S, N, K, limit, s
 #define MOE_PARAMS                                                                                 \
     void *out, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,                   \
         const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots, const float *top_w,  \
-        int top_k, int E, int N, int K, float limit, cudaStream_t s
+        int top_k, int E, int S, int N, int K, float limit, cudaStream_t s
 
 template <bool DOWN, int WARPS, int TOK> static int moe_launch(MOE_PARAMS) {
     if (K % 32 || N % 2 || K > 8192) return (int)cudaErrorInvalidValue;
@@ -884,6 +951,7 @@ template <bool DOWN, int WARPS, int MT, int NT, int STAGES, int MINB>
 static int moe4_launch(MOE_PARAMS) {
     if (K % 32 || N % 16) return (int)cudaErrorInvalidValue;
     static size_t smem_set = 0;
+    S = E; /* the large tiles take a grid of E rows: no moe_expert in them */
     return moe_run(moe4_kernel<DOWN, WARPS, MT, NT, STAGES, MINB>, &smem_set,
                    moe4_smem<WARPS, MT, NT, STAGES>(K), 16 * MT * WARPS, 32 * WARPS, MOE_ARGS);
 }
@@ -891,6 +959,7 @@ static int moe4_launch(MOE_PARAMS) {
 template <bool DOWN, int WARPS, int MT, int NT, int STAGES> static int moe5_launch(MOE_PARAMS) {
     if (K % 32 || N % 16) return (int)cudaErrorInvalidValue;
     static size_t smem_set = 0;
+    S = E;
     return moe_run(moe5_kernel<DOWN, WARPS, MT, NT, STAGES>, &smem_set,
                    (size_t)STAGES * (WARPS * MT * 2 * 32 * 16 + WARPS * MT * 64 + 8 * NT * 288),
                    16 * MT * WARPS, 32 * WARPS, MOE_ARGS);
@@ -907,6 +976,13 @@ static int moe3_forced_tile = 0;
 
 extern "C" void cuda_moe3_force_tile(int tile) {
     moe3_forced_tile = tile;
+}
+
+/* The small tile's ring depth: super-chunks of weights in flight per warp, minus one (8, or 4). */
+static int moe3_small_stages = 8;
+
+extern "C" void cuda_moe3_small_stages(int stages) {
+    moe3_small_stages = stages == 8 ? 8 : 4;
 }
 
 /* Whether version 4's large tile (15 warps, 16 tokens, 4 stages) fits the 227 KB of shared
@@ -942,22 +1018,27 @@ extern "C" int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t
     int tile = version >= 3 ? moe3_tile(T, top_k, E, version) : 0;
     if (version >= 4 && tile == 3)
         return moe5_launch<false, 10, 2, 8, 4>(act, xn, blocks, scales, bias, e_start, e_slots,
-                                               NULL, top_k, E, 2 * I, H, limit, s);
+                                               NULL, top_k, E, T * top_k, 2 * I, H, limit, s);
     if (version >= 4 && tile == 2 && moe4_fits(H))
         return moe4_launch<false, 15, 2, 2, 4, 1>(act, xn, blocks, scales, bias, e_start, e_slots,
-                                                  NULL, top_k, E, 2 * I, H, limit, s);
+                                                  NULL, top_k, E, T * top_k, 2 * I, H, limit, s);
     if (version >= 3) {
         if (tile == 2)
             return moe3_launch<false, 6, 2, 2, 3>(act, xn, blocks, scales, bias, e_start, e_slots,
-                                                  NULL, top_k, E, 2 * I, H, limit, s);
+                                                  NULL, top_k, E, T * top_k, 2 * I, H, limit, s);
+        if (moe3_small_stages == 8)
+            return moe3_launch<false, 4, 1, 1, 8>(act, xn, blocks, scales, bias, e_start, e_slots,
+                                                  NULL, top_k, E, T * top_k, 2 * I, H, limit, s);
         return moe3_launch<false, 4, 1, 1, 4>(act, xn, blocks, scales, bias, e_start, e_slots, NULL,
-                                              top_k, E, 2 * I, H, limit, s);
+                                              top_k, E, T * top_k, 2 * I, H, limit, s);
     }
     if (version == 2)
-        return moe_launch<false, MOE_V2_WARPS, MOE_V2_TOK>(
-            act, xn, blocks, scales, bias, e_start, e_slots, NULL, top_k, E, 2 * I, H, limit, s);
+        return moe_launch<false, MOE_V2_WARPS, MOE_V2_TOK>(act, xn, blocks, scales, bias, e_start,
+                                                           e_slots, NULL, top_k, E, T * top_k,
+                                                           2 * I, H, limit, s);
     return moe_launch<false, MOE_V1_WARPS, MOE_V1_TOK>(act, xn, blocks, scales, bias, e_start,
-                                                       e_slots, NULL, top_k, E, 2 * I, H, limit, s);
+                                                       e_slots, NULL, top_k, E, T * top_k, 2 * I, H,
+                                                       limit, s);
 }
 
 extern "C" int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *blocks,
@@ -967,20 +1048,23 @@ extern "C" int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *block
     int tile = version >= 3 ? moe3_tile(T, top_k, E, version) : 0;
     if (version >= 4 && tile == 3)
         return moe5_launch<true, 10, 2, 8, 4>(y, act, blocks, scales, bias, e_start, e_slots, top_w,
-                                              1, E, H, I, 0.0f, s);
+                                              1, E, T * top_k, H, I, 0.0f, s);
     if (version >= 4 && tile == 2 && moe4_fits(I))
         return moe4_launch<true, 15, 2, 2, 4, 1>(y, act, blocks, scales, bias, e_start, e_slots,
-                                                 top_w, 1, E, H, I, 0.0f, s);
+                                                 top_w, 1, E, T * top_k, H, I, 0.0f, s);
     if (version >= 3) {
         if (tile == 2)
             return moe3_launch<true, 6, 2, 2, 3>(y, act, blocks, scales, bias, e_start, e_slots,
-                                                 top_w, 1, E, H, I, 0.0f, s);
+                                                 top_w, 1, E, T * top_k, H, I, 0.0f, s);
+        if (moe3_small_stages == 8)
+            return moe3_launch<true, 4, 1, 1, 8>(y, act, blocks, scales, bias, e_start, e_slots,
+                                                 top_w, 1, E, T * top_k, H, I, 0.0f, s);
         return moe3_launch<true, 4, 1, 1, 4>(y, act, blocks, scales, bias, e_start, e_slots, top_w,
-                                             1, E, H, I, 0.0f, s);
+                                             1, E, T * top_k, H, I, 0.0f, s);
     }
     if (version == 2)
-        return moe_launch<true, MOE_V2_WARPS, MOE_V2_TOK>(y, act, blocks, scales, bias, e_start,
-                                                          e_slots, top_w, 1, E, H, I, 0.0f, s);
-    return moe_launch<true, MOE_V1_WARPS, MOE_V1_TOK>(y, act, blocks, scales, bias, e_start,
-                                                      e_slots, top_w, 1, E, H, I, 0.0f, s);
+        return moe_launch<true, MOE_V2_WARPS, MOE_V2_TOK>(
+            y, act, blocks, scales, bias, e_start, e_slots, top_w, 1, E, T * top_k, H, I, 0.0f, s);
+    return moe_launch<true, MOE_V1_WARPS, MOE_V1_TOK>(
+        y, act, blocks, scales, bias, e_start, e_slots, top_w, 1, E, T * top_k, H, I, 0.0f, s);
 }

@@ -7,6 +7,8 @@
 /* ---- kernels ---- */
 
 __global__ void embed_kernel(float *x, const uint16_t *embed, const int32_t *tokens, int H) {
+    pdl_trigger();
+    pdl_wait();
     int t = blockIdx.x;
     const uint16_t *row = embed + (size_t)tokens[t] * H;
     for (int i = threadIdx.x; i < H; i += blockDim.x) x[(size_t)t * H + i] = bf16f(row[i]);
@@ -16,20 +18,26 @@ __global__ void embed_kernel(float *x, const uint16_t *embed, const int32_t *tok
  * Thread j holds elements j, j + nt, ..., RMSNORM_PER of them, in registers between the two passes,
  * and issues all of a pass's loads before it adds: a row costs a few memory latencies, not one per
  * element (at batch 1 the step is 72 of these in a row). */
-enum { RMSNORM_PER = 4 };
+enum { RMSNORM_PER = 8 };
 
-__global__ void __launch_bounds__(1024)
+__global__ void __launch_bounds__(512)
     rmsnorm_kernel(uint16_t *out, float *x, const float *delta, int n_delta, const uint16_t *bias,
                    const uint16_t *g, int H, float eps) {
+    pdl_trigger();
     __shared__ float red[32];
     int t = blockIdx.x, nt = blockDim.x;
     float *xr = x + (size_t)t * H;
     float v[RMSNORM_PER], gv[RMSNORM_PER];
 #pragma unroll
+    for (int k = 0; k < RMSNORM_PER; k++) { /* the gains are weights: before the wait */
+        int i = threadIdx.x + k * nt;
+        gv[k] = i < H ? bf16f(g[i]) : 0.0f;
+    }
+    pdl_wait();
+#pragma unroll
     for (int k = 0; k < RMSNORM_PER; k++) {
         int i = threadIdx.x + k * nt;
         v[k] = i < H ? xr[i] : 0.0f;
-        gv[k] = i < H ? bf16f(g[i]) : 0.0f;
     }
     if (n_delta > 0) {
         const float *dr = delta + (size_t)t * n_delta * H;
@@ -60,6 +68,8 @@ __global__ void __launch_bounds__(1024)
 }
 
 __global__ void gather_rows_kernel(uint16_t *out, const uint16_t *x, const int32_t *rows, int H) {
+    pdl_trigger();
+    pdl_wait();
     int i = blockIdx.x;
     const uint16_t *src = x + (size_t)rows[i] * H;
     for (int j = threadIdx.x; j < H; j += blockDim.x) out[(size_t)i * H + j] = src[j];
@@ -70,7 +80,7 @@ __global__ void gather_rows_kernel(uint16_t *out, const uint16_t *x, const int32
 extern "C" int cuda_embed(float *x, const uint16_t *embed, const int32_t *tokens, int T, int H,
                           cudaStream_t s) {
     if (T <= 0) return 0;
-    embed_kernel<<<T, 256, 0, s>>>(x, embed, tokens, H);
+    if (int e_ = pdl_launch(embed_kernel, T, 256, 0, s, x, embed, tokens, H)) return e_;
     return launch_status();
 }
 
@@ -78,16 +88,17 @@ extern "C" int cuda_rmsnorm(uint16_t *out, float *x, const float *delta, int n_d
                             const uint16_t *bias, const uint16_t *g, int T, int H, float eps,
                             cudaStream_t s) {
     if (T <= 0) return 0;
-    /* RMSNORM_PER elements per thread, at most 1024 threads: every gpt-oss width (2880) fits */
-    if (H < 1 || H > RMSNORM_PER * 1024 || n_delta < 0) return (int)cudaErrorInvalidValue;
+    /* RMSNORM_PER elements per thread, at most 512 threads: every gpt-oss width (2880) fits */
+    if (H < 1 || H > RMSNORM_PER * 512 || n_delta < 0) return (int)cudaErrorInvalidValue;
     int nt = ((H + RMSNORM_PER - 1) / RMSNORM_PER + 31) / 32 * 32;
-    rmsnorm_kernel<<<T, nt, 0, s>>>(out, x, delta, n_delta, bias, g, H, eps);
+    if (int e_ = pdl_launch(rmsnorm_kernel, T, nt, 0, s, out, x, delta, n_delta, bias, g, H, eps))
+        return e_;
     return launch_status();
 }
 
 extern "C" int cuda_gather_rows(uint16_t *out, const uint16_t *x, const int32_t *rows, int n, int H,
                                 cudaStream_t s) {
     if (n <= 0) return 0;
-    gather_rows_kernel<<<n, 256, 0, s>>>(out, x, rows, H);
+    if (int e_ = pdl_launch(gather_rows_kernel, n, 256, 0, s, out, x, rows, H)) return e_;
     return launch_status();
 }

@@ -1,0 +1,100 @@
+/* gemv.cuh - the dense bf16 GEMMs of steps with a few tokens (single-stream decode), where
+ * cuBLASLt's tiles leave most of the bandwidth unused: one warp per weight row, the row's
+ * 16-byte units loaded all at once (up to GEMV_UNITS per lane in flight), float accumulation.
+ * CPU twin: ops_matmul_bf16 without the bias (cuda_gemm.h's contract). */
+#pragma once
+
+#include "common.cuh"
+
+/* Tokens a GEMV serves (each lane keeps one sum per token), the 16-byte units of a row a lane
+ * loads before it multiplies, and the warps of a CTA. */
+enum { GEMV_MAX_T = CUDA_GEMV_MAX_T, GEMV_UNITS = 12, GEMV_WARPS = 8 };
+
+/* A bf16 pair (low half first) as two floats. */
+__device__ __forceinline__ void bf16x2_f(uint32_t w, float &lo, float &hi) {
+    lo = __uint_as_float(w << 16);
+    hi = __uint_as_float(w & 0xffff0000u);
+}
+
+template <int T>
+__global__ void __launch_bounds__(32 * GEMV_WARPS)
+    gemv_bf16_kernel(float *out, const uint16_t *x, const uint16_t *w, int N, int K) {
+    pdl_trigger();
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (n >= N) {
+        pdl_wait(); /* nothing to do, but exit only after the earlier grid: see below */
+        return;
+    }
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)n * K);
+    const uint4 *xr = reinterpret_cast<const uint4 *>(x);
+    int ku = K / 8; /* 16-byte units of a row */
+    float acc[T];
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[t] = 0.0f;
+    for (int u0 = 0; u0 < ku; u0 += 32 * GEMV_UNITS) {
+        uint4 wv[GEMV_UNITS];
+#pragma unroll
+        for (int j = 0; j < GEMV_UNITS; j++) {
+            int u = u0 + j * 32 + lane;
+            wv[j] = u < ku ? ld_stream(wr + u) : make_uint4(0, 0, 0, 0);
+        }
+        /* The weights are no earlier kernel's output: the first pass's loads are in flight
+         * before the wait for the kernel that writes x (programmatic dependent launch). */
+        if (u0 == 0) pdl_wait();
+#pragma unroll
+        for (int j = 0; j < GEMV_UNITS; j++) {
+            int u = u0 + j * 32 + lane;
+            if (u >= ku) break;
+            float wf[8];
+            bf16x2_f(wv[j].x, wf[0], wf[1]);
+            bf16x2_f(wv[j].y, wf[2], wf[3]);
+            bf16x2_f(wv[j].z, wf[4], wf[5]);
+            bf16x2_f(wv[j].w, wf[6], wf[7]);
+#pragma unroll
+            for (int t = 0; t < T; t++) {
+                uint4 xv = __ldg(xr + (size_t)t * ku + u);
+                float xf[8];
+                bf16x2_f(xv.x, xf[0], xf[1]);
+                bf16x2_f(xv.y, xf[2], xf[3]);
+                bf16x2_f(xv.z, xf[4], xf[5]);
+                bf16x2_f(xv.w, xf[6], xf[7]);
+#pragma unroll
+                for (int i = 0; i < 8; i++) acc[t] = fmaf(wf[i], xf[i], acc[t]);
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+        float v = acc[t];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) out[(size_t)t * N + n] = v;
+    }
+}
+
+/* ---- launcher ---- */
+
+extern "C" int cuda_gemv_bf16(float *out, const uint16_t *x, const uint16_t *w, int T, int N, int K,
+                              cudaStream_t s) {
+    if (T < 1 || T > GEMV_MAX_T || N < 1 || K < 8 || K % 8) return (int)cudaErrorInvalidValue;
+    unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
+    switch (T) {
+    case 1:
+        if (int e_ = pdl_launch(gemv_bf16_kernel<1>, grid, 32 * GEMV_WARPS, 0, s, out, x, w, N, K))
+            return e_;
+        break;
+    case 2:
+        if (int e_ = pdl_launch(gemv_bf16_kernel<2>, grid, 32 * GEMV_WARPS, 0, s, out, x, w, N, K))
+            return e_;
+        break;
+    case 3:
+        if (int e_ = pdl_launch(gemv_bf16_kernel<3>, grid, 32 * GEMV_WARPS, 0, s, out, x, w, N, K))
+            return e_;
+        break;
+    default:
+        if (int e_ = pdl_launch(gemv_bf16_kernel<4>, grid, 32 * GEMV_WARPS, 0, s, out, x, w, N, K))
+            return e_;
+        break;
+    }
+    return launch_status();
+}
