@@ -98,14 +98,10 @@ static inline int launch_status(void) {
  * indices (the copy before the step's first kernel) may be read before it. Both are no-ops in a
  * kernel launched without it. CUDA graphs keep the relation (captured as programmatic edges). */
 __device__ __forceinline__ void pdl_wait() {
-#ifndef MG_NO_PDL_INSN
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
 }
 __device__ __forceinline__ void pdl_trigger() {
-#ifndef MG_NO_PDL_INSN
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
 }
 
 /* Whether the forward kernels go through pdl_launch's attribute (cuda_set_pdl). */

@@ -911,9 +911,6 @@ static int moe_run(moe_kernel_fn k, size_t *smem_set, size_t smem, int rows, int
         *smem_set = smem;
     }
     if (S <= 0) return 0;
-#ifdef MG_MOE_FULL_GRID
-    S = E;
-#endif
     dim3 grid((N + rows - 1) / rows, S < E ? S : E);
     if (int e_ = pdl_launch(k, grid, threads, smem, s, out, in, blocks, scales, bias, e_start,
                             e_slots, top_w, top_k, E, N, K, limit))
