@@ -436,10 +436,8 @@ extern "C" int cuda_qkv_rope(float *q, uint16_t *kcache, uint16_t *vcache, const
                              int n_kv_heads, int D, int block_size, cudaStream_t s) {
     if (T <= 0) return 0;
     if (D < 2 || D % 2 || D / 2 > ROPE_MAX_HALF) return (int)cudaErrorInvalidValue;
-    if (int e_ = pdl_launch(qkv_rope_kernel, T, 512, 0, s, q, kcache, vcache, qkv, bias, positions,
-                            slots, inv_freq, concentration, n_heads, n_kv_heads, D, block_size))
-        return e_;
-    return launch_status();
+    return pdl_launch(qkv_rope_kernel, T, 512, 0, s, q, kcache, vcache, qkv, bias, positions, slots,
+                      inv_freq, concentration, n_heads, n_kv_heads, D, block_size);
 }
 
 extern "C" int cuda_attention(uint16_t *out, const float *q, const uint16_t *kcache,
@@ -452,11 +450,9 @@ extern "C" int cuda_attention(uint16_t *out, const float *q, const uint16_t *kca
     if (D != 64 || group < 1 || group > 32 || group * n_kv_heads != n_heads)
         return (int)cudaErrorInvalidValue;
     dim3 grid(T, n_kv_heads);
-    if (int e_ = pdl_launch(attention_kernel, grid, 32 * group, 0, s, out, q, kcache, vcache, sinks,
-                            block_table, max_blocks, token_seq, positions, n_heads, n_kv_heads,
-                            block_size, window))
-        return e_;
-    return launch_status();
+    return pdl_launch(attention_kernel, grid, 32 * group, 0, s, out, q, kcache, vcache, sinks,
+                      block_table, max_blocks, token_seq, positions, n_heads, n_kv_heads,
+                      block_size, window);
 }
 
 extern "C" int cuda_attention_mma(uint16_t *out, const float *q, const uint16_t *kcache,
@@ -470,11 +466,9 @@ extern "C" int cuda_attention_mma(uint16_t *out, const float *q, const uint16_t 
         return cuda_attention(out, q, kcache, vcache, sinks, block_table, max_blocks, token_seq,
                               positions, T, n_heads, n_kv_heads, D, block_size, window, s);
     dim3 grid(T, n_kv_heads);
-    if (int e_ = pdl_launch(attention_mma_kernel, grid, 32, 0, s, out, q, kcache, vcache, sinks,
-                            block_table, max_blocks, token_seq, positions, n_heads, n_kv_heads,
-                            block_size, window))
-        return e_;
-    return launch_status();
+    return pdl_launch(attention_mma_kernel, grid, 32, 0, s, out, q, kcache, vcache, sinks,
+                      block_table, max_blocks, token_seq, positions, n_heads, n_kv_heads,
+                      block_size, window);
 }
 
 extern "C" int cuda_attention_split(uint16_t *out, float *part, const float *q,
@@ -494,15 +488,10 @@ extern "C" int cuda_attention_split(uint16_t *out, float *part, const float *q,
     chunk = (chunk + 31) / 32 * 32;
     splits = (span + chunk - 1) / chunk; /* no split left empty for the longest context */
     dim3 grid(T, n_kv_heads, splits);
-    if (int e_ = pdl_launch(attention_split_kernel, grid, 32 * group, 0, s, part, q, kcache, vcache,
-                            block_table, max_blocks, token_seq, positions, n_heads, n_kv_heads,
-                            block_size, window, chunk))
-        return e_;
-    int e = launch_status();
+    int e = pdl_launch(attention_split_kernel, grid, 32 * group, 0, s, part, q, kcache, vcache,
+                       block_table, max_blocks, token_seq, positions, n_heads, n_kv_heads,
+                       block_size, window, chunk);
     if (e) return e;
     dim3 g2(T, n_heads);
-    if (int e_ =
-            pdl_launch(attention_combine_kernel, g2, 32, 0, s, out, part, sinks, n_heads, splits))
-        return e_;
-    return launch_status();
+    return pdl_launch(attention_combine_kernel, g2, 32, 0, s, out, part, sinks, n_heads, splits);
 }

@@ -41,8 +41,7 @@ typedef struct cuda_backend_opts {
      * attention for batches of up to CUDA_ATT_SPLIT_MAX_T tokens; 3 MXFP4 streamed one block per
      * lane from the tiled layout; 4 the large and many-token MoE tiles through shared memory; 5
      * attention on the tensor cores above CUDA_ATT_SPLIT_MAX_T tokens (moe.cuh, attention.cuh).
-     * The same function up to bf16 rounding
-     * (version 5 rounds the softmax weights to bf16). */
+     * The same function up to bf16 rounding (version 5 rounds the softmax weights to bf16). */
     int kernel_version;
     /* Pure decode steps of up to min(max_tokens, max_seqs, 512) tokens padded to a bucket
      * (1, 2, 4, ..., 512) and replayed from a CUDA graph captured on the bucket's first step. */

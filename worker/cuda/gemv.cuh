@@ -78,23 +78,8 @@ extern "C" int cuda_gemv_bf16(float *out, const uint16_t *x, const uint16_t *w, 
                               cudaStream_t s) {
     if (T < 1 || T > GEMV_MAX_T || N < 1 || K < 8 || K % 8) return (int)cudaErrorInvalidValue;
     unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
-    switch (T) {
-    case 1:
-        if (int e_ = pdl_launch(gemv_bf16_kernel<1>, grid, 32 * GEMV_WARPS, 0, s, out, x, w, N, K))
-            return e_;
-        break;
-    case 2:
-        if (int e_ = pdl_launch(gemv_bf16_kernel<2>, grid, 32 * GEMV_WARPS, 0, s, out, x, w, N, K))
-            return e_;
-        break;
-    case 3:
-        if (int e_ = pdl_launch(gemv_bf16_kernel<3>, grid, 32 * GEMV_WARPS, 0, s, out, x, w, N, K))
-            return e_;
-        break;
-    default:
-        if (int e_ = pdl_launch(gemv_bf16_kernel<4>, grid, 32 * GEMV_WARPS, 0, s, out, x, w, N, K))
-            return e_;
-        break;
-    }
-    return launch_status();
+    static_assert(GEMV_MAX_T == 4, "one instantiation per token count");
+    static void (*const k[GEMV_MAX_T])(float *, const uint16_t *, const uint16_t *, int, int) = {
+        gemv_bf16_kernel<1>, gemv_bf16_kernel<2>, gemv_bf16_kernel<3>, gemv_bf16_kernel<4>};
+    return pdl_launch(k[T - 1], grid, 32 * GEMV_WARPS, 0, s, out, x, w, N, K);
 }

@@ -874,35 +874,33 @@ extern "C" int cuda_router(int32_t *top_e, float *top_w, int32_t *e_start, int32
                            const float *logits, const uint16_t *bias, int T, int E, int top_k,
                            cudaStream_t s) {
     if (E < 1 || E > 1024 || top_k < 1 || top_k > 8 || top_k > E) return (int)cudaErrorInvalidValue;
-    if (T > 0 && T <= 32) {
-        if (int e_ = pdl_launch(router_small_kernel, 1, 1024, (2 * E + 32) * sizeof(int), s, top_e,
-                                top_w, e_start, e_slots, logits, bias, T, E, top_k))
-            return e_;
-        return launch_status();
+    if (T > 0 && T <= 32)
+        return pdl_launch(router_small_kernel, 1, 1024, (2 * E + 32) * sizeof(int), s, top_e, top_w,
+                          e_start, e_slots, logits, bias, T, E, top_k);
+    if (T > 0) {
+        int e = pdl_launch(router_topk_kernel, (T + ROUTER_WARPS - 1) / ROUTER_WARPS,
+                           32 * ROUTER_WARPS, 0, s, top_e, top_w, logits, bias, T, E, top_k);
+        if (e) return e;
     }
-    if (T > 0)
-        if (int e_ = pdl_launch(router_topk_kernel, (T + ROUTER_WARPS - 1) / ROUTER_WARPS,
-                                32 * ROUTER_WARPS, 0, s, top_e, top_w, logits, bias, T, E, top_k))
-            return e_;
-    if (int e_ = pdl_launch(router_group_kernel, 1, 1024, (2 * E + 32) * sizeof(int), s, e_start,
-                            e_slots, top_e, T * top_k, E))
-        return e_;
-    return launch_status();
+    return pdl_launch(router_group_kernel, 1, 1024, (2 * E + 32) * sizeof(int), s, e_start, e_slots,
+                      top_e, T * top_k, E);
 }
 
-/* Every MoE GEMM kernel takes the same arguments; a grid of (N / rows, min(E, S)) CTAs of
- * `threads` for S slots (moe_expert). */
+/* Every MoE GEMM kernel takes the same arguments; a grid of N / rows CTAs of `threads` by
+ * min(E, S) rows for S slots when the kernel picks its expert with moe_expert (and waits with
+ * pdl_wait), by E rows, expert y in row y, when it does not (the large tiles). */
 typedef void (*moe_kernel_fn)(void *, const uint16_t *, const uint8_t *, const uint8_t *,
                               const uint16_t *, const int32_t *, const int32_t *, const float *,
                               int, int, int, int, float);
 
 /* Launch kernel k with smem bytes of dynamic shared memory, raising its limit first when above
- * 48 KB (*smem_set: the kernel's current limit; the engine thread is the only caller). */
-static int moe_run(moe_kernel_fn k, size_t *smem_set, size_t smem, int rows, int threads, void *out,
-                   const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
-                   const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-                   const float *top_w, int top_k, int E, int S, int N, int K, float limit,
-                   cudaStream_t s) {
+ * 48 KB (*smem_set: the kernel's current limit; the engine thread is the only caller). picks:
+ * k calls moe_expert and pdl_wait (see moe_kernel_fn); otherwise a plain launch of E rows. */
+static int moe_run(moe_kernel_fn k, bool picks, size_t *smem_set, size_t smem, int rows,
+                   int threads, void *out, const uint16_t *in, const uint8_t *blocks,
+                   const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
+                   const int32_t *e_slots, const float *top_w, int top_k, int E, int S, int N,
+                   int K, float limit, cudaStream_t s) {
     if (smem > 48 * 1024 && smem > *smem_set) {
         cudaError_t err =
             cudaFuncSetAttribute(reinterpret_cast<const void *>(k),
@@ -911,11 +909,15 @@ static int moe_run(moe_kernel_fn k, size_t *smem_set, size_t smem, int rows, int
         *smem_set = smem;
     }
     if (S <= 0) return 0;
+    if (!picks) {
+        dim3 grid((N + rows - 1) / rows, E);
+        k<<<grid, threads, smem, s>>>(out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k,
+                                      E, N, K, limit);
+        return launch_status();
+    }
     dim3 grid((N + rows - 1) / rows, S < E ? S : E);
-    if (int e_ = pdl_launch(k, grid, threads, smem, s, out, in, blocks, scales, bias, e_start,
-                            e_slots, top_w, top_k, E, N, K, limit))
-        return e_;
-    return launch_status();
+    return pdl_launch(k, grid, threads, smem, s, out, in, blocks, scales, bias, e_start, e_slots,
+                      top_w, top_k, E, N, K, limit);
 }
 
 #define MOE_ARGS out, in, blocks, scales, bias, e_start, e_slots, top_w, top_k, E, S, N, K, limit, s
@@ -927,14 +929,14 @@ static int moe_run(moe_kernel_fn k, size_t *smem_set, size_t smem, int rows, int
 template <bool DOWN, int WARPS, int TOK> static int moe_launch(MOE_PARAMS) {
     if (K % 32 || N % 2 || K > 8192) return (int)cudaErrorInvalidValue;
     static size_t smem_set = 0; /* per instantiation */
-    return moe_run(moe_kernel<DOWN, WARPS, TOK>, &smem_set, (size_t)TOK * (K + 8) * 2, 16 * WARPS,
-                   32 * WARPS, MOE_ARGS);
+    return moe_run(moe_kernel<DOWN, WARPS, TOK>, true, &smem_set, (size_t)TOK * (K + 8) * 2,
+                   16 * WARPS, 32 * WARPS, MOE_ARGS);
 }
 
 template <bool DOWN, int WARPS, int MT, int NT, int STAGES> static int moe3_launch(MOE_PARAMS) {
     if (K % 32 || N % 16 || K > 8192) return (int)cudaErrorInvalidValue;
     static size_t smem_set = 0;
-    return moe_run(moe3_kernel<DOWN, WARPS, MT, NT, STAGES>, &smem_set,
+    return moe_run(moe3_kernel<DOWN, WARPS, MT, NT, STAGES>, true, &smem_set,
                    (size_t)8 * NT * (moe3_kpad(K) + 16) * 2, 16 * MT * WARPS, 32 * WARPS, MOE_ARGS);
 }
 
@@ -948,16 +950,14 @@ template <bool DOWN, int WARPS, int MT, int NT, int STAGES, int MINB>
 static int moe4_launch(MOE_PARAMS) {
     if (K % 32 || N % 16) return (int)cudaErrorInvalidValue;
     static size_t smem_set = 0;
-    S = E; /* the large tiles take a grid of E rows: no moe_expert in them */
-    return moe_run(moe4_kernel<DOWN, WARPS, MT, NT, STAGES, MINB>, &smem_set,
+    return moe_run(moe4_kernel<DOWN, WARPS, MT, NT, STAGES, MINB>, false, &smem_set,
                    moe4_smem<WARPS, MT, NT, STAGES>(K), 16 * MT * WARPS, 32 * WARPS, MOE_ARGS);
 }
 
 template <bool DOWN, int WARPS, int MT, int NT, int STAGES> static int moe5_launch(MOE_PARAMS) {
     if (K % 32 || N % 16) return (int)cudaErrorInvalidValue;
     static size_t smem_set = 0;
-    S = E;
-    return moe_run(moe5_kernel<DOWN, WARPS, MT, NT, STAGES>, &smem_set,
+    return moe_run(moe5_kernel<DOWN, WARPS, MT, NT, STAGES>, false, &smem_set,
                    (size_t)STAGES * (WARPS * MT * 2 * 32 * 16 + WARPS * MT * 64 + 8 * NT * 288),
                    16 * MT * WARPS, 32 * WARPS, MOE_ARGS);
 }

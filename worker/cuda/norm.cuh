@@ -80,8 +80,7 @@ __global__ void gather_rows_kernel(uint16_t *out, const uint16_t *x, const int32
 extern "C" int cuda_embed(float *x, const uint16_t *embed, const int32_t *tokens, int T, int H,
                           cudaStream_t s) {
     if (T <= 0) return 0;
-    if (int e_ = pdl_launch(embed_kernel, T, 256, 0, s, x, embed, tokens, H)) return e_;
-    return launch_status();
+    return pdl_launch(embed_kernel, T, 256, 0, s, x, embed, tokens, H);
 }
 
 extern "C" int cuda_rmsnorm(uint16_t *out, float *x, const float *delta, int n_delta,
@@ -91,14 +90,11 @@ extern "C" int cuda_rmsnorm(uint16_t *out, float *x, const float *delta, int n_d
     /* RMSNORM_PER elements per thread, at most 512 threads: every gpt-oss width (2880) fits */
     if (H < 1 || H > RMSNORM_PER * 512 || n_delta < 0) return (int)cudaErrorInvalidValue;
     int nt = ((H + RMSNORM_PER - 1) / RMSNORM_PER + 31) / 32 * 32;
-    if (int e_ = pdl_launch(rmsnorm_kernel, T, nt, 0, s, out, x, delta, n_delta, bias, g, H, eps))
-        return e_;
-    return launch_status();
+    return pdl_launch(rmsnorm_kernel, T, nt, 0, s, out, x, delta, n_delta, bias, g, H, eps);
 }
 
 extern "C" int cuda_gather_rows(uint16_t *out, const uint16_t *x, const int32_t *rows, int n, int H,
                                 cudaStream_t s) {
     if (n <= 0) return 0;
-    if (int e_ = pdl_launch(gather_rows_kernel, n, 256, 0, s, out, x, rows, H)) return e_;
-    return launch_status();
+    return pdl_launch(gather_rows_kernel, n, 256, 0, s, out, x, rows, H);
 }
