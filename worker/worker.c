@@ -88,10 +88,10 @@ static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
          "cuda: no checkpoint; weights of this shape (120b, 20b, tiny) drawn on the device, for "
          "benchmarks",
          ""},
-        {"cuda-kernel-version", MG_CFG_INT, &c->cuda_kernels, "5", 1, 5,
+        {"cuda-kernel-version", MG_CFG_INT, &c->cuda_kernels, "5", 1, 6,
          "cuda: kernel set (2: MoE 8x8 tiles, split-KV decode attention; 3: MXFP4 streamed one "
          "block per lane; 4: 3 with large batches streamed through shared memory; 5: 4 with "
-         "attention on the tensor cores)",
+         "attention on the tensor cores; 6: 5 with the few-token fusions)",
          NULL},
         {"cuda-graphs", MG_CFG_BOOL, &c->cuda_graphs, "true", 1, 0,
          "cuda: replay decode steps from CUDA graphs (padded batch buckets; false: eager)", NULL},

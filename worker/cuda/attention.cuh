@@ -4,6 +4,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "gemv.cuh"
 
 /* ---- kernels ---- */
 
@@ -13,24 +14,23 @@
  * into shared memory for every head. */
 enum { ROPE_MAX_HALF = 128 };
 
-__global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *qkv,
-                                const uint16_t *bias, const int32_t *positions,
-                                const int32_t *slots, const float *inv_freq, float conc,
-                                int n_heads, int n_kv, int D, int bs) {
-    pdl_trigger();
-    __shared__ float cs[2 * ROPE_MAX_HALF];
-    int t = blockIdx.x, half = D / 2, Q = n_heads * D, KV = n_kv * D;
-    const float *row = qkv + (size_t)t * (Q + 2 * KV);
-    /* positions and slots are the step's uploaded indices, which no kernel writes: the angles
-     * are worked out while the q/k/v GEMM still runs, before the wait for its output */
-    int pos = positions[t], slot = slots[t], blk = slot / bs, off = slot % bs;
+/* The token's D/2 cos/sin pairs (times conc) into cs (cos, then sin at ROPE_MAX_HALF). */
+__device__ __forceinline__ void rope_angles(float *cs, int pos, const float *inv_freq, float conc,
+                                            int half) {
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float angle = (float)pos * inv_freq[i];
         cs[i] = cosf(angle) * conc;
         cs[ROPE_MAX_HALF + i] = sinf(angle) * conc;
     }
-    __syncthreads();
-    pdl_wait();
+}
+
+/* Token t's q/k/v row (read from L2: in gemv_rope_kernel other CTAs wrote it) + bias, q and k
+ * rotated by cs (rope_angles, visible to the CTA), q to q, k and v to the cache at slot. */
+__device__ __forceinline__ void qkv_rope_token(float *q, uint16_t *kcache, uint16_t *vcache,
+                                               const float *row, const uint16_t *bias,
+                                               const float *cs, int t, int slot, int n_heads,
+                                               int n_kv, int D, int bs) {
+    int half = D / 2, Q = n_heads * D, KV = n_kv * D, blk = slot / bs, off = slot % bs;
     int n_rot = (n_heads + n_kv) * half, n_all = n_rot + KV;
 #pragma unroll 4
     for (int w = threadIdx.x; w < n_all; w += blockDim.x) {
@@ -38,8 +38,8 @@ __global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, co
             int head = w / half, i = w % half;
             bool is_q = head < n_heads;
             int col = is_q ? head * D : Q + (head - n_heads) * D;
-            float x1 = row[col + i] + bf16f(bias[col + i]);
-            float x2 = row[col + i + half] + bf16f(bias[col + i + half]);
+            float x1 = __ldcg(row + col + i) + bf16f(bias[col + i]);
+            float x2 = __ldcg(row + col + i + half) + bf16f(bias[col + i + half]);
             float c = cs[i], sn = cs[ROPE_MAX_HALF + i];
             float y1 = x1 * c - x2 * sn, y2 = x2 * c + x1 * sn;
             if (is_q) {
@@ -54,9 +54,46 @@ __global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, co
         } else {
             int e = w - n_rot, kh = e / D, d = e % D, col = Q + KV + e;
             vcache[((size_t)(blk * n_kv + kh) * bs + off) * D + d] =
-                f2bf16(row[col] + bf16f(bias[col]));
+                f2bf16(__ldcg(row + col) + bf16f(bias[col]));
         }
     }
+}
+
+__global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *qkv,
+                                const uint16_t *bias, const int32_t *positions,
+                                const int32_t *slots, const float *inv_freq, float conc,
+                                int n_heads, int n_kv, int D, int bs) {
+    pdl_trigger();
+    __shared__ float cs[2 * ROPE_MAX_HALF];
+    int t = blockIdx.x;
+    /* positions and slots are the step's uploaded indices, which no kernel writes: the angles
+     * are worked out while the q/k/v GEMM still runs, before the wait for its output */
+    rope_angles(cs, positions[t], inv_freq, conc, D / 2);
+    __syncthreads();
+    pdl_wait();
+    qkv_rope_token(q, kcache, vcache, qkv + (size_t)t * (n_heads + 2 * n_kv) * D, bias, cs, t,
+                   slots[t], n_heads, n_kv, D, bs);
+}
+
+/* The q/k/v GEMM of a step of up to GEMV_MAX_T tokens and qkv_rope_kernel's work in one kernel:
+ * qkv (T, N) by gemv_row, a warp per row, then the last CTA to finish (last_cta on *count) adds
+ * the bias, rotates and writes the cache, token by token. One launch less per layer. */
+template <int T>
+__global__ void __launch_bounds__(32 * GEMV_WARPS)
+    gemv_rope_kernel(float *qkv, int *count, const uint16_t *x, const uint16_t *w, int N, int K,
+                     float *q, uint16_t *kcache, uint16_t *vcache, const uint16_t *bias,
+                     const int32_t *positions, const int32_t *slots, const float *inv_freq,
+                     float conc, int n_heads, int n_kv, int D, int bs) {
+    __shared__ float cs[2 * ROPE_MAX_HALF];
+    if (!gemv_then_last<T>(qkv, count, x, w, N, K)) return;
+    for (int t = 0; t < T; t++) {
+        __syncthreads(); /* the previous token's reads of cs are done */
+        rope_angles(cs, positions[t], inv_freq, conc, D / 2);
+        __syncthreads();
+        qkv_rope_token(q, kcache, vcache, qkv + (size_t)t * N, bias, cs, t, slots[t], n_heads, n_kv,
+                       D, bs);
+    }
+    if (threadIdx.x == 0) *count = 0;
 }
 
 /* Key tiles of attention: 32 keys whose K and V rows (128 bytes each) the whole CTA copies into
@@ -204,12 +241,37 @@ __global__ void attention_kernel(uint16_t *out, const float *q, const uint16_t *
     o[2 * lane + 1] = f2bf16(acc1 * a / l);
 }
 
+/* Head h of token t from its splits' partial states (pp = part at (t, h, 0)): out = Σ acc_sp
+ * e^(m_sp − M) / (e^(sink − M) + Σ l_sp e^(m_sp − M)), M the largest of the sink and the m_sp.
+ * One warp; the states are read from L2 (other CTAs wrote them). */
+__device__ __forceinline__ void attention_combine_head(uint16_t *out, const float *pp,
+                                                       const uint16_t *sinks, int t, int h,
+                                                       int n_heads, int splits) {
+    int lane = threadIdx.x & 31;
+    float sk = bf16f(sinks[h]), M = sk;
+    for (int sp = 0; sp < splits; sp++) M = fmaxf(M, __ldcg(pp + sp * 66));
+    float L = expf(sk - M), a0 = 0.0f, a1 = 0.0f;
+    for (int sp = 0; sp < splits; sp++) {
+        float w = expf(__ldcg(pp + sp * 66) - M); /* an empty split has m = -inf: weight 0 */
+        L += __ldcg(pp + sp * 66 + 1) * w;
+        a0 += __ldcg(pp + sp * 66 + 2 + 2 * lane) * w;
+        a1 += __ldcg(pp + sp * 66 + 3 + 2 * lane) * w;
+    }
+    uint16_t *o = out + ((size_t)t * n_heads + h) * 64;
+    o[2 * lane] = f2bf16(a0 / L);
+    o[2 * lane + 1] = f2bf16(a1 / L);
+}
+
 /* Split-KV decode (flash-decoding): grid (T, n_kv, splits). CTA (t, g, sp) takes keys
  * [lo + sp*chunk, lo + (sp+1)*chunk) ∩ [lo, pos] and writes each head's partial state
- * part[(t, h, sp)] = (m, l, acc[64]); attention_combine_kernel merges the splits and the sink.
- * For small batches, where (T, n_kv) alone would leave most SMs idle. */
-__global__ void attention_split_kernel(float *part, const float *q, const uint16_t *kc,
-                                       const uint16_t *vc, const int32_t *block_table,
+ * part[(t, h, sp)] = (m, l, acc[64]); with counters, the last of the group's CTAs to finish
+ * (count[(t, g)], a ticket counter it sets back to zero) merges the splits and the sink, a warp
+ * per head, which saves a launch per layer where the step is all latency; without,
+ * attention_combine_kernel does. For small batches, where (T, n_kv) alone would leave most SMs
+ * idle. */
+__global__ void attention_split_kernel(uint16_t *out, float *part, int *count, const float *q,
+                                       const uint16_t *kc, const uint16_t *vc,
+                                       const uint16_t *sinks, const int32_t *block_table,
                                        int max_blocks, const int32_t *token_seq,
                                        const int32_t *positions, int n_heads, int n_kv, int bs,
                                        int window, int chunk) {
@@ -226,32 +288,24 @@ __global__ void attention_split_kernel(float *part, const float *q, const uint16
     const int32_t *brow = block_table + (size_t)token_seq[t] * max_blocks;
     float m, l, acc0, acc1;
     attend_range(&sm, qs[warp], kc, vc, brow, g, n_kv, bs, jb, je, m, l, acc0, acc1);
-    float *pp = part + (((size_t)t * n_heads + h) * splits + sp) * 66;
-    if (lane == 0) pp[0] = m, pp[1] = l;
-    pp[2 + 2 * lane] = acc0;
-    pp[3 + 2 * lane] = acc1;
+    float *pp = part + ((size_t)t * n_heads + h) * splits * 66;
+    if (lane == 0) pp[sp * 66] = m, pp[sp * 66 + 1] = l;
+    pp[sp * 66 + 2 + 2 * lane] = acc0;
+    pp[sp * 66 + 3 + 2 * lane] = acc1;
+    if (!count || !last_cta(&count[t * n_kv + g], splits)) return;
+    attention_combine_head(out, pp, sinks, t, h, n_heads, splits);
+    if (threadIdx.x == 0) count[t * n_kv + g] = 0;
 }
 
-/* Grid (T, n_heads), one warp: out = Σ acc_sp e^(m_sp − M) / (e^(sink − M) + Σ l_sp e^(m_sp − M)),
- * M the largest of the sink and the m_sp. */
+/* The merge as a kernel of its own (attention_split_kernel without counters): grid (T, n_heads),
+ * one warp. */
 __global__ void attention_combine_kernel(uint16_t *out, const float *part, const uint16_t *sinks,
                                          int n_heads, int splits) {
     pdl_trigger();
     pdl_wait();
-    int t = blockIdx.x, h = blockIdx.y, lane = threadIdx.x;
-    const float *pp = part + ((size_t)t * n_heads + h) * splits * 66;
-    float sk = bf16f(sinks[h]), M = sk;
-    for (int sp = 0; sp < splits; sp++) M = fmaxf(M, pp[sp * 66]);
-    float L = expf(sk - M), a0 = 0.0f, a1 = 0.0f;
-    for (int sp = 0; sp < splits; sp++) {
-        float w = expf(pp[sp * 66] - M); /* an empty split has m = -inf: weight 0 */
-        L += pp[sp * 66 + 1] * w;
-        a0 += pp[sp * 66 + 2 + 2 * lane] * w;
-        a1 += pp[sp * 66 + 3 + 2 * lane] * w;
-    }
-    uint16_t *o = out + ((size_t)t * n_heads + h) * 64;
-    o[2 * lane] = f2bf16(a0 / L);
-    o[2 * lane + 1] = f2bf16(a1 / L);
+    int t = blockIdx.x, h = blockIdx.y;
+    attention_combine_head(out, part + ((size_t)t * n_heads + h) * splits * 66, sinks, t, h,
+                           n_heads, splits);
 }
 
 /* ---- attention on the tensor cores (kernel version 5) ----
@@ -440,6 +494,25 @@ extern "C" int cuda_qkv_rope(float *q, uint16_t *kcache, uint16_t *vcache, const
                       inv_freq, concentration, n_heads, n_kv_heads, D, block_size);
 }
 
+extern "C" int cuda_gemv_rope(float *qkv, int *count, const uint16_t *x, const uint16_t *w, int T,
+                              int K, float *q, uint16_t *kcache, uint16_t *vcache,
+                              const uint16_t *bias, const int32_t *positions, const int32_t *slots,
+                              const float *inv_freq, float concentration, int n_heads,
+                              int n_kv_heads, int D, int block_size, cudaStream_t s) {
+    int N = (n_heads + 2 * n_kv_heads) * D;
+    if (T < 1 || T > GEMV_MAX_T || K < 8 || K % 8 || D < 2 || D % 2 || D / 2 > ROPE_MAX_HALF)
+        return (int)cudaErrorInvalidValue;
+    static_assert(GEMV_MAX_T == 4, "one instantiation per token count");
+    static void (*const k[GEMV_MAX_T])(float *, int *, const uint16_t *, const uint16_t *, int, int,
+                                       float *, uint16_t *, uint16_t *, const uint16_t *,
+                                       const int32_t *, const int32_t *, const float *, float, int,
+                                       int, int, int) = {gemv_rope_kernel<1>, gemv_rope_kernel<2>,
+                                                         gemv_rope_kernel<3>, gemv_rope_kernel<4>};
+    return pdl_launch(k[T - 1], (N + GEMV_WARPS - 1) / GEMV_WARPS, 32 * GEMV_WARPS, 0, s, qkv,
+                      count, x, w, N, K, q, kcache, vcache, bias, positions, slots, inv_freq,
+                      concentration, n_heads, n_kv_heads, D, block_size);
+}
+
 extern "C" int cuda_attention(uint16_t *out, const float *q, const uint16_t *kcache,
                               const uint16_t *vcache, const uint16_t *sinks,
                               const int32_t *block_table, int max_blocks, const int32_t *token_seq,
@@ -471,7 +544,7 @@ extern "C" int cuda_attention_mma(uint16_t *out, const float *q, const uint16_t 
                       block_size, window);
 }
 
-extern "C" int cuda_attention_split(uint16_t *out, float *part, const float *q,
+extern "C" int cuda_attention_split(uint16_t *out, float *part, int *count, const float *q,
                                     const uint16_t *kcache, const uint16_t *vcache,
                                     const uint16_t *sinks, const int32_t *block_table,
                                     int max_blocks, const int32_t *token_seq,
@@ -488,10 +561,10 @@ extern "C" int cuda_attention_split(uint16_t *out, float *part, const float *q,
     chunk = (chunk + 31) / 32 * 32;
     splits = (span + chunk - 1) / chunk; /* no split left empty for the longest context */
     dim3 grid(T, n_kv_heads, splits);
-    int e = pdl_launch(attention_split_kernel, grid, 32 * group, 0, s, part, q, kcache, vcache,
-                       block_table, max_blocks, token_seq, positions, n_heads, n_kv_heads,
-                       block_size, window, chunk);
-    if (e) return e;
-    dim3 g2(T, n_heads);
-    return pdl_launch(attention_combine_kernel, g2, 32, 0, s, out, part, sinks, n_heads, splits);
+    int e = pdl_launch(attention_split_kernel, grid, 32 * group, 0, s, out, part, count, q, kcache,
+                       vcache, sinks, block_table, max_blocks, token_seq, positions, n_heads,
+                       n_kv_heads, block_size, window, chunk);
+    if (e || count) return e;
+    return pdl_launch(attention_combine_kernel, dim3(T, n_heads), 32, 0, s, out, part, sinks,
+                      n_heads, splits);
 }

@@ -50,7 +50,8 @@ typedef struct cuda {
     mg_model_config c;
     int H, Q, KV, D, E, TK, I, V, L;
     int dev, max_tokens, max_seqs, max_blocks_cap, version;
-    bool graphs;                               /* decode steps through CUDA graphs */
+    bool gemv;   /* steps of up to CUDA_GEMV_MAX_T tokens take the GEMV kernels */
+    bool graphs; /* decode steps through CUDA graphs */
     cudaGraphExec_t graph[CUDA_GRAPH_BUCKETS]; /* per bucket, captured on first use */
     int scratch_block;                         /* KV block past num_blocks for padding tokens */
     int wscratch_block;                        /* the same past window_blocks, in the window pool */
@@ -67,6 +68,10 @@ typedef struct cuda {
     uint16_t *kl[MG_MAX_LAYERS], *vl[MG_MAX_LAYERS];
     float *inv_freq; /* (D/2) */
     float *att_part; /* (CUDA_ATT_SPLIT_MAX_T, n_heads, CUDA_ATT_MAX_SPLITS, 66) split-KV state */
+    /* ticket counters of the kernels whose last CTA finishes the op (zero between launches):
+     * TICKET_QKV, TICKET_O, TICKET_ROUTER, TICKET_DOWN, then the split-KV attention's
+     * (CUDA_ATT_SPLIT_MAX_T, n_kv) */
+    int *tickets;
     float concentration;
     /* scratch: T = max_tokens, S = T * top_k, R = max_seqs */
     float *x, *qkv, *q, *tmp, *rlog, *top_w, *y, *logits; /* (T,H) (T,Q+2KV) (T,Q) (T,H) (T,E)
@@ -148,6 +153,8 @@ int cuda_backend_profile_read(mg_backend *base, const char **names, double *ms, 
 }
 
 /* ---- the step ---- */
+
+enum { TICKET_QKV, TICKET_O, TICKET_ROUTER, TICKET_DOWN, TICKET_ATT };
 
 static mg_status check_batch(const cuda *b, const mg_batch *bt) {
     if (bt->n_tokens > b->max_tokens || bt->n_seqs > b->max_seqs || bt->n_logits > b->max_seqs)
@@ -256,6 +263,7 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
     }
     cudaStream_t s = b->stream;
     bool split = b->version >= 2 && T <= CUDA_ATT_SPLIT_MAX_T;
+    bool fuse = b->version >= 6 && b->gemv && T <= CUDA_GEMV_MAX_T && b->E <= 256;
 
     prof_begin(b, P_EMBED);
     CK(cuda_embed(b->x, b->embed, d_tok, T, H, s), "embed");
@@ -267,15 +275,24 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
         uint16_t *kc = b->kl[l], *vc = b->vl[l];
         const int32_t *l_slot = c->sliding[l] ? d_wslot : d_slot;
         const int32_t *l_bt = c->sliding[l] ? d_wbt : d_bt;
-        prof_begin(b, P_QKV);
-        st = cuda_matmul_bf16(b->gemm, b->qkv, b->xn, L->qkv_w, T, b->Q + 2 * b->KV, H, s);
-        if (st) return st;
-        prof_end(b);
-        prof_begin(b, P_ROPE);
-        CK(cuda_qkv_rope(b->q, kc, vc, b->qkv, L->qkv_b, d_pos, l_slot, b->inv_freq,
-                         b->concentration, T, c->n_heads, c->n_kv_heads, b->D, bs, s),
-           "qkv_rope");
-        prof_end(b);
+        if (fuse) {
+            prof_begin(b, P_QKV);
+            CK(cuda_gemv_rope(b->qkv, b->tickets + TICKET_QKV, b->xn, L->qkv_w, T, H, b->q, kc, vc,
+                              L->qkv_b, d_pos, l_slot, b->inv_freq, b->concentration, c->n_heads,
+                              c->n_kv_heads, b->D, bs, s),
+               "qkv + rope");
+            prof_end(b);
+        } else {
+            prof_begin(b, P_QKV);
+            st = cuda_matmul_bf16(b->gemm, b->qkv, b->xn, L->qkv_w, T, b->Q + 2 * b->KV, H, s);
+            if (st) return st;
+            prof_end(b);
+            prof_begin(b, P_ROPE);
+            CK(cuda_qkv_rope(b->q, kc, vc, b->qkv, L->qkv_b, d_pos, l_slot, b->inv_freq,
+                             b->concentration, T, c->n_heads, c->n_kv_heads, b->D, bs, s),
+               "qkv_rope");
+            prof_end(b);
+        }
         prof_begin(b, P_ATT);
         int window = c->sliding[l] ? c->sliding_window : 0;
         if (split) {
@@ -283,9 +300,10 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
             int span = window > 0 && window < max_ctx ? window : max_ctx;
             int splits = (span + 63) / 64;
             if (splits > CUDA_ATT_MAX_SPLITS) splits = CUDA_ATT_MAX_SPLITS;
-            CK(cuda_attention_split(b->att, b->att_part, b->q, kc, vc, L->sinks, l_bt, sh->stride,
-                                    d_seq, d_pos, T, c->n_heads, c->n_kv_heads, b->D, bs, window,
-                                    max_ctx, splits, s),
+            CK(cuda_attention_split(b->att, b->att_part,
+                                    b->version >= 6 ? b->tickets + TICKET_ATT : NULL, b->q, kc, vc,
+                                    L->sinks, l_bt, sh->stride, d_seq, d_pos, T, c->n_heads,
+                                    c->n_kv_heads, b->D, bs, window, max_ctx, splits, s),
                "attention (split)");
         } else {
             CK((b->version >= 5 ? cuda_attention_mma : cuda_attention)(
@@ -294,22 +312,35 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
                "attention");
         }
         prof_end(b);
-        prof_begin(b, P_O);
-        st = cuda_matmul_bf16(b->gemm, b->tmp, b->att, L->o_w, T, H, b->Q, s);
-        if (st) return st;
-        prof_end(b);
-        prof_begin(b, P_NORM);
-        CK(cuda_rmsnorm(b->xn, b->x, b->tmp, 1, L->o_b, L->mlp_norm, T, H, c->rms_eps, s),
-           "residual rmsnorm");
-        prof_end(b);
-        prof_begin(b, P_RGEMM);
-        st = cuda_matmul_bf16(b->gemm, b->rlog, b->xn, L->router_w, T, b->E, H, s);
-        if (st) return st;
-        prof_end(b);
-        prof_begin(b, P_ROUTER);
-        CK(cuda_router(b->top_e, b->top_w, b->e_start, b->e_slots, b->rlog, L->router_b, T, b->E,
-                       b->TK, s),
-           "router");
+        if (fuse) { /* version 6, a few tokens: the norm and the top-k in the GEMVs' last CTAs */
+            prof_begin(b, P_O);
+            CK(cuda_gemv_norm(b->tmp, b->tickets + TICKET_O, b->att, L->o_w, T, H, b->Q, b->x,
+                              L->o_b, L->mlp_norm, b->xn, c->rms_eps, s),
+               "o_proj + rmsnorm");
+            prof_end(b);
+            prof_begin(b, P_ROUTER);
+            CK(cuda_router_gemv(b->rlog, b->tickets + TICKET_ROUTER, b->xn, L->router_w,
+                                L->router_b, b->top_e, b->top_w, b->e_start, b->e_slots, T, b->E, H,
+                                b->TK, s),
+               "router");
+        } else {
+            prof_begin(b, P_O);
+            st = cuda_matmul_bf16(b->gemm, b->tmp, b->att, L->o_w, T, H, b->Q, s);
+            if (st) return st;
+            prof_end(b);
+            prof_begin(b, P_NORM);
+            CK(cuda_rmsnorm(b->xn, b->x, b->tmp, 1, L->o_b, L->mlp_norm, T, H, c->rms_eps, s),
+               "residual rmsnorm");
+            prof_end(b);
+            prof_begin(b, P_RGEMM);
+            st = cuda_matmul_bf16(b->gemm, b->rlog, b->xn, L->router_w, T, b->E, H, s);
+            if (st) return st;
+            prof_end(b);
+            prof_begin(b, P_ROUTER);
+            CK(cuda_router(b->top_e, b->top_w, b->e_start, b->e_slots, b->rlog, L->router_b, T,
+                           b->E, b->TK, s),
+               "router");
+        }
         if (b->trace)
             CK(cudaMemcpyAsync(b->route_d + (size_t)l * b->max_tokens * b->TK, b->top_e,
                                sizeof(int32_t) * T * b->TK, cudaMemcpyDeviceToDevice, s),
@@ -320,16 +351,25 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
                             b->e_slots, T, b->TK, b->E, b->I, H, c->swiglu_limit, b->version, s),
            "moe gate_up");
         prof_end(b);
-        prof_begin(b, P_DN);
-        CK(cuda_moe_down(b->y, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->e_start,
-                         b->e_slots, b->top_w, T, b->TK, b->E, H, b->I, b->version, s),
-           "moe down");
-        prof_end(b);
-        prof_begin(b, P_NORM);
         const uint16_t *next = l + 1 < b->L ? b->layers[l + 1].attn_norm : b->final_norm;
-        CK(cuda_rmsnorm(b->xn, b->x, b->y, b->TK, NULL, next, T, H, c->rms_eps, s),
-           "residual rmsnorm");
-        prof_end(b);
+        if (fuse) {
+            prof_begin(b, P_DN);
+            CK(cuda_moe_down_norm(b->y, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->e_start,
+                                  b->e_slots, b->top_w, T, b->TK, b->E, H, b->I, b->x, next, b->xn,
+                                  b->tickets + TICKET_DOWN, c->rms_eps, s),
+               "moe down + rmsnorm");
+            prof_end(b);
+        } else {
+            prof_begin(b, P_DN);
+            CK(cuda_moe_down(b->y, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->e_start,
+                             b->e_slots, b->top_w, T, b->TK, b->E, H, b->I, b->version, s),
+               "moe down");
+            prof_end(b);
+            prof_begin(b, P_NORM);
+            CK(cuda_rmsnorm(b->xn, b->x, b->y, b->TK, NULL, next, T, H, c->rms_eps, s),
+               "residual rmsnorm");
+            prof_end(b);
+        }
     }
     prof_begin(b, P_LM);
     CK(cuda_gather_rows(b->lx, b->xn, d_rows, nl, H, s), "gather");
@@ -558,10 +598,11 @@ static void cuda_destroy(mg_backend *base) {
     if (!b) return;
     cudaSetDevice(b->dev);
     if (b->stream) cudaStreamSynchronize(b->stream);
-    void *dev_bufs[] = {b->att_part, b->weights, b->kv,     b->inv_freq, b->x,      b->qkv,
-                        b->q,        b->tmp,     b->rlog,   b->top_w,    b->y,      b->logits,
-                        b->xn,       b->att,     b->act,    b->lx,       b->top_e,  b->e_start,
-                        b->e_slots,  b->tok_out, b->meta_d, b->route_d,  b->srow_d, b->ban_d};
+    void *dev_bufs[] = {b->tickets, b->att_part, b->weights, b->kv,      b->inv_freq,
+                        b->x,       b->qkv,      b->q,       b->tmp,     b->rlog,
+                        b->top_w,   b->y,        b->logits,  b->xn,      b->att,
+                        b->act,     b->lx,       b->top_e,   b->e_start, b->e_slots,
+                        b->tok_out, b->meta_d,   b->route_d, b->srow_d,  b->ban_d};
     for (size_t i = 0; i < sizeof(dev_bufs) / sizeof(dev_bufs[0]); i++)
         if (dev_bufs[i]) cudaFree(dev_bufs[i]);
     if (b->meta_h) cudaFreeHost(b->meta_h);
@@ -801,7 +842,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     b->D = c->head_dim, b->E = c->n_experts, b->TK = c->top_k, b->I = c->intermediate;
     b->V = c->vocab, b->L = c->n_layers;
     b->max_tokens = o->max_tokens, b->max_seqs = o->max_seqs;
-    b->version = o->kernel_version >= 2 && o->kernel_version <= 5 ? o->kernel_version : 1;
+    b->version = o->kernel_version >= 2 && o->kernel_version <= 6 ? o->kernel_version : 1;
     b->graphs = o->cuda_graphs;
     b->host_sampling = o->host_sampling || c->vocab > CUDA_SAMPLE_MAX_VOCAB;
     mg_status st = MG_OK;
@@ -816,6 +857,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     TRY(cuda_gemm_create((size_t)32 << 20, &b->gemm));
     cuda_gemm_set_autotune(b->gemm, o->gemm_autotune);
     cuda_gemm_set_gemv(b->gemm, !o->gemm_no_gemv);
+    b->gemv = !o->gemm_no_gemv;
     TRY(sampler_create(c->vocab, &b->sampler));
     for (int i = 0; i < PROF_EVENTS; i++)
         if (cudaEventCreate(&b->ev[i]) != cudaSuccess)
@@ -859,6 +901,10 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     TRY(dmalloc(&b->att_part,
                 4 * (size_t)CUDA_ATT_SPLIT_MAX_T * c->n_heads * CUDA_ATT_MAX_SPLITS * 66,
                 "split-KV scratch"));
+    size_t n_tickets = TICKET_ATT + (size_t)CUDA_ATT_SPLIT_MAX_T * c->n_kv_heads;
+    TRY(dmalloc(&b->tickets, sizeof(int) * n_tickets, "ticket counters"));
+    if (cudaMemset(b->tickets, 0, sizeof(int) * n_tickets))
+        TRY(MG_ERRF(MG_ECUDA, "cuda backend: ticket counter clear failed"));
     /* KV pool: given, or a share of what is free now */
     size_t block_bytes = cuda_plan_block_bytes(c, o->block_size);
     int max_ctx_req = o->max_ctx > 0 ? o->max_ctx : c->max_pos;

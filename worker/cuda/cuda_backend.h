@@ -40,7 +40,11 @@ typedef struct cuda_backend_opts {
     /* Kernel versions: 0 or 1 the first ones; 2 the MoE tile of 8 warps × 8 tokens and split-KV
      * attention for batches of up to CUDA_ATT_SPLIT_MAX_T tokens; 3 MXFP4 streamed one block per
      * lane from the tiled layout; 4 the large and many-token MoE tiles through shared memory; 5
-     * attention on the tensor cores above CUDA_ATT_SPLIT_MAX_T tokens (moe.cuh, attention.cuh).
+     * attention on the tensor cores above CUDA_ATT_SPLIT_MAX_T tokens (moe.cuh, attention.cuh);
+     * 6 fewer launches for small steps: the split-KV merge in the attention kernel (up to
+     * CUDA_ATT_SPLIT_MAX_T tokens) and, for steps of up to CUDA_GEMV_MAX_T tokens, bias + RoPE
+     * in the q/k/v GEMV, the residual RMSNorms in the attention output GEMV and in the expert
+     * down projection (the direct small tile), the router's top-k in its GEMV (cuda_ops.h).
      * The same function up to bf16 rounding (version 5 rounds the softmax weights to bf16). */
     int kernel_version;
     /* Pure decode steps of up to min(max_tokens, max_seqs, 512) tokens padded to a bucket

@@ -5,10 +5,11 @@
  * reads a full context.
  *
  *   cuda-bench [--preset 120b] [--batches 1,64,256,512] [--ctx 1024] [--steps 20]
- *              [--bw 3.35e12] [--peak 989e12] [--version 1..5] [--graphs 0|1] (kernel versions,
+ *              [--bw 3.35e12] [--peak 989e12] [--version 1..6] [--graphs 0|1] (kernel versions,
  * cuda_backend.h)   [--temperature 0] [--host-sampling 0|1]
  *              [--moe-tile 0|1|2|3] (MoE tile of versions 3-5: by token count, small, large,
  *              many-token)   [--moe-small-stages 4|8] (the small tile's weight ring)
+ *              [--moe-direct 0|4|8] (the small tile unstaged, K split over 4 or 8 warps)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
  *                                    worker's --cuda-gemm-autotune)
@@ -164,6 +165,8 @@ int main(int argc, char **argv) {
             cuda_moe3_force_tile(atoi(argv[i + 1]));
         else if (!strcmp(argv[i], "--moe-small-stages"))
             cuda_moe3_small_stages(atoi(argv[i + 1]));
+        else if (!strcmp(argv[i], "--moe-direct"))
+            cuda_moe3_small_direct(atoi(argv[i + 1]));
         else if (!strcmp(argv[i], "--pdl"))
             cuda_set_pdl(atoi(argv[i + 1]));
         else {

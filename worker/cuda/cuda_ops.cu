@@ -3,8 +3,8 @@
  * the build to a single nvcc run per architecture. */
 #include "cuda_ops.h"
 
-#include "attention.cuh"
 #include "gemv.cuh"
+#include "attention.cuh"
 #include "moe.cuh"
 #include "norm.cuh"
 #include "sample.cuh"

@@ -16,19 +16,16 @@ __device__ __forceinline__ void bf16x2_f(uint32_t w, float &lo, float &hi) {
     hi = __uint_as_float(w & 0xffff0000u);
 }
 
+/* Row n of W (K inputs) against the T token rows of x: the warp's sums, in every lane. The
+ * first pass's weight loads are issued before pdl_wait (the weights are no earlier kernel's
+ * output), so under programmatic dependent launch they overlap the previous kernel. */
 template <int T>
-__global__ void __launch_bounds__(32 * GEMV_WARPS)
-    gemv_bf16_kernel(float *out, const uint16_t *x, const uint16_t *w, int N, int K) {
-    pdl_trigger();
-    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (n >= N) {
-        pdl_wait(); /* nothing to do, but exit only after the earlier grid: see below */
-        return;
-    }
+__device__ __forceinline__ void gemv_row(float (&acc)[T], const uint16_t *x, const uint16_t *w,
+                                         int n, int K) {
+    int lane = threadIdx.x & 31;
     const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)n * K);
     const uint4 *xr = reinterpret_cast<const uint4 *>(x);
     int ku = K / 8; /* 16-byte units of a row */
-    float acc[T];
 #pragma unroll
     for (int t = 0; t < T; t++) acc[t] = 0.0f;
     for (int u0 = 0; u0 < ku; u0 += 32 * GEMV_UNITS) {
@@ -38,8 +35,6 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
             int u = u0 + j * 32 + lane;
             wv[j] = u < ku ? ld_stream(wr + u) : make_uint4(0, 0, 0, 0);
         }
-        /* The weights are no earlier kernel's output: the first pass's loads are in flight
-         * before the wait for the kernel that writes x (programmatic dependent launch). */
         if (u0 == 0) pdl_wait();
 #pragma unroll
         for (int j = 0; j < GEMV_UNITS; j++) {
@@ -64,12 +59,45 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
         }
     }
 #pragma unroll
-    for (int t = 0; t < T; t++) {
-        float v = acc[t];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0) out[(size_t)t * N + n] = v;
+    for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
+}
+
+template <int T>
+__global__ void __launch_bounds__(32 * GEMV_WARPS)
+    gemv_bf16_kernel(float *out, const uint16_t *x, const uint16_t *w, int N, int K) {
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (n >= N) {
+        pdl_wait(); /* nothing to do, but exit only after the earlier grid */
+        return;
     }
+    float acc[T];
+    gemv_row<T>(acc, x, w, n, K);
+    /* The next kernel launches once every CTA is here (or has exited): its set-up overlaps this
+     * one's tail, and no further, so that kernels of the step do not pile up waiting. */
+    pdl_trigger();
+    if (lane == 0)
+#pragma unroll
+        for (int t = 0; t < T; t++) out[(size_t)t * N + n] = acc[t];
+}
+
+/* The GEMV part of the fused kernels (gemv_rope_kernel, gemv_norm_kernel, router_gemv_kernel):
+ * out (T, N) = x · W^T, a warp per row, then whether this CTA is the last of the grid to finish
+ * (last_cta on *count), which then does the fused op and sets *count back to zero. */
+template <int T>
+__device__ __forceinline__ bool gemv_then_last(float *out, int *count, const uint16_t *x,
+                                               const uint16_t *w, int N, int K) {
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (n < N) {
+        float acc[T];
+        gemv_row<T>(acc, x, w, n, K);
+        if (lane == 0)
+#pragma unroll
+            for (int t = 0; t < T; t++) out[(size_t)t * N + n] = acc[t];
+    } else {
+        pdl_wait();
+    }
+    pdl_trigger();
+    return last_cta(count, gridDim.x);
 }
 
 /* ---- launcher ---- */
