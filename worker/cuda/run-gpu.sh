@@ -3,8 +3,9 @@
 # engine core with CUDA (no serving stack), run the host-side unit test, the kernel lab
 # (cuda-check: every kernel group against its CPU twin at the 120b shapes, poisoned outputs)
 # and the whole-model logits against the CPU backend on the tiny preset, then the decode-step
-# benchmark at the 120b shape with random weights (cuda-bench) for kernel version 5 (the worker's)
-# with CUDA graphs (MG_BENCH_RUNS="VERSION:GRAPHS ..." to choose others). Logs go to $OUT (or ./gpu-logs);
+# benchmark at the 120b shape with random weights (cuda-bench) for kernel versions 5 (the worker's)
+# and 6 (fewer launches for small steps) with CUDA graphs (MG_BENCH_RUNS="VERSION:GRAPHS ..." to
+# choose others). Logs go to $OUT (or ./gpu-logs);
 # the summary prints last. Exit status: non-zero when the build or any check fails.
 #
 #   worker/cuda/run-gpu.sh            (from any directory)
@@ -43,8 +44,8 @@ MG_CHECK_KERNELS=1 timeout 150 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny
     >"$OUT/check.log" 2>&1 || status=1
 cat "$OUT/check.log"
 
-echo "== decode-step benchmark, 120b shape, random weights, kernel version 5 with graphs"
-for run in ${MG_BENCH_RUNS:-5:1}; do
+echo "== decode-step benchmark, 120b shape, random weights, kernel versions 5 and 6 with graphs"
+for run in ${MG_BENCH_RUNS:-5:1 6:1}; do
     set -- ${run%:*} ${run#*:}
     log="$OUT/bench-v$1-g$2.log"
     timeout 120 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1,64,256,512 --ctx 1024 \
