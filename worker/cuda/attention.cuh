@@ -263,7 +263,9 @@ __device__ __forceinline__ void attention_combine_head(uint16_t *out, const floa
 }
 
 /* Split-KV decode (flash-decoding): grid (T, n_kv, splits). CTA (t, g, sp) takes keys
- * [lo + sp*chunk, lo + (sp+1)*chunk) ∩ [lo, pos] and writes each head's partial state
+ * [lo + sp*chunk, lo + (sp+1)*chunk) ∩ [lo, pos] (chunk <= 0: token t's own span [lo, pos]
+ * over the splits, so that a graph, whose split count comes from the longest context it may
+ * see, still spreads a short context over all of its CTAs) and writes each head's partial state
  * part[(t, h, sp)] = (m, l, acc[64]); with counters, the last of the group's CTAs to finish
  * (count[(t, g)], a ticket counter it sets back to zero) merges the splits and the sink, a warp
  * per head, which saves a launch per layer where the step is all latency; without,
@@ -284,6 +286,8 @@ __global__ void attention_split_kernel(uint16_t *out, float *part, int *count, c
     int h = g * (n_heads / n_kv) + warp;
     load_q(qs[warp], q, t, n_heads, h);
     int pos = positions[t], lo = window > 0 ? max(0, pos - window + 1) : 0;
+    if (chunk <= 0) /* this token's own keys over the splits, whole 32-key tiles */
+        chunk = ((pos - lo + 1 + splits - 1) / splits + 31) / 32 * 32;
     int jb = lo + sp * chunk, je = min(pos, jb + chunk - 1);
     const int32_t *brow = block_table + (size_t)token_seq[t] * max_blocks;
     float m, l, acc0, acc1;
@@ -550,7 +554,7 @@ extern "C" int cuda_attention_split(uint16_t *out, float *part, int *count, cons
                                     int max_blocks, const int32_t *token_seq,
                                     const int32_t *positions, int T, int n_heads, int n_kv_heads,
                                     int D, int block_size, int window, int max_ctx, int splits,
-                                    cudaStream_t s) {
+                                    int per_token, cudaStream_t s) {
     if (T <= 0) return 0;
     int group = n_heads / n_kv_heads;
     if (D != 64 || group < 1 || group > 32 || group * n_kv_heads != n_heads || splits < 1 ||
@@ -563,7 +567,7 @@ extern "C" int cuda_attention_split(uint16_t *out, float *part, int *count, cons
     dim3 grid(T, n_kv_heads, splits);
     int e = pdl_launch(attention_split_kernel, grid, 32 * group, 0, s, out, part, count, q, kcache,
                        vcache, sinks, block_table, max_blocks, token_seq, positions, n_heads,
-                       n_kv_heads, block_size, window, chunk);
+                       n_kv_heads, block_size, window, per_token ? 0 : chunk);
     if (e || count) return e;
     return pdl_launch(attention_combine_kernel, dim3(T, n_heads), 32, 0, s, out, part, sinks,
                       n_heads, splits);

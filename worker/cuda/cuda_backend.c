@@ -300,10 +300,10 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
             int span = window > 0 && window < max_ctx ? window : max_ctx;
             int splits = (span + 63) / 64;
             if (splits > CUDA_ATT_MAX_SPLITS) splits = CUDA_ATT_MAX_SPLITS;
-            CK(cuda_attention_split(b->att, b->att_part,
-                                    b->version >= 6 ? b->tickets + TICKET_ATT : NULL, b->q, kc, vc,
-                                    L->sinks, l_bt, sh->stride, d_seq, d_pos, T, c->n_heads,
-                                    c->n_kv_heads, b->D, bs, window, max_ctx, splits, s),
+            CK(cuda_attention_split(
+                   b->att, b->att_part, b->version >= 6 ? b->tickets + TICKET_ATT : NULL, b->q, kc,
+                   vc, L->sinks, l_bt, sh->stride, d_seq, d_pos, T, c->n_heads, c->n_kv_heads, b->D,
+                   bs, window, max_ctx, splits, b->version >= 6, s),
                "attention (split)");
         } else {
             CK((b->version >= 5 ? cuda_attention_mma : cuda_attention)(

@@ -375,7 +375,8 @@ static void check_gemv_rope(int T) {
 
 /* ---- attention with sinks over paged KV ---- */
 
-/* Split-KV cases: the merge by the last CTA (counters) or by its own kernel. */
+/* Split-KV cases as version 6 runs them (the merge by the last CTA, each token's keys over the
+ * splits by its own context) or as before (the merge by its own kernel, one chunk length). */
 static bool att_merge_in_kernel;
 
 /* One batch: n_dec decode sequences (random contexts up to max_ctx) and, when pf_len > 0, one
@@ -414,9 +415,9 @@ static void check_attention_case(const char *name, int n_dec, int max_ctx, int p
     float *part_d = splits > 0 ? dev_poisoned(4 * (size_t)T * nh * CUDA_ATT_MAX_SPLITS * 66) : NULL;
     int *count_d = splits > 0 && att_merge_in_kernel ? tickets_new(T * nkv) : NULL;
 #define ATT_RUN()                                                                                  \
-    (splits > 0                                                                                    \
-         ? cuda_attention_split(o_d, part_d, count_d, q_d, k_d, v_d, s_d, bt_d, maxb, seq_d,       \
-                                pos_d, T, nh, nkv, D, bs, window, ctx_max, splits, 0)              \
+    (splits > 0   ? cuda_attention_split(o_d, part_d, count_d, q_d, k_d, v_d, s_d, bt_d, maxb,     \
+                                         seq_d, pos_d, T, nh, nkv, D, bs, window, ctx_max, splits, \
+                                         att_merge_in_kernel, 0)                                   \
      : splits < 0 ? cuda_attention_mma(o_d, q_d, k_d, v_d, s_d, bt_d, maxb, seq_d, pos_d, T, nh,   \
                                        nkv, D, bs, window, 0)                                      \
                   : cuda_attention(o_d, q_d, k_d, v_d, s_d, bt_d, maxb, seq_d, pos_d, T, nh, nkv,  \

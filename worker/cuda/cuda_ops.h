@@ -108,13 +108,16 @@ int cuda_attention_mma(uint16_t *out, const float *q, const uint16_t *kcache,
  * CTAs, whose partial states land in part (T, n_heads, CUDA_ATT_MAX_SPLITS, 66) float, then
  * merged with the sink: by the last CTA of each (token, kv head) when count is given ((T,
  * n_kv_heads) int, zeros, which the kernel leaves zero), else by a second kernel. max_ctx: the
- * longest context in the batch (it sets the chunk length). */
+ * longest context in the batch: it sets the number of splits and, unless per_token, the chunk
+ * length; per_token: each token's keys are cut into that many chunks of its own (a graph
+ * captured for the longest context then still spreads a short one over its CTAs). */
 #define CUDA_ATT_MAX_SPLITS 32
 int cuda_attention_split(uint16_t *out, float *part, int *count, const float *q,
                          const uint16_t *kcache, const uint16_t *vcache, const uint16_t *sinks,
                          const int32_t *block_table, int max_blocks, const int32_t *token_seq,
                          const int32_t *positions, int T, int n_heads, int n_kv_heads, int D,
-                         int block_size, int window, int max_ctx, int splits, cudaStream_t s);
+                         int block_size, int window, int max_ctx, int splits, int per_token,
+                         cudaStream_t s);
 
 /* Router: logits (T, E) float from the router GEMM, bias (E) bf16. Per token the top_k experts
  * by logit (ties to the lower index) and a softmax over those k logits: top_e, top_w (T*top_k,
