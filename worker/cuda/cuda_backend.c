@@ -50,8 +50,7 @@ typedef struct cuda {
     mg_model_config c;
     int H, Q, KV, D, E, TK, I, V, L;
     int dev, max_tokens, max_seqs, max_blocks_cap, version;
-    bool gemv;   /* steps of up to CUDA_GEMV_MAX_T tokens take the GEMV kernels */
-    bool graphs; /* decode steps through CUDA graphs */
+    bool graphs;                               /* decode steps through CUDA graphs */
     cudaGraphExec_t graph[CUDA_GRAPH_BUCKETS]; /* per bucket, captured on first use */
     int scratch_block;                         /* KV block past num_blocks for padding tokens */
     int wscratch_block;                        /* the same past window_blocks, in the window pool */
@@ -263,7 +262,7 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
     }
     cudaStream_t s = b->stream;
     bool split = b->version >= 2 && T <= CUDA_ATT_SPLIT_MAX_T;
-    bool fuse = b->version >= 6 && b->gemv && T <= CUDA_GEMV_MAX_T && b->E <= 256;
+    bool fuse = b->version >= 6 && cuda_gemm_gemv(b->gemm) && T <= CUDA_GEMV_MAX_T && b->E <= 256;
 
     prof_begin(b, P_EMBED);
     CK(cuda_embed(b->x, b->embed, d_tok, T, H, s), "embed");
@@ -857,7 +856,6 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     TRY(cuda_gemm_create((size_t)32 << 20, &b->gemm));
     cuda_gemm_set_autotune(b->gemm, o->gemm_autotune);
     cuda_gemm_set_gemv(b->gemm, !o->gemm_no_gemv);
-    b->gemv = !o->gemm_no_gemv;
     TRY(sampler_create(c->vocab, &b->sampler));
     for (int i = 0; i < PROF_EVENTS; i++)
         if (cudaEventCreate(&b->ev[i]) != cudaSuccess)

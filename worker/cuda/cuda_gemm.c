@@ -153,6 +153,10 @@ void cuda_gemm_set_gemv(cuda_gemm *g, bool on) {
     g->gemv = on;
 }
 
+bool cuda_gemm_gemv(const cuda_gemm *g) {
+    return g->gemv;
+}
+
 mg_status cuda_matmul_bf16(cuda_gemm *g, float *out, const uint16_t *x, const uint16_t *w, int T,
                            int N, int K, cudaStream_t s) {
     if (T <= 0) return MG_OK;

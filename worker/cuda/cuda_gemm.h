@@ -30,6 +30,7 @@ void cuda_gemm_set_autotune(cuda_gemm *g, bool on);
 /* On (the default): steps of up to CUDA_GEMV_MAX_T tokens (single-stream decode) take
  * cuda_gemv_bf16, a warp per weight row, instead of cuBLASLt; off: cuBLASLt for every shape. */
 void cuda_gemm_set_gemv(cuda_gemm *g, bool on);
+bool cuda_gemm_gemv(const cuda_gemm *g);
 
 /* out (T, N) float = x (T, K) bf16 · W^T, W (N, K) bf16 row-major (the checkpoint's layout).
  * The CPU twin is ops_matmul_bf16 without the bias. */

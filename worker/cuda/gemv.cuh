@@ -62,41 +62,39 @@ __device__ __forceinline__ void gemv_row(float (&acc)[T], const uint16_t *x, con
     for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
 }
 
+/* out (T, N) = x · W^T, the warp's row of it. A warp past N has nothing to do but waits for the
+ * earlier grid all the same. The next kernel launches once every CTA has passed the trigger (or
+ * exited): its set-up overlaps this one's tail, and no further, so that the step's kernels do
+ * not pile up waiting. */
 template <int T>
-__global__ void __launch_bounds__(32 * GEMV_WARPS)
-    gemv_bf16_kernel(float *out, const uint16_t *x, const uint16_t *w, int N, int K) {
-    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (n >= N) {
-        pdl_wait(); /* nothing to do, but exit only after the earlier grid */
-        return;
-    }
-    float acc[T];
-    gemv_row<T>(acc, x, w, n, K);
-    /* The next kernel launches once every CTA is here (or has exited): its set-up overlaps this
-     * one's tail, and no further, so that kernels of the step do not pile up waiting. */
-    pdl_trigger();
-    if (lane == 0)
-#pragma unroll
-        for (int t = 0; t < T; t++) out[(size_t)t * N + n] = acc[t];
-}
-
-/* The GEMV part of the fused kernels (gemv_rope_kernel, gemv_norm_kernel, router_gemv_kernel):
- * out (T, N) = x · W^T, a warp per row, then whether this CTA is the last of the grid to finish
- * (last_cta on *count), which then does the fused op and sets *count back to zero. */
-template <int T>
-__device__ __forceinline__ bool gemv_then_last(float *out, int *count, const uint16_t *x,
-                                               const uint16_t *w, int N, int K) {
+__device__ __forceinline__ void gemv_rows(float *out, const uint16_t *x, const uint16_t *w, int N,
+                                          int K) {
     int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (n < N) {
         float acc[T];
         gemv_row<T>(acc, x, w, n, K);
+        pdl_trigger();
         if (lane == 0)
 #pragma unroll
             for (int t = 0; t < T; t++) out[(size_t)t * N + n] = acc[t];
     } else {
         pdl_wait();
     }
-    pdl_trigger();
+}
+
+template <int T>
+__global__ void __launch_bounds__(32 * GEMV_WARPS)
+    gemv_bf16_kernel(float *out, const uint16_t *x, const uint16_t *w, int N, int K) {
+    gemv_rows<T>(out, x, w, N, K);
+}
+
+/* The GEMV part of the fused kernels (gemv_rope_kernel, gemv_norm_kernel, router_gemv_kernel):
+ * gemv_rows, then whether this CTA is the last of the grid to finish (last_cta on *count), which
+ * then does the fused op and sets *count back to zero. */
+template <int T>
+__device__ __forceinline__ bool gemv_then_last(float *out, int *count, const uint16_t *x,
+                                               const uint16_t *w, int N, int K) {
+    gemv_rows<T>(out, x, w, N, K);
     return last_cta(count, gridDim.x);
 }
 

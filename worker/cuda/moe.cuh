@@ -1152,6 +1152,12 @@ extern "C" void cuda_moe3_small_direct(int ks) {
     moe3_small_direct = ks == 4 || ks == 8 ? ks : 0;
 }
 
+/* The warps of the direct small tile for a step of T tokens, 0 for the staged tile: as set by
+ * cuda_moe3_small_direct, else 4 for version 6 up to GEMV_MAX_T tokens. */
+static inline int moe3_direct_ks(int T, int version) {
+    return moe3_small_direct ? moe3_small_direct : version >= 6 && T <= GEMV_MAX_T ? 4 : 0;
+}
+
 /* Whether version 4's large tile (15 warps, 16 tokens, 4 stages) fits the 227 KB of shared
  * memory for K inputs (up to K = 3072); wider ones take version 3's large tile. */
 static inline bool moe4_fits(int K) {
@@ -1193,10 +1199,11 @@ extern "C" int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t
         if (tile == 2)
             return moe3_launch<false, 6, 2, 2, 3>(act, xn, blocks, scales, bias, e_start, e_slots,
                                                   NULL, top_k, E, T * top_k, 2 * I, H, limit, s);
-        if (moe3_small_direct == 4 || (version >= 6 && T <= GEMV_MAX_T && moe3_small_direct != 8))
+        int ks = moe3_direct_ks(T, version);
+        if (ks == 4)
             return moe3_direct_launch<false, 4, 7>(act, xn, blocks, scales, bias, e_start, e_slots,
                                                    NULL, top_k, E, T * top_k, 2 * I, H, limit, s);
-        if (moe3_small_direct == 8)
+        if (ks == 8)
             return moe3_direct_launch<false, 8, 4>(act, xn, blocks, scales, bias, e_start, e_slots,
                                                    NULL, top_k, E, T * top_k, 2 * I, H, limit, s);
         if (moe3_small_stages == 8)
@@ -1229,10 +1236,11 @@ extern "C" int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *block
         if (tile == 2)
             return moe3_launch<true, 6, 2, 2, 3>(y, act, blocks, scales, bias, e_start, e_slots,
                                                  top_w, 1, E, T * top_k, H, I, 0.0f, s);
-        if (moe3_small_direct == 4)
+        int ks = moe3_direct_ks(T, version);
+        if (ks == 4)
             return moe3_direct_launch<true, 4, 7>(y, act, blocks, scales, bias, e_start, e_slots,
                                                   top_w, 1, E, T * top_k, H, I, 0.0f, s);
-        if (moe3_small_direct == 8)
+        if (ks == 8)
             return moe3_direct_launch<true, 8, 4>(y, act, blocks, scales, bias, e_start, e_slots,
                                                   top_w, 1, E, T * top_k, H, I, 0.0f, s);
         if (moe3_small_stages == 8)
