@@ -668,7 +668,7 @@ int main(int argc, char **argv) {
               .tokens = 128,
               .prompts = 4,
               .chunk = 256,
-              .kernel_version = 3, /* the worker's default (worker.c) */
+              .kernel_version = 3, /* what the recorded runs used */
               .perturb = -1,
               .bound = 2e-2,
               .tol = 0.2,
