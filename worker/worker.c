@@ -91,7 +91,7 @@ static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
         {"cuda-kernel-version", MG_CFG_INT, &c->cuda_kernels, "5", 1, 6,
          "cuda: kernel set (2: MoE 8x8 tiles, split-KV decode attention; 3: MXFP4 streamed one "
          "block per lane; 4: 3 with large batches streamed through shared memory; 5: 4 with "
-         "attention on the tensor cores; 6: 5 with the few-token fusions)",
+         "attention on the tensor cores; 6: 5 with the split-KV merge and the router top-k fused)",
          NULL},
         {"cuda-graphs", MG_CFG_BOOL, &c->cuda_graphs, "true", 1, 0,
          "cuda: replay decode steps from CUDA graphs (padded batch buckets; false: eager)", NULL},

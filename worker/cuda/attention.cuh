@@ -4,7 +4,6 @@
 #pragma once
 
 #include "common.cuh"
-#include "gemv.cuh"
 
 /* ---- kernels ---- */
 
@@ -14,23 +13,24 @@
  * into shared memory for every head. */
 enum { ROPE_MAX_HALF = 128 };
 
-/* The token's D/2 cos/sin pairs (times conc) into cs (cos, then sin at ROPE_MAX_HALF). */
-__device__ __forceinline__ void rope_angles(float *cs, int pos, const float *inv_freq, float conc,
-                                            int half) {
+__global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *qkv,
+                                const uint16_t *bias, const int32_t *positions,
+                                const int32_t *slots, const float *inv_freq, float conc,
+                                int n_heads, int n_kv, int D, int bs) {
+    pdl_trigger();
+    __shared__ float cs[2 * ROPE_MAX_HALF];
+    int t = blockIdx.x, half = D / 2, Q = n_heads * D, KV = n_kv * D;
+    const float *row = qkv + (size_t)t * (Q + 2 * KV);
+    /* positions and slots are the step's uploaded indices, which no kernel writes: the angles
+     * are worked out while the q/k/v GEMM still runs, before the wait for its output */
+    int pos = positions[t], slot = slots[t], blk = slot / bs, off = slot % bs;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float angle = (float)pos * inv_freq[i];
         cs[i] = cosf(angle) * conc;
         cs[ROPE_MAX_HALF + i] = sinf(angle) * conc;
     }
-}
-
-/* Token t's q/k/v row (read from L2: in gemv_rope_kernel other CTAs wrote it) + bias, q and k
- * rotated by cs (rope_angles, visible to the CTA), q to q, k and v to the cache at slot. */
-__device__ __forceinline__ void qkv_rope_token(float *q, uint16_t *kcache, uint16_t *vcache,
-                                               const float *row, const uint16_t *bias,
-                                               const float *cs, int t, int slot, int n_heads,
-                                               int n_kv, int D, int bs) {
-    int half = D / 2, Q = n_heads * D, KV = n_kv * D, blk = slot / bs, off = slot % bs;
+    __syncthreads();
+    pdl_wait();
     int n_rot = (n_heads + n_kv) * half, n_all = n_rot + KV;
 #pragma unroll 4
     for (int w = threadIdx.x; w < n_all; w += blockDim.x) {
@@ -38,8 +38,8 @@ __device__ __forceinline__ void qkv_rope_token(float *q, uint16_t *kcache, uint1
             int head = w / half, i = w % half;
             bool is_q = head < n_heads;
             int col = is_q ? head * D : Q + (head - n_heads) * D;
-            float x1 = __ldcg(row + col + i) + bf16f(bias[col + i]);
-            float x2 = __ldcg(row + col + i + half) + bf16f(bias[col + i + half]);
+            float x1 = row[col + i] + bf16f(bias[col + i]);
+            float x2 = row[col + i + half] + bf16f(bias[col + i + half]);
             float c = cs[i], sn = cs[ROPE_MAX_HALF + i];
             float y1 = x1 * c - x2 * sn, y2 = x2 * c + x1 * sn;
             if (is_q) {
@@ -54,46 +54,9 @@ __device__ __forceinline__ void qkv_rope_token(float *q, uint16_t *kcache, uint1
         } else {
             int e = w - n_rot, kh = e / D, d = e % D, col = Q + KV + e;
             vcache[((size_t)(blk * n_kv + kh) * bs + off) * D + d] =
-                f2bf16(__ldcg(row + col) + bf16f(bias[col]));
+                f2bf16(row[col] + bf16f(bias[col]));
         }
     }
-}
-
-__global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *qkv,
-                                const uint16_t *bias, const int32_t *positions,
-                                const int32_t *slots, const float *inv_freq, float conc,
-                                int n_heads, int n_kv, int D, int bs) {
-    pdl_trigger();
-    __shared__ float cs[2 * ROPE_MAX_HALF];
-    int t = blockIdx.x;
-    /* positions and slots are the step's uploaded indices, which no kernel writes: the angles
-     * are worked out while the q/k/v GEMM still runs, before the wait for its output */
-    rope_angles(cs, positions[t], inv_freq, conc, D / 2);
-    __syncthreads();
-    pdl_wait();
-    qkv_rope_token(q, kcache, vcache, qkv + (size_t)t * (n_heads + 2 * n_kv) * D, bias, cs, t,
-                   slots[t], n_heads, n_kv, D, bs);
-}
-
-/* The q/k/v GEMM of a step of up to GEMV_MAX_T tokens and qkv_rope_kernel's work in one kernel:
- * qkv (T, N) by gemv_row, a warp per row, then the last CTA to finish (last_cta on *count) adds
- * the bias, rotates and writes the cache, token by token. One launch less per layer. */
-template <int T>
-__global__ void __launch_bounds__(32 * GEMV_WARPS)
-    gemv_rope_kernel(float *qkv, int *count, const uint16_t *x, const uint16_t *w, int N, int K,
-                     float *q, uint16_t *kcache, uint16_t *vcache, const uint16_t *bias,
-                     const int32_t *positions, const int32_t *slots, const float *inv_freq,
-                     float conc, int n_heads, int n_kv, int D, int bs) {
-    __shared__ float cs[2 * ROPE_MAX_HALF];
-    if (!gemv_then_last<T>(qkv, count, x, w, N, K)) return;
-    for (int t = 0; t < T; t++) {
-        __syncthreads(); /* the previous token's reads of cs are done */
-        rope_angles(cs, positions[t], inv_freq, conc, D / 2);
-        __syncthreads();
-        qkv_rope_token(q, kcache, vcache, qkv + (size_t)t * N, bias, cs, t, slots[t], n_heads, n_kv,
-                       D, bs);
-    }
-    if (threadIdx.x == 0) *count = 0;
 }
 
 /* Key tiles of attention: 32 keys whose K and V rows (128 bytes each) the whole CTA copies into
@@ -496,25 +459,6 @@ extern "C" int cuda_qkv_rope(float *q, uint16_t *kcache, uint16_t *vcache, const
     if (D < 2 || D % 2 || D / 2 > ROPE_MAX_HALF) return (int)cudaErrorInvalidValue;
     return pdl_launch(qkv_rope_kernel, T, 512, 0, s, q, kcache, vcache, qkv, bias, positions, slots,
                       inv_freq, concentration, n_heads, n_kv_heads, D, block_size);
-}
-
-extern "C" int cuda_gemv_rope(float *qkv, int *count, const uint16_t *x, const uint16_t *w, int T,
-                              int K, float *q, uint16_t *kcache, uint16_t *vcache,
-                              const uint16_t *bias, const int32_t *positions, const int32_t *slots,
-                              const float *inv_freq, float concentration, int n_heads,
-                              int n_kv_heads, int D, int block_size, cudaStream_t s) {
-    int N = (n_heads + 2 * n_kv_heads) * D;
-    if (T < 1 || T > GEMV_MAX_T || K < 8 || K % 8 || D < 2 || D % 2 || D / 2 > ROPE_MAX_HALF)
-        return (int)cudaErrorInvalidValue;
-    static_assert(GEMV_MAX_T == 4, "one instantiation per token count");
-    static void (*const k[GEMV_MAX_T])(float *, int *, const uint16_t *, const uint16_t *, int, int,
-                                       float *, uint16_t *, uint16_t *, const uint16_t *,
-                                       const int32_t *, const int32_t *, const float *, float, int,
-                                       int, int, int) = {gemv_rope_kernel<1>, gemv_rope_kernel<2>,
-                                                         gemv_rope_kernel<3>, gemv_rope_kernel<4>};
-    return pdl_launch(k[T - 1], (N + GEMV_WARPS - 1) / GEMV_WARPS, 32 * GEMV_WARPS, 0, s, qkv,
-                      count, x, w, N, K, q, kcache, vcache, bias, positions, slots, inv_freq,
-                      concentration, n_heads, n_kv_heads, D, block_size);
 }
 
 extern "C" int cuda_attention(uint16_t *out, const float *q, const uint16_t *kcache,

@@ -55,25 +55,6 @@ __device__ __forceinline__ bool last_cta(int *count, int n) {
     return last;
 }
 
-/* Row xr (H) += the n_delta rows at dr (dstride apart, read from L2) + bias; out = bf16 of the
- * RMS-normed row times g. Any CTA size (rmsnorm_kernel's loop without its register blocking),
- * for the last CTA of a fused kernel. Every thread of the CTA calls it. */
-__device__ __forceinline__ void rmsnorm_row(uint16_t *out, float *xr, const float *dr, int n_delta,
-                                            size_t dstride, const uint16_t *bias, const uint16_t *g,
-                                            int H, float eps, float *red) {
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < H; i += blockDim.x) {
-        float v = xr[i];
-        for (int d = 0; d < n_delta; d++) v += __ldcg(dr + d * dstride + i);
-        if (bias) v += bf16f(bias[i]);
-        xr[i] = v;
-        ss += v * v;
-    }
-    ss = block_sum(ss, red);
-    float inv = 1.0f / sqrtf(ss / (float)H + eps);
-    for (int i = threadIdx.x; i < H; i += blockDim.x) out[i] = f2bf16(bf16f(g[i]) * (xr[i] * inv));
-}
-
 /* cp.async: 16 bytes global → shared without a register round trip; groups committed and
  * waited for in order (wait1: all but the newest group have landed). */
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {

@@ -41,10 +41,9 @@ typedef struct cuda_backend_opts {
      * attention for batches of up to CUDA_ATT_SPLIT_MAX_T tokens; 3 MXFP4 streamed one block per
      * lane from the tiled layout; 4 the large and many-token MoE tiles through shared memory; 5
      * attention on the tensor cores above CUDA_ATT_SPLIT_MAX_T tokens (moe.cuh, attention.cuh);
-     * 6 fewer launches for small steps: the split-KV merge in the attention kernel (up to
-     * CUDA_ATT_SPLIT_MAX_T tokens) and, for steps of up to CUDA_GEMV_MAX_T tokens, bias + RoPE
-     * in the q/k/v GEMV, the residual RMSNorms in the attention output GEMV and in the expert
-     * down projection (the direct small tile), the router's top-k in its GEMV (cuda_ops.h).
+     * 6 fewer launches for small steps: the split-KV merge in the attention kernel, each token's
+     * keys over the splits by its own context (up to CUDA_ATT_SPLIT_MAX_T tokens), and the
+     * router's top-k in its GEMV (up to CUDA_GEMV_MAX_T tokens; cuda_ops.h).
      * The same function up to bf16 rounding (version 5 rounds the softmax weights to bf16). */
     int kernel_version;
     /* Pure decode steps of up to min(max_tokens, max_seqs, 512) tokens padded to a bucket
@@ -63,7 +62,21 @@ typedef struct cuda_backend_opts {
     /* true: every dense GEMM through cuBLASLt, also for steps of a few tokens, which otherwise
      * take the GEMV kernel (cuda_gemm_set_gemv); for benchmarks. */
     bool gemm_no_gemv;
+    /* Weights prefetched into L2 on a side stream during latency-bound stretches of a step
+     * (CUDA_PREFETCH_*, or-ed; 0 none): which value pays is a measurement. */
+    int l2_prefetch;
 } cuda_backend_opts;
+
+/* l2_prefetch bits. O: a layer's attention output projection, while its RoPE and attention
+ * run; QKV: the next layer's q/k/v projection, from the end of this layer's output projection;
+ * GATE_UP, DOWN: the touched experts' two projections, from the end of the router (steps of
+ * up to 2 tokens, tiled versions 3+). */
+enum {
+    CUDA_PREFETCH_O = 1,
+    CUDA_PREFETCH_QKV = 2,
+    CUDA_PREFETCH_GATE_UP = 4,
+    CUDA_PREFETCH_DOWN = 8
+};
 
 enum { CUDA_ATT_SPLIT_MAX_T = 32, CUDA_GRAPH_BUCKETS = 10 };
 

@@ -319,60 +319,6 @@ static void check_rope(void) {
     free(kg), free(vg);
 }
 
-/* cuda_gemv_rope against cuda_gemv_bf16 then cuda_qkv_rope (checked above against the CPU):
- * the same GEMV rows and rotation code, so q and both caches must agree bit for bit. */
-static void check_gemv_rope(int T) {
-    int nh = C.n_heads, nkv = C.n_kv_heads, D = C.head_dim, bs = 16, nblocks = 8, H = C.hidden;
-    int Q = nh * D, KV = nkv * D, W = Q + 2 * KV;
-    float inv_freq[256];
-    float conc = ops_yarn_inv_freq(inv_freq, D, C.rope_theta, C.rope_factor, C.beta_fast,
-                                   C.beta_slow, C.rope_orig_ctx, C.rope_truncate);
-    int32_t pos[4], slot[4];
-    for (int t = 0; t < T; t++) pos[t] = (int32_t)(rnd() % 131072), slot[t] = 5 + 17 * t;
-    uint16_t *x = rand_bf16((size_t)T * H, 1.0f), *w = rand_bf16((size_t)W * H, 0.05f);
-    uint16_t *bias = rand_bf16(W, 0.1f);
-    uint16_t *x_d = dev_from(x, 2 * (size_t)T * H), *w_d = dev_from(w, 2 * (size_t)W * H);
-    uint16_t *bias_d = dev_from(bias, 2 * W);
-    float *inv_d = dev_from(inv_freq, 4 * D / 2);
-    int32_t *pos_d = dev_from(pos, 4 * (size_t)T), *slot_d = dev_from(slot, 4 * (size_t)T);
-    size_t cache = (size_t)nblocks * bs * KV;
-    float *qkv_d[2], *q_d[2];
-    uint16_t *k_d[2], *v_d[2];
-    for (int i = 0; i < 2; i++) {
-        qkv_d[i] = dev_poisoned(4 * (size_t)T * W), q_d[i] = dev_poisoned(4 * (size_t)T * Q);
-        k_d[i] = dev_poisoned(2 * cache), v_d[i] = dev_poisoned(2 * cache);
-    }
-    int *tk_d = tickets_new(1);
-    CU(cuda_gemv_bf16(qkv_d[0], x_d, w_d, T, W, H, 0));
-    CU(cuda_qkv_rope(q_d[0], k_d[0], v_d[0], qkv_d[0], bias_d, pos_d, slot_d, inv_d, conc, T, nh,
-                     nkv, D, bs, 0));
-    CU(cuda_gemv_rope(qkv_d[1], tk_d, x_d, w_d, T, H, q_d[1], k_d[1], v_d[1], bias_d, pos_d, slot_d,
-                      inv_d, conc, nh, nkv, D, bs, 0));
-    bool same = true;
-    void *h[2];
-    size_t sz[3] = {4 * (size_t)T * Q, 2 * cache, 2 * cache};
-    void **bufs[3] = {(void **)q_d, (void **)k_d, (void **)v_d};
-    for (int b = 0; b < 3; b++) {
-        for (int i = 0; i < 2; i++) h[i] = host_from(bufs[b][i], sz[b]);
-        same &= memcmp(h[0], h[1], sz[b]) == 0;
-        free(h[0]), free(h[1]);
-    }
-    double us;
-    TIME_US(us, CU(cuda_gemv_rope(qkv_d[1], tk_d, x_d, w_d, T, H, q_d[1], k_d[1], v_d[1], bias_d,
-                                  pos_d, slot_d, inv_d, conc, nh, nkv, D, bs, 0)));
-    char name[64], d[96];
-    snprintf(name, sizeof(name), "gemv+rope (%d tokens)", T);
-    snprintf(d, sizeof(d), "q and k/v caches %s the unfused kernels' (%.1f us)",
-             same ? "identical to" : "DIFFER from", us);
-    verdict(name, same, d);
-    tickets_done("  gemv+rope counter reset", tk_d, 1);
-    for (int i = 0; i < 2; i++)
-        cudaFree(qkv_d[i]), cudaFree(q_d[i]), cudaFree(k_d[i]), cudaFree(v_d[i]);
-    cudaFree(x_d), cudaFree(w_d), cudaFree(bias_d), cudaFree(inv_d), cudaFree(pos_d);
-    cudaFree(slot_d);
-    free(x), free(w), free(bias);
-}
-
 /* ---- attention with sinks over paged KV ---- */
 
 /* Split-KV cases as version 6 runs them (the merge by the last CTA, each token's keys over the
@@ -555,45 +501,6 @@ static void check_router(int T, bool fused) {
     free(x), free(w);
 }
 
-/* cuda_gemv_norm: the attention output projection of T tokens, then the residual add (with
- * the bias) and RMSNorm in the last CTA. */
-static void check_gemv_norm(int T) {
-    int H = C.hidden, Q = C.n_heads * C.head_dim;
-    uint16_t *x = rand_bf16((size_t)T * Q, 1.0f), *w = rand_bf16((size_t)H * Q, 0.05f);
-    uint16_t *bias = rand_bf16(H, 0.5f), *g = rand_bf16(H, 1.0f);
-    float *res = xmalloc(4 * (size_t)T * H);
-    for (size_t i = 0; i < (size_t)T * H; i++) res[i] = 2.0f * frand();
-    uint16_t *x_d = dev_from(x, 2 * (size_t)T * Q), *w_d = dev_from(w, 2 * (size_t)H * Q);
-    uint16_t *b_d = dev_from(bias, 2 * H), *g_d = dev_from(g, 2 * H);
-    float *res_d = dev_from(res, 4 * (size_t)T * H), *out_d = dev_poisoned(4 * (size_t)T * H);
-    uint16_t *xn_d = dev_poisoned(2 * (size_t)T * H);
-    int *tk_d = tickets_new(1);
-    CU(cuda_gemv_norm(out_d, tk_d, x_d, w_d, T, H, Q, res_d, b_d, g_d, xn_d, C.rms_eps, 0));
-    float *out = host_from(out_d, 4 * (size_t)T * H), *res2 = host_from(res_d, 4 * (size_t)T * H);
-    uint16_t *xn = host_from(xn_d, 2 * (size_t)T * H);
-    float *xf = bf16_to_float(x, (size_t)T * Q), *row = xmalloc(4 * (size_t)OPS_ROW_TILE * Q);
-    float *ref = xmalloc(4 * (size_t)T * H), *nref = xmalloc(4 * (size_t)T * H);
-    ops_matmul_bf16(ref, xf, w, NULL, T, H, Q, 0, H, row);
-    char l1[80], l2[80], l3[80];
-    snprintf(l1, sizeof(l1), "gemv+norm o_proj (%d tokens)", T);
-    snprintf(l2, sizeof(l2), "gemv+norm residual (%d tokens)", T);
-    snprintf(l3, sizeof(l3), "gemv+norm normed rows (%d tokens)", T);
-    compare(l1, out, ref, (size_t)T * H, 1e-4, 0);
-    for (size_t i = 0; i < (size_t)T * H; i++) res[i] += ref[i] + bf16_to_f32(bias[i % H]);
-    for (int t = 0; t < T; t++)
-        ops_rmsnorm(nref + (size_t)t * H, res + (size_t)t * H, g, H, C.rms_eps);
-    compare(l2, res2, res, (size_t)T * H, 1e-5, 0);
-    double us;
-    TIME_US(us, CU(cuda_gemv_norm(out_d, tk_d, x_d, w_d, T, H, Q, res_d, b_d, g_d, xn_d, C.rms_eps,
-                                  0)));
-    compare_bf16(l3, xn, nref, (size_t)T * H, 1e-2, us);
-    tickets_done("  gemv+norm counter reset", tk_d, 1);
-    cudaFree(x_d), cudaFree(w_d), cudaFree(b_d), cudaFree(g_d), cudaFree(res_d), cudaFree(out_d);
-    cudaFree(xn_d);
-    free(x), free(w), free(bias), free(g), free(res), free(out), free(res2), free(xn), free(xf);
-    free(row), free(ref), free(nref);
-}
-
 /* ---- MXFP4 experts ---- */
 
 typedef struct experts {
@@ -647,10 +554,6 @@ static void experts_free(experts *x) {
 
 /* T tokens, each choosing top_k distinct experts among the first n_pick (n_pick small: many
  * tokens per expert, several 16-token chunks and partial tiles). */
-/* With it set (and a tiled version, 3+), check_moe_case also runs cuda_moe_down_norm: the same
- * y, then the residual x += each token's top_k rows of y and xn = RMSNorm(x). */
-static bool moe_check_norm;
-
 static void check_moe_case(const experts *x, int T, int n_pick, int ver) {
     int E = C.n_experts, K = C.top_k, H = C.hidden, I = C.intermediate, S = T * K;
     int32_t *te = xmalloc(4 * (size_t)S), *es = xmalloc(4 * (size_t)(E + 1));
@@ -732,38 +635,6 @@ static void check_moe_case(const experts *x, int T, int n_pick, int ver) {
     compare_bf16(l1, act, aref, (size_t)S * I, 1e-2, us1);
     compare(l2, y, yref, (size_t)S * H, 1e-2, us2);
     printf("%-34s %.0f GB/s gate_up, %.0f GB/s down (MXFP4 weight bytes / time)\n", "", gb1, gb2);
-    if (moe_check_norm && ver >= 3) {
-        float *res = xmalloc(4 * (size_t)T * H), *nref = xmalloc(4 * (size_t)T * H);
-        for (size_t i = 0; i < (size_t)T * H; i++) res[i] = 2.0f * frand();
-        uint16_t *g = rand_bf16(H, 1.0f);
-        float *res_d = dev_from(res, 4 * (size_t)T * H);
-        uint16_t *g_d = dev_from(g, 2 * H), *xo_d = dev_poisoned(2 * (size_t)T * H);
-        int *tk_d = tickets_new(1);
-        CU(cudaMemset(y_d, 0xFF, 4 * (size_t)S * H));
-        CU(cuda_moe_down_norm(y_d, act_d, dnb, dns, x->dn_bias_d, es_d, sl_d, tw_d, T, K, E, H, I,
-                              res_d, g_d, xo_d, tk_d, C.rms_eps, 0));
-        float *y2 = host_from(y_d, 4 * (size_t)S * H), *res2 = host_from(res_d, 4 * (size_t)T * H);
-        uint16_t *xo = host_from(xo_d, 2 * (size_t)T * H);
-        for (int t = 0; t < T; t++) {
-            for (int k = 0; k < K; k++)
-                for (int i = 0; i < H; i++)
-                    res[(size_t)t * H + i] += yref[((size_t)t * K + k) * H + i];
-            ops_rmsnorm(nref + (size_t)t * H, res + (size_t)t * H, g, H, C.rms_eps);
-        }
-        char l3[96], l4[96], l5[96];
-        snprintf(l3, sizeof(l3), "moe v%d down+norm: y T=%d", ver, T);
-        snprintf(l4, sizeof(l4), "moe v%d down+norm: residual T=%d", ver, T);
-        snprintf(l5, sizeof(l5), "moe v%d down+norm: normed T=%d", ver, T);
-        compare(l3, y2, yref, (size_t)S * H, 1e-2, 0);
-        compare(l4, res2, res, (size_t)T * H, 1e-2, 0);
-        double us3;
-        TIME_US(us3, CU(cuda_moe_down_norm(y_d, act_d, dnb, dns, x->dn_bias_d, es_d, sl_d, tw_d, T,
-                                           K, E, H, I, res_d, g_d, xo_d, tk_d, C.rms_eps, 0)));
-        compare_bf16(l5, xo, nref, (size_t)T * H, 1e-2, us3);
-        tickets_done("  down+norm counter reset", tk_d, 1);
-        cudaFree(res_d), cudaFree(g_d), cudaFree(xo_d);
-        free(res), free(nref), free(g), free(y2), free(res2), free(xo);
-    }
     cudaFree(xn_d), cudaFree(es_d), cudaFree(sl_d), cudaFree(tw_d), cudaFree(act_d), cudaFree(y_d);
     free(te), free(es), free(sl), free(cnt), free(tw), free(xn), free(xf), free(act), free(y);
     free(h), free(aref), free(abf), free(yref), free(row);
@@ -1097,6 +968,10 @@ static void model_step(model_run *mr, seq *sq, const int *which, const int *n_ne
     free(routes), free(lw);
 }
 
+/* l2_prefetch of the window-pool backend in check_model (CUDA_PREFETCH_*): a prefetch changes
+ * no value, so its logits must still equal the plain backend's bit for bit. */
+static int model_prefetch;
+
 /* The same prompts for every call with the same seed, so that the kernel versions and the
  * graph path see the same data and their results line up step by step. */
 static void check_model(const char *dir, int version, bool graphs, uint64_t seed) {
@@ -1115,6 +990,7 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
     if (!st && version >= 3) { /* the window pool: 3 sequences' blocks at fixed ids */
         cuda_backend_opts wo = go;
         wo.window_pool = true;
+        wo.l2_prefetch = model_prefetch;
         st = cuda_backend_open(dir, &wo, &mr.gw);
         if (!st && mr.gw->window_blocks < 3 * 64)
             st = MG_ERRF(MG_EINVAL, "window pool of %d blocks, the check needs %d",
@@ -1282,8 +1158,6 @@ int main(int argc, char **argv) {
         }
         if (want("rope")) {
             check_rope();
-            check_gemv_rope(1);
-            check_gemv_rope(4);
         }
         int W = C.sliding_window;
         if (want("attention")) {
@@ -1319,8 +1193,6 @@ int main(int argc, char **argv) {
             check_router(1, false);
             check_router(1, true); /* with the GEMV, the choices in its last CTA */
             check_router(4, true);
-            check_gemv_norm(1);
-            check_gemv_norm(4);
         }
         if (want("moe")) {
             experts x;
@@ -1334,17 +1206,6 @@ int main(int argc, char **argv) {
                     check_moe_case(&x, 1, 128, ver);
                     check_moe_case(&x, 16, 128, ver);
                     cuda_moe3_small_stages(8);
-                    for (int ks = 4; ks <= 8; ks += 4) { /* the direct small tile */
-                        cuda_moe3_small_direct(ks);
-                        check_moe_case(&x, 1, 128, ver);
-                        check_moe_case(&x, 16, 128, ver);
-                        check_moe_case(&x, 64, 8, ver); /* chunks of 8 tokens */
-                    }
-                    cuda_moe3_small_direct(0);
-                    moe_check_norm = true; /* version 6's down projection + norm */
-                    check_moe_case(&x, 1, 128, ver);
-                    check_moe_case(&x, 4, 128, ver);
-                    moe_check_norm = false;
                 }
                 /* version 3's large tile: 2-3 chunks of 16 tokens; then the seed's batch 256 */
                 check_moe_case(&x, 160, 16, ver);
@@ -1383,7 +1244,8 @@ int main(int argc, char **argv) {
         check_model(model, 5, false, mseed);
         printf("whole model, kernel version 5, decode steps through CUDA graphs\n");
         check_model(model, 5, true, mseed);
-        printf("whole model, kernel version 6 (5 with the few-token fusions)\n");
+        printf(
+            "whole model, kernel version 6 (5 with the split-KV merge and router top-k fused)\n");
         check_model(model, 6, false, mseed);
         printf("whole model, kernel version 6, decode steps through CUDA graphs\n");
         check_model(model, 6, true, mseed);
@@ -1391,6 +1253,11 @@ int main(int argc, char **argv) {
         cuda_set_pdl(1);
         check_model(model, 6, true, mseed);
         cuda_set_pdl(0);
+        printf("whole model, kernel version 6, graphs, every L2 prefetch in the window-pool run\n");
+        model_prefetch =
+            CUDA_PREFETCH_O | CUDA_PREFETCH_QKV | CUDA_PREFETCH_GATE_UP | CUDA_PREFETCH_DOWN;
+        check_model(model, 6, true, mseed);
+        model_prefetch = 0;
     }
     printf("cuda-check: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;

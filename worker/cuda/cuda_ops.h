@@ -50,31 +50,20 @@ int cuda_gather_rows(uint16_t *out, const uint16_t *x, const int32_t *rows, int 
 #define CUDA_GEMV_MAX_T 4
 int cuda_gemv_bf16(float *out, const uint16_t *x, const uint16_t *w, int T, int N, int K,
                    cudaStream_t s);
-/* The few-token fusions (T <= CUDA_GEMV_MAX_T), each a GEMV whose last CTA to finish does the
- * next op (count: one int, zero, which the kernel leaves zero; no other launch may use it at
- * the same time):
- * cuda_gemv_norm: out (T, N) = x · W^T, then res += out + bias, xn = RMSNorm(res) · g
- *   (cuda_matmul_bf16 then cuda_rmsnorm with n_delta 1);
- * cuda_router_gemv: logits (T, E) = x · W^T, then cuda_router's top_e, top_w, e_start, e_slots
- *   (E <= 256);
- * cuda_gemv_rope: qkv (T, (n_heads + 2 n_kv_heads) D) = x · W^T, then cuda_qkv_rope;
- * cuda_moe_down_norm (moe.cuh): cuda_moe_down's y with the direct small tile, then x += the
- *   top_k rows of y of each token and xn = RMSNorm(x) · g (cuda_rmsnorm with n_delta top_k). */
-int cuda_gemv_norm(float *out, int *count, const uint16_t *x, const uint16_t *w, int T, int N,
-                   int K, float *res, const uint16_t *bias, const uint16_t *g, uint16_t *xn,
-                   float eps, cudaStream_t s);
+/* L2 prefetch (gemv.cuh): bytes [0, n0) of p0 and [0, n1) of p1 (either NULL: none), 16-byte
+ * aligned; and each touched expert's (e_start) tiled codes and scales, e_stride and s_stride
+ * bytes per expert (multiples of 16). They change no value, only where the next kernel finds
+ * its weights; meant for a side stream. */
+int cuda_prefetch_l2(const void *p0, size_t n0, const void *p1, size_t n1, cudaStream_t s);
+int cuda_prefetch_experts(const uint8_t *blocks, size_t e_stride, const uint8_t *scales,
+                          size_t s_stride, const int32_t *e_start, int E, cudaStream_t s);
+/* Router GEMV and top-k in one kernel for steps of T <= CUDA_GEMV_MAX_T tokens: logits (T, E) =
+ * x · W^T, then the last CTA to finish (count: one int, zero, which the kernel leaves zero; no
+ * other launch may use it at the same time) makes cuda_router's top_e, top_w, e_start, e_slots
+ * (E <= 256). */
 int cuda_router_gemv(float *logits, int *count, const uint16_t *x, const uint16_t *w,
                      const uint16_t *bias, int32_t *top_e, float *top_w, int32_t *e_start,
                      int32_t *e_slots, int T, int E, int K, int top_k, cudaStream_t s);
-int cuda_moe_down_norm(float *y, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
-                       const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-                       const float *top_w, int T, int top_k, int E, int H, int I, float *x,
-                       const uint16_t *g, uint16_t *xn, int *count, float eps, cudaStream_t s);
-int cuda_gemv_rope(float *qkv, int *count, const uint16_t *x, const uint16_t *w, int T, int K,
-                   float *q, uint16_t *kcache, uint16_t *vcache, const uint16_t *bias,
-                   const int32_t *positions, const int32_t *slots, const float *inv_freq,
-                   float concentration, int n_heads, int n_kv_heads, int D, int block_size,
-                   cudaStream_t s);
 
 /* After the fused q/k/v GEMM: qkv (T, Q + 2 KV) float, bias (Q + 2 KV) bf16. Adds the bias,
  * rotates q and k (YaRN RoPE, NeoX halves; inv_freq (D/2) float, concentration multiplies cos and
@@ -160,9 +149,6 @@ void cuda_moe3_force_tile(int tile);
 /* The small tile's weight ring (batch 1 to ~128 on 120b): 8 (the default) or 4 super-chunks.
  * Same rule as cuda_moe3_force_tile: set before stepping. */
 void cuda_moe3_small_stages(int stages);
-/* The small tile's form: 0 the staged one (the default), 4 or 8 the direct one, whose CTA is one
- * 16-row tile with K split over that many warps. Same rule: set before stepping. */
-void cuda_moe3_small_direct(int ks);
 
 /* Second expert GEMM: y[slot] = top_w[slot] * (W2[e] · act[slot] + b2[e]), y (S, H) float;
  * the routing weight is applied here so that cuda_rmsnorm's n_delta = top_k sum is the MoE

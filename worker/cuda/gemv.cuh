@@ -88,9 +88,9 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
     gemv_rows<T>(out, x, w, N, K);
 }
 
-/* The GEMV part of the fused kernels (gemv_rope_kernel, gemv_norm_kernel, router_gemv_kernel):
- * gemv_rows, then whether this CTA is the last of the grid to finish (last_cta on *count), which
- * then does the fused op and sets *count back to zero. */
+/* The GEMV part of a fused kernel (router_gemv_kernel): gemv_rows, then whether this CTA is the
+ * last of the grid to finish (last_cta on *count), which then does the fused op and sets *count
+ * back to zero. */
 template <int T>
 __device__ __forceinline__ bool gemv_then_last(float *out, int *count, const uint16_t *x,
                                                const uint16_t *w, int N, int K) {
@@ -108,4 +108,67 @@ extern "C" int cuda_gemv_bf16(float *out, const uint16_t *x, const uint16_t *w, 
     static void (*const k[GEMV_MAX_T])(float *, const uint16_t *, const uint16_t *, int, int) = {
         gemv_bf16_kernel<1>, gemv_bf16_kernel<2>, gemv_bf16_kernel<3>, gemv_bf16_kernel<4>};
     return pdl_launch(k[T - 1], grid, 32 * GEMV_WARPS, 0, s, out, x, w, N, K);
+}
+
+/* ---- weights into L2 ahead of the kernel that streams them ----
+ *
+ * cp.async.bulk.prefetch.L2 (sm_90) asks the copy engine for up to PREFETCH_CHUNK bytes per
+ * instruction and returns nothing to the SM, so a handful of threads keep DRAM busy. Launched on
+ * a side stream while the main stream runs latency-bound kernels (RoPE, attention, norms, the
+ * router) or a latency-bound weight stream (the few-token MoE tiles), it lets the next GEMV find
+ * its weights in L2. A prefetch changes no value: where it comes late, the kernel reads DRAM. */
+enum { PREFETCH_CHUNK = 64 * 1024, PREFETCH_THREADS = 128 };
+
+__device__ __forceinline__ void prefetch_l2(const char *p, uint32_t bytes) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
+}
+
+/* Bytes [0, n) of p (16-byte aligned; a tail under 16 bytes is left out), chunk i by thread i of
+ * the CTA. */
+__device__ __forceinline__ void prefetch_range(const char *p, size_t n) {
+    size_t chunks = (n + PREFETCH_CHUNK - 1) / PREFETCH_CHUNK;
+    for (size_t i = threadIdx.x; i < chunks; i += blockDim.x) {
+        size_t off = i * PREFETCH_CHUNK, len = n - off < PREFETCH_CHUNK ? n - off : PREFETCH_CHUNK;
+        len &= ~(size_t)15;
+        if (len) prefetch_l2(p + off, (uint32_t)len);
+    }
+}
+
+/* Grid (1, 2): range y of the two (a tensor and its companion, or one of them and nothing). */
+__global__ void prefetch_kernel(const char *p0, size_t n0, const char *p1, size_t n1) {
+    if (blockIdx.y == 0)
+        prefetch_range(p0, n0);
+    else
+        prefetch_range(p1, n1);
+}
+
+/* Grid (E, 2): expert e's codes (y 0) and scales (y 1), e_stride and s_stride bytes apart, for
+ * every expert that holds a slot of this step (e_start, written by the router before). */
+__global__ void prefetch_experts_kernel(const char *blocks, size_t e_stride, const char *scales,
+                                        size_t s_stride, const int32_t *e_start) {
+    int e = blockIdx.x;
+    if (e_start[e + 1] == e_start[e]) return;
+    if (blockIdx.y == 0)
+        prefetch_range(blocks + e * e_stride, e_stride);
+    else
+        prefetch_range(scales + e * s_stride, s_stride);
+}
+
+extern "C" int cuda_prefetch_l2(const void *p0, size_t n0, const void *p1, size_t n1,
+                                cudaStream_t s) {
+    if (((uintptr_t)p0 | (uintptr_t)p1) & 15) return (int)cudaErrorInvalidValue;
+    prefetch_kernel<<<dim3(1, 2), PREFETCH_THREADS, 0, s>>>(
+        static_cast<const char *>(p0), p0 ? n0 : 0, static_cast<const char *>(p1), p1 ? n1 : 0);
+    return launch_status();
+}
+
+extern "C" int cuda_prefetch_experts(const uint8_t *blocks, size_t e_stride, const uint8_t *scales,
+                                     size_t s_stride, const int32_t *e_start, int E,
+                                     cudaStream_t s) {
+    if (E < 1 || ((uintptr_t)blocks | (uintptr_t)scales | e_stride | s_stride) & 15)
+        return (int)cudaErrorInvalidValue;
+    prefetch_experts_kernel<<<dim3(E, 2), PREFETCH_THREADS, 0, s>>>(
+        reinterpret_cast<const char *>(blocks), e_stride, reinterpret_cast<const char *>(scales),
+        s_stride, e_start);
+    return launch_status();
 }

@@ -672,126 +672,6 @@ __global__ void __launch_bounds__(32 * WARPS)
     }
 }
 
-/* ---- version 3's small tile, direct: one 16-row tile per CTA, K split over its warps ----
- *
- * At batch 1 a staged small-tile warp streams its 16 rows over all of K's super-chunks (23 at
- * K = 2880) with STAGES - 1 in flight, after its CTA has staged 8 token rows in shared memory
- * (7 of them zeros): a chain of memory latencies per warp. Here the KS warps of a CTA share one
- * row tile and take K's super-chunks in KS contiguous ranges, each warp issuing up to STAGES - 1
- * of its range's loads at once; the lanes read their token row's 64 bytes of each block straight
- * from global memory (L1; a lane without a token, or past the row's last block, reads zeros), and
- * the warps' partial sums are added in shared memory in warp order, warp 0 storing. Same tiled
- * weights, decode and MMAs as version 3 (moe3_superchunk). */
-__device__ __align__(16) const uint16_t moe_zero_block[32] = {0};
-
-template <bool DOWN, int KS, int STAGES>
-__device__ __forceinline__ void
-moe3_direct_body(void *outp, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
-                 const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-                 const float *top_w, int top_k, int E, int N, int K, float limit) {
-    pdl_wait();
-    int e, beg, cnt;
-    if (!moe_expert(e_start, E, e, beg, cnt)) return;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    int nb = K / 32, nc = (nb + 3) / 4, per = (nc + KS - 1) / KS;
-    int cbeg = min(nc, warp * per), cend = min(nc, cbeg + per);
-    const uint4 *wp[1];
-    const uint8_t *sp[1];
-    bool tv[1];
-    moe3_tiles<1, 16>(wp, sp, tv, blocks, scales, e, N, nc, 0, lane, lane);
-    const uint4 zero4 = make_uint4(0, 0, 0, 0);
-    const char *zrow = reinterpret_cast<const char *>(moe_zero_block);
-    __shared__ float red[KS][4][32];
-
-    for (int c0 = 0; c0 < cnt; c0 += 8) {
-        int n = min(8, cnt - c0);
-        const char *xbase = NULL;
-        if (gq < n) {
-            int slot = e_slots[beg + c0 + gq];
-            xbase = reinterpret_cast<const char *>(in + (size_t)(DOWN ? slot : slot / top_k) * K);
-        }
-        uint4 wr[STAGES][1][2];
-        uint32_t sr[STAGES][1][2];
-        auto load = [&](uint4(&w)[1][2], uint32_t(&sc)[1][2], int c) {
-            bool ok = c < cend && 4 * c + tq < nb;
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                w[0][h] = ok ? ld_stream(wp[0] + c * 64 + h * 32) : zero4;
-                sc[0][h] = ok ? __ldg(sp[0] + c * 64 + h * 32) : 0u;
-            }
-        };
-#pragma unroll
-        for (int st = 0; st < STAGES - 1; st++) load(wr[st], sr[st], cbeg + st);
-        float acc[1][1][4];
-        moe3_zero<1, 1>(acc);
-        for (int cb = cbeg; cb < cend; cb += STAGES) {
-#pragma unroll
-            for (int st = 0; st < STAGES; st++) {
-                int c = cb + st;
-                if (c >= cend) break;
-                load(wr[(st + STAGES - 1) % STAGES], sr[(st + STAGES - 1) % STAGES],
-                     c + STAGES - 1);
-                const char *xrow = xbase && 4 * c + tq < nb ? xbase + c * 256 + tq * 64 : zrow;
-                moe3_superchunk<1, 1>(acc, wr[st], sr[st], xrow, 0, 0, 1);
-            }
-        }
-        pdl_trigger(); /* as moe3_kernel */
-#pragma unroll
-        for (int i = 0; i < 4; i++) red[warp][i][lane] = acc[0][0][i];
-        __syncthreads();
-        if (warp == 0) {
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                float v = red[0][i][lane];
-#pragma unroll
-                for (int w = 1; w < KS; w++) v += red[w][i][lane];
-                acc[0][0][i] = v;
-            }
-            moe3_epilogue<DOWN, 1, 1>(outp, acc, bias, e, N, blockIdx.x * 16 + gq, 1, n,
-                                      e_slots + beg + c0, top_w, limit, gq, tq);
-        }
-        __syncthreads(); /* red is read before the next chunk writes it */
-    }
-}
-
-template <bool DOWN, int KS, int STAGES>
-__global__ void __launch_bounds__(32 * KS)
-    moe3_direct_kernel(void *outp, const uint16_t *in, const uint8_t *blocks, const uint8_t *scales,
-                       const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots,
-                       const float *top_w, int top_k, int E, int N, int K, float limit) {
-    moe3_direct_body<DOWN, KS, STAGES>(outp, in, blocks, scales, bias, e_start, e_slots, top_w,
-                                       top_k, E, N, K, limit);
-}
-
-/* The residual RMSNorm after the MoE, for the last CTA of the down projection: x (T, H) += the
- * top_k rows y of each token, xn = RMSNorm(x) · g. */
-struct moe_norm {
-    float *x;
-    const uint16_t *g;
-    uint16_t *xn;
-    int *count; /* ticket counter (last_cta) */
-    int T;
-    float eps;
-};
-
-/* The down projection by moe3_direct_body, then in the last CTA to finish the norm (nm), as
- * cuda_rmsnorm with n_delta top_k would: one launch less per layer. */
-template <int KS, int STAGES>
-__global__ void __launch_bounds__(32 * KS)
-    moe3_direct_norm_kernel(float *y, const uint16_t *in, const uint8_t *blocks,
-                            const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
-                            const int32_t *e_slots, const float *top_w, int top_k, int E, int N,
-                            int K, moe_norm nm) {
-    __shared__ float nred[32];
-    moe3_direct_body<true, KS, STAGES>(y, in, blocks, scales, bias, e_start, e_slots, top_w, 1, E,
-                                       N, K, 0.0f);
-    if (!last_cta(nm.count, gridDim.x * gridDim.y)) return;
-    for (int t = 0; t < nm.T; t++)
-        rmsnorm_row(nm.xn + (size_t)t * N, nm.x + (size_t)t * N, y + (size_t)t * top_k * N, top_k,
-                    N, NULL, nm.g, N, nm.eps, nred);
-    if (threadIdx.x == 0) *nm.count = 0;
-}
-
 /* ---- version 4: version 3's tiles and math, the weights streamed through shared memory ----
  *
  * Version 3 keeps its loads in flight in registers (STAGES × MT × 2 × 16 bytes per lane), which
@@ -1089,12 +969,6 @@ template <bool DOWN, int WARPS, int TOK> static int moe_launch(MOE_PARAMS) {
                    16 * WARPS, 32 * WARPS, MOE_ARGS);
 }
 
-template <bool DOWN, int KS, int STAGES> static int moe3_direct_launch(MOE_PARAMS) {
-    if (K % 32 || N % 16) return (int)cudaErrorInvalidValue;
-    static size_t smem_set = 0;
-    return moe_run(moe3_direct_kernel<DOWN, KS, STAGES>, true, &smem_set, 0, 16, 32 * KS, MOE_ARGS);
-}
-
 template <bool DOWN, int WARPS, int MT, int NT, int STAGES> static int moe3_launch(MOE_PARAMS) {
     if (K % 32 || N % 16 || K > 8192) return (int)cudaErrorInvalidValue;
     static size_t smem_set = 0;
@@ -1144,20 +1018,6 @@ extern "C" void cuda_moe3_small_stages(int stages) {
     moe3_small_stages = stages == 8 ? 8 : 4;
 }
 
-/* The small tile's form: 0 staged (moe3_kernel), 4 or 8 the direct one with that many warps
- * splitting K (moe3_direct_kernel). */
-static int moe3_small_direct = 0;
-
-extern "C" void cuda_moe3_small_direct(int ks) {
-    moe3_small_direct = ks == 4 || ks == 8 ? ks : 0;
-}
-
-/* The warps of the direct small tile for a step of T tokens, 0 for the staged tile: as set by
- * cuda_moe3_small_direct, else 4 for version 6 up to GEMV_MAX_T tokens. */
-static inline int moe3_direct_ks(int T, int version) {
-    return moe3_small_direct ? moe3_small_direct : version >= 6 && T <= GEMV_MAX_T ? 4 : 0;
-}
-
 /* Whether version 4's large tile (15 warps, 16 tokens, 4 stages) fits the 227 KB of shared
  * memory for K inputs (up to K = 3072); wider ones take version 3's large tile. */
 static inline bool moe4_fits(int K) {
@@ -1199,13 +1059,6 @@ extern "C" int cuda_moe_gate_up(uint16_t *act, const uint16_t *xn, const uint8_t
         if (tile == 2)
             return moe3_launch<false, 6, 2, 2, 3>(act, xn, blocks, scales, bias, e_start, e_slots,
                                                   NULL, top_k, E, T * top_k, 2 * I, H, limit, s);
-        int ks = moe3_direct_ks(T, version);
-        if (ks == 4)
-            return moe3_direct_launch<false, 4, 7>(act, xn, blocks, scales, bias, e_start, e_slots,
-                                                   NULL, top_k, E, T * top_k, 2 * I, H, limit, s);
-        if (ks == 8)
-            return moe3_direct_launch<false, 8, 4>(act, xn, blocks, scales, bias, e_start, e_slots,
-                                                   NULL, top_k, E, T * top_k, 2 * I, H, limit, s);
         if (moe3_small_stages == 8)
             return moe3_launch<false, 4, 1, 1, 8>(act, xn, blocks, scales, bias, e_start, e_slots,
                                                   NULL, top_k, E, T * top_k, 2 * I, H, limit, s);
@@ -1236,13 +1089,6 @@ extern "C" int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *block
         if (tile == 2)
             return moe3_launch<true, 6, 2, 2, 3>(y, act, blocks, scales, bias, e_start, e_slots,
                                                  top_w, 1, E, T * top_k, H, I, 0.0f, s);
-        int ks = moe3_direct_ks(T, version);
-        if (ks == 4)
-            return moe3_direct_launch<true, 4, 7>(y, act, blocks, scales, bias, e_start, e_slots,
-                                                  top_w, 1, E, T * top_k, H, I, 0.0f, s);
-        if (ks == 8)
-            return moe3_direct_launch<true, 8, 4>(y, act, blocks, scales, bias, e_start, e_slots,
-                                                  top_w, 1, E, T * top_k, H, I, 0.0f, s);
         if (moe3_small_stages == 8)
             return moe3_launch<true, 4, 1, 1, 8>(y, act, blocks, scales, bias, e_start, e_slots,
                                                  top_w, 1, E, T * top_k, H, I, 0.0f, s);
@@ -1254,21 +1100,4 @@ extern "C" int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *block
             y, act, blocks, scales, bias, e_start, e_slots, top_w, 1, E, T * top_k, H, I, 0.0f, s);
     return moe_launch<true, MOE_V1_WARPS, MOE_V1_TOK>(
         y, act, blocks, scales, bias, e_start, e_slots, top_w, 1, E, T * top_k, H, I, 0.0f, s);
-}
-
-extern "C" int cuda_moe_down_norm(float *y, const uint16_t *act, const uint8_t *blocks,
-                                  const uint8_t *scales, const uint16_t *bias,
-                                  const int32_t *e_start, const int32_t *e_slots,
-                                  const float *top_w, int T, int top_k, int E, int H, int I,
-                                  float *x, const uint16_t *g, uint16_t *xn, int *count, float eps,
-                                  cudaStream_t s) {
-    if (I % 32 || H % 16 || T < 1 || top_k < 1) return (int)cudaErrorInvalidValue;
-    int S = T * top_k;
-    dim3 grid(H / 16, S < E ? S : E);
-    moe_norm nm = {x, g, xn, count, T, eps};
-    if (moe3_small_direct == 8)
-        return pdl_launch(moe3_direct_norm_kernel<8, 4>, grid, 256, 0, s, y, act, blocks, scales,
-                          bias, e_start, e_slots, top_w, top_k, E, H, I, nm);
-    return pdl_launch(moe3_direct_norm_kernel<4, 7>, grid, 128, 0, s, y, act, blocks, scales, bias,
-                      e_start, e_slots, top_w, top_k, E, H, I, nm);
 }

@@ -3,7 +3,6 @@
 #pragma once
 
 #include "common.cuh"
-#include "gemv.cuh"
 
 /* ---- kernels ---- */
 
@@ -68,22 +67,6 @@ __global__ void __launch_bounds__(512)
     }
 }
 
-/* The attention output projection of a step of up to GEMV_MAX_T tokens and the residual
- * RMSNorm after it in one kernel: out (T, N) = x · W^T by gemv_row, a warp per row, then the
- * last CTA (last_cta on *count) adds each token's row and the bias to the residual res (T, N)
- * and writes xn = RMSNorm(res) · g. cuda_matmul_bf16 then cuda_rmsnorm, one launch less. */
-template <int T>
-__global__ void __launch_bounds__(32 * GEMV_WARPS)
-    gemv_norm_kernel(float *out, int *count, const uint16_t *x, const uint16_t *w, int N, int K,
-                     float *res, const uint16_t *bias, const uint16_t *g, uint16_t *xn, float eps) {
-    __shared__ float red[32];
-    if (!gemv_then_last<T>(out, count, x, w, N, K)) return;
-    for (int t = 0; t < T; t++)
-        rmsnorm_row(xn + (size_t)t * N, res + (size_t)t * N, out + (size_t)t * N, 1, 0, bias, g, N,
-                    eps, red);
-    if (threadIdx.x == 0) *count = 0;
-}
-
 __global__ void gather_rows_kernel(uint16_t *out, const uint16_t *x, const int32_t *rows, int H) {
     pdl_trigger();
     pdl_wait();
@@ -114,17 +97,4 @@ extern "C" int cuda_gather_rows(uint16_t *out, const uint16_t *x, const int32_t 
                                 cudaStream_t s) {
     if (n <= 0) return 0;
     return pdl_launch(gather_rows_kernel, n, 256, 0, s, out, x, rows, H);
-}
-
-extern "C" int cuda_gemv_norm(float *out, int *count, const uint16_t *x, const uint16_t *w, int T,
-                              int N, int K, float *res, const uint16_t *bias, const uint16_t *g,
-                              uint16_t *xn, float eps, cudaStream_t s) {
-    if (T < 1 || T > GEMV_MAX_T || N < 1 || K < 8 || K % 8) return (int)cudaErrorInvalidValue;
-    static_assert(GEMV_MAX_T == 4, "one instantiation per token count");
-    static void (*const k[GEMV_MAX_T])(float *, int *, const uint16_t *, const uint16_t *, int, int,
-                                       float *, const uint16_t *, const uint16_t *, uint16_t *,
-                                       float) = {gemv_norm_kernel<1>, gemv_norm_kernel<2>,
-                                                 gemv_norm_kernel<3>, gemv_norm_kernel<4>};
-    return pdl_launch(k[T - 1], (N + GEMV_WARPS - 1) / GEMV_WARPS, 32 * GEMV_WARPS, 0, s, out,
-                      count, x, w, N, K, res, bias, g, xn, eps);
 }
