@@ -118,14 +118,20 @@ __device__ __forceinline__ void pdl_trigger() {
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
 
-/* Whether the forward kernels go through pdl_launch's attribute (cuda_set_pdl). */
-static bool pdl_on = false;
+/* Whether the forward kernels go through pdl_launch's attribute: for every step (cuda_set_pdl),
+ * or for the step being enqueued (cuda_pdl_step). */
+static bool pdl_on = false, pdl_step = false;
 
 extern "C" void cuda_set_pdl(int on) {
     pdl_on = on != 0;
 }
 
-/* k<<<grid, block, smem, s>>>(args...) with programmatic stream serialization when pdl_on. */
+extern "C" void cuda_pdl_step(int on) {
+    pdl_step = on != 0;
+}
+
+/* k<<<grid, block, smem, s>>>(args...) with programmatic stream serialization when pdl_on or
+ * pdl_step. */
 template <typename... KArgs, typename... Args>
 static int pdl_launch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
                       Args... args) {
@@ -138,7 +144,7 @@ static int pdl_launch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, c
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = at;
-    cfg.numAttrs = pdl_on ? 1 : 0;
+    cfg.numAttrs = pdl_on || pdl_step ? 1 : 0;
     cudaError_t e = cudaLaunchKernelEx(&cfg, k, static_cast<KArgs>(args)...);
     return e != cudaSuccess ? (int)e : launch_status();
 }

@@ -71,10 +71,7 @@ typedef struct cuda {
      * TICKET_ROUTER, then the split-KV attention's
      * (CUDA_ATT_SPLIT_MAX_T, n_kv) */
     int *tickets;
-    /* the side stream of l2_prefetch, forked from stream by ev_fork and joined by ev_join */
-    int l2_prefetch;
-    cudaStream_t pstream;
-    cudaEvent_t ev_fork, ev_join;
+    int pdl_max_tokens; /* cuda_backend_opts */
     float concentration;
     /* scratch: T = max_tokens, S = T * top_k, R = max_seqs */
     float *x, *qkv, *q, *tmp, *rlog, *top_w, *y, *logits; /* (T,H) (T,Q+2KV) (T,Q) (T,H) (T,E)
@@ -246,13 +243,6 @@ static size_t meta_len(const cuda *b, const step_shape *sh, int n_rows) {
     return b->base.window_blocks > 0 ? n + sh->T + (size_t)n_rows * sh->stride : n;
 }
 
-/* The side stream's next work starts after the main stream's work so far (l2_prefetch). */
-static mg_status side_fork(cuda *b) {
-    CK(cudaEventRecord(b->ev_fork, b->stream), "prefetch fork");
-    CK(cudaStreamWaitEvent(b->pstream, b->ev_fork, 0), "prefetch fork");
-    return MG_OK;
-}
-
 /* Everything up to the logits (sh->nl, V) in b->logits, on the stream, unsynchronized: the
  * index upload from the pinned buffer, then the kernels. Also what a graph captures. */
 static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
@@ -272,15 +262,12 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
         d_wbt = d_wslot + T;
     }
     cudaStream_t s = b->stream;
+    /* At batch 1 the kernels are short and latency-bound, and letting each start while the one
+     * before it finishes pays; at 64 tokens and more it costs (NOTES.md). */
+    cuda_pdl_step(T <= b->pdl_max_tokens);
     bool split = b->version >= 2 && T <= CUDA_ATT_SPLIT_MAX_T;
     bool router_gemv =
         b->version >= 6 && cuda_gemm_gemv(b->gemm) && T <= CUDA_GEMV_MAX_T && b->E <= 256;
-    int pf = b->l2_prefetch;
-    if (b->version < 3 || T * b->TK > 8) pf &= ~(CUDA_PREFETCH_GATE_UP | CUDA_PREFETCH_DOWN);
-    size_t gu_stride = cuda_mxfp4_tiled_blocks_bytes(1, 2 * b->I, H);
-    size_t gu_sstride = cuda_mxfp4_tiled_scales_bytes(1, 2 * b->I, H);
-    size_t dn_stride = cuda_mxfp4_tiled_blocks_bytes(1, H, b->I);
-    size_t dn_sstride = cuda_mxfp4_tiled_scales_bytes(1, H, b->I);
 
     prof_begin(b, P_EMBED);
     CK(cuda_embed(b->x, b->embed, d_tok, T, H, s), "embed");
@@ -296,10 +283,6 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
         st = cuda_matmul_bf16(b->gemm, b->qkv, b->xn, L->qkv_w, T, b->Q + 2 * b->KV, H, s);
         if (st) return st;
         prof_end(b);
-        if (pf & CUDA_PREFETCH_O) {
-            if ((st = side_fork(b))) return st;
-            CK(cuda_prefetch_l2(L->o_w, 2 * (size_t)H * b->Q, NULL, 0, b->pstream), "prefetch");
-        }
         prof_begin(b, P_ROPE);
         CK(cuda_qkv_rope(b->q, kc, vc, b->qkv, L->qkv_b, d_pos, l_slot, b->inv_freq,
                          b->concentration, T, c->n_heads, c->n_kv_heads, b->D, bs, s),
@@ -328,12 +311,6 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
         st = cuda_matmul_bf16(b->gemm, b->tmp, b->att, L->o_w, T, H, b->Q, s);
         if (st) return st;
         prof_end(b);
-        if ((pf & CUDA_PREFETCH_QKV) && l + 1 < b->L) {
-            if ((st = side_fork(b))) return st;
-            CK(cuda_prefetch_l2(b->layers[l + 1].qkv_w, 2 * (size_t)(b->Q + 2 * b->KV) * H, NULL, 0,
-                                b->pstream),
-               "prefetch");
-        }
         prof_begin(b, P_NORM);
         CK(cuda_rmsnorm(b->xn, b->x, b->tmp, 1, L->o_b, L->mlp_norm, T, H, c->rms_eps, s),
            "residual rmsnorm");
@@ -359,17 +336,6 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
                                sizeof(int32_t) * T * b->TK, cudaMemcpyDeviceToDevice, s),
                "route trace");
         prof_end(b);
-        if (pf & (CUDA_PREFETCH_GATE_UP | CUDA_PREFETCH_DOWN)) {
-            if ((st = side_fork(b))) return st;
-            if (pf & CUDA_PREFETCH_GATE_UP)
-                CK(cuda_prefetch_experts(L->gu_blocks, gu_stride, L->gu_scales, gu_sstride,
-                                         b->e_start, b->E, b->pstream),
-                   "prefetch");
-            if (pf & CUDA_PREFETCH_DOWN)
-                CK(cuda_prefetch_experts(L->dn_blocks, dn_stride, L->dn_scales, dn_sstride,
-                                         b->e_start, b->E, b->pstream),
-                   "prefetch");
-        }
         prof_begin(b, P_GU);
         CK(cuda_moe_gate_up(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
                             b->e_slots, T, b->TK, b->E, b->I, H, c->swiglu_limit, b->version, s),
@@ -391,10 +357,6 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
     st = cuda_matmul_bf16(b->gemm, b->logits, b->lx, b->lm_head, nl, b->V, H, s);
     if (st) return st;
     prof_end(b);
-    if (pf) { /* join the side stream (a capture must end with every stream it forked) */
-        CK(cudaEventRecord(b->ev_join, b->pstream), "prefetch join");
-        CK(cudaStreamWaitEvent(s, b->ev_join, 0), "prefetch join");
-    }
     return MG_OK;
 }
 
@@ -634,9 +596,6 @@ static void cuda_destroy(mg_backend *base) {
     for (int i = 0; i < CUDA_GRAPH_BUCKETS; i++)
         if (b->graph[i]) cudaGraphExecDestroy(b->graph[i]);
     cuda_gemm_destroy(b->gemm);
-    if (b->ev_fork) cudaEventDestroy(b->ev_fork);
-    if (b->ev_join) cudaEventDestroy(b->ev_join);
-    if (b->pstream) cudaStreamDestroy(b->pstream);
     if (b->stream) cudaStreamDestroy(b->stream);
     sampler_destroy(b->sampler);
     free(b->layers);
@@ -876,12 +835,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     if (!b->layers) TRY(MG_ERRF(MG_ENOMEM, "out of memory"));
     if (cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking) != cudaSuccess)
         TRY(MG_ERRF(MG_ECUDA, "cuda backend: stream creation failed"));
-    b->l2_prefetch = o->l2_prefetch;
-    if (b->l2_prefetch &&
-        (cudaStreamCreateWithFlags(&b->pstream, cudaStreamNonBlocking) != cudaSuccess ||
-         cudaEventCreateWithFlags(&b->ev_fork, cudaEventDisableTiming) != cudaSuccess ||
-         cudaEventCreateWithFlags(&b->ev_join, cudaEventDisableTiming) != cudaSuccess))
-        TRY(MG_ERRF(MG_ECUDA, "cuda backend: prefetch stream creation failed"));
+    b->pdl_max_tokens = o->pdl_max_tokens;
     TRY(cuda_gemm_create((size_t)32 << 20, &b->gemm));
     cuda_gemm_set_autotune(b->gemm, o->gemm_autotune);
     cuda_gemm_set_gemv(b->gemm, !o->gemm_no_gemv);

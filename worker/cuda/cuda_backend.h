@@ -62,21 +62,10 @@ typedef struct cuda_backend_opts {
     /* true: every dense GEMM through cuBLASLt, also for steps of a few tokens, which otherwise
      * take the GEMV kernel (cuda_gemm_set_gemv); for benchmarks. */
     bool gemm_no_gemv;
-    /* Weights prefetched into L2 on a side stream during latency-bound stretches of a step
-     * (CUDA_PREFETCH_*, or-ed; 0 none): which value pays is a measurement. */
-    int l2_prefetch;
+    /* Steps of up to this many tokens launch their kernels with programmatic dependent launch
+     * (each may start while the one before it finishes; cuda_pdl_step); 0: none. */
+    int pdl_max_tokens;
 } cuda_backend_opts;
-
-/* l2_prefetch bits. O: a layer's attention output projection, while its RoPE and attention
- * run; QKV: the next layer's q/k/v projection, from the end of this layer's output projection;
- * GATE_UP, DOWN: the touched experts' two projections, from the end of the router (steps of
- * up to 2 tokens, tiled versions 3+). */
-enum {
-    CUDA_PREFETCH_O = 1,
-    CUDA_PREFETCH_QKV = 2,
-    CUDA_PREFETCH_GATE_UP = 4,
-    CUDA_PREFETCH_DOWN = 8
-};
 
 enum { CUDA_ATT_SPLIT_MAX_T = 32, CUDA_GRAPH_BUCKETS = 10 };
 

@@ -14,8 +14,8 @@
  *                                    worker's --cuda-gemm-autotune)
  *              [--gemv 0|1]         (steps of up to 4 tokens: the GEMV kernel, or cuBLASLt)
  *              [--pdl 0|1]          (programmatic dependent launch between the kernels)
- *              [--prefetch MASK]    (weights into L2 on a side stream: CUDA_PREFETCH_* of
- *                                    cuda_backend.h, 1 o_proj, 2 next qkv, 4 gate_up, 8 down)
+ *              [--pdl-max-tokens 4] (the same for steps of up to that many tokens only, as the
+ *                                    worker does; 0: none)
  *              [--prefill S] [--prefill-len 128] (then one prefill step of S prompts of that
  *                                    length, as the seed workload's 8,192-token chunks: 64)
  *              [--window-pool 0|1]  (the sliding layers in a window pool of their own, as the
@@ -125,7 +125,7 @@ static int profile_step(mg_backend *b, const mg_batch *batch, mg_sample_req *req
 int main(int argc, char **argv) {
     const char *preset = "120b", *batches = "1,64,256,512";
     int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0, window_pool = 0;
-    int autotune = 0, gemv = 1, pf_seqs = 0, pf_len = 128, prefetch = 0;
+    int autotune = 0, gemv = 1, pf_seqs = 0, pf_len = 128, pdl_max_tokens = CUDA_GEMV_MAX_T;
     float temperature = 0.0f;
     double kv_fraction = 0.9;
     double bw = 3.35e12, peak = 989e12;
@@ -166,8 +166,8 @@ int main(int argc, char **argv) {
             cuda_moe3_force_tile(atoi(argv[i + 1]));
         else if (!strcmp(argv[i], "--moe-small-stages"))
             cuda_moe3_small_stages(atoi(argv[i + 1]));
-        else if (!strcmp(argv[i], "--prefetch"))
-            prefetch = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--pdl-max-tokens"))
+            pdl_max_tokens = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--pdl"))
             cuda_set_pdl(atoi(argv[i + 1]));
         else {
@@ -219,7 +219,7 @@ int main(int argc, char **argv) {
                            .window_pool = window_pool != 0,
                            .gemm_autotune = autotune != 0,
                            .gemm_no_gemv = gemv == 0,
-                           .l2_prefetch = prefetch};
+                           .pdl_max_tokens = pdl_max_tokens};
     mg_backend *b;
     double t0 = now_ms();
     if (cuda_backend_create_random(&c, 1, &o, &b) || cuda_backend_fill_kv(b, 2)) {

@@ -968,9 +968,9 @@ static void model_step(model_run *mr, seq *sq, const int *which, const int *n_ne
     free(routes), free(lw);
 }
 
-/* l2_prefetch of the window-pool backend in check_model (CUDA_PREFETCH_*): a prefetch changes
- * no value, so its logits must still equal the plain backend's bit for bit. */
-static int model_prefetch;
+/* pdl_max_tokens of the plain backend in check_model (the worker's per-step choice); the
+ * window-pool backend keeps 0, and the two must still agree bit for bit. */
+static int model_pdl_max_tokens;
 
 /* The same prompts for every call with the same seed, so that the kernel versions and the
  * graph path see the same data and their results line up step by step. */
@@ -982,7 +982,8 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
                             .max_seqs = 16,
                             .max_ctx = 1024,
                             .kernel_version = version,
-                            .cuda_graphs = graphs};
+                            .cuda_graphs = graphs,
+                            .pdl_max_tokens = model_pdl_max_tokens};
     model_run mr = {0};
     mg_model *m = NULL;
     mg_status st = cpu_backend_open(dir, &co, &mr.cpu);
@@ -990,7 +991,7 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
     if (!st && version >= 3) { /* the window pool: 3 sequences' blocks at fixed ids */
         cuda_backend_opts wo = go;
         wo.window_pool = true;
-        wo.l2_prefetch = model_prefetch;
+        wo.pdl_max_tokens = 0;
         st = cuda_backend_open(dir, &wo, &mr.gw);
         if (!st && mr.gw->window_blocks < 3 * 64)
             st = MG_ERRF(MG_EINVAL, "window pool of %d blocks, the check needs %d",
@@ -1253,11 +1254,10 @@ int main(int argc, char **argv) {
         cuda_set_pdl(1);
         check_model(model, 6, true, mseed);
         cuda_set_pdl(0);
-        printf("whole model, kernel version 6, graphs, every L2 prefetch in the window-pool run\n");
-        model_prefetch =
-            CUDA_PREFETCH_O | CUDA_PREFETCH_QKV | CUDA_PREFETCH_GATE_UP | CUDA_PREFETCH_DOWN;
+        printf("whole model, kernel version 6, graphs, PDL for steps of up to 4 tokens\n");
+        model_pdl_max_tokens = 4;
         check_model(model, 6, true, mseed);
-        model_prefetch = 0;
+        model_pdl_max_tokens = 0;
     }
     printf("cuda-check: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;

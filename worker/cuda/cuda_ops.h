@@ -27,6 +27,9 @@ extern "C" {
  * while the kernel before it finishes; off (the default): plain stream order. Same rule as
  * cuda_moe3_force_tile: set before stepping (graphs keep what they were captured with). */
 void cuda_set_pdl(int on);
+/* The same for the kernels launched (or captured) from now until the next call: the backend's
+ * choice per step (cuda_backend_opts.pdl_max_tokens). */
+void cuda_pdl_step(int on);
 
 /* x (T, H) float = embed rows of tokens (T); embed (V, H) bf16. */
 int cuda_embed(float *x, const uint16_t *embed, const int32_t *tokens, int T, int H,
@@ -50,13 +53,6 @@ int cuda_gather_rows(uint16_t *out, const uint16_t *x, const int32_t *rows, int 
 #define CUDA_GEMV_MAX_T 4
 int cuda_gemv_bf16(float *out, const uint16_t *x, const uint16_t *w, int T, int N, int K,
                    cudaStream_t s);
-/* L2 prefetch (gemv.cuh): bytes [0, n0) of p0 and [0, n1) of p1 (either NULL: none), 16-byte
- * aligned; and each touched expert's (e_start) tiled codes and scales, e_stride and s_stride
- * bytes per expert (multiples of 16). They change no value, only where the next kernel finds
- * its weights; meant for a side stream. */
-int cuda_prefetch_l2(const void *p0, size_t n0, const void *p1, size_t n1, cudaStream_t s);
-int cuda_prefetch_experts(const uint8_t *blocks, size_t e_stride, const uint8_t *scales,
-                          size_t s_stride, const int32_t *e_start, int E, cudaStream_t s);
 /* Router GEMV and top-k in one kernel for steps of T <= CUDA_GEMV_MAX_T tokens: logits (T, E) =
  * x · W^T, then the last CTA to finish (count: one int, zero, which the kernel leaves zero; no
  * other launch may use it at the same time) makes cuda_router's top_e, top_w, e_start, e_slots

@@ -3,10 +3,10 @@
 # engine core with CUDA (no serving stack), run the host-side unit test, the kernel lab
 # (cuda-check: every kernel group against its CPU twin at the 120b shapes, poisoned outputs)
 # and the whole-model logits against the CPU backend on the tiny preset, then the decode-step
-# benchmark at the 120b shape with random weights (cuda-bench) for kernel versions 5 (the worker's)
-# and 6 (two launches fewer per layer for small steps) with CUDA graphs (MG_BENCH_RUNS="VERSION:GRAPHS ..." to
-# choose others). Logs go to $OUT (or ./gpu-logs);
-# the summary prints last. Exit status: non-zero when the build or any check fails.
+# benchmark at the 120b shape with random weights (cuda-bench) for kernel versions 5 and 6 (the
+# worker's: two launches fewer per layer for small steps) with CUDA graphs
+# (MG_BENCH_RUNS="VERSION:GRAPHS ..." to choose others). Logs go to $OUT (or ./gpu-logs); the
+# summary prints last. Exit status: non-zero when the build or any check fails.
 #
 #   worker/cuda/run-gpu.sh            (from any directory)
 set -uo pipefail
