@@ -606,7 +606,7 @@ static mg_status backend_create(worker *w) {
         o.max_ctx = (int)e->max_seq_len;
         o.kernel_version = (int)w->cfg.cuda_kernels;
         o.cuda_graphs = w->cfg.cuda_graphs;
-        o.pdl_max_tokens = 4; /* the GEMV steps (CUDA_GEMV_MAX_T), where it measured faster */
+        o.pdl_max_tokens = CUDA_PDL_MAX_TOKENS;
         o.gemm_autotune = w->cfg.cuda_gemm_autotune;
         o.window_pool = e->sliding_window_pool;
         if (w->cfg.random_weights) {

@@ -12,7 +12,7 @@
 # Environment: MKCKPT (mg-mkckpt), AGREE (cuda-agree), OUT (logs, golden files, summary);
 # WORK (checkpoints, default /tmp/mg-agree; the 20b shape is ~13 GB of files);
 # TINY_VERSIONS (kernel versions run on tiny, default "1 2 3"), BIG_VERSION (at 20b, default 3,
-# the worker's default);
+# what the recorded runs used);
 # PARTS (default "tiny 20b"): which halves to run, e.g. PARTS=20b alone in a second call when
 # one call may not last long enough for both.
 #

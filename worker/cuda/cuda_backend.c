@@ -68,7 +68,7 @@ typedef struct cuda {
     float *inv_freq; /* (D/2) */
     float *att_part; /* (CUDA_ATT_SPLIT_MAX_T, n_heads, CUDA_ATT_MAX_SPLITS, 66) split-KV state */
     /* ticket counters of the kernels whose last CTA finishes the op (zero between launches):
-     * TICKET_ROUTER, then the split-KV attention's
+     * TICKET_ROUTER (one int), then from TICKET_ATT the split-KV attention's
      * (CUDA_ATT_SPLIT_MAX_T, n_kv) */
     int *tickets;
     int pdl_max_tokens; /* cuda_backend_opts */
@@ -245,7 +245,7 @@ static size_t meta_len(const cuda *b, const step_shape *sh, int n_rows) {
 
 /* Everything up to the logits (sh->nl, V) in b->logits, on the stream, unsynchronized: the
  * index upload from the pinned buffer, then the kernels. Also what a graph captures. */
-static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
+static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
     const mg_model_config *c = &b->c;
     int T = sh->T, H = b->H, bs = b->base.block_size, nl = sh->nl, max_ctx = sh->max_ctx;
     mg_status st;
@@ -262,9 +262,6 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
         d_wbt = d_wslot + T;
     }
     cudaStream_t s = b->stream;
-    /* At batch 1 the kernels are short and latency-bound, and letting each start while the one
-     * before it finishes pays; at 64 tokens and more it costs (NOTES.md). */
-    cuda_pdl_step(T <= b->pdl_max_tokens);
     bool split = b->version >= 2 && T <= CUDA_ATT_SPLIT_MAX_T;
     bool router_gemv =
         b->version >= 6 && cuda_gemm_gemv(b->gemm) && T <= CUDA_GEMV_MAX_T && b->E <= 256;
@@ -358,6 +355,17 @@ static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
     if (st) return st;
     prof_end(b);
     return MG_OK;
+}
+
+/* enqueue_kernels with programmatic dependent launch for steps of up to pdl_max_tokens tokens
+ * (a graph step's T is its bucket's): at batch 1 the kernels are short and latency-bound, and
+ * letting each start while the one before it finishes pays; at 64 tokens and more it costs
+ * (NOTES.md). The choice ends with the step. */
+static mg_status enqueue_step(cuda *b, const step_shape *sh, int n_rows) {
+    cuda_pdl_step(sh->T <= b->pdl_max_tokens);
+    mg_status st = enqueue_kernels(b, sh, n_rows);
+    cuda_pdl_step(0);
+    return st;
 }
 
 /* Decode steps with up to this many tokens are padded to the next bucket and replayed from a

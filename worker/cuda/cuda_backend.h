@@ -62,10 +62,14 @@ typedef struct cuda_backend_opts {
     /* true: every dense GEMM through cuBLASLt, also for steps of a few tokens, which otherwise
      * take the GEMV kernel (cuda_gemm_set_gemv); for benchmarks. */
     bool gemm_no_gemv;
-    /* Steps of up to this many tokens launch their kernels with programmatic dependent launch
-     * (each may start while the one before it finishes; cuda_pdl_step); 0: none. */
+    /* Steps of up to this many tokens (a graph step: its bucket's size) launch their kernels
+     * with programmatic dependent launch (each may start while the one before it finishes;
+     * cuda_pdl_step); 0: none. The worker uses CUDA_PDL_MAX_TOKENS. */
     int pdl_max_tokens;
 } cuda_backend_opts;
+
+/* pdl_max_tokens where it measured faster: single-sequence steps (H100, NOTES.md). */
+enum { CUDA_PDL_MAX_TOKENS = 4 };
 
 enum { CUDA_ATT_SPLIT_MAX_T = 32, CUDA_GRAPH_BUCKETS = 10 };
 

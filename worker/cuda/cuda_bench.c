@@ -7,7 +7,7 @@
  *   cuda-bench [--preset 120b] [--batches 1,64,256,512] [--ctx 1024] [--steps 20]
  *              [--bw 3.35e12] [--peak 989e12] [--version 1..6] [--graphs 0|1] (kernel versions,
  * cuda_backend.h)   [--temperature 0] [--host-sampling 0|1]
- *              [--moe-tile 0|1|2|3] (MoE tile of versions 3-5: by token count, small, large,
+ *              [--moe-tile 0|1|2|3] (MoE tile of versions 3-6: by token count, small, large,
  *              many-token)   [--moe-small-stages 4|8] (the small tile's weight ring)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
@@ -15,7 +15,7 @@
  *              [--gemv 0|1]         (steps of up to 4 tokens: the GEMV kernel, or cuBLASLt)
  *              [--pdl 0|1]          (programmatic dependent launch between the kernels)
  *              [--pdl-max-tokens 4] (the same for steps of up to that many tokens only, as the
- *                                    worker does; 0: none)
+ *                                    worker does; --pdl 0 --pdl-max-tokens 0: none at all)
  *              [--prefill S] [--prefill-len 128] (then one prefill step of S prompts of that
  *                                    length, as the seed workload's 8,192-token chunks: 64)
  *              [--window-pool 0|1]  (the sliding layers in a window pool of their own, as the
@@ -125,7 +125,8 @@ static int profile_step(mg_backend *b, const mg_batch *batch, mg_sample_req *req
 int main(int argc, char **argv) {
     const char *preset = "120b", *batches = "1,64,256,512";
     int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0, window_pool = 0;
-    int autotune = 0, gemv = 1, pf_seqs = 0, pf_len = 128, pdl_max_tokens = CUDA_GEMV_MAX_T;
+    int autotune = 0, gemv = 1, pf_seqs = 0, pf_len = 128, pdl_max_tokens = CUDA_PDL_MAX_TOKENS,
+        pdl_all = 0;
     float temperature = 0.0f;
     double kv_fraction = 0.9;
     double bw = 3.35e12, peak = 989e12;
@@ -169,7 +170,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--pdl-max-tokens"))
             pdl_max_tokens = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--pdl"))
-            cuda_set_pdl(atoi(argv[i + 1]));
+            cuda_set_pdl(pdl_all = atoi(argv[i + 1]));
         else {
             fprintf(stderr, "cuda-bench: unknown option %s\n", argv[i]);
             return 2;
@@ -226,11 +227,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "cuda-bench: %s\n", mg_err_msg());
         return 1;
     }
-    printf("cuda-bench: %s, preset %s (random weights), kernel version %d, graphs %d, %d KV blocks "
-           "of 16 (window pool: %d blocks), "
-           "set-up %.0f ms, temperature %g, sampling on the %s\n",
-           prop.name, preset, version, graphs, b->num_blocks, b->window_blocks, now_ms() - t0,
-           temperature, host_sampling ? "host" : "device");
+    char pdl_note[48];
+    snprintf(pdl_note, sizeof(pdl_note), "up to %d tokens", pdl_max_tokens);
+    printf("cuda-bench: %s, preset %s (random weights), kernel version %d, graphs %d, PDL %s, "
+           "%d KV blocks of 16 (window pool: %d blocks), set-up %.0f ms, temperature %g, "
+           "sampling on the %s\n",
+           prop.name, preset, version, graphs,
+           pdl_all              ? "every step"
+           : pdl_max_tokens > 0 ? pdl_note
+                                : "off",
+           b->num_blocks, b->window_blocks, now_ms() - t0, temperature,
+           host_sampling ? "host" : "device");
     int bs = b->block_size;
     int32_t *tok = malloc(4 * (size_t)max_tokens), *pos = malloc(4 * (size_t)max_tokens);
     int32_t *tseq = malloc(4 * (size_t)max_tokens), *st = malloc(4 * (size_t)max_seqs);

@@ -1157,9 +1157,7 @@ int main(int argc, char **argv) {
             cudaFree(table_d);
             free(table);
         }
-        if (want("rope")) {
-            check_rope();
-        }
+        if (want("rope")) check_rope();
         int W = C.sliding_window;
         if (want("attention")) {
             check_attention_case("attention decode 64 seqs, full", 64, 2000, 0, 0, 0, 0);

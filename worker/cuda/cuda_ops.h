@@ -28,7 +28,8 @@ extern "C" {
  * cuda_moe3_force_tile: set before stepping (graphs keep what they were captured with). */
 void cuda_set_pdl(int on);
 /* The same for the kernels launched (or captured) from now until the next call: the backend's
- * choice per step (cuda_backend_opts.pdl_max_tokens). */
+ * choice per step (cuda_backend_opts.pdl_max_tokens). Process-wide, as cuda_set_pdl: one
+ * thread steps at a time. */
 void cuda_pdl_step(int on);
 
 /* x (T, H) float = embed rows of tokens (T); embed (V, H) bf16. */
