@@ -338,13 +338,13 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
                             b->e_slots, T, b->TK, b->E, b->I, H, c->swiglu_limit, b->version, s),
            "moe gate_up");
         prof_end(b);
-        const uint16_t *next = l + 1 < b->L ? b->layers[l + 1].attn_norm : b->final_norm;
         prof_begin(b, P_DN);
         CK(cuda_moe_down(b->y, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->e_start,
                          b->e_slots, b->top_w, T, b->TK, b->E, H, b->I, b->version, s),
            "moe down");
         prof_end(b);
         prof_begin(b, P_NORM);
+        const uint16_t *next = l + 1 < b->L ? b->layers[l + 1].attn_norm : b->final_norm;
         CK(cuda_rmsnorm(b->xn, b->x, b->y, b->TK, NULL, next, T, H, c->rms_eps, s),
            "residual rmsnorm");
         prof_end(b);

@@ -88,16 +88,6 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
     gemv_rows<T>(out, x, w, N, K);
 }
 
-/* The GEMV part of a fused kernel (router_gemv_kernel): gemv_rows, then whether this CTA is the
- * last of the grid to finish (last_cta on *count), which then does the fused op and sets *count
- * back to zero. */
-template <int T>
-__device__ __forceinline__ bool gemv_then_last(float *out, int *count, const uint16_t *x,
-                                               const uint16_t *w, int N, int K) {
-    gemv_rows<T>(out, x, w, N, K);
-    return last_cta(count, gridDim.x);
-}
-
 /* ---- launcher ---- */
 
 extern "C" int cuda_gemv_bf16(float *out, const uint16_t *x, const uint16_t *w, int T, int N, int K,

@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(1024)
 }
 
 /* The router of a step of up to GEMV_MAX_T tokens in one kernel: the logits (T, E) by
- * gemv_row, a warp per expert, then the last CTA to finish (last_cta on *count) picks each
+ * gemv_rows, a warp per expert, then the last CTA to finish (last_cta on *count) picks each
  * token's experts, a warp per token, and groups the slots (router_group; E <= the CTA's
  * threads). Same results as cuda_matmul_bf16 then cuda_router, one launch less per layer. */
 template <int T>
@@ -167,7 +167,8 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
     router_gemv_kernel(float *logits, int *count, const uint16_t *x, const uint16_t *w,
                        const uint16_t *bias, int32_t *top_e, float *top_w, int32_t *e_start,
                        int32_t *e_slots, int E, int K, int top_k) {
-    if (!gemv_then_last<T>(logits, count, x, w, E, K)) return;
+    gemv_rows<T>(logits, x, w, E, K);
+    if (!last_cta(count, gridDim.x)) return;
     for (int t = threadIdx.x >> 5; t < T; t += GEMV_WARPS)
         router_topk_token(top_e, top_w, logits, bias, t, E, top_k);
     __syncthreads(); /* the CTA's writes of top_e are visible to all of it */
