@@ -13,6 +13,15 @@
  * into shared memory for every head. */
 enum { ROPE_MAX_HALF = 128 };
 
+/* The rotation of a pair (cos c and sin sn with the concentration in them), its roundings
+ * spelled out (no fused multiply-add) so that every kernel that applies it gives the same bits
+ * (qkv7_kernel in small.cuh). */
+__device__ __forceinline__ void rope_rotate(float x1, float x2, float c, float sn, float &y1,
+                                            float &y2) {
+    y1 = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, sn));
+    y2 = __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, sn));
+}
+
 __global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *qkv,
                                 const uint16_t *bias, const int32_t *positions,
                                 const int32_t *slots, const float *inv_freq, float conc,
@@ -40,8 +49,8 @@ __global__ void qkv_rope_kernel(float *q, uint16_t *kcache, uint16_t *vcache, co
             int col = is_q ? head * D : Q + (head - n_heads) * D;
             float x1 = row[col + i] + bf16f(bias[col + i]);
             float x2 = row[col + i + half] + bf16f(bias[col + i + half]);
-            float c = cs[i], sn = cs[ROPE_MAX_HALF + i];
-            float y1 = x1 * c - x2 * sn, y2 = x2 * c + x1 * sn;
+            float y1, y2;
+            rope_rotate(x1, x2, cs[i], cs[ROPE_MAX_HALF + i], y1, y2);
             if (is_q) {
                 q[(size_t)t * Q + col + i] = y1;
                 q[(size_t)t * Q + col + i + half] = y2;

@@ -693,7 +693,7 @@ int main(int argc, char **argv) {
             ok = parse_num(v, 1, 8192, &x), o.chunk = (int)x;
         else if (!strcmp(f, "--kernel-version") && v)
             /* the sets cuda_backend.c knows; it takes any other number as 1 */
-            ok = parse_num(v, 1, 6, &x), o.kernel_version = (int)x;
+            ok = parse_num(v, 1, 7, &x), o.kernel_version = (int)x;
         else if (!strcmp(f, "--graphs") && v)
             ok = parse_num(v, 0, 1, &x), o.graphs = x != 0;
         else if (!strcmp(f, "--perturb") && v)

@@ -90,6 +90,7 @@ typedef struct cuda {
     int32_t *ban_d;          /* (R * BANS_PER_ROW) */
     int32_t *route_d;        /* (L, max_tokens * TK) each layer's top_e, or NULL: not tracing */
     bool trace;
+    unsigned omit; /* cuda_backend_omit: profile ops left out of every step (a bench aid) */
     /* profiling */
     bool prof;
     cudaEvent_t ev[PROF_EVENTS];
@@ -138,6 +139,14 @@ void cuda_backend_set_profile(mg_backend *base, bool on) {
     cuda *b = (cuda *)base;
     b->prof = on;
     b->n_ev = 0;
+}
+
+void cuda_backend_omit(mg_backend *base, unsigned ops) {
+    cuda *b = (cuda *)base;
+    if (b->omit == ops) return;
+    b->omit = ops;
+    for (int i = 0; i < CUDA_GRAPH_BUCKETS; i++) /* captured with the old set: capture again */
+        if (b->graph[i]) cudaGraphExecDestroy(b->graph[i]), b->graph[i] = NULL;
 }
 
 int cuda_backend_profile_read(mg_backend *base, const char **names, double *ms, int *calls) {
@@ -245,6 +254,9 @@ static size_t meta_len(const cuda *b, const step_shape *sh, int n_rows) {
 
 /* Everything up to the logits (sh->nl, V) in b->logits, on the stream, unsynchronized: the
  * index upload from the pinned buffer, then the kernels. Also what a graph captures. */
+/* Whether op (a profile op index) is left out of the step: cuda_backend_omit. */
+#define OMIT(op) (b->omit >> (op)&1u)
+
 static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
     const mg_model_config *c = &b->c;
     int T = sh->T, H = b->H, bs = b->base.block_size, nl = sh->nl, max_ctx = sh->max_ctx;
@@ -265,11 +277,15 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
     bool split = b->version >= 2 && T <= CUDA_ATT_SPLIT_MAX_T;
     bool router_gemv =
         b->version >= 6 && cuda_gemm_gemv(b->gemm) && T <= CUDA_GEMV_MAX_T && b->E <= 256;
+    /* version 7 (small.cuh): the norms folded into the kernels after them, the residual adds
+     * into the kernels before them; down_res takes a warp per slot, up to 16 */
+    bool v7 = router_gemv && b->version >= 7 && T * b->TK <= 16 && H % 16 == 0 && H <= 3072;
 
     prof_begin(b, P_EMBED);
     CK(cuda_embed(b->x, b->embed, d_tok, T, H, s), "embed");
-    CK(cuda_rmsnorm(b->xn, b->x, NULL, 0, NULL, b->layers[0].attn_norm, T, H, c->rms_eps, s),
-       "rmsnorm");
+    if (!v7) /* version 7's q/k/v kernel norms x itself */
+        CK(cuda_rmsnorm(b->xn, b->x, NULL, 0, NULL, b->layers[0].attn_norm, T, H, c->rms_eps, s),
+           "rmsnorm");
     prof_end(b);
     for (int l = 0; l < b->L; l++) {
         const dev_layer *L = &b->layers[l];
@@ -277,17 +293,30 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         const int32_t *l_slot = c->sliding[l] ? d_wslot : d_slot;
         const int32_t *l_bt = c->sliding[l] ? d_wbt : d_bt;
         prof_begin(b, P_QKV);
-        st = cuda_matmul_bf16(b->gemm, b->qkv, b->xn, L->qkv_w, T, b->Q + 2 * b->KV, H, s);
-        if (st) return st;
+        if (OMIT(P_QKV)) {
+        } else if (v7) { /* the attention norm, q/k/v, bias, RoPE and the KV write */
+            CK(cuda_qkv7(b->q, kc, vc, b->x, L->attn_norm, L->qkv_w, L->qkv_b, d_pos, l_slot,
+                         b->inv_freq, b->concentration, T, H, c->n_heads, c->n_kv_heads, b->D, bs,
+                         c->rms_eps, s),
+               "qkv7");
+        } else {
+            st = cuda_matmul_bf16(b->gemm, b->qkv, b->xn, L->qkv_w, T, b->Q + 2 * b->KV, H, s);
+            if (st) return st;
+        }
         prof_end(b);
-        prof_begin(b, P_ROPE);
-        CK(cuda_qkv_rope(b->q, kc, vc, b->qkv, L->qkv_b, d_pos, l_slot, b->inv_freq,
-                         b->concentration, T, c->n_heads, c->n_kv_heads, b->D, bs, s),
-           "qkv_rope");
-        prof_end(b);
+        if (!v7) {
+            prof_begin(b, P_ROPE);
+            CK(OMIT(P_ROPE)
+                   ? 0
+                   : cuda_qkv_rope(b->q, kc, vc, b->qkv, L->qkv_b, d_pos, l_slot, b->inv_freq,
+                                   b->concentration, T, c->n_heads, c->n_kv_heads, b->D, bs, s),
+               "qkv_rope");
+            prof_end(b);
+        }
         prof_begin(b, P_ATT);
         int window = c->sliding[l] ? c->sliding_window : 0;
-        if (split) {
+        if (OMIT(P_ATT)) {
+        } else if (split) {
             /* about 64 keys per CTA: enough CTAs to fill the GPU at batch 1 */
             int span = window > 0 && window < max_ctx ? window : max_ctx;
             int splits = (span + 63) / 64;
@@ -305,14 +334,32 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         }
         prof_end(b);
         prof_begin(b, P_O);
-        st = cuda_matmul_bf16(b->gemm, b->tmp, b->att, L->o_w, T, H, b->Q, s);
-        if (st) return st;
+        if (OMIT(P_O)) {
+        } else if (v7) { /* o_proj + bias added into x; the MLP norm is the router kernel's */
+            CK(cuda_gemv_res(b->x, b->att, L->o_w, L->o_b, T, H, b->Q, s), "o_proj residual");
+        } else {
+            st = cuda_matmul_bf16(b->gemm, b->tmp, b->att, L->o_w, T, H, b->Q, s);
+            if (st) return st;
+        }
         prof_end(b);
-        prof_begin(b, P_NORM);
-        CK(cuda_rmsnorm(b->xn, b->x, b->tmp, 1, L->o_b, L->mlp_norm, T, H, c->rms_eps, s),
-           "residual rmsnorm");
-        prof_end(b);
-        if (router_gemv) { /* version 6, a few tokens: the top-k in the router GEMV's last CTA */
+        if (!v7) {
+            prof_begin(b, P_NORM);
+            CK(OMIT(P_NORM)
+                   ? 0
+                   : cuda_rmsnorm(b->xn, b->x, b->tmp, 1, L->o_b, L->mlp_norm, T, H, c->rms_eps, s),
+               "residual rmsnorm");
+            prof_end(b);
+        }
+        if (OMIT(P_ROUTER)) {
+            prof_begin(b, P_ROUTER);
+        } else if (v7) { /* the MLP norm (xn for the experts), router GEMV, top-k */
+            prof_begin(b, P_ROUTER);
+            CK(cuda_router7(b->rlog, b->tickets + TICKET_ROUTER, b->xn, b->x, L->mlp_norm,
+                            L->router_w, L->router_b, b->top_e, b->top_w, b->e_start, b->e_slots, T,
+                            b->E, H, c->rms_eps, b->TK, s),
+               "router");
+        } else if (router_gemv) { /* version 6, a few tokens: the top-k in the router GEMV's last
+                                     CTA */
             prof_begin(b, P_ROUTER);
             CK(cuda_router_gemv(b->rlog, b->tickets + TICKET_ROUTER, b->xn, L->router_w,
                                 L->router_b, b->top_e, b->top_w, b->e_start, b->e_slots, T, b->E, H,
@@ -334,19 +381,40 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
                "route trace");
         prof_end(b);
         prof_begin(b, P_GU);
-        CK(cuda_moe_gate_up(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
-                            b->e_slots, T, b->TK, b->E, b->I, H, c->swiglu_limit, b->version, s),
-           "moe gate_up");
+        if (OMIT(P_GU)) {
+        } else if (v7) {
+            CK(cuda_moe_gate7(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
+                              b->e_slots, T, b->TK, b->E, b->I, H, c->swiglu_limit, s),
+               "moe gate_up");
+        } else {
+            CK(cuda_moe_gate_up(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
+                                b->e_slots, T, b->TK, b->E, b->I, H, c->swiglu_limit, b->version,
+                                s),
+               "moe gate_up");
+        }
         prof_end(b);
         prof_begin(b, P_DN);
-        CK(cuda_moe_down(b->y, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->e_start,
-                         b->e_slots, b->top_w, T, b->TK, b->E, H, b->I, b->version, s),
-           "moe down");
+        if (OMIT(P_DN)) {
+        } else if (v7) { /* the slots' rows weighted and added into x in slot order */
+            CK(cuda_moe_down_res(b->x, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->top_e,
+                                 b->top_w, T, b->TK, H, b->I, s),
+               "moe down residual");
+        } else {
+            CK(cuda_moe_down(b->y, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->e_start,
+                             b->e_slots, b->top_w, T, b->TK, b->E, H, b->I, b->version, s),
+               "moe down");
+        }
         prof_end(b);
         prof_begin(b, P_NORM);
         const uint16_t *next = l + 1 < b->L ? b->layers[l + 1].attn_norm : b->final_norm;
-        CK(cuda_rmsnorm(b->xn, b->x, b->y, b->TK, NULL, next, T, H, c->rms_eps, s),
-           "residual rmsnorm");
+        if (!v7) /* the residual add and the next norm (or the final one) */
+            CK(OMIT(P_NORM)
+                   ? 0
+                   : cuda_rmsnorm(b->xn, b->x, b->y, b->TK, NULL, next, T, H, c->rms_eps, s),
+               "residual rmsnorm");
+        else if (l + 1 == b->L) /* the residual is complete: the final norm for lm_head */
+            CK(cuda_rmsnorm(b->xn, b->x, NULL, 0, NULL, b->final_norm, T, H, c->rms_eps, s),
+               "final rmsnorm");
         prof_end(b);
     }
     prof_begin(b, P_LM);
@@ -831,7 +899,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     b->D = c->head_dim, b->E = c->n_experts, b->TK = c->top_k, b->I = c->intermediate;
     b->V = c->vocab, b->L = c->n_layers;
     b->max_tokens = o->max_tokens, b->max_seqs = o->max_seqs;
-    b->version = o->kernel_version >= 2 && o->kernel_version <= 6 ? o->kernel_version : 1;
+    b->version = o->kernel_version >= 2 && o->kernel_version <= 7 ? o->kernel_version : 1;
     b->graphs = o->cuda_graphs;
     b->host_sampling = o->host_sampling || c->vocab > CUDA_SAMPLE_MAX_VOCAB;
     mg_status st = MG_OK;

@@ -43,7 +43,10 @@ typedef struct cuda_backend_opts {
      * attention on the tensor cores above CUDA_ATT_SPLIT_MAX_T tokens (moe.cuh, attention.cuh);
      * 6 fewer launches for small steps: the split-KV merge in the attention kernel, each token's
      * keys over the splits by its own context (up to CUDA_ATT_SPLIT_MAX_T tokens), and the
-     * router's top-k in its GEMV (up to CUDA_GEMV_MAX_T tokens; cuda_ops.h).
+     * router's top-k in its GEMV (up to CUDA_GEMV_MAX_T tokens; cuda_ops.h); 7 six kernels a
+     * layer instead of nine for steps of up to CUDA_GEMV_MAX_T tokens: the residual norms
+     * folded into the kernels that read them, the residual adds into those that make them
+     * (small.cuh; the same bits as version 6).
      * The same function up to bf16 rounding (version 5 rounds the softmax weights to bf16). */
     int kernel_version;
     /* Pure decode steps of up to min(max_tokens, max_seqs, 512) tokens padded to a bucket
@@ -89,6 +92,11 @@ mg_status cuda_backend_fill_kv(mg_backend *b, uint64_t seed);
 enum { CUDA_PROF_OPS = 12 };
 void cuda_backend_set_profile(mg_backend *b, bool on);
 int cuda_backend_profile_read(mg_backend *b, const char **names, double *ms, int *calls);
+
+/* A bench aid: leave the ops whose bits are set (bit i: the i-th profile op name) out of every
+ * step from now on, so that a step's time without them shows what they cost inside a graph.
+ * The step's results are meaningless then. Captured graphs are dropped. */
+void cuda_backend_omit(mg_backend *b, unsigned ops);
 
 /* With cuda_graphs: run and capture now the decode graph of every batch bucket a step can fill
  * (up to max_tokens and max_seqs), so that no step pays for a capture while serving; otherwise

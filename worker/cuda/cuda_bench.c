@@ -5,7 +5,7 @@
  * reads a full context.
  *
  *   cuda-bench [--preset 120b] [--batches 1,64,256,512] [--ctx 1024] [--steps 20]
- *              [--bw 3.35e12] [--peak 989e12] [--version 1..6] [--graphs 0|1] (kernel versions,
+ *              [--bw 3.35e12] [--peak 989e12] [--version 1..7] [--graphs 0|1] (kernel versions,
  * cuda_backend.h)   [--temperature 0] [--host-sampling 0|1]
  *              [--moe-tile 0|1|2|3] (MoE tile of versions 3-6: by token count, small, large,
  *              many-token)   [--moe-small-stages 4|8] (the small tile's weight ring)
@@ -18,6 +18,13 @@
  *                                    worker does; --pdl 0 --pdl-max-tokens 0: none at all)
  *              [--prefill S] [--prefill-len 128] (then one prefill step of S prompts of that
  *                                    length, as the seed workload's 8,192-token chunks: 64)
+ *              [--small-stages G,D] (version 7's expert weights at a few tokens through a
+ *                                    shared-memory ring of 8, 12 or 16 super-chunks for
+ *                                    gate_up and down; 0, the default: in registers)
+ *              [--omit SETS]        (batch 1 again without each set of ops, e.g.
+ *                                    "qkv_rope;residual_norm,moe_down": each set's names are
+ *                                    profile op names; the time saved is what they cost inside a
+ *                                    graph, the tokens are meaningless)
  *              [--window-pool 0|1]  (the sliding layers in a window pool of their own, as the
  *                                    worker's kv_cache_config.sliding_window_pool: the full
  *                                    layers' pool then holds longer contexts per sequence)
@@ -122,8 +129,42 @@ static int profile_step(mg_backend *b, const mg_batch *batch, mg_sample_req *req
     return 0;
 }
 
+/* Batch 1 without each ;-separated set of ,-separated profile op names (cuda_backend_omit), its
+ * time beside the full step's (full_ms), then the full step again. */
+static int omit_sets(mg_backend *b, const char *sets, const mg_batch *batch, mg_sample_req *reqs,
+                     int32_t *out, int steps, double full_ms) {
+    const char *names[CUDA_PROF_OPS];
+    double pm[CUDA_PROF_OPS];
+    int calls[CUDA_PROF_OPS];
+    cuda_backend_profile_read(b, names, pm, calls);
+    for (const char *p = sets; *p;) {
+        size_t n = strcspn(p, ";");
+        unsigned mask = 0;
+        for (size_t i = 0; i < n;) {
+            size_t m = strcspn(p + i, ",;");
+            if (m > n - i) m = n - i;
+            int k = 0;
+            while (k < CUDA_PROF_OPS && (strlen(names[k]) != m || strncmp(names[k], p + i, m))) k++;
+            if (k == CUDA_PROF_OPS) {
+                fprintf(stderr, "cuda-bench: --omit: no op named %.*s\n", (int)m, p + i);
+                return 1;
+            }
+            mask |= 1u << k;
+            i += m + (i + m < n);
+        }
+        cuda_backend_omit(b, mask);
+        double med = median_step(b, batch, reqs, out, 3, steps);
+        if (med < 0) return 1;
+        printf("RESULT omit %.*s decode_step_ms_b1 %.3f saves_ms %.3f\n", (int)n, p, med,
+               full_ms - med);
+        p += n + (p[n] == ';');
+    }
+    cuda_backend_omit(b, 0);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    const char *preset = "120b", *batches = "1,64,256,512";
+    const char *preset = "120b", *batches = "1,64,256,512", *omit = NULL;
     int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0, window_pool = 0;
     int autotune = 0, gemv = 1, pf_seqs = 0, pf_len = 128, pdl_max_tokens = CUDA_PDL_MAX_TOKENS,
         pdl_all = 0;
@@ -167,6 +208,12 @@ int main(int argc, char **argv) {
             cuda_moe3_force_tile(atoi(argv[i + 1]));
         else if (!strcmp(argv[i], "--moe-small-stages"))
             cuda_moe3_small_stages(atoi(argv[i + 1]));
+        else if (!strcmp(argv[i], "--small-stages")) {
+            int g = 0, d = 0;
+            sscanf(argv[i + 1], "%d,%d", &g, &d);
+            cuda_small_stages(g, d);
+        } else if (!strcmp(argv[i], "--omit"))
+            omit = argv[i + 1];
         else if (!strcmp(argv[i], "--pdl-max-tokens"))
             pdl_max_tokens = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--pdl"))
@@ -283,6 +330,7 @@ int main(int argc, char **argv) {
         if (profile_step(b, &batch, reqs, out, B)) return 1;
         printf("RESULT v%d%s decode_step_ms_b%d %.3f limit_ms %.3f ctx %d experts_touched %.1f\n",
                version, graphs ? "+graphs" : "", B, med, lim.ms, ctx, lim.experts_touched);
+        if (B == 1 && omit && omit_sets(b, omit, &batch, reqs, out, steps, med)) return 1;
     }
     if (pf_seqs > 0) { /* one chunked-prefill step: pf_seqs prompts of pf_len tokens from 0 */
         int T = pf_seqs * pf_len, mb = (pf_len + bs - 1) / bs;

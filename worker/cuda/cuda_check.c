@@ -9,7 +9,10 @@
  * bf16 outputs and bf16-rounded operands pass under 1e-2, float32 ones under 1e-4. Each kernel
  * is also timed (median of 20 launches, device events).
  *
- *   cuda-check [--seed N] [--model DIR]     exit status 1 when any check fails */
+ *   cuda-check [--seed N] [--model DIR]     exit status 1 when any check fails
+ *              [--only GROUP,...]          (kernel groups; MG_CHECK_KERNELS=1 runs them
+ *                                           beside --model)
+ *              [--versions V,...]          (the kernel versions of the whole-model checks) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -640,6 +643,170 @@ static void check_moe_case(const experts *x, int T, int n_pick, int ver) {
     free(h), free(aref), free(abf), free(yref), free(row);
 }
 
+/* ---- version 7 (small.cuh) against the version-6 kernels it replaces, bit for bit ---- */
+
+/* Whether n bytes at two device addresses are the same bits (and none is poison's all-ones
+ * float, when floats). */
+static void same_bits(const char *name, const void *a_d, const void *b_d, size_t n, double us) {
+    uint8_t *a = host_from(a_d, n), *b = host_from(b_d, n);
+    size_t diff = 0;
+    for (size_t i = 0; i < n; i++) diff += a[i] != b[i];
+    char d[96];
+    snprintf(d, sizeof(d), "%zu of %zu bytes differ from version 6's  %8.1f us", diff, n, us);
+    verdict(name, diff == 0, d);
+    free(a), free(b);
+}
+
+/* Each expert's slots of e_slots in ascending order (router_group leaves them in no order). */
+static void sort_slots(int32_t *sl, const int32_t *es, int E) {
+    for (int e = 0; e < E; e++)
+        for (int i = es[e] + 1; i < es[e + 1]; i++)
+            for (int j = i; j > es[e] && sl[j] < sl[j - 1]; j--) {
+                int32_t t = sl[j];
+                sl[j] = sl[j - 1], sl[j - 1] = t;
+            }
+}
+
+static void check_small(const uint16_t *table_d, const experts *xp, int T) {
+    int H = C.hidden, nh = C.n_heads, nkv = C.n_kv_heads, D = C.head_dim, E = C.n_experts;
+    int TK = C.top_k, I = C.intermediate, S = T * TK, bs = 16, nblocks = 64;
+    int Q = nh * D, KV = nkv * D, N = Q + 2 * KV;
+    float eps = C.rms_eps, inv_freq[256];
+    float conc = ops_yarn_inv_freq(inv_freq, D, C.rope_theta, C.rope_factor, C.beta_fast,
+                                   C.beta_slow, C.rope_orig_ctx, C.rope_truncate);
+    int32_t pos[4], slot[4];
+    for (int t = 0; t < T; t++) pos[t] = (int32_t)(rnd() % 131072), slot[t] = t * 37 + 5;
+    float *x = xmalloc(4 * (size_t)T * H);
+    for (size_t i = 0; i < (size_t)T * H; i++) x[i] = 3.0f * frand();
+    uint16_t *g = rand_bf16(H, 1.0f), *qb = rand_bf16(N, 0.1f), *ob = rand_bf16(H, 0.1f);
+    uint16_t *rb = rand_bf16(E, 0.5f), *att = rand_bf16((size_t)T * Q, 1.0f);
+    uint16_t *act = rand_bf16((size_t)S * I, 1.0f);
+    float *x_d = dev_from(x, 4 * (size_t)T * H), *inv_d = dev_from(inv_freq, 4 * D / 2);
+    float *xa_d = dev_poisoned(4 * (size_t)T * H), *xb_d = dev_poisoned(4 * (size_t)T * H);
+    uint16_t *g_d = dev_from(g, 2 * H), *qb_d = dev_from(qb, 2 * N), *ob_d = dev_from(ob, 2 * H);
+    uint16_t *rb_d = dev_from(rb, 2 * E), *att_d = dev_from(att, 2 * (size_t)T * Q);
+    uint16_t *act_d = dev_from(act, 2 * (size_t)S * I);
+    int32_t *pos_d = dev_from(pos, 4 * T), *slot_d = dev_from(slot, 4 * T);
+    uint16_t *xn_a = dev_poisoned(2 * (size_t)T * H), *xn_b = dev_poisoned(2 * (size_t)T * H);
+    float *tmp_d = dev_poisoned(4 * (size_t)S * H);
+    size_t cache = (size_t)nblocks * bs * KV, xbytes = 4 * (size_t)T * H;
+    char name[80];
+    double us;
+#define RESET(dst) CU(cudaMemcpy(dst, x_d, xbytes, cudaMemcpyDeviceToDevice))
+
+    /* q/k/v: norm, GEMV (the table's first rows), bias, RoPE, KV write */
+    float *q_a = dev_poisoned(4 * (size_t)T * Q), *q_b = dev_poisoned(4 * (size_t)T * Q);
+    uint16_t *k_a = dev_poisoned(2 * cache), *v_a = dev_poisoned(2 * cache);
+    uint16_t *k_b = dev_poisoned(2 * cache), *v_b = dev_poisoned(2 * cache);
+    RESET(xa_d);
+    CU(cuda_rmsnorm(xn_a, xa_d, NULL, 0, NULL, g_d, T, H, eps, 0));
+    CU(cuda_gemv_bf16(tmp_d, xn_a, table_d, T, N, H, 0));
+    CU(cuda_qkv_rope(q_a, k_a, v_a, tmp_d, qb_d, pos_d, slot_d, inv_d, conc, T, nh, nkv, D, bs, 0));
+#define QKV7()                                                                                     \
+    cuda_qkv7(q_b, k_b, v_b, x_d, g_d, table_d, qb_d, pos_d, slot_d, inv_d, conc, T, H, nh, nkv,   \
+              D, bs, eps, 0)
+    CU(QKV7());
+    TIME_US(us, CU(QKV7()));
+    snprintf(name, sizeof(name), "v7 qkv7 T=%d: q", T);
+    same_bits(name, q_a, q_b, 4 * (size_t)T * Q, us);
+    snprintf(name, sizeof(name), "v7 qkv7 T=%d: K and V caches", T);
+    same_bits(name, k_a, k_b, 2 * cache, 0);
+    same_bits(name, v_a, v_b, 2 * cache, 0);
+    cudaFree(q_a), cudaFree(q_b), cudaFree(k_a), cudaFree(v_a), cudaFree(k_b), cudaFree(v_b);
+
+    /* o_proj into the residual */
+    RESET(xa_d);
+    CU(cuda_gemv_bf16(tmp_d, att_d, table_d, T, H, Q, 0));
+    CU(cuda_rmsnorm(xn_a, xa_d, tmp_d, 1, ob_d, g_d, T, H, eps, 0));
+    RESET(xb_d);
+    CU(cuda_gemv_res(xb_d, att_d, table_d, ob_d, T, H, Q, 0));
+    TIME_US(us, CU(cuda_gemv_res(tmp_d, att_d, table_d, ob_d, T, H, Q, 0)));
+    snprintf(name, sizeof(name), "v7 o_proj residual T=%d: x", T);
+    same_bits(name, xa_d, xb_d, xbytes, us);
+
+    /* router: norm, GEMV, top-k, grouping */
+    float *lg_a = dev_poisoned(4 * (size_t)T * E), *lg_b = dev_poisoned(4 * (size_t)T * E);
+    int32_t *te_a = dev_poisoned(4 * (size_t)S), *te_b = dev_poisoned(4 * (size_t)S);
+    float *tw_a = dev_poisoned(4 * (size_t)S), *tw_b = dev_poisoned(4 * (size_t)S);
+    int32_t *es_a = dev_poisoned(4 * (size_t)(E + 1)), *es_b = dev_poisoned(4 * (size_t)(E + 1));
+    int32_t *sl_a = dev_poisoned(4 * (size_t)S), *sl_b = dev_poisoned(4 * (size_t)S);
+    int *tk_d = tickets_new(1);
+    const uint16_t *rw_d = table_d + (size_t)N * H; /* the table rows after q/k/v's */
+    RESET(xa_d);
+    CU(cuda_rmsnorm(xn_a, xa_d, NULL, 0, NULL, g_d, T, H, eps, 0));
+    CU(cuda_router_gemv(lg_a, tk_d, xn_a, rw_d, rb_d, te_a, tw_a, es_a, sl_a, T, E, H, TK, 0));
+#define ROUTER7()                                                                                  \
+    cuda_router7(lg_b, tk_d, xn_b, x_d, g_d, rw_d, rb_d, te_b, tw_b, es_b, sl_b, T, E, H, eps, TK, \
+                 0)
+    CU(ROUTER7());
+    TIME_US(us, CU(ROUTER7()));
+    snprintf(name, sizeof(name), "v7 router7 T=%d: xn, logits", T);
+    same_bits(name, xn_a, xn_b, 2 * (size_t)T * H, us);
+    same_bits(name, lg_a, lg_b, 4 * (size_t)T * E, 0);
+    snprintf(name, sizeof(name), "v7 router7 T=%d: choices", T);
+    same_bits(name, te_a, te_b, 4 * (size_t)S, 0);
+    same_bits(name, tw_a, tw_b, 4 * (size_t)S, 0);
+    same_bits(name, es_a, es_b, 4 * (size_t)(E + 1), 0);
+    int32_t *es = host_from(es_b, 4 * (size_t)(E + 1)), *sa = host_from(sl_a, 4 * (size_t)S);
+    int32_t *sb = host_from(sl_b, 4 * (size_t)S);
+    sort_slots(sa, es, E), sort_slots(sb, es, E);
+    snprintf(name, sizeof(name), "v7 router7 T=%d: grouping", T);
+    verdict(name, !memcmp(sa, sb, 4 * (size_t)S), "each expert's slots as version 6's");
+    tickets_done("  router7 counter reset", tk_d, 1);
+
+    /* gate_up of the chosen experts (the rings of every depth) */
+    uint16_t *xn_r = rand_bf16((size_t)T * H, 1.7f), *act_a = dev_poisoned(2 * (size_t)S * I);
+    uint16_t *act_b = dev_poisoned(2 * (size_t)S * I), *xn_rd = dev_from(xn_r, 2 * (size_t)T * H);
+    CU(cuda_moe_gate_up(act_a, xn_rd, xp->gu_bt_d, xp->gu_st_d, xp->gu_bias_d, es_b, sl_b, T, TK, E,
+                        I, H, C.swiglu_limit, 6, 0));
+    for (int st = 0; st <= 16; st += st ? 4 : 8) {
+        cuda_small_stages(st, 0);
+#define GATE7()                                                                                    \
+    cuda_moe_gate7(act_b, xn_rd, xp->gu_bt_d, xp->gu_st_d, xp->gu_bias_d, es_b, sl_b, T, TK, E, I, \
+                   H, C.swiglu_limit, 0)
+        CU(cudaMemset(act_b, 0xFF, 2 * (size_t)S * I));
+        CU(GATE7());
+        TIME_US(us, CU(GATE7()));
+#undef GATE7
+        snprintf(name, sizeof(name), "v7 moe gate_up T=%d ring %d: act", T, st);
+        same_bits(name, act_a, act_b, 2 * (size_t)S * I, us);
+    }
+    cuda_small_stages(0, 0);
+    cudaFree(act_a), cudaFree(act_b), cudaFree(xn_rd);
+    free(xn_r);
+
+    /* down projection of the chosen experts into the residual */
+    float *y_d = dev_poisoned(4 * (size_t)S * H);
+    RESET(xa_d);
+    CU(cuda_moe_down(y_d, act_d, xp->dn_bt_d, xp->dn_st_d, xp->dn_bias_d, es_b, sl_b, tw_b, T, TK,
+                     E, H, I, 6, 0));
+    CU(cuda_rmsnorm(xn_a, xa_d, y_d, TK, NULL, g_d, T, H, eps, 0));
+#define DOWN7(dst)                                                                                 \
+    cuda_moe_down_res(dst, act_d, xp->dn_bt_d, xp->dn_st_d, xp->dn_bias_d, te_b, tw_b, T, TK, H,   \
+                      I, 0)
+    for (int st = 0; st <= 16; st += st ? 4 : 8) {
+        cuda_small_stages(0, st);
+        RESET(xb_d);
+        CU(DOWN7(xb_d));
+        TIME_US(us, CU(DOWN7(tmp_d)));
+        snprintf(name, sizeof(name), "v7 moe down residual T=%d ring %d: x", T, st);
+        same_bits(name, xa_d, xb_d, xbytes, us);
+    }
+    cuda_small_stages(0, 0);
+#undef RESET
+#undef QKV7
+#undef ROUTER7
+#undef DOWN7
+    cudaFree(lg_a), cudaFree(lg_b), cudaFree(te_a), cudaFree(te_b), cudaFree(tw_a);
+    cudaFree(tw_b), cudaFree(es_a), cudaFree(es_b), cudaFree(sl_a), cudaFree(sl_b);
+    cudaFree(y_d), cudaFree(x_d), cudaFree(inv_d), cudaFree(xa_d);
+    cudaFree(xb_d), cudaFree(g_d), cudaFree(qb_d), cudaFree(ob_d), cudaFree(rb_d);
+    cudaFree(att_d), cudaFree(act_d), cudaFree(pos_d), cudaFree(slot_d), cudaFree(xn_a);
+    cudaFree(xn_b), cudaFree(tmp_d);
+    free(x), free(g), free(qb), free(ob), free(rb), free(att), free(act), free(es), free(sa);
+    free(sb);
+}
+
 /* ---- arg-max ---- */
 
 static void check_argmax(void) {
@@ -1068,9 +1235,28 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
     if (mr.gw) mr.gw->ops->destroy(mr.gw);
 }
 
+/* check_model for the versions --versions asks for (the title printed before it all the same). */
+#define mcheck(v, dir, graphs, seed)                                                               \
+    do {                                                                                           \
+        if (want_version(v)) check_model(dir, v, graphs, seed);                                    \
+    } while (0)
+
 /* --only: the kernel groups to run (comma-separated), for a quick rerun of one group or a
  * profiler session on it (worker/cuda/profile-moe.sh); NULL runs them all. */
 static const char *only;
+
+/* --versions: the kernel versions of the whole-model checks (comma-separated); NULL: all. */
+static const char *versions;
+
+static bool want_version(int v) {
+    if (!versions) return true;
+    for (const char *p = versions; *p;) {
+        if (atoi(p) == v) return true;
+        p += strcspn(p, ",");
+        if (*p) p++;
+    }
+    return false;
+}
 
 static bool want(const char *group) {
     if (!only) return true;
@@ -1088,8 +1274,8 @@ static bool want(const char *group) {
 int main(int argc, char **argv) {
     const char *model = NULL;
     uint64_t seed = (uint64_t)time(NULL);
-    static const char *groups[] = {"norm",   "gemm", "rope",   "attention",
-                                   "router", "moe",  "argmax", "sampling"};
+    static const char *groups[] = {"norm", "gemm",  "rope",   "attention", "router",
+                                   "moe",  "small", "argmax", "sampling"};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model = argv[++i];
@@ -1097,9 +1283,13 @@ int main(int argc, char **argv) {
             seed = strtoull(argv[++i], NULL, 0);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
+        else if (!strcmp(argv[i], "--versions") && i + 1 < argc)
+            versions = argv[++i];
         else {
-            fprintf(stderr, "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...]\n"
-                            "  groups: norm gemm rope attention router moe argmax sampling\n");
+            fprintf(stderr,
+                    "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
+                    "[--versions V,...]\n"
+                    "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;
         }
     }
@@ -1220,41 +1410,58 @@ int main(int argc, char **argv) {
             }
             experts_free(&x);
         }
+        if (want("small")) { /* version 7 at 1, 2 and 4 tokens */
+            uint16_t *table = rand_bf16((size_t)V * H, 1.0f / sqrtf((float)H));
+            uint16_t *table_d = dev_from(table, 2 * (size_t)V * H);
+            experts x;
+            experts_make(&x);
+            for (int T = 1; T <= 4; T *= 2) check_small(table_d, &x, T);
+            experts_free(&x);
+            cudaFree(table_d);
+            free(table);
+        }
         if (want("argmax")) check_argmax();
         if (want("sampling")) check_sampling();
     }
     if (model) {
         printf("whole model, kernel version 1\n");
         uint64_t mseed = rnd();
-        check_model(model, 1, false, mseed);
+        mcheck(1, model, false, mseed);
         printf("whole model, kernel version 2 (MoE 8x8 tiles, split-KV attention)\n");
-        check_model(model, 2, false, mseed);
+        mcheck(2, model, false, mseed);
         printf("whole model, kernel version 2, decode steps through CUDA graphs (3 -> bucket 4)\n");
-        check_model(model, 2, true, mseed);
+        mcheck(2, model, true, mseed);
         printf("whole model, kernel version 3 (MXFP4 streamed one block per lane)\n");
-        check_model(model, 3, false, mseed);
+        mcheck(3, model, false, mseed);
         printf("whole model, kernel version 3, decode steps through CUDA graphs\n");
-        check_model(model, 3, true, mseed);
+        mcheck(3, model, true, mseed);
         printf("whole model, kernel version 4 (version 3 streamed through shared memory)\n");
-        check_model(model, 4, false, mseed);
+        mcheck(4, model, false, mseed);
         printf("whole model, kernel version 4, decode steps through CUDA graphs\n");
-        check_model(model, 4, true, mseed);
+        mcheck(4, model, true, mseed);
         printf("whole model, kernel version 5 (4 with attention on the tensor cores)\n");
-        check_model(model, 5, false, mseed);
+        mcheck(5, model, false, mseed);
         printf("whole model, kernel version 5, decode steps through CUDA graphs\n");
-        check_model(model, 5, true, mseed);
+        mcheck(5, model, true, mseed);
         printf(
             "whole model, kernel version 6 (5 with the split-KV merge and router top-k fused)\n");
-        check_model(model, 6, false, mseed);
+        mcheck(6, model, false, mseed);
         printf("whole model, kernel version 6, decode steps through CUDA graphs\n");
-        check_model(model, 6, true, mseed);
+        mcheck(6, model, true, mseed);
         printf("whole model, kernel version 6, graphs, programmatic dependent launch\n");
         cuda_set_pdl(1);
-        check_model(model, 6, true, mseed);
+        mcheck(6, model, true, mseed);
         cuda_set_pdl(0);
         printf("whole model, kernel version 6, graphs, PDL for steps of up to 4 tokens\n");
         model_pdl_max_tokens = 4;
-        check_model(model, 6, true, mseed);
+        mcheck(6, model, true, mseed);
+        model_pdl_max_tokens = 0;
+        printf("whole model, kernel version 7 (6 with the norms and residual adds of steps of "
+               "up to 4 tokens folded into the kernels beside them)\n");
+        mcheck(7, model, false, mseed);
+        printf("whole model, kernel version 7, graphs, PDL for steps of up to 4 tokens\n");
+        model_pdl_max_tokens = 4;
+        mcheck(7, model, true, mseed);
         model_pdl_max_tokens = 0;
     }
     printf("cuda-check: %d passed, %d failed\n", n_pass, n_fail);

@@ -8,3 +8,4 @@
 #include "moe.cuh"
 #include "norm.cuh"
 #include "sample.cuh"
+#include "small.cuh"

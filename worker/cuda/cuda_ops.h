@@ -155,6 +155,41 @@ int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *blocks, const ui
                   const float *top_w, int T, int top_k, int E, int H, int I, int version,
                   cudaStream_t s);
 
+/* ---- kernel version 7: a step of up to CUDA_GEMV_MAX_T tokens (small.cuh) ----
+ * Each does the work of version-6 kernels with their arithmetic in their order: the results
+ * are theirs bit for bit. x (T, H) float is the residual stream; H at most 3072, a multiple of 8.
+ *
+ * cuda_qkv7: cuda_rmsnorm of x with gains g (x unchanged, the normed rows never leave the
+ * kernel), the q/k/v GEMV against w (Q + 2 KV, H), then cuda_qkv_rope's bias, rotation and
+ * writes. */
+int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
+              const uint16_t *w, const uint16_t *bias, const int32_t *positions,
+              const int32_t *slots, const float *inv_freq, float concentration, int T, int H,
+              int n_heads, int n_kv_heads, int D, int block_size, float eps, cudaStream_t s);
+/* x (T, N) += in (T, K) · W^T, then + bias (N) bf16: the GEMV and cuda_rmsnorm's residual add. */
+int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int T,
+                  int N, int K, cudaStream_t s);
+/* xn (T, H) = cuda_rmsnorm of x with gains g, then cuda_router_gemv from it (E <= 256). */
+int cuda_router7(float *logits, int *count, uint16_t *xn, const float *x, const uint16_t *g,
+                 const uint16_t *w, const uint16_t *bias, int32_t *top_e, float *top_w,
+                 int32_t *e_start, int32_t *e_slots, int T, int E, int H, float eps, int top_k,
+                 cudaStream_t s);
+/* cuda_moe_gate_up of a step of T <= CUDA_GEMV_MAX_T tokens, the tiles' weights streamed through
+ * shared memory. */
+int cuda_moe_gate7(uint16_t *act, const uint16_t *xn, const uint8_t *blocks, const uint8_t *scales,
+                   const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots, int T,
+                   int top_k, int E, int I, int H, float limit, cudaStream_t s);
+/* Benchmarks only: cuda_moe_gate7's and cuda_moe_down_res's weights through a shared-memory ring
+ * of 8, 12 or 16 super-chunks, or 0 (the default): version 3's small tile, its ring of 8 in
+ * registers. Same rule as cuda_moe3_force_tile: set before stepping. */
+void cuda_small_stages(int gate, int down);
+/* x (T, H) += cuda_moe_down's y rows of each token in slot order (slot t * top_k + k, expert
+ * top_e[slot]; no grouping needed), as cuda_rmsnorm adds them. T * top_k at most 16; blocks and
+ * scales tiled (cuda_mxfp4_tile). */
+int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
+                      const uint16_t *bias, const int32_t *top_e, const float *top_w, int T,
+                      int top_k, int H, int I, cudaStream_t s);
+
 /* out (n) = argmax of each logits row (n, V): lowest id on ties, NaN never wins, 0 when every
  * entry is -inf or NaN (sampling_argmax's rule). */
 int cuda_argmax(int32_t *out, const float *logits, int n, int V, cudaStream_t s);

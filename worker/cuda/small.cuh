@@ -1,0 +1,587 @@
+/* small.cuh - kernel version 7: a layer of a step of at most GEMV_MAX_T tokens (single-stream
+ * decode) in six kernels instead of nine. At batch 1 every kernel is a few microseconds of
+ * launch and latency whatever it computes, so the residual RMSNorms go into the kernels that
+ * read their output and the residual adds into the kernels that make them:
+ *
+ *   qkv7:     attention RMSNorm of x (each CTA for itself) + q/k/v GEMV + bias + RoPE + KV write
+ *   attention (version 6's split-KV kernel)
+ *   o_res:    o_proj GEMV + bias, added into x
+ *   router7:  MLP RMSNorm of x (xn for the experts) + router GEMV + top-k (version 6's)
+ *   gate_up   (version 3's small tile, from xn)
+ *   down_res: the token's experts' down projections, weighted, added into x in slot order
+ *
+ * Each keeps the arithmetic of the version-6 kernels it replaces, in the same order (the norm
+ * in rmsnorm_kernel's order, the dot products as gemv_row, RoPE through rope_rotate, the expert
+ * tiles through moe3_superchunk), so that version 7's logits are version 6's bit for bit:
+ * cuda-check holds them to that. CPU twins: those of the kernels replaced. */
+#pragma once
+
+#include "attention.cuh"
+#include "gemv.cuh"
+#include "moe.cuh"
+#include "norm.cuh"
+
+/* Token rows t < T of the residual x (T, H) normalized with gains g into xs (T, H) bf16 as
+ * rmsnorm_kernel's out at T <= GEMV_MAX_T (the RMSNORM_PER layout), its squares summed in its
+ * order; the CTA has RMSNORM_THREADS threads. Unlike rmsnorm_kernel it keeps no row in registers
+ * (they hold the weights in flight): the second pass reads x and g again, from L1. Ends with a
+ * barrier: xs is the CTA's to read. */
+template <int T>
+__device__ __forceinline__ void norm_rows(uint16_t *xs, const float *x, const uint16_t *g, int H,
+                                          float eps, float *red) {
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+        const float *xr = x + (size_t)t * H;
+        float ss = 0.0f;
+#pragma unroll
+        for (int k = 0; k < RMSNORM_PER; k++) {
+            int i = threadIdx.x + k * RMSNORM_THREADS;
+            float v = i < H ? xr[i] : 0.0f;
+            ss = fmaf(v, v, ss);
+        }
+        ss = block_sum(ss, red);
+        float inv = 1.0f / sqrtf(ss / (float)H + eps);
+        for (int i = threadIdx.x; i < H; i += RMSNORM_THREADS)
+            xs[(size_t)t * H + i] = f2bf16(bf16f(g[i]) * (xr[i] * inv));
+    }
+    __syncthreads();
+}
+
+/* A bf16 row of 8 units against the weight unit w: acc += w · x, in gemv_row's order. */
+__device__ __forceinline__ float dot8(float acc, const uint4 &w, const uint4 &x) {
+    float wf[8], xf[8];
+    bf16x2_f(w.x, wf[0], wf[1]);
+    bf16x2_f(w.y, wf[2], wf[3]);
+    bf16x2_f(w.z, wf[4], wf[5]);
+    bf16x2_f(w.w, wf[6], wf[7]);
+    bf16x2_f(x.x, xf[0], xf[1]);
+    bf16x2_f(x.y, xf[2], xf[3]);
+    bf16x2_f(x.z, xf[4], xf[5]);
+    bf16x2_f(x.w, xf[6], xf[7]);
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc = fmaf(wf[i], xf[i], acc);
+    return acc;
+}
+
+/* Units u0 + 32 j + lane (j < UNITS) of R weight rows (wr[r]: 16-byte units, ku a row), zeros
+ * past the row or where !live: the kernels below load the first pass before pdl_wait. */
+template <int R, int UNITS>
+__device__ __forceinline__ void rows_load(uint4 (&wv)[R][UNITS], const uint4 *const (&wr)[R],
+                                          int u0, int ku, bool live, int lane) {
+#pragma unroll
+    for (int j = 0; j < UNITS; j++)
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            int u = u0 + j * 32 + lane;
+            wv[r][j] = live && u < ku ? ld_stream(wr[r] + u) : make_uint4(0, 0, 0, 0);
+        }
+}
+
+/* acc[r][t] = row r of W · token t's row of xs (T rows of ku units in shared memory), summed in
+ * gemv_row's order, then over the warp (every lane gets them); wv holds the first pass
+ * (rows_load), later passes load here. */
+template <int T, int R, int UNITS>
+__device__ __forceinline__ void rows_dot(float (&acc)[R][T], uint4 (&wv)[R][UNITS],
+                                         const uint4 *const (&wr)[R], const uint4 *xs, int ku,
+                                         int lane) {
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < T; t++) acc[r][t] = 0.0f;
+    for (int u0 = 0; u0 < ku; u0 += 32 * UNITS) {
+        if (u0 > 0) rows_load<R, UNITS>(wv, wr, u0, ku, true, lane);
+#pragma unroll
+        for (int j = 0; j < UNITS; j++) {
+            int u = u0 + j * 32 + lane;
+            if (u >= ku) break;
+#pragma unroll
+            for (int t = 0; t < T; t++) {
+                uint4 xv = xs[(size_t)t * ku + u];
+#pragma unroll
+                for (int r = 0; r < R; r++) acc[r][t] = dot8(acc[r][t], wv[r][j], xv);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < T; t++) acc[r][t] = warp_sum(acc[r][t]);
+}
+
+/* qkv7: a warp per RoPE pair, rows i and i + D/2 of one head of W (q heads, then k, then v: row
+ * head * D + i), both against every token's normed row. The rows' first units load before the
+ * wait; the norm of x runs while they arrive. Lane t < T then adds the bias, rotates (q and k
+ * heads; the angle as qkv_rope_kernel) and writes q (float) or the token's K/V slot (bf16). */
+/* Units per row and lane in flight: a 2880-wide row in one pass for one token; two passes for
+ * more, whose sums take registers of their own (the order of the sums is the same). */
+template <int T> __host__ __device__ constexpr int qkv7_units() {
+    return T == 1 ? 12 : 6;
+}
+
+template <int T>
+__global__ void __launch_bounds__(RMSNORM_THREADS, 2)
+    qkv7_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
+                const uint16_t *w, const uint16_t *bias, const int32_t *positions,
+                const int32_t *slots, const float *inv_freq, float conc, int H, int n_heads,
+                int n_kv, int D, int bs, float eps) {
+    extern __shared__ __align__(16) uint16_t xs[]; /* (T, H) */
+    __shared__ float red[32];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = D / 2;
+    int p = blockIdx.x * (RMSNORM_THREADS / 32) + warp, n_pairs = (n_heads + 2 * n_kv) * half;
+    bool live = p < n_pairs;
+    int head = live ? p / half : 0, i = p % half;
+    int r1 = head * D + i, r2 = r1 + half, ku = H / 8;
+    const uint4 *wr[2] = {reinterpret_cast<const uint4 *>(w + (size_t)r1 * H),
+                          reinterpret_cast<const uint4 *>(w + (size_t)r2 * H)};
+    constexpr int U = qkv7_units<T>();
+    uint4 wv[2][U];
+    rows_load<2, U>(wv, wr, 0, ku, live, lane);
+    float c = 0.0f, sn = 0.0f; /* token `lane`'s angle (the step's uploaded positions) */
+    if (lane < T) {
+        float angle = (float)positions[lane] * inv_freq[i];
+        c = cosf(angle) * conc, sn = sinf(angle) * conc;
+    }
+    pdl_wait();
+    pdl_trigger();
+    norm_rows<T>(xs, x, g, H, eps, red);
+    if (!live) return;
+    float acc[2][T];
+    rows_dot<T, 2, U>(acc, wv, wr, reinterpret_cast<const uint4 *>(xs), ku, lane);
+    float v1 = 0.0f, v2 = 0.0f; /* token `lane`'s two sums */
+#pragma unroll
+    for (int t = 0; t < T; t++)
+        if (lane == t) v1 = acc[0][t], v2 = acc[1][t];
+    if (lane >= T) return;
+    int t = lane, Q = n_heads * D;
+    float x1 = v1 + bf16f(bias[r1]), x2 = v2 + bf16f(bias[r2]);
+    int slot = slots[t], blk = slot / bs, off = slot % bs;
+    if (head < n_heads + n_kv) {
+        float y1, y2;
+        rope_rotate(x1, x2, c, sn, y1, y2);
+        if (head < n_heads) {
+            q[(size_t)t * Q + r1] = y1;
+            q[(size_t)t * Q + r2] = y2;
+        } else {
+            uint16_t *dst = kcache + ((size_t)(blk * n_kv + head - n_heads) * bs + off) * D;
+            dst[i] = f2bf16(y1);
+            dst[i + half] = f2bf16(y2);
+        }
+    } else {
+        uint16_t *dst = vcache + ((size_t)(blk * n_kv + head - n_heads - n_kv) * bs + off) * D;
+        dst[i] = f2bf16(x1);
+        dst[i + half] = f2bf16(x2);
+    }
+}
+
+/* o_res: x (T, N) += in (T, K) · W^T + bias, each element (x + sum) + bias as rmsnorm_kernel adds
+ * a delta and a bias; a warp per row of W (gemv_row). */
+template <int T>
+__global__ void __launch_bounds__(32 * GEMV_WARPS)
+    gemv_res_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
+                    int K) {
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (n >= N) {
+        pdl_wait();
+        return;
+    }
+    float acc[T];
+    gemv_row<T>(acc, in, w, n, K);
+    pdl_trigger();
+    if (lane < T) {
+        float s = 0.0f;
+#pragma unroll
+        for (int t = 0; t < T; t++)
+            if (lane == t) s = acc[t];
+        float *xp = x + (size_t)lane * N + n;
+        *xp = (*xp + s) + bf16f(bias[n]);
+    }
+}
+
+/* router7: every CTA norms x for itself (CTA 0 also writes xn, the experts' input), a warp per
+ * expert row against it, then the last CTA picks each token's experts (router_gemv_kernel's
+ * ending). */
+template <int T>
+__global__ void __launch_bounds__(RMSNORM_THREADS)
+    router7_kernel(float *logits, int *count, uint16_t *xn, const float *x, const uint16_t *g,
+                   const uint16_t *w, const uint16_t *bias, int32_t *top_e, float *top_w,
+                   int32_t *e_start, int32_t *e_slots, int E, int H, float eps, int top_k) {
+    static_assert(RMSNORM_THREADS == 32 * GEMV_WARPS, "a warp per expert row, GEMV_WARPS a CTA");
+    extern __shared__ __align__(16) int rsm7[]; /* router_group's (2E + 32 ints), then (T, H) */
+    uint16_t *xs = reinterpret_cast<uint16_t *>(rsm7 + ((2 * E + 32 + 3) & ~3));
+    __shared__ float red[32];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ku = H / 8;
+    int n = blockIdx.x * GEMV_WARPS + warp;
+    bool live = n < E;
+    const uint4 *wr[1] = {reinterpret_cast<const uint4 *>(w + (size_t)(live ? n : 0) * H)};
+    uint4 wv[1][GEMV_UNITS];
+    rows_load<1, GEMV_UNITS>(wv, wr, 0, ku, live, lane);
+    pdl_wait();
+    pdl_trigger();
+    norm_rows<T>(xs, x, g, H, eps, red);
+    if (blockIdx.x == 0)
+        for (int i = threadIdx.x; i < T * ku; i += blockDim.x)
+            reinterpret_cast<uint4 *>(xn)[i] = reinterpret_cast<const uint4 *>(xs)[i];
+    if (live) {
+        float acc[1][T];
+        rows_dot<T, 1, GEMV_UNITS>(acc, wv, wr, reinterpret_cast<const uint4 *>(xs), ku, lane);
+        if (lane == 0)
+#pragma unroll
+            for (int t = 0; t < T; t++) logits[(size_t)t * E + n] = acc[0][t];
+    }
+    if (!last_cta(count, gridDim.x)) return;
+    for (int t = warp; t < T; t += GEMV_WARPS)
+        router_topk_token(top_e, top_w, logits, bias, t, E, top_k);
+    __syncthreads(); /* the CTA's writes of top_e are visible to all of it */
+    router_group(e_start, e_slots, top_e, T * top_k, E);
+    if (threadIdx.x == 0) *count = 0;
+}
+
+/* ---- the expert tiles of version 7: weights through shared memory ----
+ *
+ * Version 3's small tile keeps a warp's weights in flight in registers (7 super-chunks, 136
+ * registers a thread): 11-12 warps an SM, ~75 KB in flight, and at batch 1 the expert GEMMs ran
+ * at 1.3-1.5 TB/s, below the GEMVs (2.3 TB/s with ~140 KB in flight an SM). Here each lane
+ * copies its units with cp.async into its warp's ring of STAGES super-chunks in shared memory
+ * (version 4's ring, STAGES - 1 in flight), and the tokens are staged one row per token, not
+ * eight: a lane whose B column has no token reads the last one's row (moe3_superchunk's
+ * columns are independent; those results are never stored). Same fragments, same order: the
+ * results are version 3's bit for bit. */
+
+/* Super-chunk c of the warp's tile (units wp, this lane's; scales sp, lanes 0-3 16 bytes each)
+ * into ring slot sl. Always one commit, so that the group count stays in step. */
+__device__ __forceinline__ void ring_issue(uint4 *wring, uint8_t *sring, const uint4 *wp,
+                                           const uint8_t *sp, bool ok, int c, int nc, int sl,
+                                           int lane) {
+    if (ok && c < nc) {
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+            cp_async16(wring + sl * 64 + h * 32 + lane, wp + c * 64 + h * 32);
+        if (lane < 4) cp_async16(sring + sl * 64 + lane * 16, sp + c * 64);
+    }
+    cp_async_commit();
+}
+
+/* The warp's tile over all nc super-chunks from its ring, the first STAGES - 1 already issued
+ * (and landed: the caller waited for every group); xrow: the lane's token row at block 4 tq. */
+template <int STAGES>
+__device__ __forceinline__ void ring_run(float (&acc)[1][1][4], uint4 *wring, uint8_t *sring,
+                                         const uint4 *wp, const uint8_t *sp, bool ok,
+                                         const char *xrow, int ld, int nc, int lane, int tq) {
+    moe3_zero<1, 1>(acc);
+    for (int c = 0, sl = 0, fill = STAGES - 1; c < nc; c++) {
+        __syncwarp(); /* every lane is done with the slot that takes c + STAGES - 1 */
+        ring_issue(wring, sring, wp, sp, ok, c + STAGES - 1, nc, fill, lane);
+        cp_async_wait<STAGES - 1>(); /* this lane's copies of super-chunk c landed */
+        __syncwarp();                /* ... and every lane's (the scales are shared) */
+        uint4 wv[1][2];
+        uint32_t sv[1][2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            wv[0][h] = wring[sl * 64 + h * 32 + lane];
+            sv[0][h] = sring[sl * 64 + h * 32 + lane];
+        }
+        moe3_superchunk<1, 1>(acc, wv, sv, xrow + c * 256, 16 * ld, moe3_swz(tq), 1);
+        sl = sl + 1 == STAGES ? 0 : sl + 1;
+        fill = fill + 1 == STAGES ? 0 : fill + 1;
+    }
+    cp_async_wait0(); /* the empty tail groups */
+}
+
+/* Rows src[0..n) of in (·, K) into xs rows 0..n-1 (pitch ld), swizzled as moe3_stage_tokens,
+ * zeros from K up to moe3_kpad(K); one commit. Every thread of the CTA calls it. */
+__device__ __forceinline__ void stage_rows(uint16_t *xs, const uint16_t *in, const int *src, int n,
+                                           int K, int ld) {
+    for (int j = 0, vec = moe3_kpad(K) / 8; j < n; j++)
+        for (int q = threadIdx.x; q < vec; q += blockDim.x) {
+            int kb = q >> 2, w = (q & 3) ^ ((kb >> 1) & 1);
+            uint16_t *dst = xs + j * ld + kb * 32 + w * 8;
+            if (q < K / 8)
+                cp_async16(dst, in + (size_t)src[j] * K + q * 8);
+            else
+                *reinterpret_cast<uint4 *>(dst) = make_uint4(0, 0, 0, 0);
+        }
+    cp_async_commit();
+}
+
+/* Shared memory of the two kernels below: rows token rows, then `warps` rings of STAGES
+ * super-chunks (1 KB of codes, 64 bytes of scales each). */
+__host__ __device__ __forceinline__ size_t ring_smem(int rows, int warps, int stages, int K) {
+    return (size_t)rows * (moe3_kpad(K) + 16) * 2 + (size_t)warps * stages * (1024 + 64);
+}
+
+/* gate7: cuda_moe_gate_up's small tile (a warp per 16-row tile of an expert, WARPS tiles a CTA,
+ * a grid row per touched expert) with the ring; the expert's tokens (at most T <= 4) staged. */
+template <int WARPS, int STAGES>
+__global__ void __launch_bounds__(32 * WARPS)
+    gate7_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks, const uint8_t *scales,
+                 const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots, int top_k,
+                 int E, int N, int K, int T, float limit) {
+    extern __shared__ __align__(16) uint4 sm7[];
+    __shared__ int src_s[8];
+    pdl_wait();
+    pdl_trigger(); /* the down projection may load its weights: the routing is complete */
+    int e, beg, cnt;
+    if (!moe_expert(e_start, E, e, beg, cnt)) return;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
+    uint16_t *xs = reinterpret_cast<uint16_t *>(sm7);
+    uint4 *wring = sm7 + (size_t)T * ld / 8 + warp * STAGES * 64;
+    uint8_t *sring = reinterpret_cast<uint8_t *>(sm7 + (size_t)T * ld / 8 + WARPS * STAGES * 64) +
+                     warp * STAGES * 64;
+    const uint4 *wp[1];
+    const uint8_t *sp[1];
+    bool tv[1];
+    moe3_tiles<1, 16 * WARPS>(wp, sp, tv, blocks, scales, e, N, nc, warp, lane, lane * 16);
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; st++)
+        ring_issue(wring, sring, wp[0], sp[0], tv[0], st, nc, st, lane);
+    if (threadIdx.x < cnt) src_s[threadIdx.x] = e_slots[beg + threadIdx.x] / top_k;
+    __syncthreads();
+    stage_rows(xs, xn, src_s, cnt, K, ld);
+    cp_async_wait0();
+    __syncthreads();
+    const char *xrow = reinterpret_cast<const char *>(xs + min(gq, cnt - 1) * ld) + tq * 64;
+    float acc[1][1][4];
+    ring_run<STAGES>(acc, wring, sring, wp[0], sp[0], tv[0], xrow, ld, nc, lane, tq);
+    int row0 = blockIdx.x * 16 * WARPS + warp * 16 + gq;
+    moe3_epilogue<false, 1, 1>(act, acc, bias, e, N, row0, 1, cnt, e_slots + beg, NULL, limit, gq,
+                               tq);
+}
+
+/* The end of both down_res kernels: the warp's slot's rows of the CTA's tile (lane (gq, 0) holds
+ * column 0 of rows gq and gq + 8), weighted as moe_store's y, then added into x token by token
+ * in slot order, as rmsnorm_kernel adds the deltas. Every thread of the CTA calls it. */
+__device__ __forceinline__ void down_res_add(float *x, const float (&acc)[1][1][4],
+                                             const uint16_t *bias, const float *top_w, int e,
+                                             int top_k, int N) {
+    __shared__ float ys[16][16];
+    int S = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2;
+    int row0 = blockIdx.x * 16;
+    if ((lane & 3) == 0) {
+        float tw = top_w[warp];
+        ys[warp][gq] = tw * (acc[0][0][0] + bf16f(bias[(size_t)e * N + row0 + gq]));
+        ys[warp][gq + 8] = tw * (acc[0][0][2] + bf16f(bias[(size_t)e * N + row0 + gq + 8]));
+    }
+    __syncthreads();
+    int T = S / top_k;
+    if (threadIdx.x < T * 16) {
+        int t = threadIdx.x >> 4, r = threadIdx.x & 15;
+        float *xp = x + (size_t)t * N + row0 + r;
+        float v = *xp;
+        for (int d = 0; d < top_k; d++) v += ys[t * top_k + d][r];
+        *xp = v;
+    }
+}
+
+/* down_res as first written: version 3's small tile (the ring of 8 super-chunks in registers,
+ * 7 of them issued before the wait), every act row staged as a B column of its own 8-row
+ * tile (cuda_small_stages(., 0), the default). */
+__global__ void __launch_bounds__(512)
+    down_res_reg_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
+                        const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
+                        int N, int K) {
+    constexpr int STAGES = 8;
+    extern __shared__ __align__(16) uint16_t xs8[]; /* (S rounded up to 8, moe3_kpad(K) + 16) */
+    __shared__ int slot_s[16];
+    int S = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tq = lane & 3;
+    int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
+    int e = __ldcg(top_e + warp); /* complete: see down_res_kernel */
+    const uint4 *wp[1];
+    const uint8_t *sp[1];
+    bool tv[1];
+    moe3_tiles<1, 16>(wp, sp, tv, blocks, scales, e, N, nc, 0, lane, lane);
+    const uint4 zero4 = make_uint4(0, 0, 0, 0);
+    uint4 wr[STAGES][1][2];
+    uint32_t sr[STAGES][1][2];
+    auto load = [&](uint4(&wq)[1][2], uint32_t(&sc)[1][2], int c) {
+        bool ok = c < nc && 4 * c + tq < nb && tv[0];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            wq[0][h] = ok ? ld_stream(wp[0] + c * 64 + h * 32) : zero4;
+            sc[0][h] = ok ? __ldg(sp[0] + c * 64 + h * 32) : 0u;
+        }
+    };
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; st++) load(wr[st], sr[st], st);
+    pdl_wait();
+    pdl_trigger();
+    if (threadIdx.x < 16) slot_s[threadIdx.x] = threadIdx.x < S ? (int)threadIdx.x : -1;
+    __syncthreads();
+    moe3_stage_tokens<true>(xs8, slot_s, act, slot_s, S, (S + 7) / 8, 1, K, ld);
+    cp_async_wait0();
+    __syncthreads();
+    const char *xrow = reinterpret_cast<const char *>(xs8 + warp * ld) + tq * 64;
+    float acc[1][1][4];
+    moe3_zero<1, 1>(acc);
+    for (int cb = 0; cb < nc; cb += STAGES) {
+#pragma unroll
+        for (int st = 0; st < STAGES; st++) {
+            int c = cb + st;
+            if (c >= nc) break;
+            load(wr[(st + STAGES - 1) % STAGES], sr[(st + STAGES - 1) % STAGES], c + STAGES - 1);
+            moe3_superchunk<1, 1>(acc, wr[st], sr[st], xrow + c * 256, 16 * ld, moe3_swz(tq), 1);
+        }
+    }
+    down_res_add(x, acc, bias, top_w, e, top_k, N);
+}
+
+/* down_res: a CTA per 16-row tile of the output, a warp per slot of the step (S = T * top_k of
+ * them, slot s = token s / top_k's choice s % top_k): the warp streams its slot's expert tile
+ * through its ring, the first STAGES - 1 super-chunks issued before the wait (the router ran
+ * two kernels back, and gate7 passes its trigger after its own wait), against its slot's act
+ * row (every B column the same row: column 0 is taken). Weighted as moe_store's y, the slots'
+ * rows are then added into x token by token in slot order, as rmsnorm_kernel adds the
+ * deltas. */
+template <int STAGES>
+__global__ void __launch_bounds__(512)
+    down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
+                    const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
+                    int N, int K) {
+    extern __shared__ __align__(16) uint4 sm7[];
+    __shared__ int src_s[16];
+    int S = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tq = lane & 3;
+    int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
+    uint16_t *xs = reinterpret_cast<uint16_t *>(sm7);
+    uint4 *wring = sm7 + (size_t)S * ld / 8 + warp * STAGES * 64;
+    uint8_t *sring = reinterpret_cast<uint8_t *>(sm7 + (size_t)S * ld / 8 + S * STAGES * 64) +
+                     warp * STAGES * 64;
+    int e = __ldcg(top_e + warp); /* complete: see above */
+    const uint4 *wp[1];
+    const uint8_t *sp[1];
+    bool tv[1];
+    moe3_tiles<1, 16>(wp, sp, tv, blocks, scales, e, N, nc, 0, lane, lane * 16);
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; st++)
+        ring_issue(wring, sring, wp[0], sp[0], tv[0], st, nc, st, lane);
+    pdl_wait();
+    pdl_trigger();
+    if (threadIdx.x < S) src_s[threadIdx.x] = threadIdx.x;
+    __syncthreads();
+    stage_rows(xs, act, src_s, S, K, ld);
+    cp_async_wait0();
+    __syncthreads();
+    const char *xrow = reinterpret_cast<const char *>(xs + warp * ld) + tq * 64;
+    float acc[1][1][4];
+    ring_run<STAGES>(acc, wring, sring, wp[0], sp[0], tv[0], xrow, ld, nc, lane, tq);
+    down_res_add(x, acc, bias, top_w, e, top_k, N);
+}
+
+/* The rings' depths (super-chunks; STAGES - 1 in flight), or 0: the rings in registers (version
+ * 3's small tile for gate_up, down_res_reg_kernel), the form measured so far and so the
+ * default; set by cuda_small_stages. */
+static int gate7_stages = 0, down7_stages = 0;
+
+extern "C" void cuda_small_stages(int gate, int down) {
+    gate7_stages = gate == 8 || gate == 12 || gate == 16 ? gate : 0;
+    down7_stages = down == 8 || down == 12 || down == 16 ? down : 0;
+}
+
+/* Raise k's dynamic shared memory limit to smem where above 48 KB and above what was set. */
+template <typename K> static int smem_limit(K k, size_t smem, size_t *set) {
+    if (smem <= 48 * 1024 || smem <= *set) return 0;
+    cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return (int)e;
+    *set = smem;
+    return 0;
+}
+
+/* ---- launchers ---- */
+
+extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const float *x,
+                         const uint16_t *g, const uint16_t *w, const uint16_t *bias,
+                         const int32_t *positions, const int32_t *slots, const float *inv_freq,
+                         float concentration, int T, int H, int n_heads, int n_kv_heads, int D,
+                         int block_size, float eps, cudaStream_t s) {
+    if (T < 1 || T > GEMV_MAX_T || H < 8 || H % 8 || H > RMSNORM_PER * RMSNORM_THREADS || D < 2 ||
+        D % 2 || D / 2 > ROPE_MAX_HALF)
+        return (int)cudaErrorInvalidValue;
+    static_assert(GEMV_MAX_T == 4, "one instantiation per token count");
+    static void (*const k[GEMV_MAX_T])(
+        float *, uint16_t *, uint16_t *, const float *, const uint16_t *, const uint16_t *,
+        const uint16_t *, const int32_t *, const int32_t *, const float *, float, int, int, int,
+        int, int, float) = {qkv7_kernel<1>, qkv7_kernel<2>, qkv7_kernel<3>, qkv7_kernel<4>};
+    int pairs = (n_heads + 2 * n_kv_heads) * (D / 2), per = RMSNORM_THREADS / 32;
+    return pdl_launch(k[T - 1], (pairs + per - 1) / per, RMSNORM_THREADS, (size_t)T * H * 2, s, q,
+                      kcache, vcache, x, g, w, bias, positions, slots, inv_freq, concentration, H,
+                      n_heads, n_kv_heads, D, block_size, eps);
+}
+
+extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias,
+                             int T, int N, int K, cudaStream_t s) {
+    if (T < 1 || T > GEMV_MAX_T || N < 1 || K < 8 || K % 8) return (int)cudaErrorInvalidValue;
+    static void (*const k[GEMV_MAX_T])(float *, const uint16_t *, const uint16_t *,
+                                       const uint16_t *, int, int) = {
+        gemv_res_kernel<1>, gemv_res_kernel<2>, gemv_res_kernel<3>, gemv_res_kernel<4>};
+    return pdl_launch(k[T - 1], (N + GEMV_WARPS - 1) / GEMV_WARPS, 32 * GEMV_WARPS, 0, s, x, in, w,
+                      bias, N, K);
+}
+
+extern "C" int cuda_router7(float *logits, int *count, uint16_t *xn, const float *x,
+                            const uint16_t *g, const uint16_t *w, const uint16_t *bias,
+                            int32_t *top_e, float *top_w, int32_t *e_start, int32_t *e_slots, int T,
+                            int E, int H, float eps, int top_k, cudaStream_t s) {
+    if (T < 1 || T > GEMV_MAX_T || E < 1 || E > RMSNORM_THREADS || H < 8 || H % 8 ||
+        H > RMSNORM_PER * RMSNORM_THREADS || top_k < 1 || top_k > 8 || top_k > E)
+        return (int)cudaErrorInvalidValue;
+    static void (*const k[GEMV_MAX_T])(float *, int *, uint16_t *, const float *, const uint16_t *,
+                                       const uint16_t *, const uint16_t *, int32_t *, float *,
+                                       int32_t *, int32_t *, int, int, float, int) = {
+        router7_kernel<1>, router7_kernel<2>, router7_kernel<3>, router7_kernel<4>};
+    size_t smem = (size_t)((2 * E + 32 + 3) & ~3) * sizeof(int) + (size_t)T * H * 2;
+    return pdl_launch(k[T - 1], (E + GEMV_WARPS - 1) / GEMV_WARPS, RMSNORM_THREADS, smem, s, logits,
+                      count, xn, x, g, w, bias, top_e, top_w, e_start, e_slots, E, H, eps, top_k);
+}
+
+extern "C" int cuda_moe_gate7(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
+                              const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
+                              const int32_t *e_slots, int T, int top_k, int E, int I, int H,
+                              float limit, cudaStream_t s) {
+    int S = T * top_k, N = 2 * I, rows = S < E ? S : E;
+    if (T < 1 || T > GEMV_MAX_T || H % 32 || N % 64 || H > 8192) return (int)cudaErrorInvalidValue;
+    if (gate7_stages == 0) /* version 3's small tile, the ring in registers */
+        return cuda_moe_gate_up(act, xn, blocks, scales, bias, e_start, e_slots, T, top_k, E, I, H,
+                                limit, 6, s);
+    enum { W = 4 };
+    size_t smem = ring_smem(T, W, gate7_stages, H);
+    static size_t set[3];
+    dim3 grid(N / (16 * W), rows);
+#define GATE7(st, i)                                                                               \
+    do {                                                                                           \
+        int e_ = smem_limit(gate7_kernel<W, st>, smem, &set[i]);                                   \
+        if (e_) return e_;                                                                         \
+        return pdl_launch(gate7_kernel<W, st>, grid, 32 * W, smem, s, act, xn, blocks, scales,     \
+                          bias, e_start, e_slots, top_k, E, N, H, T, limit);                       \
+    } while (0)
+    if (gate7_stages == 8) GATE7(8, 0);
+    if (gate7_stages == 16) GATE7(16, 2);
+    GATE7(12, 1);
+#undef GATE7
+}
+
+extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *blocks,
+                                 const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
+                                 const float *top_w, int T, int top_k, int H, int I,
+                                 cudaStream_t s) {
+    int S = T * top_k;
+    if (T < 1 || S > 16 || I % 32 || H % 16 || I > 8192) return (int)cudaErrorInvalidValue;
+    static size_t set[4];
+    if (down7_stages == 0) { /* the ring in registers */
+        size_t smem = (size_t)(S + 7) / 8 * 8 * (moe3_kpad(I) + 16) * 2;
+        int e = smem_limit(down_res_reg_kernel, smem, &set[3]);
+        if (e) return e;
+        return pdl_launch(down_res_reg_kernel, H / 16, 32 * S, smem, s, x, act, blocks, scales,
+                          bias, top_e, top_w, top_k, H, I);
+    }
+    size_t smem = ring_smem(S, S, down7_stages, I);
+#define DOWN7(st, i)                                                                               \
+    do {                                                                                           \
+        int e_ = smem_limit(down_res_kernel<st>, smem, &set[i]);                                   \
+        if (e_) return e_;                                                                         \
+        return pdl_launch(down_res_kernel<st>, H / 16, 32 * S, smem, s, x, act, blocks, scales,    \
+                          bias, top_e, top_w, top_k, H, I);                                        \
+    } while (0)
+    if (down7_stages == 8) DOWN7(8, 0);
+    if (down7_stages == 12) DOWN7(12, 1);
+    DOWN7(16, 2);
+#undef DOWN7
+}
