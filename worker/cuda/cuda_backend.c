@@ -279,7 +279,8 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         b->version >= 6 && cuda_gemm_gemv(b->gemm) && T <= CUDA_GEMV_MAX_T && b->E <= 256;
     /* version 7 (small.cuh): the norms folded into the kernels after them, the residual adds
      * into the kernels before them; down_res takes a warp per slot, up to 16 */
-    bool v7 = router_gemv && b->version >= 7 && T * b->TK <= 16 && H % 16 == 0 && H <= 3072;
+    bool v7 = router_gemv && b->version >= 7 && T * b->TK <= 16 && H % 16 == 0 && H <= 3072 &&
+              b->I % 32 == 0;
 
     prof_begin(b, P_EMBED);
     CK(cuda_embed(b->x, b->embed, d_tok, T, H, s), "embed");

@@ -537,10 +537,10 @@ extern "C" int cuda_moe_gate7(uint16_t *act, const uint16_t *xn, const uint8_t *
                               const int32_t *e_slots, int T, int top_k, int E, int I, int H,
                               float limit, cudaStream_t s) {
     int S = T * top_k, N = 2 * I, rows = S < E ? S : E;
-    if (T < 1 || T > GEMV_MAX_T || H % 32 || N % 64 || H > 8192) return (int)cudaErrorInvalidValue;
     if (gate7_stages == 0) /* version 3's small tile, the ring in registers */
         return cuda_moe_gate_up(act, xn, blocks, scales, bias, e_start, e_slots, T, top_k, E, I, H,
                                 limit, 6, s);
+    if (T < 1 || T > GEMV_MAX_T || H % 32 || N % 64 || H > 8192) return (int)cudaErrorInvalidValue;
     enum { W = 4 };
     size_t smem = ring_smem(T, W, gate7_stages, H);
     static size_t set[3];
@@ -565,7 +565,9 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
     int S = T * top_k;
     if (T < 1 || S > 16 || I % 32 || H % 16 || I > 8192) return (int)cudaErrorInvalidValue;
     static size_t set[4];
-    if (down7_stages == 0) { /* the ring in registers */
+    /* the ring in registers: by choice, or where S act rows and S rings would not fit the 227 KB
+     * a CTA may have (4 tokens: 16 rows and rings) */
+    if (down7_stages == 0 || ring_smem(S, S, down7_stages, I) > 200 * 1024) {
         size_t smem = (size_t)(S + 7) / 8 * 8 * (moe3_kpad(I) + 16) * 2;
         int e = smem_limit(down_res_reg_kernel, smem, &set[3]);
         if (e) return e;
