@@ -141,12 +141,17 @@ void cuda_backend_set_profile(mg_backend *base, bool on) {
     b->n_ev = 0;
 }
 
+/* The decode graphs captured so far, destroyed: the next step of each bucket captures again
+ * (after a setting the graphs bake in changed). */
+static void drop_graphs(cuda *b) {
+    for (int i = 0; i < CUDA_GRAPH_BUCKETS; i++)
+        if (b->graph[i]) cudaGraphExecDestroy(b->graph[i]), b->graph[i] = NULL;
+}
+
 void cuda_backend_omit(mg_backend *base, unsigned ops) {
     cuda *b = (cuda *)base;
-    if (b->omit == ops) return;
+    if (b->omit != ops) drop_graphs(b);
     b->omit = ops;
-    for (int i = 0; i < CUDA_GRAPH_BUCKETS; i++) /* captured with the old set: capture again */
-        if (b->graph[i]) cudaGraphExecDestroy(b->graph[i]), b->graph[i] = NULL;
 }
 
 int cuda_backend_profile_read(mg_backend *base, const char **names, double *ms, int *calls) {
@@ -252,10 +257,11 @@ static size_t meta_len(const cuda *b, const step_shape *sh, int n_rows) {
     return b->base.window_blocks > 0 ? n + sh->T + (size_t)n_rows * sh->stride : n;
 }
 
-/* Everything up to the logits (sh->nl, V) in b->logits, on the stream, unsynchronized: the
- * index upload from the pinned buffer, then the kernels. Also what a graph captures. */
 /* Whether op (a profile op index) is left out of the step: cuda_backend_omit. */
 #define OMIT(op) (b->omit >> (op)&1u)
+
+/* Everything up to the logits (sh->nl, V) in b->logits, on the stream, unsynchronized: the
+ * index upload from the pinned buffer, then the kernels. Also what a graph captures. */
 
 static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
     const mg_model_config *c = &b->c;
@@ -359,8 +365,7 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
                             L->router_w, L->router_b, b->top_e, b->top_w, b->e_start, b->e_slots, T,
                             b->E, H, c->rms_eps, b->TK, s),
                "router");
-        } else if (router_gemv) { /* version 6, a few tokens: the top-k in the router GEMV's last
-                                     CTA */
+        } else if (router_gemv) { /* version 6, a few tokens: top-k in the GEMV's last CTA */
             prof_begin(b, P_ROUTER);
             CK(cuda_router_gemv(b->rlog, b->tickets + TICKET_ROUTER, b->xn, L->router_w,
                                 L->router_b, b->top_e, b->top_w, b->e_start, b->e_slots, T, b->E, H,
@@ -630,9 +635,7 @@ mg_status cuda_backend_trace_routes(mg_backend *base, bool on) {
                            cudaGetErrorString(e));
         }
     }
-    if (b->trace != on) /* graphs captured before carry the old setting: capture them again */
-        for (int i = 0; i < CUDA_GRAPH_BUCKETS; i++)
-            if (b->graph[i]) cudaGraphExecDestroy(b->graph[i]), b->graph[i] = NULL;
+    if (b->trace != on) drop_graphs(b); /* graphs captured before carry the old setting */
     b->trace = on;
     return MG_OK;
 }
@@ -670,8 +673,7 @@ static void cuda_destroy(mg_backend *base) {
     if (b->ban_h) cudaFreeHost(b->ban_h);
     for (int i = 0; i < PROF_EVENTS; i++)
         if (b->ev[i]) cudaEventDestroy(b->ev[i]);
-    for (int i = 0; i < CUDA_GRAPH_BUCKETS; i++)
-        if (b->graph[i]) cudaGraphExecDestroy(b->graph[i]);
+    drop_graphs(b);
     cuda_gemm_destroy(b->gemm);
     if (b->stream) cudaStreamDestroy(b->stream);
     sampler_destroy(b->sampler);

@@ -130,7 +130,7 @@ static int profile_step(mg_backend *b, const mg_batch *batch, mg_sample_req *req
 }
 
 /* Batch 1 without each ;-separated set of ,-separated profile op names (cuda_backend_omit), its
- * time beside the full step's (full_ms), then the full step again. */
+ * time beside the full step's (full_ms); every op is back in the step on return. */
 static int omit_sets(mg_backend *b, const char *sets, const mg_batch *batch, mg_sample_req *reqs,
                      int32_t *out, int steps, double full_ms) {
     const char *names[CUDA_PROF_OPS];

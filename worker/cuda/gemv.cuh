@@ -16,6 +16,23 @@ __device__ __forceinline__ void bf16x2_f(uint32_t w, float &lo, float &hi) {
     hi = __uint_as_float(w & 0xffff0000u);
 }
 
+/* acc + w · x over one 16-byte unit of each (8 bf16), the products added in order: the sums of
+ * gemv_row and of version 7's kernels (small.cuh). */
+__device__ __forceinline__ float dot8(float acc, const uint4 &w, const uint4 &x) {
+    float wf[8], xf[8];
+    bf16x2_f(w.x, wf[0], wf[1]);
+    bf16x2_f(w.y, wf[2], wf[3]);
+    bf16x2_f(w.z, wf[4], wf[5]);
+    bf16x2_f(w.w, wf[6], wf[7]);
+    bf16x2_f(x.x, xf[0], xf[1]);
+    bf16x2_f(x.y, xf[2], xf[3]);
+    bf16x2_f(x.z, xf[4], xf[5]);
+    bf16x2_f(x.w, xf[6], xf[7]);
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc = fmaf(wf[i], xf[i], acc);
+    return acc;
+}
+
 /* Row n of W (K inputs) against the T token rows of x: the warp's sums, in every lane. The
  * first pass's weight loads are issued before pdl_wait (the weights are no earlier kernel's
  * output), so under programmatic dependent launch they overlap the previous kernel. */
@@ -40,22 +57,9 @@ __device__ __forceinline__ void gemv_row(float (&acc)[T], const uint16_t *x, con
         for (int j = 0; j < GEMV_UNITS; j++) {
             int u = u0 + j * 32 + lane;
             if (u >= ku) break;
-            float wf[8];
-            bf16x2_f(wv[j].x, wf[0], wf[1]);
-            bf16x2_f(wv[j].y, wf[2], wf[3]);
-            bf16x2_f(wv[j].z, wf[4], wf[5]);
-            bf16x2_f(wv[j].w, wf[6], wf[7]);
 #pragma unroll
-            for (int t = 0; t < T; t++) {
-                uint4 xv = __ldg(xr + (size_t)t * ku + u);
-                float xf[8];
-                bf16x2_f(xv.x, xf[0], xf[1]);
-                bf16x2_f(xv.y, xf[2], xf[3]);
-                bf16x2_f(xv.z, xf[4], xf[5]);
-                bf16x2_f(xv.w, xf[6], xf[7]);
-#pragma unroll
-                for (int i = 0; i < 8; i++) acc[t] = fmaf(wf[i], xf[i], acc[t]);
-            }
+            for (int t = 0; t < T; t++)
+                acc[t] = dot8(acc[t], wv[j], __ldg(xr + (size_t)t * ku + u));
         }
     }
 #pragma unroll

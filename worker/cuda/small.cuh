@@ -47,22 +47,6 @@ __device__ __forceinline__ void norm_rows(uint16_t *xs, const float *x, const ui
     __syncthreads();
 }
 
-/* A bf16 row of 8 units against the weight unit w: acc += w · x, in gemv_row's order. */
-__device__ __forceinline__ float dot8(float acc, const uint4 &w, const uint4 &x) {
-    float wf[8], xf[8];
-    bf16x2_f(w.x, wf[0], wf[1]);
-    bf16x2_f(w.y, wf[2], wf[3]);
-    bf16x2_f(w.z, wf[4], wf[5]);
-    bf16x2_f(w.w, wf[6], wf[7]);
-    bf16x2_f(x.x, xf[0], xf[1]);
-    bf16x2_f(x.y, xf[2], xf[3]);
-    bf16x2_f(x.z, xf[4], xf[5]);
-    bf16x2_f(x.w, xf[6], xf[7]);
-#pragma unroll
-    for (int i = 0; i < 8; i++) acc = fmaf(wf[i], xf[i], acc);
-    return acc;
-}
-
 /* Units u0 + 32 j + lane (j < UNITS) of R weight rows (wr[r]: 16-byte units, ku a row), zeros
  * past the row or where !live: the kernels below load the first pass before pdl_wait. */
 template <int R, int UNITS>
