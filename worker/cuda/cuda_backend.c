@@ -69,8 +69,8 @@ typedef struct cuda {
     float *att_part; /* (CUDA_ATT_SPLIT_MAX_T, n_heads, CUDA_ATT_MAX_SPLITS, 66) split-KV state */
     /* ticket counters of the kernels whose last CTA finishes the op (zero between launches):
      * TICKET_ROUTER (one int), then from TICKET_ATT the split-KV attention's
-     * (CUDA_ATT_SPLIT_MAX_T, n_kv) */
-    int *tickets;
+     * (CUDA_ATT_SPLIT_MAX_T, n_kv), then version 8's down projection's (H / 16: down_tickets) */
+    int *tickets, *down_tickets;
     int pdl_max_tokens; /* cuda_backend_opts */
     float concentration;
     /* scratch: T = max_tokens, S = T * top_k, R = max_seqs */
@@ -287,6 +287,9 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
      * into the kernels before them; down_res takes a warp per slot, up to 16 */
     bool v7 = router_gemv && b->version >= 7 && T * b->TK <= 16 && H % 16 == 0 && H <= 3072 &&
               b->I % 32 == 0;
+    /* version 8 (stream.cuh): version 7's weight kernels with their weights streamed into
+     * shared memory, a CTA per SM */
+    bool v8 = v7 && b->version >= 8;
 
     prof_begin(b, P_EMBED);
     CK(cuda_embed(b->x, b->embed, d_tok, T, H, s), "embed");
@@ -302,9 +305,9 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         prof_begin(b, P_QKV);
         if (OMIT(P_QKV)) {
         } else if (v7) { /* the attention norm, q/k/v, bias, RoPE and the KV write */
-            CK(cuda_qkv7(b->q, kc, vc, b->x, L->attn_norm, L->qkv_w, L->qkv_b, d_pos, l_slot,
-                         b->inv_freq, b->concentration, T, H, c->n_heads, c->n_kv_heads, b->D, bs,
-                         c->rms_eps, s),
+            CK((v8 ? cuda_qkv8 : cuda_qkv7)(b->q, kc, vc, b->x, L->attn_norm, L->qkv_w, L->qkv_b,
+                                            d_pos, l_slot, b->inv_freq, b->concentration, T, H,
+                                            c->n_heads, c->n_kv_heads, b->D, bs, c->rms_eps, s),
                "qkv7");
         } else {
             st = cuda_matmul_bf16(b->gemm, b->qkv, b->xn, L->qkv_w, T, b->Q + 2 * b->KV, H, s);
@@ -343,7 +346,8 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         prof_begin(b, P_O);
         if (OMIT(P_O)) {
         } else if (v7) { /* o_proj + bias added into x; the MLP norm is the router kernel's */
-            CK(cuda_gemv_res(b->x, b->att, L->o_w, L->o_b, T, H, b->Q, s), "o_proj residual");
+            CK((v8 ? cuda_gemv_res8 : cuda_gemv_res)(b->x, b->att, L->o_w, L->o_b, T, H, b->Q, s),
+               "o_proj residual");
         } else {
             st = cuda_matmul_bf16(b->gemm, b->tmp, b->att, L->o_w, T, H, b->Q, s);
             if (st) return st;
@@ -389,8 +393,9 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         prof_begin(b, P_GU);
         if (OMIT(P_GU)) {
         } else if (v7) {
-            CK(cuda_moe_gate7(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
-                              b->e_slots, T, b->TK, b->E, b->I, H, c->swiglu_limit, s),
+            CK((v8 ? cuda_moe_gate8 : cuda_moe_gate7)(b->act, b->xn, L->gu_blocks, L->gu_scales,
+                                                      L->gu_bias, b->e_start, b->e_slots, T, b->TK,
+                                                      b->E, b->I, H, c->swiglu_limit, s),
                "moe gate_up");
         } else {
             CK(cuda_moe_gate_up(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
@@ -401,7 +406,11 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         prof_end(b);
         prof_begin(b, P_DN);
         if (OMIT(P_DN)) {
-        } else if (v7) { /* the slots' rows weighted and added into x in slot order */
+        } else if (v8) { /* the slots' rows weighted and added into x in slot order */
+            CK(cuda_moe_down8(b->x, b->y, b->down_tickets, b->act, L->dn_blocks, L->dn_scales,
+                              L->dn_bias, b->top_e, b->top_w, T, b->TK, H, b->I, s),
+               "moe down residual");
+        } else if (v7) {
             CK(cuda_moe_down_res(b->x, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->top_e,
                                  b->top_w, T, b->TK, H, b->I, s),
                "moe down residual");
@@ -902,7 +911,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     b->D = c->head_dim, b->E = c->n_experts, b->TK = c->top_k, b->I = c->intermediate;
     b->V = c->vocab, b->L = c->n_layers;
     b->max_tokens = o->max_tokens, b->max_seqs = o->max_seqs;
-    b->version = o->kernel_version >= 2 && o->kernel_version <= 7 ? o->kernel_version : 1;
+    b->version = o->kernel_version >= 2 && o->kernel_version <= 8 ? o->kernel_version : 1;
     b->graphs = o->cuda_graphs;
     b->host_sampling = o->host_sampling || c->vocab > CUDA_SAMPLE_MAX_VOCAB;
     mg_status st = MG_OK;
@@ -961,8 +970,10 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     TRY(dmalloc(&b->att_part,
                 4 * (size_t)CUDA_ATT_SPLIT_MAX_T * c->n_heads * CUDA_ATT_MAX_SPLITS * 66,
                 "split-KV scratch"));
-    size_t n_tickets = TICKET_ATT + (size_t)CUDA_ATT_SPLIT_MAX_T * c->n_kv_heads;
+    size_t n_att = TICKET_ATT + (size_t)CUDA_ATT_SPLIT_MAX_T * c->n_kv_heads;
+    size_t n_tickets = n_att + (size_t)H / 16 + 1;
     TRY(dmalloc(&b->tickets, sizeof(int) * n_tickets, "ticket counters"));
+    b->down_tickets = b->tickets + n_att;
     if (cudaMemset(b->tickets, 0, sizeof(int) * n_tickets))
         TRY(MG_ERRF(MG_ECUDA, "cuda backend: ticket counter clear failed"));
     /* KV pool: given, or a share of what is free now */

@@ -46,7 +46,9 @@ typedef struct cuda_backend_opts {
      * router's top-k in its GEMV (up to CUDA_GEMV_MAX_T tokens; cuda_ops.h); 7 six kernels a
      * layer instead of nine for steps of up to CUDA_GEMV_MAX_T tokens: the residual norms
      * folded into the kernels that read them, the residual adds into those that make them
-     * (small.cuh; the same bits as version 6).
+     * (small.cuh; the same bits as version 6); 8 version 7 with the q/k/v, o_proj and expert
+     * weights streamed into shared memory by the copy engine, a CTA per SM (stream.cuh; the
+     * same bits).
      * The same function up to bf16 rounding (version 5 rounds the softmax weights to bf16). */
     int kernel_version;
     /* Pure decode steps of up to min(max_tokens, max_seqs, 512) tokens padded to a bucket

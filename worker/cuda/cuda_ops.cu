@@ -9,3 +9,4 @@
 #include "norm.cuh"
 #include "sample.cuh"
 #include "small.cuh"
+#include "stream.cuh"

@@ -190,6 +190,24 @@ int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *blocks, cons
                       const uint16_t *bias, const int32_t *top_e, const float *top_w, int T,
                       int top_k, int H, int I, cudaStream_t s);
 
+/* ---- kernel version 8: version 7 with the weights streamed into shared memory (stream.cuh) ----
+ * Same arguments and results as cuda_qkv7, cuda_gemv_res and cuda_moe_gate7 (bit for bit); each
+ * falls back to its version-7 kernel where its ring would not fit a CTA's shared memory. */
+int cuda_qkv8(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
+              const uint16_t *w, const uint16_t *bias, const int32_t *positions,
+              const int32_t *slots, const float *inv_freq, float concentration, int T, int H,
+              int n_heads, int n_kv_heads, int D, int block_size, float eps, cudaStream_t s);
+int cuda_gemv_res8(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int T,
+                   int N, int K, cudaStream_t s);
+int cuda_moe_gate8(uint16_t *act, const uint16_t *xn, const uint8_t *blocks, const uint8_t *scales,
+                   const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots, int T,
+                   int top_k, int E, int I, int H, float limit, cudaStream_t s);
+/* cuda_moe_down_res through y (T * top_k, H) float scratch and H / 16 ticket counters (zero, and
+ * zero again after each launch). */
+int cuda_moe_down8(float *x, float *y, int *tickets, const uint16_t *act, const uint8_t *blocks,
+                   const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
+                   const float *top_w, int T, int top_k, int H, int I, cudaStream_t s);
+
 /* out (n) = argmax of each logits row (n, V): lowest id on ties, NaN never wins, 0 when every
  * entry is -inf or NaN (sampling_argmax's rule). */
 int cuda_argmax(int32_t *out, const float *logits, int n, int V, cudaStream_t s);
