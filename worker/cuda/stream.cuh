@@ -18,9 +18,11 @@
 
 #include "small.cuh"
 
-/* Slots of the rings: q/k/v (a RoPE pair of rows a slot), o_proj (a row), and the warps of the
+/* Slots of the rings: q/k/v (a RoPE pair of rows a slot), o_proj (a row: 11 warps of 2, the 22
+ * rows of a CTA's share at H = 2880 on 132 SMs, in 176 KB, so that a CTA fits beside the
+ * attention kernel's and streams its weights while attention runs), and the warps of the
  * expert kernels (a 16-row tile a slot, one slot a warp). */
-enum { QKV8_SLOTS = 16, O8_SLOTS = 24, MOE8_WARPS = 8 };
+enum { QKV8_SLOTS = 16, O8_WARPS = 11, O8_SLOTS = 22, MOE8_WARPS = 8 };
 
 /* This CTA's share [u0, u0 + n) of n_units units, the shares differing by at most one. */
 __device__ __forceinline__ void cta_share(int n_units, int &u0, int &n) {
@@ -43,6 +45,7 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
                 const int32_t *slots, const float *inv_freq, float conc, int H, int n_heads,
                 int n_kv, int D, int bs, float eps) {
     constexpr int NW = RMSNORM_THREADS / 32, NS = QKV8_SLOTS;
+    static_assert(NS % NW == 0, "slot j % NS belongs to warp j % NW");
     extern __shared__ __align__(128) uint4 sm8[]; /* NS slots (2 rows each), then (T, H) */
     __shared__ uint64_t bar[NS];
     __shared__ float red[32];
@@ -99,10 +102,11 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
 
 /* o8: gemv_res with a CTA per SM, a unit a row of W (K bf16 a slot); in's T rows staged. */
 template <int T>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(32 * O8_WARPS)
     gemv_res8_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
                      int K) {
-    constexpr int NW = 8, NS = O8_SLOTS;
+    constexpr int NW = O8_WARPS, NS = O8_SLOTS;
+    static_assert(NS % NW == 0, "slot j % NS belongs to warp j % NW");
     extern __shared__ __align__(128) uint4 sm8[]; /* NS slots, then (T, K) */
     __shared__ uint64_t bar[NS];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ku = K / 8, n0, n;
@@ -365,7 +369,7 @@ extern "C" int cuda_gemv_res8(float *x, const uint16_t *in, const uint16_t *w, c
     int e = smem_limit(k[T - 1], smem, &set[T - 1]);
     if (e) return e;
     int grid = sm_count();
-    return pdl_launch(k[T - 1], grid < N ? grid : N, 256, smem, s, x, in, w, bias, N, K);
+    return pdl_launch(k[T - 1], grid < N ? grid : N, 32 * O8_WARPS, smem, s, x, in, w, bias, N, K);
 }
 
 extern "C" int cuda_moe_gate8(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
