@@ -202,6 +202,9 @@ int cuda_gemv_res8(float *x, const uint16_t *in, const uint16_t *w, const uint16
 int cuda_moe_gate8(uint16_t *act, const uint16_t *xn, const uint8_t *blocks, const uint8_t *scales,
                    const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots, int T,
                    int top_k, int E, int I, int H, float limit, cudaStream_t s);
+/* Benchmarks only: the slots of version 8's rings (q/k/v: 8 or 16, o_proj: 11 or 22, gate_up and
+ * down: 1 to 8; anything else: the most, the default). Same rule as cuda_moe3_force_tile. */
+void cuda_stream_slots(int qkv, int o, int gate, int down);
 /* cuda_moe_down_res through y (T * top_k, H) float scratch and H / 16 ticket counters (zero, and
  * zero again after each launch). */
 int cuda_moe_down8(float *x, float *y, int *tickets, const uint16_t *act, const uint8_t *blocks,

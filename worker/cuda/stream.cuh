@@ -24,6 +24,19 @@
  * expert kernels (a 16-row tile a slot, one slot a warp). */
 enum { QKV8_SLOTS = 16, O8_WARPS = 11, O8_SLOTS = 22, MOE8_WARPS = 8 };
 
+/* The rings' slots in use (at most the above; q/k/v a multiple of 8, o_proj of 11), set by
+ * cuda_stream_slots for benchmarks: fewer leave room for the next kernel's CTA beside this
+ * one's, which can then load its weights while this one runs. */
+static int qkv8_slots = QKV8_SLOTS, o8_slots = O8_SLOTS, gate8_warps = MOE8_WARPS,
+           down8_warps = MOE8_WARPS;
+
+extern "C" void cuda_stream_slots(int qkv, int o, int gate, int down) {
+    qkv8_slots = qkv >= 8 && qkv <= QKV8_SLOTS && qkv % 8 == 0 ? qkv : QKV8_SLOTS;
+    o8_slots = o >= O8_WARPS && o <= O8_SLOTS && o % O8_WARPS == 0 ? o : O8_SLOTS;
+    gate8_warps = gate >= 1 && gate <= MOE8_WARPS ? gate : MOE8_WARPS;
+    down8_warps = down >= 1 && down <= MOE8_WARPS ? down : MOE8_WARPS;
+}
+
 /* This CTA's share [u0, u0 + n) of n_units units, the shares differing by at most one. */
 __device__ __forceinline__ void cta_share(int n_units, int &u0, int &n) {
     u0 = (int)((long long)blockIdx.x * n_units / gridDim.x);
@@ -43,11 +56,10 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
     qkv8_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
                 const uint16_t *w, const uint16_t *bias, const int32_t *positions,
                 const int32_t *slots, const float *inv_freq, float conc, int H, int n_heads,
-                int n_kv, int D, int bs, float eps) {
-    constexpr int NW = RMSNORM_THREADS / 32, NS = QKV8_SLOTS;
-    static_assert(NS % NW == 0, "slot j % NS belongs to warp j % NW");
+                int n_kv, int D, int bs, float eps, int NS) {
+    constexpr int NW = RMSNORM_THREADS / 32;      /* NS: a multiple of NW, at most QKV8_SLOTS */
     extern __shared__ __align__(128) uint4 sm8[]; /* NS slots (2 rows each), then (T, H) */
-    __shared__ uint64_t bar[NS];
+    __shared__ uint64_t bar[QKV8_SLOTS];
     __shared__ float red[32];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = D / 2, ku = H / 8, p0, n;
     cta_share((n_heads + 2 * n_kv) * half, p0, n);
@@ -104,11 +116,10 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
 template <int T>
 __global__ void __launch_bounds__(32 * O8_WARPS)
     gemv_res8_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
-                     int K) {
-    constexpr int NW = O8_WARPS, NS = O8_SLOTS;
-    static_assert(NS % NW == 0, "slot j % NS belongs to warp j % NW");
+                     int K, int NS) {
+    constexpr int NW = O8_WARPS;                  /* NS: a multiple of NW, at most O8_SLOTS */
     extern __shared__ __align__(128) uint4 sm8[]; /* NS slots, then (T, K) */
-    __shared__ uint64_t bar[NS];
+    __shared__ uint64_t bar[O8_SLOTS];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ku = K / 8, n0, n;
     cta_share(N, n0, n);
     uint4 *ring = sm8, *xs = sm8 + (size_t)NS * ku;
@@ -190,9 +201,9 @@ __global__ void __launch_bounds__(32 * MOE8_WARPS)
     gate8_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks, const uint8_t *scales,
                  const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots, int top_k,
                  int E, int N, int K, int T, float limit) {
-    constexpr int NW = MOE8_WARPS;
+    int NW = blockDim.x >> 5;                     /* a slot a warp, at most MOE8_WARPS */
     extern __shared__ __align__(128) uint4 sm8[]; /* NW slots, then (T, moe3_kpad(K) + 16) */
-    __shared__ uint64_t bar[NW];
+    __shared__ uint64_t bar[MOE8_WARPS];
     __shared__ int ex[17], src_s[GEMV_MAX_T]; /* touched experts, their count at ex[16] */
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
     int nc = (K / 32 + 3) / 4, ld = moe3_kpad(K) + 16, tiles = N / 16;
@@ -251,9 +262,9 @@ __global__ void __launch_bounds__(32 * MOE8_WARPS)
     down8_kernel(float *x, float *ys, int *tick, const uint16_t *act, const uint8_t *blocks,
                  const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
                  const float *top_w, int top_k, int S, int N, int K) {
-    constexpr int NW = MOE8_WARPS;
+    int NW = blockDim.x >> 5;
     extern __shared__ __align__(128) uint4 sm8[]; /* NW slots, then 2 act rows */
-    __shared__ uint64_t bar[NW];
+    __shared__ uint64_t bar[MOE8_WARPS];
     __shared__ int src_s[2];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
     int nc = (K / 32 + 3) / 4, ld = moe3_kpad(K) + 16, tiles = N / 16, u0, n;
@@ -339,7 +350,7 @@ extern "C" int cuda_qkv8(float *q, uint16_t *kcache, uint16_t *vcache, const flo
                          const int32_t *positions, const int32_t *slots, const float *inv_freq,
                          float concentration, int T, int H, int n_heads, int n_kv_heads, int D,
                          int block_size, float eps, cudaStream_t s) {
-    size_t smem = ((size_t)QKV8_SLOTS * 2 + T) * H * 2;
+    size_t smem = ((size_t)qkv8_slots * 2 + T) * H * 2;
     if (T < 1 || T > GEMV_MAX_T || H < 8 || H % 8 || H > RMSNORM_PER * RMSNORM_THREADS || D < 2 ||
         D % 2 || D / 2 > ROPE_MAX_HALF || !smem_fits(smem))
         return cuda_qkv7(q, kcache, vcache, x, g, w, bias, positions, slots, inv_freq,
@@ -347,29 +358,30 @@ extern "C" int cuda_qkv8(float *q, uint16_t *kcache, uint16_t *vcache, const flo
     static void (*const k[GEMV_MAX_T])(
         float *, uint16_t *, uint16_t *, const float *, const uint16_t *, const uint16_t *,
         const uint16_t *, const int32_t *, const int32_t *, const float *, float, int, int, int,
-        int, int, float) = {qkv8_kernel<1>, qkv8_kernel<2>, qkv8_kernel<3>, qkv8_kernel<4>};
+        int, int, float, int) = {qkv8_kernel<1>, qkv8_kernel<2>, qkv8_kernel<3>, qkv8_kernel<4>};
     static size_t set[GEMV_MAX_T];
     int e = smem_limit(k[T - 1], smem, &set[T - 1]);
     if (e) return e;
     int pairs = (n_heads + 2 * n_kv_heads) * (D / 2), grid = sm_count();
     return pdl_launch(k[T - 1], grid < pairs ? grid : pairs, RMSNORM_THREADS, smem, s, q, kcache,
                       vcache, x, g, w, bias, positions, slots, inv_freq, concentration, H, n_heads,
-                      n_kv_heads, D, block_size, eps);
+                      n_kv_heads, D, block_size, eps, qkv8_slots);
 }
 
 extern "C" int cuda_gemv_res8(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias,
                               int T, int N, int K, cudaStream_t s) {
-    size_t smem = ((size_t)O8_SLOTS + T) * K * 2;
+    size_t smem = ((size_t)o8_slots + T) * K * 2;
     if (T < 1 || T > GEMV_MAX_T || N < 1 || K < 8 || K % 8 || !smem_fits(smem))
         return cuda_gemv_res(x, in, w, bias, T, N, K, s);
     static void (*const k[GEMV_MAX_T])(float *, const uint16_t *, const uint16_t *,
-                                       const uint16_t *, int, int) = {
+                                       const uint16_t *, int, int, int) = {
         gemv_res8_kernel<1>, gemv_res8_kernel<2>, gemv_res8_kernel<3>, gemv_res8_kernel<4>};
     static size_t set[GEMV_MAX_T];
     int e = smem_limit(k[T - 1], smem, &set[T - 1]);
     if (e) return e;
     int grid = sm_count();
-    return pdl_launch(k[T - 1], grid < N ? grid : N, 32 * O8_WARPS, smem, s, x, in, w, bias, N, K);
+    return pdl_launch(k[T - 1], grid < N ? grid : N, 32 * O8_WARPS, smem, s, x, in, w, bias, N, K,
+                      o8_slots);
 }
 
 extern "C" int cuda_moe_gate8(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
@@ -377,14 +389,14 @@ extern "C" int cuda_moe_gate8(uint16_t *act, const uint16_t *xn, const uint8_t *
                               const int32_t *e_slots, int T, int top_k, int E, int I, int H,
                               float limit, cudaStream_t s) {
     int N = 2 * I, nc = (H / 32 + 3) / 4;
-    size_t smem = (size_t)MOE8_WARPS * nc * 1088 + (size_t)T * (moe3_kpad(H) + 16) * 2;
+    size_t smem = (size_t)gate8_warps * nc * 1088 + (size_t)T * (moe3_kpad(H) + 16) * 2;
     if (T < 1 || T > GEMV_MAX_T || T * top_k > 16 || H % 32 || N % 64 || !smem_fits(smem))
         return cuda_moe_gate7(act, xn, blocks, scales, bias, e_start, e_slots, T, top_k, E, I, H,
                               limit, s);
     static size_t set;
     int e = smem_limit(gate8_kernel, smem, &set);
     if (e) return e;
-    return pdl_launch(gate8_kernel, sm_count(), 32 * MOE8_WARPS, smem, s, act, xn, blocks, scales,
+    return pdl_launch(gate8_kernel, sm_count(), 32 * gate8_warps, smem, s, act, xn, blocks, scales,
                       bias, e_start, e_slots, top_k, E, N, H, T, limit);
 }
 
@@ -393,12 +405,12 @@ extern "C" int cuda_moe_down8(float *x, float *y, int *tickets, const uint16_t *
                               const int32_t *top_e, const float *top_w, int T, int top_k, int H,
                               int I, cudaStream_t s) {
     int S = T * top_k, nc = (I / 32 + 3) / 4, grid = sm_count();
-    size_t smem = (size_t)MOE8_WARPS * nc * 1088 + 2 * (size_t)(moe3_kpad(I) + 16) * 2;
+    size_t smem = (size_t)down8_warps * nc * 1088 + 2 * (size_t)(moe3_kpad(I) + 16) * 2;
     if (T < 1 || S > 16 || I % 32 || H % 16 || !smem_fits(smem))
         return cuda_moe_down_res(x, act, blocks, scales, bias, top_e, top_w, T, top_k, H, I, s);
     static size_t set;
     int e = smem_limit(down8_kernel, smem, &set);
     if (e) return e;
-    return pdl_launch(down8_kernel, grid > S ? grid : S, 32 * MOE8_WARPS, smem, s, x, y, tickets,
+    return pdl_launch(down8_kernel, grid > S ? grid : S, 32 * down8_warps, smem, s, x, y, tickets,
                       act, blocks, scales, bias, top_e, top_w, top_k, S, H, I);
 }
