@@ -5,7 +5,7 @@
  * reads a full context.
  *
  *   cuda-bench [--preset 120b] [--batches 1,64,256,512] [--ctx 1024] [--steps 20]
- *              [--bw 3.35e12] [--peak 989e12] [--version 1..8] [--graphs 0|1] (kernel versions,
+ *              [--bw 3.35e12] [--peak 989e12] [--version 1..9] [--graphs 0|1] (kernel versions,
  * cuda_backend.h)   [--temperature 0] [--host-sampling 0|1]
  *              [--moe-tile 0|1|2|3] (MoE tile of versions 3-6: by token count, small, large,
  *              many-token)   [--moe-small-stages 4|8] (the small tile's weight ring)

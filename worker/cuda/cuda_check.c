@@ -1518,6 +1518,12 @@ int main(int argc, char **argv) {
         model_pdl_max_tokens = 4;
         mcheck(8, model, true, mseed);
         model_pdl_max_tokens = 0;
+        printf("whole model, kernel version 9 (8 with a one-token step's layer in one kernel)\n");
+        mcheck(9, model, false, mseed);
+        printf("whole model, kernel version 9, graphs, PDL for steps of up to 4 tokens\n");
+        model_pdl_max_tokens = 4;
+        mcheck(9, model, true, mseed);
+        model_pdl_max_tokens = 0;
     }
     printf("cuda-check: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;

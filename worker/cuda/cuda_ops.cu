@@ -10,3 +10,4 @@
 #include "sample.cuh"
 #include "small.cuh"
 #include "stream.cuh"
+#include "layer.cuh"

@@ -25,8 +25,9 @@
  * rmsnorm_kernel's out at T <= GEMV_MAX_T (the RMSNORM_PER layout), its squares summed in its
  * order; the CTA has RMSNORM_THREADS threads. Unlike rmsnorm_kernel it keeps no row in registers
  * (they hold the weights in flight): the second pass reads x and g again, from L1. Ends with a
- * barrier: xs is the CTA's to read. */
-template <int T>
+ * barrier: xs is the CTA's to read. CG: x read through L2 (another CTA of the same grid wrote it,
+ * version 9). */
+template <int T, bool CG = false>
 __device__ __forceinline__ void norm_rows(uint16_t *xs, const float *x, const uint16_t *g, int H,
                                           float eps, float *red) {
 #pragma unroll
@@ -36,13 +37,13 @@ __device__ __forceinline__ void norm_rows(uint16_t *xs, const float *x, const ui
 #pragma unroll
         for (int k = 0; k < RMSNORM_PER; k++) {
             int i = threadIdx.x + k * RMSNORM_THREADS;
-            float v = i < H ? xr[i] : 0.0f;
+            float v = i < H ? (CG ? __ldcg(xr + i) : xr[i]) : 0.0f;
             ss = fmaf(v, v, ss);
         }
         ss = block_sum(ss, red);
         float inv = 1.0f / sqrtf(ss / (float)H + eps);
         for (int i = threadIdx.x; i < H; i += RMSNORM_THREADS)
-            xs[(size_t)t * H + i] = f2bf16(bf16f(g[i]) * (xr[i] * inv));
+            xs[(size_t)t * H + i] = f2bf16(bf16f(g[i]) * ((CG ? __ldcg(xr + i) : xr[i]) * inv));
     }
     __syncthreads();
 }
