@@ -88,12 +88,11 @@ static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
          "cuda: no checkpoint; weights of this shape (120b, 20b, tiny) drawn on the device, for "
          "benchmarks",
          ""},
-        {"cuda-kernel-version", MG_CFG_INT, &c->cuda_kernels, "6", 1, 9,
+        {"cuda-kernel-version", MG_CFG_INT, &c->cuda_kernels, "6", 1, 7,
          "cuda: kernel set (2: MoE 8x8 tiles, split-KV decode attention; 3: MXFP4 streamed one "
          "block per lane; 4: 3 with large batches streamed through shared memory; 5: 4 with "
          "attention on the tensor cores; 6: 5 with the split-KV merge and the router top-k fused; "
-         "7: 6 with the norms and residual adds of steps of up to 4 tokens fused; 8: 7 with their "
-         "weights streamed into shared memory; 9: 8 with a one-token step's layer in one kernel)",
+         "7: 6 with the norms and residual adds of steps of up to 4 tokens fused)",
          NULL},
         {"cuda-graphs", MG_CFG_BOOL, &c->cuda_graphs, "true", 1, 0,
          "cuda: replay decode steps from CUDA graphs (padded batch buckets; false: eager)", NULL},

@@ -182,8 +182,8 @@ __device__ __forceinline__ void attend_range(att_smem *sm, const float *qs, cons
 __device__ __forceinline__ void load_q(float *qs, const float *q, int t, int n_heads, int h) {
     int lane = threadIdx.x & 31;
     const float *qr = q + ((size_t)t * n_heads + h) * 64;
-    qs[lane] = __ldcg(qr + lane) * 0.125f;
-    qs[lane + 32] = __ldcg(qr + lane + 32) * 0.125f;
+    qs[lane] = qr[lane] * 0.125f;
+    qs[lane + 32] = qr[lane + 32] * 0.125f;
     __syncwarp();
 }
 
@@ -514,8 +514,9 @@ extern "C" int cuda_attention_split(uint16_t *out, float *part, int *count, cons
         splits > CUDA_ATT_MAX_SPLITS || max_ctx < 1)
         return (int)cudaErrorInvalidValue;
     int span = window > 0 && window < max_ctx ? window : max_ctx;
-    int chunk = ((span + splits - 1) / splits + 31) / 32 * 32;
-    splits = cuda_att_splits(span, splits); /* no split left empty for the longest context */
+    int chunk = (span + splits - 1) / splits;
+    chunk = (chunk + 31) / 32 * 32;
+    splits = (span + chunk - 1) / chunk; /* no split left empty for the longest context */
     dim3 grid(T, n_kv_heads, splits);
     int e = pdl_launch(attention_split_kernel, grid, 32 * group, 0, s, out, part, count, q, kcache,
                        vcache, sinks, block_table, max_blocks, token_seq, positions, n_heads,

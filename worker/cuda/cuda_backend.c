@@ -37,24 +37,9 @@ typedef struct dev_layer {
 } dev_layer;
 
 static const char *prof_names[CUDA_PROF_OPS] = {
-    "embed+norm",    "qkv_gemm",    "qkv_rope",    "attention",   "o_gemm",
-    "residual_norm", "router_gemm", "router_topk", "moe_gate_up", "moe_down",
-    "lm_head",       "sample+copy", "layer"};
-enum {
-    P_EMBED,
-    P_QKV,
-    P_ROPE,
-    P_ATT,
-    P_O,
-    P_NORM,
-    P_RGEMM,
-    P_ROUTER,
-    P_GU,
-    P_DN,
-    P_LM,
-    P_SAMPLE,
-    P_LAYER /* version 9: the whole layer */
-};
+    "embed+norm",  "qkv_gemm",    "qkv_rope",    "attention", "o_gemm",  "residual_norm",
+    "router_gemm", "router_topk", "moe_gate_up", "moe_down",  "lm_head", "sample+copy"};
+enum { P_EMBED, P_QKV, P_ROPE, P_ATT, P_O, P_NORM, P_RGEMM, P_ROUTER, P_GU, P_DN, P_LM, P_SAMPLE };
 enum { PROF_EVENTS = 1024 };
 /* Banned ids a step carries to the device, on average per row (the stop ids of requests under
  * min_tokens: a handful); a row whose ids do not fit is sampled on the host. */
@@ -84,10 +69,8 @@ typedef struct cuda {
     float *att_part; /* (CUDA_ATT_SPLIT_MAX_T, n_heads, CUDA_ATT_MAX_SPLITS, 66) split-KV state */
     /* ticket counters of the kernels whose last CTA finishes the op (zero between launches):
      * TICKET_ROUTER (one int), then from TICKET_ATT the split-KV attention's
-     * (CUDA_ATT_SPLIT_MAX_T, n_kv), then version 8's down projection's (H / 16: down_tickets),
-     * then version 9's grid barrier (2: gbar) */
-    int *tickets, *down_tickets;
-    unsigned *gbar;
+     * (CUDA_ATT_SPLIT_MAX_T, n_kv) */
+    int *tickets;
     int pdl_max_tokens; /* cuda_backend_opts */
     float concentration;
     /* scratch: T = max_tokens, S = T * top_k, R = max_seqs */
@@ -304,12 +287,6 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
      * into the kernels before them; down_res takes a warp per slot, up to 16 */
     bool v7 = router_gemv && b->version >= 7 && T * b->TK <= 16 && H % 16 == 0 && H <= 3072 &&
               b->I % 32 == 0;
-    /* version 8 (stream.cuh): version 7's weight kernels with their weights streamed into
-     * shared memory, a CTA per SM */
-    bool v8 = v7 && b->version >= 8;
-    /* version 9 (layer.cuh): one token, the whole layer in one kernel */
-    bool v9 = v8 && b->version >= 9 &&
-              cuda_layer9_fits(T, H, c->n_heads, c->n_kv_heads, b->D, b->E, b->TK, b->I);
 
     prof_begin(b, P_EMBED);
     CK(cuda_embed(b->x, b->embed, d_tok, T, H, s), "embed");
@@ -322,79 +299,12 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         uint16_t *kc = b->kl[l], *vc = b->vl[l];
         const int32_t *l_slot = c->sliding[l] ? d_wslot : d_slot;
         const int32_t *l_bt = c->sliding[l] ? d_wbt : d_bt;
-        int window = c->sliding[l] ? c->sliding_window : 0;
-        /* split-KV attention: about 64 keys per CTA, enough CTAs to fill the GPU at batch 1 */
-        int span = window > 0 && window < max_ctx ? window : max_ctx;
-        int splits = (span + 63) / 64;
-        if (splits > CUDA_ATT_MAX_SPLITS) splits = CUDA_ATT_MAX_SPLITS;
-        if (v9) {
-            prof_begin(b, P_LAYER);
-            cuda_layer9_args a = {.x = b->x,
-                                  .q = b->q,
-                                  .att_part = b->att_part,
-                                  .logits = b->rlog,
-                                  .ys = b->y,
-                                  .att = b->att,
-                                  .act = b->act,
-                                  .kcache = kc,
-                                  .vcache = vc,
-                                  .top_e = b->top_e,
-                                  .top_w = b->top_w,
-                                  .att_count = b->tickets + TICKET_ATT,
-                                  .down_tick = b->down_tickets,
-                                  .gbar = b->gbar,
-                                  .attn_norm = L->attn_norm,
-                                  .qkv_w = L->qkv_w,
-                                  .qkv_b = L->qkv_b,
-                                  .sinks = L->sinks,
-                                  .o_w = L->o_w,
-                                  .o_b = L->o_b,
-                                  .mlp_norm = L->mlp_norm,
-                                  .router_w = L->router_w,
-                                  .router_b = L->router_b,
-                                  .gu_bias = L->gu_bias,
-                                  .dn_bias = L->dn_bias,
-                                  .gu_blocks = L->gu_blocks,
-                                  .gu_scales = L->gu_scales,
-                                  .dn_blocks = L->dn_blocks,
-                                  .dn_scales = L->dn_scales,
-                                  .positions = d_pos,
-                                  .slots = l_slot,
-                                  .block_table = l_bt,
-                                  .token_seq = d_seq,
-                                  .inv_freq = b->inv_freq,
-                                  .conc = b->concentration,
-                                  .eps = c->rms_eps,
-                                  .limit = c->swiglu_limit,
-                                  .H = H,
-                                  .Q = b->Q,
-                                  .n_heads = c->n_heads,
-                                  .n_kv = c->n_kv_heads,
-                                  .D = b->D,
-                                  .bs = bs,
-                                  .window = window,
-                                  .splits = cuda_att_splits(span, splits),
-                                  .max_blocks = sh->stride,
-                                  .E = b->E,
-                                  .top_k = b->TK,
-                                  .I = b->I};
-            CK(cuda_layer9(&a, s), "layer (version 9)");
-            prof_end(b);
-            if (b->trace)
-                CK(cudaMemcpyAsync(b->route_d + (size_t)l * b->max_tokens * b->TK, b->top_e,
-                                   sizeof(int32_t) * b->TK, cudaMemcpyDeviceToDevice, s),
-                   "route trace");
-            if (l + 1 == b->L)
-                CK(cuda_rmsnorm(b->xn, b->x, NULL, 0, NULL, b->final_norm, T, H, c->rms_eps, s),
-                   "final rmsnorm");
-            continue;
-        }
         prof_begin(b, P_QKV);
         if (OMIT(P_QKV)) {
         } else if (v7) { /* the attention norm, q/k/v, bias, RoPE and the KV write */
-            CK((v8 ? cuda_qkv8 : cuda_qkv7)(b->q, kc, vc, b->x, L->attn_norm, L->qkv_w, L->qkv_b,
-                                            d_pos, l_slot, b->inv_freq, b->concentration, T, H,
-                                            c->n_heads, c->n_kv_heads, b->D, bs, c->rms_eps, s),
+            CK(cuda_qkv7(b->q, kc, vc, b->x, L->attn_norm, L->qkv_w, L->qkv_b, d_pos, l_slot,
+                         b->inv_freq, b->concentration, T, H, c->n_heads, c->n_kv_heads, b->D, bs,
+                         c->rms_eps, s),
                "qkv7");
         } else {
             st = cuda_matmul_bf16(b->gemm, b->qkv, b->xn, L->qkv_w, T, b->Q + 2 * b->KV, H, s);
@@ -411,8 +321,13 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
             prof_end(b);
         }
         prof_begin(b, P_ATT);
+        int window = c->sliding[l] ? c->sliding_window : 0;
         if (OMIT(P_ATT)) {
         } else if (split) {
+            /* about 64 keys per CTA: enough CTAs to fill the GPU at batch 1 */
+            int span = window > 0 && window < max_ctx ? window : max_ctx;
+            int splits = (span + 63) / 64;
+            if (splits > CUDA_ATT_MAX_SPLITS) splits = CUDA_ATT_MAX_SPLITS;
             CK(cuda_attention_split(
                    b->att, b->att_part, b->version >= 6 ? b->tickets + TICKET_ATT : NULL, b->q, kc,
                    vc, L->sinks, l_bt, sh->stride, d_seq, d_pos, T, c->n_heads, c->n_kv_heads, b->D,
@@ -428,8 +343,7 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         prof_begin(b, P_O);
         if (OMIT(P_O)) {
         } else if (v7) { /* o_proj + bias added into x; the MLP norm is the router kernel's */
-            CK((v8 ? cuda_gemv_res8 : cuda_gemv_res)(b->x, b->att, L->o_w, L->o_b, T, H, b->Q, s),
-               "o_proj residual");
+            CK(cuda_gemv_res(b->x, b->att, L->o_w, L->o_b, T, H, b->Q, s), "o_proj residual");
         } else {
             st = cuda_matmul_bf16(b->gemm, b->tmp, b->att, L->o_w, T, H, b->Q, s);
             if (st) return st;
@@ -475,9 +389,8 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         prof_begin(b, P_GU);
         if (OMIT(P_GU)) {
         } else if (v7) {
-            CK((v8 ? cuda_moe_gate8 : cuda_moe_gate7)(b->act, b->xn, L->gu_blocks, L->gu_scales,
-                                                      L->gu_bias, b->e_start, b->e_slots, T, b->TK,
-                                                      b->E, b->I, H, c->swiglu_limit, s),
+            CK(cuda_moe_gate7(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
+                              b->e_slots, T, b->TK, b->E, b->I, H, c->swiglu_limit, s),
                "moe gate_up");
         } else {
             CK(cuda_moe_gate_up(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
@@ -488,11 +401,7 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         prof_end(b);
         prof_begin(b, P_DN);
         if (OMIT(P_DN)) {
-        } else if (v8) { /* the slots' rows weighted and added into x in slot order */
-            CK(cuda_moe_down8(b->x, b->y, b->down_tickets, b->act, L->dn_blocks, L->dn_scales,
-                              L->dn_bias, b->top_e, b->top_w, T, b->TK, H, b->I, s),
-               "moe down residual");
-        } else if (v7) {
+        } else if (v7) { /* the slots' rows weighted and added into x in slot order */
             CK(cuda_moe_down_res(b->x, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->top_e,
                                  b->top_w, T, b->TK, H, b->I, s),
                "moe down residual");
@@ -993,7 +902,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     b->D = c->head_dim, b->E = c->n_experts, b->TK = c->top_k, b->I = c->intermediate;
     b->V = c->vocab, b->L = c->n_layers;
     b->max_tokens = o->max_tokens, b->max_seqs = o->max_seqs;
-    b->version = o->kernel_version >= 2 && o->kernel_version <= 9 ? o->kernel_version : 1;
+    b->version = o->kernel_version >= 2 && o->kernel_version <= 7 ? o->kernel_version : 1;
     b->graphs = o->cuda_graphs;
     b->host_sampling = o->host_sampling || c->vocab > CUDA_SAMPLE_MAX_VOCAB;
     mg_status st = MG_OK;
@@ -1052,11 +961,8 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     TRY(dmalloc(&b->att_part,
                 4 * (size_t)CUDA_ATT_SPLIT_MAX_T * c->n_heads * CUDA_ATT_MAX_SPLITS * 66,
                 "split-KV scratch"));
-    size_t n_att = TICKET_ATT + (size_t)CUDA_ATT_SPLIT_MAX_T * c->n_kv_heads;
-    size_t n_tickets = n_att + (size_t)H / 16 + 2;
+    size_t n_tickets = TICKET_ATT + (size_t)CUDA_ATT_SPLIT_MAX_T * c->n_kv_heads;
     TRY(dmalloc(&b->tickets, sizeof(int) * n_tickets, "ticket counters"));
-    b->down_tickets = b->tickets + n_att;
-    b->gbar = (unsigned *)(b->down_tickets + H / 16);
     if (cudaMemset(b->tickets, 0, sizeof(int) * n_tickets))
         TRY(MG_ERRF(MG_ECUDA, "cuda backend: ticket counter clear failed"));
     /* KV pool: given, or a share of what is free now */

@@ -46,10 +46,7 @@ typedef struct cuda_backend_opts {
      * router's top-k in its GEMV (up to CUDA_GEMV_MAX_T tokens; cuda_ops.h); 7 six kernels a
      * layer instead of nine for steps of up to CUDA_GEMV_MAX_T tokens: the residual norms
      * folded into the kernels that read them, the residual adds into those that make them
-     * (small.cuh; the same bits as version 6); 8 version 7 with the q/k/v, o_proj and expert
-     * weights streamed into shared memory by the copy engine, a CTA per SM (stream.cuh; the
-     * same bits); 9 version 8 with a one-token step's whole layer in one kernel, its phases
-     * separated by grid-wide barriers (layer.cuh; the same bits).
+     * (small.cuh; the same bits as version 6).
      * The same function up to bf16 rounding (version 5 rounds the softmax weights to bf16). */
     int kernel_version;
     /* Pure decode steps of up to min(max_tokens, max_seqs, 512) tokens padded to a bucket
@@ -92,7 +89,7 @@ mg_status cuda_backend_fill_kv(mg_backend *b, uint64_t seed);
 /* Per-op timing with device events around each launch group while on (it adds a sync per
  * step). cuda_backend_profile_read gives the op names and milliseconds summed since the last
  * read (or since profiling began) and resets them; returns the number of ops. */
-enum { CUDA_PROF_OPS = 13 };
+enum { CUDA_PROF_OPS = 12 };
 void cuda_backend_set_profile(mg_backend *b, bool on);
 int cuda_backend_profile_read(mg_backend *b, const char **names, double *ms, int *calls);
 

@@ -5,7 +5,7 @@
  * reads a full context.
  *
  *   cuda-bench [--preset 120b] [--batches 1,64,256,512] [--ctx 1024] [--steps 20]
- *              [--bw 3.35e12] [--peak 989e12] [--version 1..9] [--graphs 0|1] (kernel versions,
+ *              [--bw 3.35e12] [--peak 989e12] [--version 1..7] [--graphs 0|1] (kernel versions,
  * cuda_backend.h)   [--temperature 0] [--host-sampling 0|1]
  *              [--moe-tile 0|1|2|3] (MoE tile of versions 3-6: by token count, small, large,
  *              many-token)   [--moe-small-stages 4|8] (the small tile's weight ring)
@@ -21,8 +21,6 @@
  *              [--small-stages G,D] (version 7's expert weights at a few tokens through a
  *                                    shared-memory ring of 8, 12 or 16 super-chunks for
  *                                    gate_up and down; 0, the default: in registers)
- *              [--stream-slots Q,O,G,D] (version 8's ring slots: q/k/v 8|16, o_proj 11|22,
- *                                    gate_up and down 1-8 tiles; the most by default)
  *              [--omit SETS]        (batch 1 again without each set of ops, e.g.
  *                                    "qkv_rope;residual_norm,moe_down": each set's names are
  *                                    profile op names; the time saved is what they cost inside a
@@ -214,10 +212,6 @@ int main(int argc, char **argv) {
             int g = 0, d = 0;
             sscanf(argv[i + 1], "%d,%d", &g, &d);
             cuda_small_stages(g, d);
-        } else if (!strcmp(argv[i], "--stream-slots")) {
-            int q = 0, o = 0, g = 0, d = 0;
-            sscanf(argv[i + 1], "%d,%d,%d,%d", &q, &o, &g, &d);
-            cuda_stream_slots(q, o, g, d);
         } else if (!strcmp(argv[i], "--omit"))
             omit = argv[i + 1];
         else if (!strcmp(argv[i], "--pdl-max-tokens"))

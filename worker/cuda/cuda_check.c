@@ -643,8 +643,7 @@ static void check_moe_case(const experts *x, int T, int n_pick, int ver) {
     free(h), free(aref), free(abf), free(yref), free(row);
 }
 
-/* ---- versions 7 (small.cuh) and 8 (stream.cuh) against the version-6 kernels they replace,
- * bit for bit ---- */
+/* ---- version 7 (small.cuh) against the version-6 kernels it replaces, bit for bit ---- */
 
 /* Whether n bytes at two device addresses are the same bits, and, where every element must be
  * written (elem 2 or 4: its size), that none of the second's is still poison (all ones). */
@@ -720,19 +719,6 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     snprintf(name, sizeof(name), "v7 qkv7 T=%d: K and V caches", T);
     same_bits(name, k_a, k_b, 2 * cache, 0, 0);
     same_bits(name, v_a, v_b, 2 * cache, 0, 0);
-    CU(cudaMemset(q_b, 0xFF, 4 * (size_t)T * Q));
-    CU(cudaMemset(k_b, 0xFF, 2 * cache));
-    CU(cudaMemset(v_b, 0xFF, 2 * cache));
-#define QKV8()                                                                                     \
-    cuda_qkv8(q_b, k_b, v_b, x_d, g_d, table_d, qb_d, pos_d, slot_d, inv_d, conc, T, H, nh, nkv,   \
-              D, bs, eps, 0)
-    CU(QKV8());
-    TIME_US(us, CU(QKV8()));
-    snprintf(name, sizeof(name), "v8 qkv8 T=%d: q", T);
-    same_bits(name, q_a, q_b, 4 * (size_t)T * Q, 4, us);
-    snprintf(name, sizeof(name), "v8 qkv8 T=%d: K and V caches", T);
-    same_bits(name, k_a, k_b, 2 * cache, 0, 0);
-    same_bits(name, v_a, v_b, 2 * cache, 0, 0);
     cudaFree(q_a), cudaFree(q_b), cudaFree(k_a), cudaFree(v_a), cudaFree(k_b), cudaFree(v_b);
 
     /* o_proj into the residual */
@@ -743,11 +729,6 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     CU(cuda_gemv_res(xb_d, att_d, table_d, ob_d, T, H, Q, 0));
     TIME_US(us, CU(cuda_gemv_res(tmp_d, att_d, table_d, ob_d, T, H, Q, 0)));
     snprintf(name, sizeof(name), "v7 o_proj residual T=%d: x", T);
-    same_bits(name, xa_d, xb_d, xbytes, 4, us);
-    RESET(xb_d);
-    CU(cuda_gemv_res8(xb_d, att_d, table_d, ob_d, T, H, Q, 0));
-    TIME_US(us, CU(cuda_gemv_res8(tmp_d, att_d, table_d, ob_d, T, H, Q, 0)));
-    snprintf(name, sizeof(name), "v8 o_proj residual T=%d: x", T);
     same_bits(name, xa_d, xb_d, xbytes, 4, us);
 
     /* router: norm, GEMV, top-k, grouping */
@@ -798,15 +779,6 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         same_bits(name, act_a, act_b, 2 * (size_t)S * I, 2, us);
     }
     cuda_small_stages(0, 0);
-#define GATE8()                                                                                    \
-    cuda_moe_gate8(act_b, xn_rd, xp->gu_bt_d, xp->gu_st_d, xp->gu_bias_d, es_b, sl_b, T, TK, E, I, \
-                   H, C.swiglu_limit, 0)
-    CU(cudaMemset(act_b, 0xFF, 2 * (size_t)S * I));
-    CU(GATE8());
-    TIME_US(us, CU(GATE8()));
-#undef GATE8
-    snprintf(name, sizeof(name), "v8 moe gate_up T=%d: act", T);
-    same_bits(name, act_a, act_b, 2 * (size_t)S * I, 2, us);
     cudaFree(act_a), cudaFree(act_b), cudaFree(xn_rd);
     free(xn_r);
 
@@ -828,22 +800,8 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         same_bits(name, xa_d, xb_d, xbytes, 4, us);
     }
     cuda_small_stages(0, 0);
-    int *dt_d = tickets_new(H / 16);
-    float *ys_d = dev_poisoned(4 * (size_t)S * H);
-#define DOWN8(dst)                                                                                 \
-    cuda_moe_down8(dst, ys_d, dt_d, act_d, xp->dn_bt_d, xp->dn_st_d, xp->dn_bias_d, te_b, tw_b, T, \
-                   TK, H, I, 0)
-    RESET(xb_d);
-    CU(DOWN8(xb_d));
-    TIME_US(us, CU(DOWN8(tmp_d)));
-    snprintf(name, sizeof(name), "v8 moe down residual T=%d: x", T);
-    same_bits(name, xa_d, xb_d, xbytes, 4, us);
-    tickets_done("  down8 tile counters reset", dt_d, H / 16);
-    cudaFree(ys_d);
-#undef DOWN8
 #undef RESET
 #undef QKV7
-#undef QKV8
 #undef ROUTER7
 #undef DOWN7
     cudaFree(lg_a), cudaFree(lg_b), cudaFree(te_a), cudaFree(te_b), cudaFree(tw_a);
@@ -1459,7 +1417,7 @@ int main(int argc, char **argv) {
             }
             experts_free(&x);
         }
-        if (want("small")) { /* versions 7 and 8 at 1 to 4 tokens */
+        if (want("small")) { /* version 7 at 1 to 4 tokens */
             uint16_t *table = rand_bf16((size_t)V * H, 1.0f / sqrtf((float)H));
             uint16_t *table_d = dev_from(table, 2 * (size_t)V * H);
             experts x;
@@ -1511,18 +1469,6 @@ int main(int argc, char **argv) {
         printf("whole model, kernel version 7, graphs, PDL for steps of up to 4 tokens\n");
         model_pdl_max_tokens = 4;
         mcheck(7, model, true, mseed);
-        model_pdl_max_tokens = 0;
-        printf("whole model, kernel version 8 (7 with the weights streamed into shared memory)\n");
-        mcheck(8, model, false, mseed);
-        printf("whole model, kernel version 8, graphs, PDL for steps of up to 4 tokens\n");
-        model_pdl_max_tokens = 4;
-        mcheck(8, model, true, mseed);
-        model_pdl_max_tokens = 0;
-        printf("whole model, kernel version 9 (8 with a one-token step's layer in one kernel)\n");
-        mcheck(9, model, false, mseed);
-        printf("whole model, kernel version 9, graphs, PDL for steps of up to 4 tokens\n");
-        model_pdl_max_tokens = 4;
-        mcheck(9, model, true, mseed);
         model_pdl_max_tokens = 0;
     }
     printf("cuda-check: %d passed, %d failed\n", n_pass, n_fail);

@@ -9,5 +9,3 @@
 #include "norm.cuh"
 #include "sample.cuh"
 #include "small.cuh"
-#include "stream.cuh"
-#include "layer.cuh"

@@ -190,60 +190,6 @@ int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *blocks, cons
                       const uint16_t *bias, const int32_t *top_e, const float *top_w, int T,
                       int top_k, int H, int I, cudaStream_t s);
 
-/* ---- kernel version 8: version 7 with the weights streamed into shared memory (stream.cuh) ----
- * Same arguments and results as cuda_qkv7, cuda_gemv_res and cuda_moe_gate7 (bit for bit); each
- * falls back to its version-7 kernel where its ring would not fit a CTA's shared memory. */
-int cuda_qkv8(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
-              const uint16_t *w, const uint16_t *bias, const int32_t *positions,
-              const int32_t *slots, const float *inv_freq, float concentration, int T, int H,
-              int n_heads, int n_kv_heads, int D, int block_size, float eps, cudaStream_t s);
-int cuda_gemv_res8(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int T,
-                   int N, int K, cudaStream_t s);
-int cuda_moe_gate8(uint16_t *act, const uint16_t *xn, const uint8_t *blocks, const uint8_t *scales,
-                   const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots, int T,
-                   int top_k, int E, int I, int H, float limit, cudaStream_t s);
-/* Benchmarks only: the slots of version 8's rings (q/k/v: 8 or 16, o_proj: 11 or 22, gate_up and
- * down: 1 to 8; anything else: the most, the default). Same rule as cuda_moe3_force_tile. */
-void cuda_stream_slots(int qkv, int o, int gate, int down);
-/* cuda_moe_down_res through y (T * top_k, H) float scratch and H / 16 ticket counters (zero, and
- * zero again after each launch). */
-int cuda_moe_down8(float *x, float *y, int *tickets, const uint16_t *act, const uint8_t *blocks,
-                   const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
-                   const float *top_w, int T, int top_k, int H, int I, cudaStream_t s);
-
-/* ---- kernel version 9: a whole layer of a one-token step in one kernel (layer.cuh) ----
- * The work of version 8's six kernels (q/k/v with the attention norm, split-KV attention over
- * `splits` (cuda_att_splits) with per-token chunks, o_proj into x, the MLP norm and router
- * logits, top-k, gate_up, down into x), a CTA per SM with grid-wide barriers between the phases;
- * the same bits. x (1, H) is updated in place; q, att_part, att, logits, act, ys are scratch of
- * versions 6-8's shapes; top_e, top_w get the token's choices (for traces). att_count (n_kv),
- * down_tick (H / 16) and gbar (2) are zero before and after. cuda_layer9_fits says whether a
- * shape and step qualify (else version 8's kernels). */
-typedef struct cuda_layer9_args {
-    float *x, *q, *att_part, *logits, *ys;
-    uint16_t *att, *act, *kcache, *vcache;
-    int32_t *top_e;
-    float *top_w;
-    int *att_count, *down_tick;
-    unsigned *gbar;
-    const uint16_t *attn_norm, *qkv_w, *qkv_b, *sinks, *o_w, *o_b, *mlp_norm, *router_w, *router_b;
-    const uint16_t *gu_bias, *dn_bias;
-    const uint8_t *gu_blocks, *gu_scales, *dn_blocks, *dn_scales;
-    const int32_t *positions, *slots, *block_table, *token_seq;
-    const float *inv_freq;
-    float conc, eps, limit;
-    int H, Q, n_heads, n_kv, D, bs, window, splits, max_blocks, E, top_k, I;
-} cuda_layer9_args;
-int cuda_layer9_fits(int T, int H, int n_heads, int n_kv_heads, int D, int E, int top_k, int I);
-int cuda_layer9(const cuda_layer9_args *a, cudaStream_t s);
-
-/* The split count cuda_attention_split uses for `splits` asked over a span of keys: whole 32-key
- * chunks, none left empty. */
-static inline int cuda_att_splits(int span, int splits) {
-    int chunk = ((span + splits - 1) / splits + 31) / 32 * 32;
-    return (span + chunk - 1) / chunk;
-}
-
 /* out (n) = argmax of each logits row (n, V): lowest id on ties, NaN never wins, 0 when every
  * entry is -inf or NaN (sampling_argmax's rule). */
 int cuda_argmax(int32_t *out, const float *logits, int n, int V, cudaStream_t s);

@@ -25,9 +25,8 @@
  * rmsnorm_kernel's out at T <= GEMV_MAX_T (the RMSNORM_PER layout), its squares summed in its
  * order; the CTA has RMSNORM_THREADS threads. Unlike rmsnorm_kernel it keeps no row in registers
  * (they hold the weights in flight): the second pass reads x and g again, from L1. Ends with a
- * barrier: xs is the CTA's to read. CG: x read through L2 (another CTA of the same grid wrote it,
- * version 9). */
-template <int T, bool CG = false>
+ * barrier: xs is the CTA's to read. */
+template <int T>
 __device__ __forceinline__ void norm_rows(uint16_t *xs, const float *x, const uint16_t *g, int H,
                                           float eps, float *red) {
 #pragma unroll
@@ -37,13 +36,13 @@ __device__ __forceinline__ void norm_rows(uint16_t *xs, const float *x, const ui
 #pragma unroll
         for (int k = 0; k < RMSNORM_PER; k++) {
             int i = threadIdx.x + k * RMSNORM_THREADS;
-            float v = i < H ? (CG ? __ldcg(xr + i) : xr[i]) : 0.0f;
+            float v = i < H ? xr[i] : 0.0f;
             ss = fmaf(v, v, ss);
         }
         ss = block_sum(ss, red);
         float inv = 1.0f / sqrtf(ss / (float)H + eps);
         for (int i = threadIdx.x; i < H; i += RMSNORM_THREADS)
-            xs[(size_t)t * H + i] = f2bf16(bf16f(g[i]) * ((CG ? __ldcg(xr + i) : xr[i]) * inv));
+            xs[(size_t)t * H + i] = f2bf16(bf16f(g[i]) * (xr[i] * inv));
     }
     __syncthreads();
 }
@@ -93,15 +92,45 @@ __device__ __forceinline__ void rows_dot(float (&acc)[R][T], uint4 (&wv)[R][UNIT
         for (int t = 0; t < T; t++) acc[r][t] = warp_sum(acc[r][t]);
 }
 
-/* The end of qkv7 and qkv8: pair p's sums acc (every lane has them); lane t < T adds the bias,
- * rotates by token t's angle (c, sn: q and k heads) and writes q (float) or the token's K/V
- * slot (bf16). */
+/* qkv7: a warp per RoPE pair, rows i and i + D/2 of one head of W (q heads, then k, then v: row
+ * head * D + i), both against every token's normed row. The rows' first units load before the
+ * wait; the norm of x runs while they arrive. Lane t < T then adds the bias, rotates (q and k
+ * heads; the angle as qkv_rope_kernel) and writes q (float) or the token's K/V slot (bf16). */
+/* Units per row and lane in flight: a 2880-wide row in one pass for one token; two passes for
+ * more, whose sums take registers of their own (the order of the sums is the same). */
+template <int T> __host__ __device__ constexpr int qkv7_units() {
+    return T == 1 ? 12 : 6;
+}
+
 template <int T>
-__device__ __forceinline__ void qkv_pair_store(const float (&acc)[2][T], float c, float sn, int p,
-                                               float *q, uint16_t *kcache, uint16_t *vcache,
-                                               const uint16_t *bias, const int32_t *slots,
-                                               int n_heads, int n_kv, int D, int bs, int lane) {
-    int half = D / 2, head = p / half, i = p % half, r1 = head * D + i, r2 = r1 + half;
+__global__ void __launch_bounds__(RMSNORM_THREADS, 2)
+    qkv7_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
+                const uint16_t *w, const uint16_t *bias, const int32_t *positions,
+                const int32_t *slots, const float *inv_freq, float conc, int H, int n_heads,
+                int n_kv, int D, int bs, float eps) {
+    extern __shared__ __align__(16) uint16_t xs[]; /* (T, H) */
+    __shared__ float red[32];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = D / 2;
+    int p = blockIdx.x * (RMSNORM_THREADS / 32) + warp, n_pairs = (n_heads + 2 * n_kv) * half;
+    bool live = p < n_pairs;
+    int head = live ? p / half : 0, i = p % half;
+    int r1 = head * D + i, r2 = r1 + half, ku = H / 8;
+    const uint4 *wr[2] = {reinterpret_cast<const uint4 *>(w + (size_t)r1 * H),
+                          reinterpret_cast<const uint4 *>(w + (size_t)r2 * H)};
+    constexpr int U = qkv7_units<T>();
+    uint4 wv[2][U];
+    rows_load<2, U>(wv, wr, 0, ku, live, lane);
+    float c = 0.0f, sn = 0.0f; /* token `lane`'s angle (the step's uploaded positions) */
+    if (lane < T) {
+        float angle = (float)positions[lane] * inv_freq[i];
+        c = cosf(angle) * conc, sn = sinf(angle) * conc;
+    }
+    pdl_wait();
+    pdl_trigger();
+    norm_rows<T>(xs, x, g, H, eps, red);
+    if (!live) return;
+    float acc[2][T];
+    rows_dot<T, 2, U>(acc, wv, wr, reinterpret_cast<const uint4 *>(xs), ku, lane);
     float v1 = 0.0f, v2 = 0.0f; /* token `lane`'s two sums */
 #pragma unroll
     for (int t = 0; t < T; t++)
@@ -126,48 +155,6 @@ __device__ __forceinline__ void qkv_pair_store(const float (&acc)[2][T], float c
         dst[i] = f2bf16(x1);
         dst[i + half] = f2bf16(x2);
     }
-}
-
-/* qkv7: a warp per RoPE pair, rows i and i + D/2 of one head of W (q heads, then k, then v: row
- * head * D + i), both against every token's normed row. The rows' first units load before the
- * wait; the norm of x runs while they arrive; qkv_pair_store ends it (the angle as
- * qkv_rope_kernel's). */
-/* Units per row and lane in flight: a 2880-wide row in one pass for one token; two passes for
- * more, whose sums take registers of their own (the order of the sums is the same). */
-template <int T> __host__ __device__ constexpr int qkv7_units() {
-    return T == 1 ? 12 : 6;
-}
-
-template <int T>
-__global__ void __launch_bounds__(RMSNORM_THREADS, 2)
-    qkv7_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
-                const uint16_t *w, const uint16_t *bias, const int32_t *positions,
-                const int32_t *slots, const float *inv_freq, float conc, int H, int n_heads,
-                int n_kv, int D, int bs, float eps) {
-    extern __shared__ __align__(16) uint16_t xs[]; /* (T, H) */
-    __shared__ float red[32];
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = D / 2;
-    int p = blockIdx.x * (RMSNORM_THREADS / 32) + warp, n_pairs = (n_heads + 2 * n_kv) * half;
-    bool live = p < n_pairs;
-    int head = live ? p / half : 0, i = p % half;
-    int r1 = head * D + i, ku = H / 8;
-    const uint4 *wr[2] = {reinterpret_cast<const uint4 *>(w + (size_t)r1 * H),
-                          reinterpret_cast<const uint4 *>(w + (size_t)(r1 + half) * H)};
-    constexpr int U = qkv7_units<T>();
-    uint4 wv[2][U];
-    rows_load<2, U>(wv, wr, 0, ku, live, lane);
-    float c = 0.0f, sn = 0.0f; /* token `lane`'s angle (the step's uploaded positions) */
-    if (lane < T) {
-        float angle = (float)positions[lane] * inv_freq[i];
-        c = cosf(angle) * conc, sn = sinf(angle) * conc;
-    }
-    pdl_wait();
-    pdl_trigger();
-    norm_rows<T>(xs, x, g, H, eps, red);
-    if (!live) return;
-    float acc[2][T];
-    rows_dot<T, 2, U>(acc, wv, wr, reinterpret_cast<const uint4 *>(xs), ku, lane);
-    qkv_pair_store<T>(acc, c, sn, p, q, kcache, vcache, bias, slots, n_heads, n_kv, D, bs, lane);
 }
 
 /* o_res: x (T, N) += in (T, K) · W^T + bias, each element (x + sum) + bias as rmsnorm_kernel adds
