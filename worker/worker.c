@@ -88,7 +88,7 @@ static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
          "cuda: no checkpoint; weights of this shape (120b, 20b, tiny) drawn on the device, for "
          "benchmarks",
          ""},
-        {"cuda-kernel-version", MG_CFG_INT, &c->cuda_kernels, "6", 1, 7,
+        {"cuda-kernel-version", MG_CFG_INT, &c->cuda_kernels, "7", 1, 7,
          "cuda: kernel set (2: MoE 8x8 tiles, split-KV decode attention; 3: MXFP4 streamed one "
          "block per lane; 4: 3 with large batches streamed through shared memory; 5: 4 with "
          "attention on the tensor cores; 6: 5 with the split-KV merge and the router top-k fused; "

@@ -388,10 +388,6 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         prof_end(b);
         prof_begin(b, P_GU);
         if (OMIT(P_GU)) {
-        } else if (v7) {
-            CK(cuda_moe_gate7(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
-                              b->e_slots, T, b->TK, b->E, b->I, H, c->swiglu_limit, s),
-               "moe gate_up");
         } else {
             CK(cuda_moe_gate_up(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
                                 b->e_slots, T, b->TK, b->E, b->I, H, c->swiglu_limit, b->version,

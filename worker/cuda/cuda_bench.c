@@ -18,9 +18,6 @@
  *                                    worker does; --pdl 0 --pdl-max-tokens 0: none at all)
  *              [--prefill S] [--prefill-len 128] (then one prefill step of S prompts of that
  *                                    length, as the seed workload's 8,192-token chunks: 64)
- *              [--small-stages G,D] (version 7's expert weights at a few tokens through a
- *                                    shared-memory ring of 8, 12 or 16 super-chunks for
- *                                    gate_up and down; 0, the default: in registers)
  *              [--omit SETS]        (batch 1 again without each set of ops, e.g.
  *                                    "qkv_rope;residual_norm,moe_down": each set's names are
  *                                    profile op names; the time saved is what they cost inside a
@@ -208,11 +205,7 @@ int main(int argc, char **argv) {
             cuda_moe3_force_tile(atoi(argv[i + 1]));
         else if (!strcmp(argv[i], "--moe-small-stages"))
             cuda_moe3_small_stages(atoi(argv[i + 1]));
-        else if (!strcmp(argv[i], "--small-stages")) {
-            int g = 0, d = 0;
-            sscanf(argv[i + 1], "%d,%d", &g, &d);
-            cuda_small_stages(g, d);
-        } else if (!strcmp(argv[i], "--omit"))
+        else if (!strcmp(argv[i], "--omit"))
             omit = argv[i + 1];
         else if (!strcmp(argv[i], "--pdl-max-tokens"))
             pdl_max_tokens = atoi(argv[i + 1]);

@@ -174,15 +174,6 @@ int cuda_router7(float *logits, int *count, uint16_t *xn, const float *x, const 
                  const uint16_t *w, const uint16_t *bias, int32_t *top_e, float *top_w,
                  int32_t *e_start, int32_t *e_slots, int T, int E, int H, float eps, int top_k,
                  cudaStream_t s);
-/* cuda_moe_gate_up of a step of T <= CUDA_GEMV_MAX_T tokens, the tiles' weights streamed through
- * shared memory. */
-int cuda_moe_gate7(uint16_t *act, const uint16_t *xn, const uint8_t *blocks, const uint8_t *scales,
-                   const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots, int T,
-                   int top_k, int E, int I, int H, float limit, cudaStream_t s);
-/* Benchmarks only: cuda_moe_gate7's and cuda_moe_down_res's weights through a shared-memory ring
- * of 8, 12 or 16 super-chunks, or 0 (the default): version 3's small tile, its ring of 8 in
- * registers. Same rule as cuda_moe3_force_tile: set before stepping. */
-void cuda_small_stages(int gate, int down);
 /* x (T, H) += cuda_moe_down's y rows of each token in slot order (slot t * top_k + k, expert
  * top_e[slot]; no grouping needed), as cuda_rmsnorm adds them. T * top_k at most 16; blocks and
  * scales tiled (cuda_mxfp4_tile). */

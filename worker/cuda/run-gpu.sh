@@ -3,11 +3,10 @@
 # engine core with CUDA (no serving stack), run the host-side unit test, the kernel lab
 # (cuda-check: every kernel group against its CPU twin at the 120b shapes, poisoned outputs)
 # and the whole-model logits against the CPU backend on the tiny preset, then the decode-step
-# benchmark at the 120b shape with random weights (cuda-bench) for kernel versions 6 (the
-# worker's) and 7 (six kernels a layer for steps of up to 4 tokens) with CUDA graphs
-# (MG_BENCH_RUNS="VERSION:GRAPHS ..." to choose others), then version 7's expert weight rings
-# against each other at 1, 2 and 4 tokens (MG_RING_RUNS="GATE,DOWN ..."). Logs go to $OUT (or ./gpu-logs); the
-# summary prints last. Exit status: non-zero when the build or any check fails.
+# benchmark at the 120b shape with random weights (cuda-bench) for kernel versions 7 (the
+# worker's: six kernels a layer for steps of up to 4 tokens) and 6 (nine) with CUDA graphs
+# (MG_BENCH_RUNS="VERSION:GRAPHS ..." to choose others), then both at 2 and 4 tokens. Logs go
+# to $OUT (or ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any check fails.
 #
 #   worker/cuda/run-gpu.sh            (from any directory)
 set -uo pipefail
@@ -45,8 +44,8 @@ MG_CHECK_KERNELS=1 timeout 150 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny
     >"$OUT/check.log" 2>&1 || status=1
 cat "$OUT/check.log"
 
-echo "== decode-step benchmark, 120b shape, random weights, kernel versions 6 and 7 with graphs"
-for run in ${MG_BENCH_RUNS:-6:1 7:1}; do
+echo "== decode-step benchmark, 120b shape, random weights, kernel versions 7 and 6 with graphs"
+for run in ${MG_BENCH_RUNS:-7:1 6:1}; do
     set -- ${run%:*} ${run#*:}
     log="$OUT/bench-v$1-g$2.log"
     timeout 120 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1,64,256,512 --ctx 1024 \
@@ -54,19 +53,19 @@ for run in ${MG_BENCH_RUNS:-6:1 7:1}; do
     cat "$log"
 done
 
-echo "== version 7 at 1, 2 and 4 tokens: expert weights in registers (0) or shared-memory rings"
-for r in ${MG_RING_RUNS-0,0 12,16 16,12 8,8}; do
-    log="$OUT/bench-v7-ring${r/,/-}.log"
-    timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1,2,4 --ctx 1024 --steps 10 \
-        --version 7 --graphs 1 --small-stages "$r" >"$log" 2>&1 || status=1
-    grep RESULT "$log" | sed "s/^/rings $r: /"
+echo "== versions 7 and 6 at 2 and 4 tokens"
+for v in 7 6; do
+    log="$OUT/bench-small-v$v.log"
+    timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 2,4 --ctx 1024 --steps 10 \
+        --version "$v" --graphs 1 >"$log" 2>&1 || status=1
+    grep RESULT "$log" | sed "s/^/small steps: /"
 done
 
 echo "== decode step at batch 256 with temperature 1: sampling on the device, then on the host"
 for h in ${MG_SAMPLING_RUNS-0 1}; do
     log="$OUT/bench-sample-host$h.log"
     timeout 120 "$B/worker/cuda/cuda-bench" --preset 120b --batches 256 --ctx 1024 --steps 5 \
-        --version 6 --graphs 1 --temperature 1 --host-sampling "$h" >"$log" 2>&1 || status=1
+        --version 7 --graphs 1 --temperature 1 --host-sampling "$h" >"$log" 2>&1 || status=1
     cat "$log"
 done
 

@@ -220,119 +220,9 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
     if (threadIdx.x == 0) *count = 0;
 }
 
-/* ---- the expert tiles of version 7: weights through shared memory ----
- *
- * Version 3's small tile keeps a warp's weights in flight in registers (7 super-chunks, 136
- * registers a thread): 11-12 warps an SM, ~75 KB in flight, and at batch 1 the expert GEMMs ran
- * at 1.3-1.5 TB/s, below the GEMVs (2.3 TB/s with ~140 KB in flight an SM). Here each lane
- * copies its units with cp.async into its warp's ring of STAGES super-chunks in shared memory
- * (version 4's ring, STAGES - 1 in flight), and the tokens are staged one row per token, not
- * eight: a lane whose B column has no token reads the last one's row (moe3_superchunk's
- * columns are independent; those results are never stored). Same fragments, same order: the
- * results are version 3's bit for bit. */
+/* ---- the down projection into the residual ---- */
 
-/* Super-chunk c of the warp's tile (units wp, this lane's; scales sp, lanes 0-3 16 bytes each)
- * into ring slot sl. Always one commit, so that the group count stays in step. */
-__device__ __forceinline__ void ring_issue(uint4 *wring, uint8_t *sring, const uint4 *wp,
-                                           const uint8_t *sp, bool ok, int c, int nc, int sl,
-                                           int lane) {
-    if (ok && c < nc) {
-#pragma unroll
-        for (int h = 0; h < 2; h++)
-            cp_async16(wring + sl * 64 + h * 32 + lane, wp + c * 64 + h * 32);
-        if (lane < 4) cp_async16(sring + sl * 64 + lane * 16, sp + c * 64);
-    }
-    cp_async_commit();
-}
-
-/* The warp's tile over all nc super-chunks from its ring, the first STAGES - 1 already issued
- * (and landed: the caller waited for every group); xrow: the lane's token row at block 4 tq. */
-template <int STAGES>
-__device__ __forceinline__ void ring_run(float (&acc)[1][1][4], uint4 *wring, uint8_t *sring,
-                                         const uint4 *wp, const uint8_t *sp, bool ok,
-                                         const char *xrow, int ld, int nc, int lane, int tq) {
-    moe3_zero<1, 1>(acc);
-    for (int c = 0, sl = 0, fill = STAGES - 1; c < nc; c++) {
-        __syncwarp(); /* every lane is done with the slot that takes c + STAGES - 1 */
-        ring_issue(wring, sring, wp, sp, ok, c + STAGES - 1, nc, fill, lane);
-        cp_async_wait<STAGES - 1>(); /* this lane's copies of super-chunk c landed */
-        __syncwarp();                /* ... and every lane's (the scales are shared) */
-        uint4 wv[1][2];
-        uint32_t sv[1][2];
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            wv[0][h] = wring[sl * 64 + h * 32 + lane];
-            sv[0][h] = sring[sl * 64 + h * 32 + lane];
-        }
-        moe3_superchunk<1, 1>(acc, wv, sv, xrow + c * 256, 16 * ld, moe3_swz(tq), 1);
-        sl = sl + 1 == STAGES ? 0 : sl + 1;
-        fill = fill + 1 == STAGES ? 0 : fill + 1;
-    }
-    cp_async_wait0(); /* the empty tail groups */
-}
-
-/* Rows src[0..n) of in (·, K) into xs rows 0..n-1 (pitch ld), swizzled as moe3_stage_tokens,
- * zeros from K up to moe3_kpad(K); one commit. Every thread of the CTA calls it. */
-__device__ __forceinline__ void stage_rows(uint16_t *xs, const uint16_t *in, const int *src, int n,
-                                           int K, int ld) {
-    for (int j = 0, vec = moe3_kpad(K) / 8; j < n; j++)
-        for (int q = threadIdx.x; q < vec; q += blockDim.x) {
-            int kb = q >> 2, w = (q & 3) ^ ((kb >> 1) & 1);
-            uint16_t *dst = xs + j * ld + kb * 32 + w * 8;
-            if (q < K / 8)
-                cp_async16(dst, in + (size_t)src[j] * K + q * 8);
-            else
-                *reinterpret_cast<uint4 *>(dst) = make_uint4(0, 0, 0, 0);
-        }
-    cp_async_commit();
-}
-
-/* Shared memory of the two kernels below: rows token rows, then `warps` rings of STAGES
- * super-chunks (1 KB of codes, 64 bytes of scales each). */
-__host__ __device__ __forceinline__ size_t ring_smem(int rows, int warps, int stages, int K) {
-    return (size_t)rows * (moe3_kpad(K) + 16) * 2 + (size_t)warps * stages * (1024 + 64);
-}
-
-/* gate7: cuda_moe_gate_up's small tile (a warp per 16-row tile of an expert, WARPS tiles a CTA,
- * a grid row per touched expert) with the ring; the expert's tokens (at most T <= 4) staged. */
-template <int WARPS, int STAGES>
-__global__ void __launch_bounds__(32 * WARPS)
-    gate7_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks, const uint8_t *scales,
-                 const uint16_t *bias, const int32_t *e_start, const int32_t *e_slots, int top_k,
-                 int E, int N, int K, int T, float limit) {
-    extern __shared__ __align__(16) uint4 sm7[];
-    __shared__ int src_s[8];
-    pdl_wait();
-    pdl_trigger(); /* the down projection may load its weights: the routing is complete */
-    int e, beg, cnt;
-    if (!moe_expert(e_start, E, e, beg, cnt)) return;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
-    uint16_t *xs = reinterpret_cast<uint16_t *>(sm7);
-    uint4 *wring = sm7 + (size_t)T * ld / 8 + warp * STAGES * 64;
-    uint8_t *sring = reinterpret_cast<uint8_t *>(sm7 + (size_t)T * ld / 8 + WARPS * STAGES * 64) +
-                     warp * STAGES * 64;
-    const uint4 *wp[1];
-    const uint8_t *sp[1];
-    bool tv[1];
-    moe3_tiles<1, 16 * WARPS>(wp, sp, tv, blocks, scales, e, N, nc, warp, lane, lane * 16);
-#pragma unroll
-    for (int st = 0; st < STAGES - 1; st++)
-        ring_issue(wring, sring, wp[0], sp[0], tv[0], st, nc, st, lane);
-    if (threadIdx.x < cnt) src_s[threadIdx.x] = e_slots[beg + threadIdx.x] / top_k;
-    __syncthreads();
-    stage_rows(xs, xn, src_s, cnt, K, ld);
-    cp_async_wait0();
-    __syncthreads();
-    const char *xrow = reinterpret_cast<const char *>(xs + min(gq, cnt - 1) * ld) + tq * 64;
-    float acc[1][1][4];
-    ring_run<STAGES>(acc, wring, sring, wp[0], sp[0], tv[0], xrow, ld, nc, lane, tq);
-    int row0 = blockIdx.x * 16 * WARPS + warp * 16 + gq;
-    moe3_epilogue<false, 1, 1>(act, acc, bias, e, N, row0, 1, cnt, e_slots + beg, NULL, limit, gq,
-                               tq);
-}
-
-/* The end of both down_res kernels: the warp's slot's rows of the CTA's tile (lane (gq, 0) holds
+/* The end of down_res: the warp's slot's rows of the CTA's tile (lane (gq, 0) holds
  * column 0 of rows gq and gq + 8), weighted as moe_store's y, then added into x token by token
  * in slot order, as rmsnorm_kernel adds the deltas. Every thread of the CTA calls it. */
 __device__ __forceinline__ void down_res_add(float *x, const float (&acc)[1][1][4],
@@ -357,19 +247,21 @@ __device__ __forceinline__ void down_res_add(float *x, const float (&acc)[1][1][
     }
 }
 
-/* down_res as first written: version 3's small tile (the ring of 8 super-chunks in registers,
- * 7 of them issued before the wait), every act row staged as a B column of its own 8-row
- * tile (cuda_small_stages(., 0), the default). */
+/* down_res: a CTA per 16-row tile of the output, a warp per slot of the step (S = T * top_k of
+ * them, slot s = token s / top_k's choice s % top_k) on version 3's small tile: the ring of 8
+ * super-chunks in registers, 7 of them loaded before the wait (top_e is complete: the router ran
+ * two kernels back, and gate_up passes its trigger only after its own wait), each act row staged
+ * as a B column of its own 8-row tile; then down_res_add. */
 __global__ void __launch_bounds__(512)
-    down_res_reg_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
-                        const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
-                        int N, int K) {
+    down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
+                    const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
+                    int N, int K) {
     constexpr int STAGES = 8;
     extern __shared__ __align__(16) uint16_t xs8[]; /* (S rounded up to 8, moe3_kpad(K) + 16) */
     __shared__ int slot_s[16];
     int S = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tq = lane & 3;
     int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
-    int e = __ldcg(top_e + warp); /* complete: see down_res_kernel */
+    int e = __ldcg(top_e + warp); /* complete: see above */
     const uint4 *wp[1];
     const uint8_t *sp[1];
     bool tv[1];
@@ -407,57 +299,6 @@ __global__ void __launch_bounds__(512)
         }
     }
     down_res_add(x, acc, bias, top_w, e, top_k, N);
-}
-
-/* down_res: a CTA per 16-row tile of the output, a warp per slot of the step (S = T * top_k of
- * them, slot s = token s / top_k's choice s % top_k): the warp streams its slot's expert tile
- * through its ring, the first STAGES - 1 super-chunks issued before the wait (the router ran
- * two kernels back, and gate7 passes its trigger after its own wait), against its slot's act
- * row (every B column the same row: column 0 is taken). Weighted as moe_store's y, the slots'
- * rows are then added into x token by token in slot order, as rmsnorm_kernel adds the
- * deltas. */
-template <int STAGES>
-__global__ void __launch_bounds__(512)
-    down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
-                    const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
-                    int N, int K) {
-    extern __shared__ __align__(16) uint4 sm7[];
-    __shared__ int src_s[16];
-    int S = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tq = lane & 3;
-    int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
-    uint16_t *xs = reinterpret_cast<uint16_t *>(sm7);
-    uint4 *wring = sm7 + (size_t)S * ld / 8 + warp * STAGES * 64;
-    uint8_t *sring = reinterpret_cast<uint8_t *>(sm7 + (size_t)S * ld / 8 + S * STAGES * 64) +
-                     warp * STAGES * 64;
-    int e = __ldcg(top_e + warp); /* complete: see above */
-    const uint4 *wp[1];
-    const uint8_t *sp[1];
-    bool tv[1];
-    moe3_tiles<1, 16>(wp, sp, tv, blocks, scales, e, N, nc, 0, lane, lane * 16);
-#pragma unroll
-    for (int st = 0; st < STAGES - 1; st++)
-        ring_issue(wring, sring, wp[0], sp[0], tv[0], st, nc, st, lane);
-    pdl_wait();
-    pdl_trigger();
-    if (threadIdx.x < S) src_s[threadIdx.x] = threadIdx.x;
-    __syncthreads();
-    stage_rows(xs, act, src_s, S, K, ld);
-    cp_async_wait0();
-    __syncthreads();
-    const char *xrow = reinterpret_cast<const char *>(xs + warp * ld) + tq * 64;
-    float acc[1][1][4];
-    ring_run<STAGES>(acc, wring, sring, wp[0], sp[0], tv[0], xrow, ld, nc, lane, tq);
-    down_res_add(x, acc, bias, top_w, e, top_k, N);
-}
-
-/* The rings' depths (super-chunks; STAGES - 1 in flight), or 0: the rings in registers (version
- * 3's small tile for gate_up, down_res_reg_kernel), the form measured so far and so the
- * default; set by cuda_small_stages. */
-static int gate7_stages = 0, down7_stages = 0;
-
-extern "C" void cuda_small_stages(int gate, int down) {
-    gate7_stages = gate == 8 || gate == 12 || gate == 16 ? gate : 0;
-    down7_stages = down == 8 || down == 12 || down == 16 ? down : 0;
 }
 
 /* Raise k's dynamic shared memory limit to smem where above 48 KB and above what was set. */
@@ -516,58 +357,16 @@ extern "C" int cuda_router7(float *logits, int *count, uint16_t *xn, const float
                       count, xn, x, g, w, bias, top_e, top_w, e_start, e_slots, E, H, eps, top_k);
 }
 
-extern "C" int cuda_moe_gate7(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
-                              const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
-                              const int32_t *e_slots, int T, int top_k, int E, int I, int H,
-                              float limit, cudaStream_t s) {
-    int S = T * top_k, N = 2 * I, rows = S < E ? S : E;
-    if (gate7_stages == 0) /* version 3's small tile, the ring in registers */
-        return cuda_moe_gate_up(act, xn, blocks, scales, bias, e_start, e_slots, T, top_k, E, I, H,
-                                limit, 6, s);
-    if (T < 1 || T > GEMV_MAX_T || H % 32 || N % 64 || H > 8192) return (int)cudaErrorInvalidValue;
-    enum { W = 4 };
-    size_t smem = ring_smem(T, W, gate7_stages, H);
-    static size_t set[3];
-    dim3 grid(N / (16 * W), rows);
-#define GATE7(st, i)                                                                               \
-    do {                                                                                           \
-        int e_ = smem_limit(gate7_kernel<W, st>, smem, &set[i]);                                   \
-        if (e_) return e_;                                                                         \
-        return pdl_launch(gate7_kernel<W, st>, grid, 32 * W, smem, s, act, xn, blocks, scales,     \
-                          bias, e_start, e_slots, top_k, E, N, H, T, limit);                       \
-    } while (0)
-    if (gate7_stages == 8) GATE7(8, 0);
-    if (gate7_stages == 16) GATE7(16, 2);
-    GATE7(12, 1);
-#undef GATE7
-}
-
 extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *blocks,
                                  const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
                                  const float *top_w, int T, int top_k, int H, int I,
                                  cudaStream_t s) {
     int S = T * top_k;
     if (T < 1 || S > 16 || I % 32 || H % 16 || I > 8192) return (int)cudaErrorInvalidValue;
-    static size_t set[4];
-    /* the ring in registers: by choice, or where S act rows and S rings would not fit the 227 KB
-     * a CTA may have (4 tokens: 16 rows and rings) */
-    if (down7_stages == 0 || ring_smem(S, S, down7_stages, I) > 200 * 1024) {
-        size_t smem = (size_t)(S + 7) / 8 * 8 * (moe3_kpad(I) + 16) * 2;
-        int e = smem_limit(down_res_reg_kernel, smem, &set[3]);
-        if (e) return e;
-        return pdl_launch(down_res_reg_kernel, H / 16, 32 * S, smem, s, x, act, blocks, scales,
-                          bias, top_e, top_w, top_k, H, I);
-    }
-    size_t smem = ring_smem(S, S, down7_stages, I);
-#define DOWN7(st, i)                                                                               \
-    do {                                                                                           \
-        int e_ = smem_limit(down_res_kernel<st>, smem, &set[i]);                                   \
-        if (e_) return e_;                                                                         \
-        return pdl_launch(down_res_kernel<st>, H / 16, 32 * S, smem, s, x, act, blocks, scales,    \
-                          bias, top_e, top_w, top_k, H, I);                                        \
-    } while (0)
-    if (down7_stages == 8) DOWN7(8, 0);
-    if (down7_stages == 12) DOWN7(12, 1);
-    DOWN7(16, 2);
-#undef DOWN7
+    static size_t set;
+    size_t smem = (size_t)(S + 7) / 8 * 8 * (moe3_kpad(I) + 16) * 2;
+    int e = smem_limit(down_res_kernel, smem, &set);
+    if (e) return e;
+    return pdl_launch(down_res_kernel, H / 16, 32 * S, smem, s, x, act, blocks, scales, bias, top_e,
+                      top_w, top_k, H, I);
 }
