@@ -158,26 +158,33 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 2)
 }
 
 /* o_res: x (T, N) += in (T, K) · W^T + bias, each element (x + sum) + bias as rmsnorm_kernel adds
- * a delta and a bias; a warp per row of W (gemv_row). */
+ * a delta and a bias; a warp per row of W, its sums as gemv_row's (the row's first pass loads
+ * before the wait). The lane's x element and bias load before the wait too: x's last writer is
+ * the down projection of the layer before (or the embedding), done before q/k/v passed its wait;
+ * q/k/v passes its trigger only after that, and this kernel is launched only once attention,
+ * launched after that trigger, has started. */
 template <int T>
 __global__ void __launch_bounds__(32 * GEMV_WARPS)
     gemv_res_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
                     int K) {
-    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (n >= N) {
-        pdl_wait();
-        return;
-    }
-    float acc[T];
-    gemv_row<T>(acc, in, w, n, K);
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31, ku = K / 8;
+    bool live = n < N;
+    const uint4 *wr[1] = {reinterpret_cast<const uint4 *>(w + (size_t)(live ? n : 0) * K)};
+    uint4 wv[1][GEMV_UNITS];
+    rows_load<1, GEMV_UNITS>(wv, wr, 0, ku, live, lane);
+    float xo = 0.0f, bn = 0.0f;
+    if (live && lane < T) xo = __ldcg(x + (size_t)lane * N + n), bn = bf16f(bias[n]);
+    pdl_wait();
+    if (!live) return;
+    float acc[1][T];
+    rows_dot<T, 1, GEMV_UNITS>(acc, wv, wr, reinterpret_cast<const uint4 *>(in), ku, lane);
     pdl_trigger();
     if (lane < T) {
         float s = 0.0f;
 #pragma unroll
         for (int t = 0; t < T; t++)
-            if (lane == t) s = acc[t];
-        float *xp = x + (size_t)lane * N + n;
-        *xp = (*xp + s) + bf16f(bias[n]);
+            if (lane == t) s = acc[0][t];
+        x[(size_t)lane * N + n] = (xo + s) + bn;
     }
 }
 
@@ -224,8 +231,9 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
 
 /* The end of down_res: the warp's slot's rows of the CTA's tile (lane (gq, 0) holds
  * column 0 of rows gq and gq + 8), weighted as moe_store's y, then added into x token by token
- * in slot order, as rmsnorm_kernel adds the deltas. Every thread of the CTA calls it. */
-__device__ __forceinline__ void down_res_add(float *x, const float (&acc)[1][1][4],
+ * in slot order, as rmsnorm_kernel adds the deltas; xo: thread (t, r)'s element of x, read
+ * before. Every thread of the CTA calls it. */
+__device__ __forceinline__ void down_res_add(float *x, float xo, const float (&acc)[1][1][4],
                                              const uint16_t *bias, const float *top_w, int e,
                                              int top_k, int N) {
     __shared__ float ys[16][16];
@@ -240,10 +248,9 @@ __device__ __forceinline__ void down_res_add(float *x, const float (&acc)[1][1][
     int T = S / top_k;
     if (threadIdx.x < T * 16) {
         int t = threadIdx.x >> 4, r = threadIdx.x & 15;
-        float *xp = x + (size_t)t * N + row0 + r;
-        float v = *xp;
+        float v = xo;
         for (int d = 0; d < top_k; d++) v += ys[t * top_k + d][r];
-        *xp = v;
+        x[(size_t)t * N + row0 + r] = v;
     }
 }
 
@@ -279,6 +286,11 @@ __global__ void __launch_bounds__(512)
     };
 #pragma unroll
     for (int st = 0; st < STAGES - 1; st++) load(wr[st], sr[st], st);
+    /* x too: its last writer, o_res, was done before the router passed its wait, which came
+     * before its trigger, and gate_up's, which launched this kernel, came after gate_up's wait */
+    float xo = 0.0f;
+    if (threadIdx.x < S / top_k * 16)
+        xo = __ldcg(x + (size_t)(threadIdx.x >> 4) * N + blockIdx.x * 16 + (threadIdx.x & 15));
     pdl_wait();
     pdl_trigger();
     if (threadIdx.x < 16) slot_s[threadIdx.x] = threadIdx.x < S ? (int)threadIdx.x : -1;
@@ -298,7 +310,7 @@ __global__ void __launch_bounds__(512)
             moe3_superchunk<1, 1>(acc, wr[st], sr[st], xrow + c * 256, 16 * ld, moe3_swz(tq), 1);
         }
     }
-    down_res_add(x, acc, bias, top_w, e, top_k, N);
+    down_res_add(x, xo, acc, bias, top_w, e, top_k, N);
 }
 
 /* Raise k's dynamic shared memory limit to smem where above 48 KB and above what was set. */
