@@ -158,32 +158,30 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 2)
 }
 
 /* o_res: x (T, N) += in (T, K) · W^T + bias, each element (x + sum) + bias as rmsnorm_kernel adds
- * a delta and a bias; a warp per row of W, its sums as gemv_row's (the row's first pass loads
- * before the wait). The lane's x element and bias load before the wait too: x's last writer is
- * the down projection of the layer before (or the embedding), done before q/k/v passed its wait;
- * q/k/v passes its trigger only after that, and this kernel is launched only once attention,
- * launched after that trigger, has started. */
+ * a delta and a bias; a warp per row of W (gemv_row). The lane's x element and bias load before
+ * the wait, as the row's first pass does: x's last writer is the down projection of the layer
+ * before (or the embedding), done before q/k/v passed its wait; q/k/v passes its trigger only
+ * after that, and this kernel is launched only once attention, launched after that trigger, has
+ * started. */
 template <int T>
 __global__ void __launch_bounds__(32 * GEMV_WARPS)
     gemv_res_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
                     int K) {
-    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31, ku = K / 8;
-    bool live = n < N;
-    const uint4 *wr[1] = {reinterpret_cast<const uint4 *>(w + (size_t)(live ? n : 0) * K)};
-    uint4 wv[1][GEMV_UNITS];
-    rows_load<1, GEMV_UNITS>(wv, wr, 0, ku, live, lane);
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (n >= N) {
+        pdl_wait();
+        return;
+    }
     float xo = 0.0f, bn = 0.0f;
-    if (live && lane < T) xo = __ldcg(x + (size_t)lane * N + n), bn = bf16f(bias[n]);
-    pdl_wait();
-    if (!live) return;
-    float acc[1][T];
-    rows_dot<T, 1, GEMV_UNITS>(acc, wv, wr, reinterpret_cast<const uint4 *>(in), ku, lane);
+    if (lane < T) xo = __ldcg(x + (size_t)lane * N + n), bn = bf16f(bias[n]);
+    float acc[T];
+    gemv_row<T>(acc, in, w, n, K); /* waits after the first pass's loads */
     pdl_trigger();
     if (lane < T) {
         float s = 0.0f;
 #pragma unroll
         for (int t = 0; t < T; t++)
-            if (lane == t) s = acc[0][t];
+            if (lane == t) s = acc[t];
         x[(size_t)lane * N + n] = (xo + s) + bn;
     }
 }
