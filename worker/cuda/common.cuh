@@ -100,6 +100,17 @@ static inline int launch_status(void) {
     return (int)cudaGetLastError();
 }
 
+/* Raise kernel k's dynamic shared memory limit to smem where above 48 KB and above what was set
+ * (*set: its limit so far, one per kernel; the engine thread is the only caller). */
+template <typename K> static int smem_limit(K k, size_t smem, size_t *set) {
+    if (smem <= 48 * 1024 || smem <= *set) return 0;
+    cudaError_t e = cudaFuncSetAttribute(reinterpret_cast<const void *>(k),
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return (int)e;
+    *set = smem;
+    return 0;
+}
+
 /* ---- programmatic dependent launch (Hopper) ----
  *
  * A kernel launched with pdl_launch may be scheduled while the kernel before it in the stream

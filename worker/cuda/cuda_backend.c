@@ -262,7 +262,6 @@ static size_t meta_len(const cuda *b, const step_shape *sh, int n_rows) {
 
 /* Everything up to the logits (sh->nl, V) in b->logits, on the stream, unsynchronized: the
  * index upload from the pinned buffer, then the kernels. Also what a graph captures. */
-
 static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
     const mg_model_config *c = &b->c;
     int T = sh->T, H = b->H, bs = b->base.block_size, nl = sh->nl, max_ctx = sh->max_ctx;

@@ -930,21 +930,16 @@ typedef void (*moe_kernel_fn)(void *, const uint16_t *, const uint8_t *, const u
                               const uint16_t *, const int32_t *, const int32_t *, const float *,
                               int, int, int, int, float);
 
-/* Launch kernel k with smem bytes of dynamic shared memory, raising its limit first when above
- * 48 KB (*smem_set: the kernel's current limit; the engine thread is the only caller). picks:
- * k calls moe_expert and pdl_wait (see moe_kernel_fn); otherwise a plain launch of E rows. */
+/* Launch kernel k with smem bytes of dynamic shared memory, raising its limit first
+ * (smem_limit; *smem_set: the kernel's). picks: k calls moe_expert and pdl_wait (see
+ * moe_kernel_fn); otherwise a plain launch of E rows. */
 static int moe_run(moe_kernel_fn k, bool picks, size_t *smem_set, size_t smem, int rows,
                    int threads, void *out, const uint16_t *in, const uint8_t *blocks,
                    const uint8_t *scales, const uint16_t *bias, const int32_t *e_start,
                    const int32_t *e_slots, const float *top_w, int top_k, int E, int S, int N,
                    int K, float limit, cudaStream_t s) {
-    if (smem > 48 * 1024 && smem > *smem_set) {
-        cudaError_t err =
-            cudaFuncSetAttribute(reinterpret_cast<const void *>(k),
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (err != cudaSuccess) return (int)err;
-        *smem_set = smem;
-    }
+    int err = smem_limit(k, smem, smem_set);
+    if (err) return err;
     if (S <= 0) return 0;
     if (!picks) {
         dim3 grid((N + rows - 1) / rows, E);

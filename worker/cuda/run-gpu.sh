@@ -6,7 +6,8 @@
 # benchmark at the 120b shape with random weights (cuda-bench) for kernel versions 7 (the
 # worker's: six kernels a layer for steps of up to 4 tokens) and 6 (nine) with CUDA graphs
 # (MG_BENCH_RUNS="VERSION:GRAPHS ..." to choose others), then both at 2 and 4 tokens. Logs go
-# to $OUT (or ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any check fails.
+# to $OUT (or ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any
+# check fails.
 #
 #   worker/cuda/run-gpu.sh            (from any directory)
 set -uo pipefail

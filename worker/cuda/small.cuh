@@ -311,15 +311,6 @@ __global__ void __launch_bounds__(512)
     down_res_add(x, xo, acc, bias, top_w, e, top_k, N);
 }
 
-/* Raise k's dynamic shared memory limit to smem where above 48 KB and above what was set. */
-template <typename K> static int smem_limit(K k, size_t smem, size_t *set) {
-    if (smem <= 48 * 1024 || smem <= *set) return 0;
-    cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess) return (int)e;
-    *set = smem;
-    return 0;
-}
-
 /* ---- launchers ---- */
 
 extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const float *x,
