@@ -360,9 +360,10 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
             prof_begin(b, P_ROUTER);
         } else if (v7) { /* the MLP norm (xn for the experts), router GEMV, top-k */
             prof_begin(b, P_ROUTER);
+            bool group = !cuda_small_topk_only(T, b->TK, H, b->I);
             CK(cuda_router7(b->rlog, b->tickets + TICKET_ROUTER, b->xn, b->x, L->mlp_norm,
-                            L->router_w, L->router_b, b->top_e, b->top_w, b->e_start, b->e_slots, T,
-                            b->E, H, c->rms_eps, b->TK, s),
+                            L->router_w, L->router_b, b->top_e, b->top_w, group ? b->e_start : NULL,
+                            b->e_slots, T, b->E, H, c->rms_eps, b->TK, s),
                "router");
         } else if (router_gemv) { /* version 6, a few tokens: top-k in the GEMV's last CTA */
             prof_begin(b, P_ROUTER);
@@ -387,6 +388,11 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         prof_end(b);
         prof_begin(b, P_GU);
         if (OMIT(P_GU)) {
+        } else if (v7) {
+            CK(cuda_moe_gate_up_small(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias,
+                                      b->top_e, b->e_start, b->e_slots, T, b->TK, b->E, b->I, H,
+                                      c->swiglu_limit, s),
+               "moe gate_up");
         } else {
             CK(cuda_moe_gate_up(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
                                 b->e_slots, T, b->TK, b->E, b->I, H, c->swiglu_limit, b->version,

@@ -12,7 +12,10 @@
  *   cuda-check [--seed N] [--model DIR]     exit status 1 when any check fails
  *              [--only GROUP,...]          (kernel groups; MG_CHECK_KERNELS=1 runs them
  *                                           beside --model)
- *              [--versions V,...]          (the kernel versions of the whole-model checks) */
+ *              [--versions V,...]          (the kernel versions of the whole-model checks)
+ *              [--split 0|1]               (the whole-model checks with version 7's expert
+ *                                           kernels in their split form or not; default:
+ *                                           the backend's, split) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -699,6 +702,7 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     size_t cache = (size_t)nblocks * bs * KV, xbytes = 4 * (size_t)T * H;
     char name[80];
     double us;
+    int split_was = cuda_small_split(0); /* the unsplit kernels first, bit for bit */
 #define RESET(dst) CU(cudaMemcpy(dst, x_d, xbytes, cudaMemcpyDeviceToDevice))
 
     /* q/k/v: norm, GEMV (the table's first rows), bias, RoPE, KV write */
@@ -775,6 +779,33 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     TIME_US(us, CU(DOWN7(tmp_d)));
     snprintf(name, sizeof(name), "v7 moe down residual T=%d: x", T);
     same_bits(name, xa_d, xb_d, xbytes, 4, us);
+
+    /* the split form of the expert kernels (cuda_small_split): version 6's results to float
+     * rounding (only the order of the parts' sums differs) */
+    cuda_small_split(1);
+    RESET(xb_d);
+    CU(DOWN7(xb_d));
+    TIME_US(us, CU(DOWN7(tmp_d)));
+    float *xa = host_from(xa_d, xbytes), *xb = host_from(xb_d, xbytes);
+    snprintf(name, sizeof(name), "v7 split down residual T=%d: x", T);
+    compare(name, xb, xa, (size_t)T * H, 1e-5, us);
+    free(xa), free(xb);
+    uint16_t *ua_d = dev_poisoned(2 * (size_t)S * I), *ub_d = dev_poisoned(2 * (size_t)S * I);
+    CU(cuda_moe_gate_up(ua_d, xn_b, xp->gu_bt_d, xp->gu_st_d, xp->gu_bias_d, es_b, sl_b, T, TK, E,
+                        I, H, C.swiglu_limit, 6, 0));
+#define GATE7(dst)                                                                                 \
+    cuda_moe_gate_up_small(dst, xn_b, xp->gu_bt_d, xp->gu_st_d, xp->gu_bias_d, te_b, es_b, sl_b,   \
+                           T, TK, E, I, H, C.swiglu_limit, 0)
+    CU(GATE7(ub_d));
+    uint16_t *ua = host_from(ua_d, 2 * (size_t)S * I), *ub = host_from(ub_d, 2 * (size_t)S * I);
+    CU(GATE7(ua_d));
+    TIME_US(us, CU(GATE7(ua_d)));
+    float *uaf = bf16_to_float(ua, (size_t)S * I);
+    snprintf(name, sizeof(name), "v7 split gate_up T=%d: act", T);
+    compare_bf16(name, ub, uaf, (size_t)S * I, 1e-2, us);
+    cuda_small_split(split_was);
+    cudaFree(ua_d), cudaFree(ub_d), free(ua), free(ub), free(uaf);
+#undef GATE7
 #undef RESET
 #undef QKV7
 #undef ROUTER7
@@ -1121,6 +1152,10 @@ static void model_step(model_run *mr, seq *sq, const int *which, const int *n_ne
  * window-pool backend keeps 0, and the two must still agree bit for bit. */
 static int model_pdl_max_tokens;
 
+/* --split: cuda_small_split for the whole-model checks, -1 the backend's default (on);
+ * check_small tries both forms itself. */
+static int model_split = -1;
+
 /* The same prompts for every call with the same seed, so that the kernel versions and the
  * graph path see the same data and their results line up step by step. */
 static void check_model(const char *dir, int version, bool graphs, uint64_t seed) {
@@ -1135,6 +1170,7 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
                             .pdl_max_tokens = model_pdl_max_tokens};
     model_run mr = {0};
     mg_model *m = NULL;
+    if (model_split >= 0) cuda_small_split(model_split);
     mg_status st = cpu_backend_open(dir, &co, &mr.cpu);
     if (!st) st = cuda_backend_open(dir, &go, &mr.gpu);
     if (!st && version >= 3) { /* the window pool: 3 sequences' blocks at fixed ids */
@@ -1267,10 +1303,12 @@ int main(int argc, char **argv) {
             only = argv[++i];
         else if (!strcmp(argv[i], "--versions") && i + 1 < argc)
             versions = argv[++i];
+        else if (!strcmp(argv[i], "--split") && i + 1 < argc)
+            model_split = atoi(argv[++i]);
         else {
             fprintf(stderr,
                     "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
-                    "[--versions V,...]\n"
+                    "[--versions V,...] [--split 0|1]\n"
                     "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;
         }

@@ -169,7 +169,8 @@ int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, cons
 /* x (T, N) += in (T, K) · W^T, then + bias (N) bf16: the GEMV and cuda_rmsnorm's residual add. */
 int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int T,
                   int N, int K, cudaStream_t s);
-/* xn (T, H) = cuda_rmsnorm of x with gains g, then cuda_router_gemv from it (E <= 256). */
+/* xn (T, H) = cuda_rmsnorm of x with gains g, then cuda_router_gemv from it (E <= 256); with
+ * e_start NULL no grouping (e_start, e_slots untouched), see cuda_small_topk_only. */
 int cuda_router7(float *logits, int *count, uint16_t *xn, const float *x, const uint16_t *g,
                  const uint16_t *w, const uint16_t *bias, int32_t *top_e, float *top_w,
                  int32_t *e_start, int32_t *e_slots, int T, int E, int H, float eps, int top_k,
@@ -180,6 +181,23 @@ int cuda_router7(float *logits, int *count, uint16_t *xn, const float *x, const 
 int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
                       const uint16_t *bias, const int32_t *top_e, const float *top_w, int T,
                       int top_k, int H, int I, cudaStream_t s);
+
+/* Steps of a few tokens (version 7): the split form of the expert kernels (small.cuh: a tile's
+ * K over several warps, their sums added at the end) when on (the default), else version 3's
+ * small tile. Results agree with the unsplit kernels to float rounding. Returns the setting
+ * before. Not thread-safe; set before stepping (graphs keep what they were captured with). */
+int cuda_small_split(int on);
+/* Whether a version-7 step of T tokens needs only the router's top_e (and top_w): one token with
+ * gate_up in the split form, which takes each slot's expert from top_e, as the down projection
+ * does; cuda_router7 may then skip the grouping (e_start NULL). */
+int cuda_small_topk_only(int T, int top_k, int H, int I);
+/* cuda_moe_gate_up at kernel version 7 (T * top_k at most 16), in the split form when
+ * cuda_small_split is on and H fits it (at most 3072), else version 3's small tile; top_e as the
+ * router wrote it (one token: CTA y takes slot y's expert without the grouping). */
+int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
+                           const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
+                           const int32_t *e_start, const int32_t *e_slots, int T, int top_k, int E,
+                           int I, int H, float limit, cudaStream_t s);
 
 /* out (n) = argmax of each logits row (n, V): lowest id on ties, NaN never wins, 0 when every
  * entry is -inf or NaN (sampling_argmax's rule). */

@@ -220,24 +220,26 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
     if (!last_cta(count, gridDim.x)) return;
     for (int t = warp; t < T; t += GEMV_WARPS)
         router_topk_token(top_e, top_w, logits, bias, t, E, top_k);
-    __syncthreads(); /* the CTA's writes of top_e are visible to all of it */
-    router_group(e_start, e_slots, top_e, T * top_k, E);
+    if (e_start) {       /* the grouping, unless nothing of the step reads it */
+        __syncthreads(); /* the CTA's writes of top_e are visible to all of it */
+        router_group(e_start, e_slots, top_e, T * top_k, E);
+    }
     if (threadIdx.x == 0) *count = 0;
 }
 
 /* ---- the down projection into the residual ---- */
 
-/* The end of down_res: the warp's slot's rows of the CTA's tile (lane (gq, 0) holds
- * column 0 of rows gq and gq + 8), weighted as moe_store's y, then added into x token by token
- * in slot order, as rmsnorm_kernel adds the deltas; xo: thread (t, r)'s element of x, read
- * before. Every thread of the CTA calls it. */
+/* The end of down_res: the S slot warps' rows of the CTA's tile (lane (gq, 0) holds column 0
+ * of rows gq and gq + 8), weighted as moe_store's y, then added into x token by token in slot
+ * order, as rmsnorm_kernel adds the deltas; xo: thread (t, r)'s element of x, read before. Every
+ * thread of the CTA calls it; warps from S on (the other parts of a split K) only wait. */
 __device__ __forceinline__ void down_res_add(float *x, float xo, const float (&acc)[1][1][4],
                                              const uint16_t *bias, const float *top_w, int e,
-                                             int top_k, int N) {
+                                             int top_k, int N, int S) {
     __shared__ float ys[16][16];
-    int S = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2;
     int row0 = blockIdx.x * 16;
-    if ((lane & 3) == 0) {
+    if (warp < S && (lane & 3) == 0) {
         float tw = top_w[warp];
         ys[warp][gq] = tw * (acc[0][0][0] + bf16f(bias[(size_t)e * N + row0 + gq]));
         ys[warp][gq + 8] = tw * (acc[0][0][2] + bf16f(bias[(size_t)e * N + row0 + gq + 8]));
@@ -253,20 +255,26 @@ __device__ __forceinline__ void down_res_add(float *x, float xo, const float (&a
 }
 
 /* down_res: a CTA per 16-row tile of the output, a warp per slot of the step (S = T * top_k of
- * them, slot s = token s / top_k's choice s % top_k) on version 3's small tile: the ring of 8
- * super-chunks in registers, 7 of them loaded before the wait (top_e is complete: the router ran
- * two kernels back, and gate_up passes its trigger only after its own wait), each act row staged
- * as a B column of its own 8-row tile; then down_res_add. */
+ * them, slot s = token s / top_k's choice s % top_k) and part of K (KS parts of whole
+ * super-chunks; KS > 1 is the split form, cuda_small_split) on version 3's small tile: the ring
+ * of 8 super-chunks in registers, 7 of them loaded before the wait (top_e is complete: the router
+ * ran two kernels back, and gate_up passes its trigger only after its own wait), each act row
+ * staged as a B column of its own 8-row tile; the parts' sums added in part order, then
+ * down_res_add. */
+template <int KS>
 __global__ void __launch_bounds__(512)
     down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
                     const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
                     int N, int K) {
     constexpr int STAGES = 8;
-    extern __shared__ __align__(16) uint16_t xs8[]; /* (S rounded up to 8, moe3_kpad(K) + 16) */
+    /* (S rounded up to 8, moe3_kpad(K) + 16), then with KS > 1 the parts' sums (4, 32, 4) */
+    extern __shared__ __align__(16) uint16_t xs8[];
     __shared__ int slot_s[16];
-    int S = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tq = lane & 3;
+    int S = (blockDim.x >> 5) / KS, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int slot = warp % S, kp = warp / S, tq = lane & 3;
     int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
-    int e = __ldcg(top_e + warp); /* complete: see above */
+    int per = (nc + KS - 1) / KS, cb = kp * per, ce = min(nc, cb + per);
+    int e = __ldcg(top_e + slot); /* complete: see above */
     const uint4 *wp[1];
     const uint8_t *sp[1];
     bool tv[1];
@@ -275,7 +283,7 @@ __global__ void __launch_bounds__(512)
     uint4 wr[STAGES][1][2];
     uint32_t sr[STAGES][1][2];
     auto load = [&](uint4(&wq)[1][2], uint32_t(&sc)[1][2], int c) {
-        bool ok = c < nc && 4 * c + tq < nb && tv[0];
+        bool ok = c < ce && 4 * c + tq < nb && tv[0];
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             wq[0][h] = ok ? ld_stream(wp[0] + c * 64 + h * 32) : zero4;
@@ -283,7 +291,7 @@ __global__ void __launch_bounds__(512)
         }
     };
 #pragma unroll
-    for (int st = 0; st < STAGES - 1; st++) load(wr[st], sr[st], st);
+    for (int st = 0; st < STAGES - 1; st++) load(wr[st], sr[st], cb + st);
     /* x too: its last writer, o_res, was done before the router passed its wait, which came
      * before its trigger, and gate_up's, which launched this kernel, came after gate_up's wait */
     float xo = 0.0f;
@@ -296,19 +304,165 @@ __global__ void __launch_bounds__(512)
     moe3_stage_tokens<true>(xs8, slot_s, act, slot_s, S, (S + 7) / 8, 1, K, ld);
     cp_async_wait0();
     __syncthreads();
-    const char *xrow = reinterpret_cast<const char *>(xs8 + warp * ld) + tq * 64;
+    const char *xrow = reinterpret_cast<const char *>(xs8 + slot * ld) + tq * 64;
     float acc[1][1][4];
     moe3_zero<1, 1>(acc);
-    for (int cb = 0; cb < nc; cb += STAGES) {
+    for (int c0 = cb; c0 < ce; c0 += STAGES) {
 #pragma unroll
         for (int st = 0; st < STAGES; st++) {
-            int c = cb + st;
-            if (c >= nc) break;
+            int c = c0 + st;
+            if (c >= ce) break;
             load(wr[(st + STAGES - 1) % STAGES], sr[(st + STAGES - 1) % STAGES], c + STAGES - 1);
             moe3_superchunk<1, 1>(acc, wr[st], sr[st], xrow + c * 256, 16 * ld, moe3_swz(tq), 1);
         }
     }
-    down_res_add(x, xo, acc, bias, top_w, e, top_k, N);
+    if (KS > 1) { /* the later parts' sums onto part 0's, in part order */
+        auto part = reinterpret_cast<float(*)[32][4]>(xs8 + (S + 7) / 8 * 8 * ld);
+        if (kp > 0)
+#pragma unroll
+            for (int i = 0; i < 4; i++) part[(kp - 1) * S + slot][lane][i] = acc[0][0][i];
+        __syncthreads();
+        if (kp == 0)
+            for (int p = 1; p < KS; p++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) acc[0][0][i] += part[(p - 1) * S + slot][lane][i];
+    }
+    down_res_add(x, xo, acc, bias, top_w, e, top_k, N, S);
+}
+
+/* ---- the split form of the expert kernels for steps of a few tokens (cuda_small_split) ----
+ *
+ * Version 3's small tile gives each warp a 16-row tile over the whole of K: at one token a
+ * layer's gate_up is 1440 warps of 23 super-chunks each, about 11 an SM, and Nsight Compute
+ * finds them waiting on their own arithmetic as much as on memory (a chain of 8 dependent MMAs
+ * per super-chunk, 1.5 TB/s). The split form gives a tile's K to SPLIT_KS warps of a CTA, each
+ * loading all of its SPLIT_CH super-chunks at once (no ring), staging only its own slice of the
+ * token rows (no CTA barrier before the math), and adding the parts in part order at the end:
+ * more, shorter warps, in about three waves. One token takes 8 parts of 3 super-chunks, more
+ * tokens 4 of 6 (each part stages every token of its expert; worker/cuda/NOTES.md has the
+ * shapes measured). down_res takes two parts at one token. The arithmetic of each super-chunk
+ * is moe3_superchunk's; only the order of the parts' sums differs from version 3's, so the
+ * results agree to float rounding, not bit for bit. */
+enum { SPLIT_TOK = 4 };
+
+/* An empty asm volatile that "changes" a super-chunk's weights and scales: nothing computed from
+ * them moves above the asm volatile statements (the MMAs) before it. */
+__device__ __forceinline__ void fence_regs(uint4 (&w)[2], uint32_t (&sc)[2]) {
+    asm volatile(""
+                 : "+r"(w[0].x), "+r"(w[0].y), "+r"(w[0].z), "+r"(w[0].w), "+r"(w[1].x),
+                   "+r"(w[1].y), "+r"(w[1].z), "+r"(w[1].w), "+r"(sc[0]), "+r"(sc[1]));
+}
+
+/* Whether the split form serves steps of a few tokens (cuda_small_split; on by default). */
+static bool small_split = true;
+
+extern "C" int cuda_small_split(int on) {
+    int was = small_split;
+    small_split = on != 0;
+    return was;
+}
+
+/* Whether gate_up runs in the split form at this shape (cuda_moe_gate_up_small): both of its
+ * shapes cover up to 24 super-chunks of K (H <= 3072). */
+static bool split_serves(int T, int top_k, int H, int I) {
+    return small_split && H % 32 == 0 && (H / 32 + 3) / 4 <= 24 && I % 8 == 0 && T * top_k <= 16;
+}
+
+extern "C" int cuda_small_topk_only(int T, int top_k, int H, int I) {
+    return T == 1 && split_serves(T, top_k, H, I);
+}
+
+/* gate_up, split: grid (N / 16 tiles, min(S, E) experts), SPLIT_KS warps. One token (S ==
+ * top_k): CTA y serves slot y and its expert top_e[y] (no grouping needed); more: the y-th
+ * touched expert (moe_expert), its tokens SPLIT_TOK at a time. K at most SPLIT_KS * SPLIT_CH
+ * super-chunks. Each super-chunk's weights are fenced (fence_regs) so that the compiler decodes
+ * one at a time: unfenced, it decoded them all ahead of the MMA chain and spilled. */
+template <int SPLIT_KS, int SPLIT_CH, int MINB>
+__global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
+    gate_up_split_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
+                         const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
+                         const int32_t *e_start, const int32_t *e_slots, int S, int top_k, int E,
+                         int N, int K, float limit) {
+    constexpr int CH = SPLIT_CH, LDW = CH * 128 + 32; /* a staged row slice, 64 bytes of pad */
+    extern __shared__ __align__(16) uint16_t sxs[];   /* a zero slice, then each warp's rows */
+    __shared__ float part[SPLIT_KS - 1][32][4];
+    __shared__ int slot_s[SPLIT_TOK];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    int nb = K / 32, nc = (nb + 3) / 4, cb = warp * CH, ce = min(nc, cb + CH);
+    uint16_t *zrow = sxs, *xw = sxs + CH * 128 + warp * SPLIT_TOK * LDW;
+    const uint4 zero4 = make_uint4(0, 0, 0, 0);
+    for (int i = threadIdx.x; i < CH * 16; i += blockDim.x)
+        reinterpret_cast<uint4 *>(zrow)[i] = zero4;
+    pdl_wait();
+    int e, beg, cnt;
+    bool one = S == top_k;
+    if (one) {
+        e = top_e[blockIdx.y], beg = 0, cnt = 1;
+    } else if (!moe_expert(e_start, E, e, beg, cnt)) {
+        return;
+    }
+    const uint4 *wp[1];
+    const uint8_t *sp[1];
+    bool tv[1];
+    moe3_tiles<1, 16>(wp, sp, tv, blocks, scales, e, N, nc, 0, lane, lane);
+    uint4 wv[CH][1][2];
+    uint32_t sv[CH][1][2];
+#pragma unroll
+    for (int j = 0; j < CH; j++) {
+        int c = cb + j;
+        bool ok = c < ce && 4 * c + tq < nb && tv[0];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            wv[j][0][h] = ok ? ld_stream(wp[0] + c * 64 + h * 32) : zero4;
+            sv[j][0][h] = ok ? __ldg(sp[0] + c * 64 + h * 32) : 0u;
+        }
+    }
+    for (int c0 = 0; c0 < cnt; c0 += SPLIT_TOK) {
+        int n = min(SPLIT_TOK, cnt - c0);
+        int myslot = lane < n ? (one ? (int)blockIdx.y : e_slots[beg + c0 + lane]) : 0;
+        if (warp == 0 && lane < n) slot_s[lane] = myslot;
+        __syncwarp();
+        /* this warp's slice of each token row, each 8-input group at moe3_stage_tokens' place */
+        for (int r = 0; r < n; r++) {
+            int src = __shfl_sync(0xffffffffu, myslot, r) / top_k;
+            for (int q = lane; q < CH * 16; q += 32) {
+                int gu = cb * 16 + q, kb = gu >> 2, w = (gu & 3) ^ ((kb >> 1) & 1);
+                uint16_t *dst = xw + r * LDW + (kb - 4 * cb) * 32 + w * 8;
+                if (gu < K / 8)
+                    cp_async16(dst, xn + (size_t)src * K + gu * 8);
+                else
+                    *reinterpret_cast<uint4 *>(dst) = zero4;
+            }
+        }
+        cp_async_commit();
+        cp_async_wait0();
+        __syncwarp();
+        const char *xrow = reinterpret_cast<const char *>(gq < n ? xw + gq * LDW : zrow) + tq * 64;
+        float acc[1][1][4];
+        moe3_zero<1, 1>(acc);
+#pragma unroll
+        for (int j = 0; j < CH; j++) {
+            /* one super-chunk decoded at a time: the compiler would otherwise decode them all
+             * ahead of the MMA chain, into registers the weights need (ordered after the MMAs
+             * before it, as every asm volatile) */
+            fence_regs(wv[j][0], sv[j][0]);
+            if (cb + j < ce)
+                moe3_superchunk<1, 1>(acc, wv[j], sv[j], xrow + j * 256, 0, moe3_swz(tq), 1);
+        }
+        pdl_trigger(); /* the down projection's CTAs now, beside this one's sums and stores */
+        if (warp > 0)
+#pragma unroll
+            for (int i = 0; i < 4; i++) part[warp - 1][lane][i] = acc[0][0][i];
+        __syncthreads();
+        if (warp == 0) {
+            for (int p = 1; p < SPLIT_KS; p++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) acc[0][0][i] += part[p - 1][lane][i];
+            moe3_epilogue<false, 1, 1>(act, acc, bias, e, N, blockIdx.x * 16 + gq, 1, n, slot_s,
+                                       NULL, limit, gq, tq);
+        }
+        __syncthreads(); /* part and slot_s are free again; the rows are each warp's own */
+    }
 }
 
 /* ---- launchers ---- */
@@ -364,10 +518,37 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
                                  cudaStream_t s) {
     int S = T * top_k;
     if (T < 1 || S > 16 || I % 32 || H % 16 || I > 8192) return (int)cudaErrorInvalidValue;
-    static size_t set;
     size_t smem = (size_t)(S + 7) / 8 * 8 * (moe3_kpad(I) + 16) * 2;
-    int e = smem_limit(down_res_kernel, smem, &set);
+    if (small_split && S <= 4) { /* two parts of K: 8 warps a CTA at one token */
+        static size_t set2;
+        smem += 4 * 32 * 4 * sizeof(float);
+        int e = smem_limit(down_res_kernel<2>, smem, &set2);
+        if (e) return e;
+        return pdl_launch(down_res_kernel<2>, H / 16, 32 * S * 2, smem, s, x, act, blocks, scales,
+                          bias, top_e, top_w, top_k, H, I);
+    }
+    static size_t set;
+    int e = smem_limit(down_res_kernel<1>, smem, &set);
     if (e) return e;
-    return pdl_launch(down_res_kernel, H / 16, 32 * S, smem, s, x, act, blocks, scales, bias, top_e,
-                      top_w, top_k, H, I);
+    return pdl_launch(down_res_kernel<1>, H / 16, 32 * S, smem, s, x, act, blocks, scales, bias,
+                      top_e, top_w, top_k, H, I);
+}
+
+extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
+                                      const uint8_t *scales, const uint16_t *bias,
+                                      const int32_t *top_e, const int32_t *e_start,
+                                      const int32_t *e_slots, int T, int top_k, int E, int I, int H,
+                                      float limit, cudaStream_t s) {
+    int S = T * top_k, N = 2 * I;
+    if (!split_serves(T, top_k, H, I))
+        return cuda_moe_gate_up(act, xn, blocks, scales, bias, e_start, e_slots, T, top_k, E, I, H,
+                                limit, 7, s);
+    /* one token: 8 parts of 3 super-chunks; more (each expert's tokens staged by every part): 4
+     * of 6 (worker/cuda/NOTES.md) */
+    int ks = T == 1 ? 8 : 4, ch = T == 1 ? 3 : 6;
+    size_t smem = (size_t)(ch * 128 + ks * SPLIT_TOK * (ch * 128 + 32)) * 2;
+    dim3 grid(N / 16, S < E ? S : E);
+    auto k = T == 1 ? gate_up_split_kernel<8, 3, 3> : gate_up_split_kernel<4, 6, 5>;
+    return pdl_launch(k, grid, 32 * ks, smem, s, act, xn, blocks, scales, bias, top_e, e_start,
+                      e_slots, S, top_k, E, N, H, limit);
 }
