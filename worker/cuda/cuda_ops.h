@@ -157,7 +157,8 @@ int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *blocks, const ui
 
 /* ---- kernel version 7: a step of up to CUDA_GEMV_MAX_T tokens (small.cuh) ----
  * Each does the work of version-6 kernels with their arithmetic in their order: the results
- * are theirs bit for bit. x (T, H) float is the residual stream; H at most 3072, a multiple of 8.
+ * are theirs bit for bit (the expert kernels' split form, cuda_small_split: to float rounding). x
+ * (T, H) float is the residual stream; H at most 3072, a multiple of 8.
  *
  * cuda_qkv7: cuda_rmsnorm of x with gains g (x unchanged, the normed rows never leave the
  * kernel), the q/k/v GEMV against w (Q + 2 KV, H), then cuda_qkv_rope's bias, rotation and

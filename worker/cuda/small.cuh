@@ -7,13 +7,15 @@
  *   attention (version 6's split-KV kernel)
  *   o_res:    o_proj GEMV + bias, added into x
  *   router7:  MLP RMSNorm of x (xn for the experts) + router GEMV + top-k (version 6's)
- *   gate_up   (version 3's small tile, from xn)
+ *   gate_up   (version 3's small tile from xn, or its split form)
  *   down_res: the token's experts' down projections, weighted, added into x in slot order
  *
  * Each keeps the arithmetic of the version-6 kernels it replaces, in the same order (the norm
  * in rmsnorm_kernel's order, the dot products as gemv_row, RoPE through rope_rotate, the expert
  * tiles through moe3_superchunk), so that version 7's logits are version 6's bit for bit:
- * cuda-check holds them to that. CPU twins: those of the kernels replaced. */
+ * cuda-check holds them to that. The exception is the split form of the expert kernels (on by
+ * default, below), whose sums over parts of K agree with version 6's to float rounding. CPU
+ * twins: those of the kernels replaced. */
 #pragma once
 
 #include "attention.cuh"
