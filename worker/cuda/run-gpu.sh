@@ -5,9 +5,9 @@
 # and the whole-model logits against the CPU backend on the tiny preset, then the decode-step
 # benchmark at the 120b shape with random weights (cuda-bench) for kernel versions 7 (the
 # worker's: six kernels a layer for steps of up to 4 tokens) and 6 (nine) with CUDA graphs
-# (MG_BENCH_RUNS="VERSION:GRAPHS ..." to choose others), then both at 2 and 4 tokens. Logs go
-# to $OUT (or ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any
-# check fails.
+# (MG_BENCH_RUNS="VERSION:GRAPHS ..." to choose others), then both at 2 and 4 tokens, and
+# version 7 at 1 to 4 tokens with its expert kernels unsplit (--split 0). Logs go to $OUT (or
+# ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any check fails.
 #
 #   worker/cuda/run-gpu.sh            (from any directory)
 set -uo pipefail
@@ -61,6 +61,10 @@ for v in 7 6; do
         --version "$v" --graphs 1 >"$log" 2>&1 || status=1
     grep RESULT "$log" | sed "s/^/small steps: /"
 done
+log="$OUT/bench-small-v7-unsplit.log"
+timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1,2,4 --ctx 1024 --steps 10 \
+    --version 7 --graphs 1 --split 0 >"$log" 2>&1 || status=1
+grep RESULT "$log" | sed "s/^/small steps, expert kernels unsplit: /"
 
 echo "== decode step at batch 256 with temperature 1: sampling on the device, then on the host"
 for h in ${MG_SAMPLING_RUNS-0 1}; do
