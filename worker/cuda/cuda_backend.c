@@ -286,6 +286,8 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
      * into the kernels before them; down_res takes a warp per slot, up to 16 */
     bool v7 = router_gemv && b->version >= 7 && T * b->TK <= 16 && H % 16 == 0 && H <= 3072 &&
               b->I % 32 == 0;
+    /* version 7 at one token in the split form needs no grouping of the router's choices */
+    bool group = !(v7 && cuda_small_topk_only(T, b->TK, H, b->I));
 
     prof_begin(b, P_EMBED);
     CK(cuda_embed(b->x, b->embed, d_tok, T, H, s), "embed");
@@ -360,7 +362,6 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
             prof_begin(b, P_ROUTER);
         } else if (v7) { /* the MLP norm (xn for the experts), router GEMV, top-k */
             prof_begin(b, P_ROUTER);
-            bool group = !cuda_small_topk_only(T, b->TK, H, b->I);
             CK(cuda_router7(b->rlog, b->tickets + TICKET_ROUTER, b->xn, b->x, L->mlp_norm,
                             L->router_w, L->router_b, b->top_e, b->top_w, group ? b->e_start : NULL,
                             b->e_slots, T, b->E, H, c->rms_eps, b->TK, s),

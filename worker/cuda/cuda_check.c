@@ -798,7 +798,6 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
                            T, TK, E, I, H, C.swiglu_limit, 0)
     CU(GATE7(ub_d));
     uint16_t *ua = host_from(ua_d, 2 * (size_t)S * I), *ub = host_from(ub_d, 2 * (size_t)S * I);
-    CU(GATE7(ua_d));
     TIME_US(us, CU(GATE7(ua_d)));
     float *uaf = bf16_to_float(ua, (size_t)S * I);
     snprintf(name, sizeof(name), "v7 split gate_up T=%d: act", T);

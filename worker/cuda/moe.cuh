@@ -518,6 +518,14 @@ __device__ __forceinline__ int moe3_swz(int tq) {
     return ((tq >> 1) & 1) * 16;
 }
 
+/* Where moe3_stage_tokens puts the 16-byte unit q (inputs 8q..8q + 7) of a token row, in
+ * elements from the row's start: block q / 4's 32 inputs in order, its words XOR-swizzled by
+ * bit 1 of the block index (moe3_swz reads them there). */
+__device__ __forceinline__ int moe3_unit_at(int q) {
+    int kb = q >> 2, w = (q & 3) ^ ((kb >> 1) & 1);
+    return kb * 32 + w * 8;
+}
+
 /* K rounded up to whole super-chunks (4 blocks, 128 inputs): the staged token rows' width. */
 __host__ __device__ __forceinline__ int moe3_kpad(int K) {
     return (K / 32 + 3) / 4 * 128;
@@ -540,8 +548,7 @@ __device__ __forceinline__ void moe3_stage_tokens(uint16_t *xs, int *slot_s, con
     for (int j = 0, vec = moe3_kpad(K) / 8; j < ntile * 8; j++) {
         int src = slot_s[j];
         for (int q = threadIdx.x; q < vec; q += blockDim.x) {
-            int kb = q >> 2, w = (q & 3) ^ ((kb >> 1) & 1);
-            uint16_t *dst = xs + j * ld + kb * 32 + w * 8;
+            uint16_t *dst = xs + j * ld + moe3_unit_at(q);
             if (src >= 0 && q < K / 8)
                 cp_async16(dst, in + (size_t)src * K + q * 8);
             else

@@ -345,7 +345,18 @@ __global__ void __launch_bounds__(512)
  * shapes measured). down_res takes two parts at one token. The arithmetic of each super-chunk
  * is moe3_superchunk's; only the order of the parts' sums differs from version 3's, so the
  * results agree to float rounding, not bit for bit. */
-enum { SPLIT_TOK = 4 };
+/* Token rows staged at a time; super-chunks of K a CTA covers (both shapes: 8 x 3 and 4 x 6). */
+enum { SPLIT_TOK = 4, SPLIT_MAX_SC = 24 };
+
+/* gate_up_split_kernel's shared memory: a zero slice of CH super-chunks, then each of the KS
+ * warps' SPLIT_TOK row slices of split_ldw(CH) elements (64 bytes of pad against bank
+ * conflicts). */
+__host__ __device__ constexpr int split_ldw(int ch) {
+    return ch * 128 + 32;
+}
+__host__ __device__ constexpr size_t split_smem(int ks, int ch) {
+    return (size_t)(ch * 128 + ks * SPLIT_TOK * split_ldw(ch)) * 2;
+}
 
 /* An empty asm volatile that "changes" a super-chunk's weights and scales: nothing computed from
  * them moves above the asm volatile statements (the MMAs) before it. */
@@ -364,10 +375,11 @@ extern "C" int cuda_small_split(int on) {
     return was;
 }
 
-/* Whether gate_up runs in the split form at this shape (cuda_moe_gate_up_small): both of its
- * shapes cover up to 24 super-chunks of K (H <= 3072). */
+/* Whether gate_up runs in the split form at this shape (cuda_moe_gate_up_small): K of up to
+ * SPLIT_MAX_SC super-chunks (H <= 3072). */
 static bool split_serves(int T, int top_k, int H, int I) {
-    return small_split && H % 32 == 0 && (H / 32 + 3) / 4 <= 24 && I % 8 == 0 && T * top_k <= 16;
+    return small_split && H % 32 == 0 && (H / 32 + 3) / 4 <= SPLIT_MAX_SC && I % 8 == 0 &&
+           T * top_k <= 16;
 }
 
 extern "C" int cuda_small_topk_only(int T, int top_k, int H, int I) {
@@ -385,8 +397,8 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
                          const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
                          const int32_t *e_start, const int32_t *e_slots, int S, int top_k, int E,
                          int N, int K, float limit) {
-    constexpr int CH = SPLIT_CH, LDW = CH * 128 + 32; /* a staged row slice, 64 bytes of pad */
-    extern __shared__ __align__(16) uint16_t sxs[];   /* a zero slice, then each warp's rows */
+    constexpr int CH = SPLIT_CH, LDW = split_ldw(CH);
+    extern __shared__ __align__(16) uint16_t sxs[]; /* split_smem's layout */
     __shared__ float part[SPLIT_KS - 1][32][4];
     __shared__ int slot_s[SPLIT_TOK];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
@@ -424,12 +436,12 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
         int myslot = lane < n ? (one ? (int)blockIdx.y : e_slots[beg + c0 + lane]) : 0;
         if (warp == 0 && lane < n) slot_s[lane] = myslot;
         __syncwarp();
-        /* this warp's slice of each token row, each 8-input group at moe3_stage_tokens' place */
+        /* this warp's slice of each token row, each unit at moe3_stage_tokens' place */
         for (int r = 0; r < n; r++) {
             int src = __shfl_sync(0xffffffffu, myslot, r) / top_k;
             for (int q = lane; q < CH * 16; q += 32) {
-                int gu = cb * 16 + q, kb = gu >> 2, w = (gu & 3) ^ ((kb >> 1) & 1);
-                uint16_t *dst = xw + r * LDW + (kb - 4 * cb) * 32 + w * 8;
+                int gu = cb * 16 + q; /* the unit in the whole row; the slice starts at cb */
+                uint16_t *dst = xw + r * LDW + moe3_unit_at(gu) - cb * 128;
                 if (gu < K / 8)
                     cp_async16(dst, xn + (size_t)src * K + gu * 8);
                 else
@@ -523,7 +535,7 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
     size_t smem = (size_t)(S + 7) / 8 * 8 * (moe3_kpad(I) + 16) * 2;
     if (small_split && S <= 4) { /* two parts of K: 8 warps a CTA at one token */
         static size_t set2;
-        smem += 4 * 32 * 4 * sizeof(float);
+        smem += (size_t)S * 32 * 4 * sizeof(float); /* part 1's sums, (S, 32 lanes, 4) */
         int e = smem_limit(down_res_kernel<2>, smem, &set2);
         if (e) return e;
         return pdl_launch(down_res_kernel<2>, H / 16, 32 * S * 2, smem, s, x, act, blocks, scales,
@@ -536,21 +548,30 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
                       top_e, top_w, top_k, H, I);
 }
 
+template <int KS, int CH, int MINB>
+static int gate_up_split_launch(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
+                                const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
+                                const int32_t *e_start, const int32_t *e_slots, int S, int top_k,
+                                int E, int N, int H, float limit, cudaStream_t s) {
+    static_assert(KS * CH == SPLIT_MAX_SC, "split_serves' bound on K");
+    dim3 grid(N / 16, S < E ? S : E);
+    return pdl_launch(gate_up_split_kernel<KS, CH, MINB>, grid, 32 * KS, split_smem(KS, CH), s, act,
+                      xn, blocks, scales, bias, top_e, e_start, e_slots, S, top_k, E, N, H, limit);
+}
+
 extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                                       const uint8_t *scales, const uint16_t *bias,
                                       const int32_t *top_e, const int32_t *e_start,
                                       const int32_t *e_slots, int T, int top_k, int E, int I, int H,
                                       float limit, cudaStream_t s) {
-    int S = T * top_k, N = 2 * I;
     if (!split_serves(T, top_k, H, I))
         return cuda_moe_gate_up(act, xn, blocks, scales, bias, e_start, e_slots, T, top_k, E, I, H,
                                 limit, 7, s);
     /* one token: 8 parts of 3 super-chunks; more (each expert's tokens staged by every part): 4
      * of 6 (worker/cuda/NOTES.md) */
-    int ks = T == 1 ? 8 : 4, ch = T == 1 ? 3 : 6;
-    size_t smem = (size_t)(ch * 128 + ks * SPLIT_TOK * (ch * 128 + 32)) * 2;
-    dim3 grid(N / 16, S < E ? S : E);
-    auto k = T == 1 ? gate_up_split_kernel<8, 3, 3> : gate_up_split_kernel<4, 6, 5>;
-    return pdl_launch(k, grid, 32 * ks, smem, s, act, xn, blocks, scales, bias, top_e, e_start,
-                      e_slots, S, top_k, E, N, H, limit);
+    if (T == 1)
+        return gate_up_split_launch<8, 3, 3>(act, xn, blocks, scales, bias, top_e, e_start, e_slots,
+                                             top_k, top_k, E, 2 * I, H, limit, s);
+    return gate_up_split_launch<4, 6, 5>(act, xn, blocks, scales, bias, top_e, e_start, e_slots,
+                                         T * top_k, top_k, E, 2 * I, H, limit, s);
 }
