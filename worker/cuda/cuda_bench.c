@@ -10,7 +10,8 @@
  *              [--moe-tile 0|1|2|3] (MoE tile of versions 3-6: by token count, small, large,
  *              many-token)   [--moe-small-stages 4|8] (the small tile's weight ring)
  *              [--split 0|1]        (version 7's expert kernels in their split form, the
- *                                    default, or version 3's small tile)
+ *                                    default, or version 3's small tile; with it, o_proj at
+ *                                    one token too)   [--o-split 1|2|4|8] (warps a row there)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
  *                                    worker's --cuda-gemm-autotune)
@@ -209,6 +210,8 @@ int main(int argc, char **argv) {
             cuda_moe3_small_stages(atoi(argv[i + 1]));
         else if (!strcmp(argv[i], "--split"))
             cuda_small_split(atoi(argv[i + 1]));
+        else if (!strcmp(argv[i], "--o-split"))
+            cuda_small_o_split(atoi(argv[i + 1]));
         else if (!strcmp(argv[i], "--omit"))
             omit = argv[i + 1];
         else if (!strcmp(argv[i], "--pdl-max-tokens"))

@@ -734,6 +734,25 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     TIME_US(us, CU(cuda_gemv_res(tmp_d, att_d, table_d, ob_d, T, H, Q, 0)));
     snprintf(name, sizeof(name), "v7 o_proj residual T=%d: x", T);
     same_bits(name, xa_d, xb_d, xbytes, 4, us);
+    if (T == 1) { /* the split form: version 6's x to float rounding, each warp count */
+        static const int ks[] = {2, 4, 8};
+        cuda_small_split(1);
+        int o_was = cuda_small_o_split(1);
+        float *oa = host_from(xa_d, xbytes);
+        for (int i = 0; i < 3; i++) {
+            cuda_small_o_split(ks[i]);
+            RESET(xb_d);
+            CU(cuda_gemv_res(xb_d, att_d, table_d, ob_d, T, H, Q, 0));
+            TIME_US(us, CU(cuda_gemv_res(tmp_d, att_d, table_d, ob_d, T, H, Q, 0)));
+            float *ob = host_from(xb_d, xbytes);
+            snprintf(name, sizeof(name), "v7 split o_proj residual T=1 (%d warps a row): x", ks[i]);
+            compare(name, ob, oa, (size_t)H, 1e-5, us);
+            free(ob);
+        }
+        free(oa);
+        cuda_small_o_split(o_was);
+        cuda_small_split(0);
+    }
 
     /* router: norm, GEMV, top-k, grouping */
     float *lg_a = dev_poisoned(4 * (size_t)T * E), *lg_b = dev_poisoned(4 * (size_t)T * E);

@@ -188,6 +188,51 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
     }
 }
 
+/* The split form of o_res at one token (cuda_small_o_split): KS warps a row, each over a KS-th of
+ * it in one pass of 16 / KS units a lane (a 4096-wide row in one pass for KS of 2 to 8), where
+ * gemv_row takes a warp through two passes of 12 units a lane. The parts' sums go through shared
+ * memory to the row's first warp, which adds them in part order: x to float rounding as version
+ * 6's. The lane's x element and bias load before the wait, as in gemv_res_kernel. */
+template <int KS>
+__global__ void __launch_bounds__(32 * GEMV_WARPS)
+    o_res_split_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
+                       int K) {
+    static_assert(GEMV_WARPS % KS == 0, "whole rows a CTA");
+    __shared__ float psum[GEMV_WARPS];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, kp = warp % KS;
+    int n = blockIdx.x * (GEMV_WARPS / KS) + warp / KS;
+    bool live = n < N;
+    int ku = K / 8, span = (ku + KS - 1) / KS, k0 = min(ku, kp * span);
+    int kn = live ? min(span, ku - k0) : 0;
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)(live ? n : 0) * K) + k0;
+    const uint4 *xr = reinterpret_cast<const uint4 *>(in) + k0;
+    constexpr int U = 16 / KS;
+    float xo = 0.0f, bn = 0.0f, acc = 0.0f;
+    if (live && kp == 0 && lane == 0) xo = __ldcg(x + n), bn = bf16f(bias[n]);
+    for (int u0 = 0; u0 < max(kn, 1); u0 += 32 * U) { /* once at least: every warp waits */
+        uint4 wv[U];
+#pragma unroll
+        for (int j = 0; j < U; j++) {
+            int u = u0 + j * 32 + lane;
+            wv[j] = u < kn ? ld_stream(wr + u) : make_uint4(0, 0, 0, 0);
+        }
+        if (u0 == 0) pdl_wait();
+#pragma unroll
+        for (int j = 0; j < U; j++) {
+            int u = u0 + j * 32 + lane;
+            if (u >= kn) break;
+            acc = dot8(acc, wv[j], __ldg(xr + u));
+        }
+    }
+    acc = warp_sum(acc);
+    pdl_trigger();
+    if (lane == 0) psum[warp] = acc;
+    __syncthreads();
+    if (!live || kp > 0 || lane > 0) return;
+    for (int p = 1; p < KS; p++) acc += psum[warp + p];
+    x[n] = (xo + acc) + bn;
+}
+
 /* router7: every CTA norms x for itself (CTA 0 also writes xn, the experts' input), a warp per
  * expert row against it, then the last CTA picks each token's experts (router_gemv_kernel's
  * ending). */
@@ -375,6 +420,17 @@ extern "C" int cuda_small_split(int on) {
     return was;
 }
 
+/* Warps a row of o_res's split form (cuda_small_o_split); 1, the default, is gemv_res_kernel. Four
+ * measured faster at one token (NOTES.md) in an earlier form of this kernel; this one stays off
+ * until cuda-check has held it to gemv_res_kernel's results on a GPU. */
+static int o_split = 1;
+
+extern "C" int cuda_small_o_split(int ks) {
+    int was = o_split;
+    if (ks == 1 || ks == 2 || ks == 4 || ks == 8) o_split = ks;
+    return was;
+}
+
 /* Whether gate_up runs in the split form at this shape (cuda_moe_gate_up_small): K of up to
  * SPLIT_MAX_SC super-chunks (H <= 3072). */
 static bool split_serves(int T, int top_k, int H, int I) {
@@ -506,6 +562,13 @@ extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, co
     static void (*const k[GEMV_MAX_T])(float *, const uint16_t *, const uint16_t *,
                                        const uint16_t *, int, int) = {
         gemv_res_kernel<1>, gemv_res_kernel<2>, gemv_res_kernel<3>, gemv_res_kernel<4>};
+    if (small_split && T == 1 && o_split > 1) {
+        void (*ks)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int, int) =
+            o_split == 2 ? o_res_split_kernel<2>
+                         : (o_split == 4 ? o_res_split_kernel<4> : o_res_split_kernel<8>);
+        int rows = GEMV_WARPS / o_split;
+        return pdl_launch(ks, (N + rows - 1) / rows, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K);
+    }
     return pdl_launch(k[T - 1], (N + GEMV_WARPS - 1) / GEMV_WARPS, 32 * GEMV_WARPS, 0, s, x, in, w,
                       bias, N, K);
 }
