@@ -210,9 +210,15 @@ int main(int argc, char **argv) {
             cuda_moe3_small_stages(atoi(argv[i + 1]));
         else if (!strcmp(argv[i], "--split"))
             cuda_small_split(atoi(argv[i + 1]));
-        else if (!strcmp(argv[i], "--o-split"))
-            cuda_small_o_split(atoi(argv[i + 1]));
-        else if (!strcmp(argv[i], "--omit"))
+        else if (!strcmp(argv[i], "--o-split")) {
+            int ks = atoi(argv[i + 1]);
+            if (ks != 1 && ks != 2 && ks != 4 && ks != 8) {
+                fprintf(stderr, "cuda-bench: --o-split %s: warps a row must be 1, 2, 4 or 8\n",
+                        argv[i + 1]);
+                return 2;
+            }
+            cuda_small_o_split(ks);
+        } else if (!strcmp(argv[i], "--omit"))
             omit = argv[i + 1];
         else if (!strcmp(argv[i], "--pdl-max-tokens"))
             pdl_max_tokens = atoi(argv[i + 1]);

@@ -13,9 +13,9 @@
  * Each keeps the arithmetic of the version-6 kernels it replaces, in the same order (the norm
  * in rmsnorm_kernel's order, the dot products as gemv_row, RoPE through rope_rotate, the expert
  * tiles through moe3_superchunk), so that version 7's logits are version 6's bit for bit:
- * cuda-check holds them to that. The exception is the split form of the expert kernels (on by
- * default, below), whose sums over parts of K agree with version 6's to float rounding. CPU
- * twins: those of the kernels replaced. */
+ * cuda-check holds them to that. The exceptions are the split forms of the expert kernels (on by
+ * default) and of o_res at one token (off by default), whose sums over parts of K agree with
+ * version 6's to float rounding. CPU twins: those of the kernels replaced. */
 #pragma once
 
 #include "attention.cuh"
