@@ -723,6 +723,22 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     snprintf(name, sizeof(name), "v7 qkv7 T=%d: K and V caches", T);
     same_bits(name, k_a, k_b, 2 * cache, 0, 0);
     same_bits(name, v_a, v_b, 2 * cache, 0, 0);
+    if (T == 1) { /* on a grid that fits at once (cuda_small_persist): the same bits */
+        int was = cuda_small_persist(2);
+        float *q_c = dev_poisoned(4 * (size_t)T * Q);
+        uint16_t *k_c = dev_poisoned(2 * cache), *v_c = dev_poisoned(2 * cache);
+#define QKV7C()                                                                                    \
+    cuda_qkv7(q_c, k_c, v_c, x_d, g_d, table_d, qb_d, pos_d, slot_d, inv_d, conc, T, H, nh, nkv,   \
+              D, bs, eps, 0)
+        CU(QKV7C());
+        TIME_US(us, CU(QKV7C()));
+#undef QKV7C
+        same_bits("v7 qkv7 T=1, resident grid: q", q_b, q_c, 4 * (size_t)T * Q, 4, us);
+        same_bits("v7 qkv7 T=1, resident grid: K and V caches", k_b, k_c, 2 * cache, 0, 0);
+        same_bits("v7 qkv7 T=1, resident grid: K and V caches", v_b, v_c, 2 * cache, 0, 0);
+        cudaFree(q_c), cudaFree(k_c), cudaFree(v_c);
+        cuda_small_persist(was);
+    }
     cudaFree(q_a), cudaFree(q_b), cudaFree(k_a), cudaFree(v_a), cudaFree(k_b), cudaFree(v_b);
 
     /* o_proj into the residual */
@@ -821,6 +837,15 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     float *uaf = bf16_to_float(ua, (size_t)S * I);
     snprintf(name, sizeof(name), "v7 split gate_up T=%d: act", T);
     compare_bf16(name, ub, uaf, (size_t)S * I, 1e-2, us);
+    if (T == 1) { /* the same tiles looped over by resident CTAs (cuda_small_persist): same bits */
+        int was = cuda_small_persist(1);
+        uint16_t *uc_d = dev_poisoned(2 * (size_t)S * I);
+        CU(GATE7(uc_d));
+        TIME_US(us, CU(GATE7(ua_d)));
+        same_bits("v7 split gate_up T=1, resident CTAs: act", ub_d, uc_d, 2 * (size_t)S * I, 2, us);
+        cuda_small_persist(was);
+        cudaFree(uc_d);
+    }
     cuda_small_split(split_was);
     cudaFree(ua_d), cudaFree(ub_d), free(ua), free(ub), free(uaf);
 #undef GATE7

@@ -188,11 +188,15 @@ int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *blocks, cons
  * small tile. Results agree with the unsplit kernels to float rounding. Returns the setting
  * before. Not thread-safe; set before stepping (graphs keep what they were captured with). */
 int cuda_small_split(int on);
-/* o_proj at one token with cuda_small_split on: KS warps a row of W (2, 4 or 8; 4 by default), each
- * over a KS-th of K, their sums added in order; 1 (the default): a warp a row (gemv_res_kernel).
- * Results agree with KS 1 to float rounding. Other values leave it as it was; returns the setting
+/* o_proj at one token with cuda_small_split on: KS warps a row of W (2, 4 or 8; 4, the default),
+ * each over a KS-th of K, their sums added in order; 1: a warp a row (gemv_res_kernel). Results
+ * agree with KS 1 to float rounding. Other values leave it as it was; returns the setting
  * before. */
 int cuda_small_o_split(int ks);
+/* One-token kernels whose CTAs all fit the GPU at once, each looping over its share of the work
+ * instead of running in waves (mask: 1 gate_up, 2 q/k/v; 2 by default); results bit for bit
+ * those without. Returns the mask before. */
+int cuda_small_persist(int mask);
 /* Whether a version-7 step of T tokens needs only the router's top_e (and top_w): one token with
  * gate_up in the split form, which takes each slot's expert from top_e, as the down projection
  * does; cuda_router7 may then skip the grouping (e_start NULL). */

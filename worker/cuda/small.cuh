@@ -13,9 +13,9 @@
  * Each keeps the arithmetic of the version-6 kernels it replaces, in the same order (the norm
  * in rmsnorm_kernel's order, the dot products as gemv_row, RoPE through rope_rotate, the expert
  * tiles through moe3_superchunk), so that version 7's logits are version 6's bit for bit:
- * cuda-check holds them to that. The exceptions are the split forms of the expert kernels (on by
- * default) and of o_res at one token (off by default), whose sums over parts of K agree with
- * version 6's to float rounding. CPU twins: those of the kernels replaced. */
+ * cuda-check holds them to that. The exceptions are the split forms of the expert kernels and of
+ * o_res at one token (both on by default), whose sums over parts of K agree with version 6's to
+ * float rounding. CPU twins: those of the kernels replaced. */
 #pragma once
 
 #include "attention.cuh"
@@ -113,49 +113,59 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 2)
     extern __shared__ __align__(16) uint16_t xs[]; /* (T, H) */
     __shared__ float red[32];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = D / 2;
-    int p = blockIdx.x * (RMSNORM_THREADS / 32) + warp, n_pairs = (n_heads + 2 * n_kv) * half;
-    bool live = p < n_pairs;
-    int head = live ? p / half : 0, i = p % half;
-    int r1 = head * D + i, r2 = r1 + half, ku = H / 8;
-    const uint4 *wr[2] = {reinterpret_cast<const uint4 *>(w + (size_t)r1 * H),
-                          reinterpret_cast<const uint4 *>(w + (size_t)r2 * H)};
+    int n_pairs = (n_heads + 2 * n_kv) * half, ku = H / 8;
+    /* pairs p, p + stride, ...: one each unless the grid is smaller (cuda_small_persist) */
+    int p = blockIdx.x * (RMSNORM_THREADS / 32) + warp, stride = gridDim.x * (RMSNORM_THREADS / 32);
     constexpr int U = qkv7_units<T>();
     uint4 wv[2][U];
-    rows_load<2, U>(wv, wr, 0, ku, live, lane);
-    float c = 0.0f, sn = 0.0f; /* token `lane`'s angle (the step's uploaded positions) */
-    if (lane < T) {
-        float angle = (float)positions[lane] * inv_freq[i];
-        c = cosf(angle) * conc, sn = sinf(angle) * conc;
-    }
+    int head, i, r1, r2;
+    const uint4 *wr[2];
+    float c, sn; /* token `lane`'s angle (the step's uploaded positions) */
+    /* pair p's rows, their first pass of loads, the angle */
+    auto pair = [&](int p) {
+        bool live = p < n_pairs;
+        head = live ? p / half : 0, i = p % half, r1 = head * D + i, r2 = r1 + half;
+        wr[0] = reinterpret_cast<const uint4 *>(w + (size_t)r1 * H);
+        wr[1] = reinterpret_cast<const uint4 *>(w + (size_t)r2 * H);
+        rows_load<2, U>(wv, wr, 0, ku, live, lane);
+        c = 0.0f, sn = 0.0f;
+        if (lane < T) {
+            float angle = (float)positions[lane] * inv_freq[i];
+            c = cosf(angle) * conc, sn = sinf(angle) * conc;
+        }
+    };
+    pair(p);
     pdl_wait();
     pdl_trigger();
     norm_rows<T>(xs, x, g, H, eps, red);
-    if (!live) return;
-    float acc[2][T];
-    rows_dot<T, 2, U>(acc, wv, wr, reinterpret_cast<const uint4 *>(xs), ku, lane);
-    float v1 = 0.0f, v2 = 0.0f; /* token `lane`'s two sums */
+    for (bool first = true; p < n_pairs; p += stride, first = false) {
+        if (!first) pair(p);
+        float acc[2][T];
+        rows_dot<T, 2, U>(acc, wv, wr, reinterpret_cast<const uint4 *>(xs), ku, lane);
+        float v1 = 0.0f, v2 = 0.0f; /* token `lane`'s two sums */
 #pragma unroll
-    for (int t = 0; t < T; t++)
-        if (lane == t) v1 = acc[0][t], v2 = acc[1][t];
-    if (lane >= T) return;
-    int t = lane, Q = n_heads * D;
-    float x1 = v1 + bf16f(bias[r1]), x2 = v2 + bf16f(bias[r2]);
-    int slot = slots[t], blk = slot / bs, off = slot % bs;
-    if (head < n_heads + n_kv) {
-        float y1, y2;
-        rope_rotate(x1, x2, c, sn, y1, y2);
-        if (head < n_heads) {
-            q[(size_t)t * Q + r1] = y1;
-            q[(size_t)t * Q + r2] = y2;
+        for (int t = 0; t < T; t++)
+            if (lane == t) v1 = acc[0][t], v2 = acc[1][t];
+        if (lane >= T) continue;
+        int t = lane, Q = n_heads * D;
+        float x1 = v1 + bf16f(bias[r1]), x2 = v2 + bf16f(bias[r2]);
+        int slot = slots[t], blk = slot / bs, off = slot % bs;
+        if (head < n_heads + n_kv) {
+            float y1, y2;
+            rope_rotate(x1, x2, c, sn, y1, y2);
+            if (head < n_heads) {
+                q[(size_t)t * Q + r1] = y1;
+                q[(size_t)t * Q + r2] = y2;
+            } else {
+                uint16_t *dst = kcache + ((size_t)(blk * n_kv + head - n_heads) * bs + off) * D;
+                dst[i] = f2bf16(y1);
+                dst[i + half] = f2bf16(y2);
+            }
         } else {
-            uint16_t *dst = kcache + ((size_t)(blk * n_kv + head - n_heads) * bs + off) * D;
-            dst[i] = f2bf16(y1);
-            dst[i + half] = f2bf16(y2);
+            uint16_t *dst = vcache + ((size_t)(blk * n_kv + head - n_heads - n_kv) * bs + off) * D;
+            dst[i] = f2bf16(x1);
+            dst[i + half] = f2bf16(x2);
         }
-    } else {
-        uint16_t *dst = vcache + ((size_t)(blk * n_kv + head - n_heads - n_kv) * bs + off) * D;
-        dst[i] = f2bf16(x1);
-        dst[i + half] = f2bf16(x2);
     }
 }
 
@@ -420,15 +430,36 @@ extern "C" int cuda_small_split(int on) {
     return was;
 }
 
-/* Warps a row of o_res's split form (cuda_small_o_split); 1, the default, is gemv_res_kernel. Four
- * measured faster at one token (NOTES.md) in an earlier form of this kernel; this one stays off
- * until cuda-check has held it to gemv_res_kernel's results on a GPU. */
-static int o_split = 1;
+/* Warps a row of o_res's split form (cuda_small_o_split); 1 is gemv_res_kernel. Four, the
+ * default, measured fastest at one token (worker/cuda/NOTES.md). */
+static int o_split = 4;
 
 extern "C" int cuda_small_o_split(int ks) {
     int was = o_split;
     if (ks == 1 || ks == 2 || ks == 4 || ks == 8) o_split = ks;
     return was;
+}
+
+/* Which one-token kernels run with their CTAs all resident, looping over their work
+ * (cuda_small_persist): bit 1 gate_up (gate_up_loop_kernel), bit 2 q/k/v (qkv7_kernel on a grid
+ * that fits at once; the default, measured faster: worker/cuda/NOTES.md). */
+static int small_persist = 2;
+
+extern "C" int cuda_small_persist(int mask) {
+    int was = small_persist;
+    small_persist = mask;
+    return was;
+}
+
+/* CTAs of kernel k (block threads, smem bytes) that fit the GPU at once; the engine thread is
+ * the only caller. */
+template <typename K> static int resident_ctas(K k, int block, size_t smem) {
+    int dev = 0, sms = 0, per = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, k, block, smem) != cudaSuccess)
+        return 0;
+    return sms * per;
 }
 
 /* Whether gate_up runs in the split form at this shape (cuda_moe_gate_up_small): K of up to
@@ -535,6 +566,101 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     }
 }
 
+/* gate_up at one token with its CTAs resident all at once (cuda_small_persist bit 1): the split
+ * form's CTA (KS warps a 16-row tile, CH super-chunks each), but a grid of at most as many CTAs
+ * as fit the GPU, each looping over tiles t, t + grid, ... of the top_k experts' tiles (slot
+ * major, as the split form's grid), with two tiles' weights in registers: tile t + grid's loads
+ * go out before tile t's MMAs, so that every warp keeps a tile's bytes in flight while it
+ * computes, sums and stores (in waves, a CTA has nothing in flight after its loads land). The
+ * token row is staged once a CTA. Each tile's arithmetic is gate_up_split_kernel's: its results
+ * bit for bit. */
+template <int KS, int CH, int MINB>
+__global__ void __launch_bounds__(32 * KS, MINB)
+    gate_up_loop_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
+                        const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
+                        int top_k, int N, int K, float limit) {
+    constexpr int LDW = split_ldw(CH);
+    extern __shared__ __align__(16) uint16_t sxs[]; /* split_smem's layout, one token row */
+    __shared__ float part[KS - 1][32][4];
+    __shared__ int slot_s[1];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    int nb = K / 32, nc = (nb + 3) / 4, cb = warp * CH, ce = min(nc, cb + CH);
+    int tiles = N / 16, total = tiles * top_k, grid = gridDim.x;
+    uint16_t *zrow = sxs, *xw = sxs + CH * 128 + warp * SPLIT_TOK * LDW;
+    const uint4 zero4 = make_uint4(0, 0, 0, 0);
+    for (int i = threadIdx.x; i < CH * 16; i += blockDim.x)
+        reinterpret_cast<uint4 *>(zrow)[i] = zero4;
+    pdl_wait();
+    uint4 wa[CH][1][2], wb[CH][1][2];
+    uint32_t sa[CH][1][2], sb[CH][1][2];
+    /* tile t's super-chunks of this warp's part of K into (w, sc); none past the last tile */
+    auto load = [&](uint4(&w)[CH][1][2], uint32_t(&sc)[CH][1][2], int t) {
+        if (t >= total) return;
+        size_t base = moe3_tile_base(top_e[t / tiles], t % tiles, N, nc);
+        const uint4 *wp = reinterpret_cast<const uint4 *>(blocks) + base + lane;
+        const uint8_t *sp = scales + base + lane;
+#pragma unroll
+        for (int j = 0; j < CH; j++) {
+            int c = cb + j;
+            bool ok = c < ce && 4 * c + tq < nb;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                w[j][0][h] = ok ? ld_stream(wp + c * 64 + h * 32) : zero4;
+                sc[j][0][h] = ok ? __ldg(sp + c * 64 + h * 32) : 0u;
+            }
+        }
+    };
+    int t = blockIdx.x;
+    if (t >= total) return;
+    load(wa, sa, t);
+    for (int q = lane; q < CH * 16; q += 32) { /* the token row's slice, as the split form */
+        int gu = cb * 16 + q;
+        uint16_t *dst = xw + moe3_unit_at(gu) - cb * 128;
+        if (gu < K / 8)
+            cp_async16(dst, xn + gu * 8);
+        else
+            *reinterpret_cast<uint4 *>(dst) = zero4;
+    }
+    cp_async_commit();
+    cp_async_wait0();
+    __syncwarp();
+    const char *xrow = reinterpret_cast<const char *>(gq == 0 ? xw : zrow) + tq * 64;
+    /* tile t from (w, sc), tile t + grid's loads into (nw, nsc) first */
+    auto tile = [&](uint4(&w)[CH][1][2], uint32_t(&sc)[CH][1][2], uint4(&nw)[CH][1][2],
+                    uint32_t(&nsc)[CH][1][2], int t) {
+        load(nw, nsc, t + grid);
+        int slot = t / tiles, e = top_e[slot];
+        float acc[1][1][4];
+        moe3_zero<1, 1>(acc);
+#pragma unroll
+        for (int j = 0; j < CH; j++) {
+            fence_regs(w[j][0], sc[j][0]); /* as in gate_up_split_kernel */
+            if (cb + j < ce)
+                moe3_superchunk<1, 1>(acc, w[j], sc[j], xrow + j * 256, 0, moe3_swz(tq), 1);
+        }
+        if (t + grid >= total) pdl_trigger(); /* the down projection, beside the last stores */
+        if (warp > 0)
+#pragma unroll
+            for (int i = 0; i < 4; i++) part[warp - 1][lane][i] = acc[0][0][i];
+        if (threadIdx.x == 0) slot_s[0] = slot;
+        __syncthreads();
+        if (warp == 0) {
+            for (int p = 1; p < KS; p++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) acc[0][0][i] += part[p - 1][lane][i];
+            moe3_epilogue<false, 1, 1>(act, acc, bias, e, N, (t % tiles) * 16 + gq, 1, 1, slot_s,
+                                       NULL, limit, gq, tq);
+        }
+        __syncthreads(); /* part and slot_s are free again */
+    };
+    for (;; t += 2 * grid) { /* two tiles a turn: the buffers' roles by name, not by index */
+        tile(wa, sa, wb, sb, t);
+        if (t + grid >= total) break;
+        tile(wb, sb, wa, sa, t + grid);
+        if (t + 2 * grid >= total) break;
+    }
+}
+
 /* ---- launchers ---- */
 
 extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const float *x,
@@ -551,9 +677,15 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
         const uint16_t *, const int32_t *, const int32_t *, const float *, float, int, int, int,
         int, int, float) = {qkv7_kernel<1>, qkv7_kernel<2>, qkv7_kernel<3>, qkv7_kernel<4>};
     int pairs = (n_heads + 2 * n_kv_heads) * (D / 2), per = RMSNORM_THREADS / 32;
-    return pdl_launch(k[T - 1], (pairs + per - 1) / per, RMSNORM_THREADS, (size_t)T * H * 2, s, q,
-                      kcache, vcache, x, g, w, bias, positions, slots, inv_freq, concentration, H,
-                      n_heads, n_kv_heads, D, block_size, eps);
+    int grid = (pairs + per - 1) / per;
+    if (T == 1 && (small_persist & 2)) { /* the CTAs that fit at once, looping over the pairs */
+        static int fit;
+        if (!fit) fit = resident_ctas(k[0], RMSNORM_THREADS, (size_t)H * 2);
+        if (fit > 0 && fit < grid) grid = fit;
+    }
+    return pdl_launch(k[T - 1], grid, RMSNORM_THREADS, (size_t)T * H * 2, s, q, kcache, vcache, x,
+                      g, w, bias, positions, slots, inv_freq, concentration, H, n_heads, n_kv_heads,
+                      D, block_size, eps);
 }
 
 extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias,
@@ -632,6 +764,15 @@ extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const u
                                 limit, 7, s);
     /* one token: 8 parts of 3 super-chunks; more (each expert's tokens staged by every part): 4
      * of 6 (worker/cuda/NOTES.md) */
+    if (T == 1 && (small_persist & 1)) {
+        static int grid;
+        auto k = gate_up_loop_kernel<8, 3, 2>;
+        if (!grid) grid = resident_ctas(k, 256, split_smem(8, 3));
+        if (grid < 1) return (int)cudaErrorInvalidConfiguration;
+        int total = 2 * I / 16 * top_k;
+        return pdl_launch(k, grid < total ? grid : total, 256, split_smem(8, 3), s, act, xn, blocks,
+                          scales, bias, top_e, top_k, 2 * I, H, limit);
+    }
     if (T == 1)
         return gate_up_split_launch<8, 3, 3>(act, xn, blocks, scales, bias, top_e, e_start, e_slots,
                                              top_k, top_k, E, 2 * I, H, limit, s);
