@@ -194,7 +194,7 @@ int cuda_small_split(int on);
  * before. */
 int cuda_small_o_split(int ks);
 /* One-token kernels whose CTAs all fit the GPU at once, each looping over its share of the work
- * instead of running in waves (mask: 1 gate_up, 2 q/k/v; 2 by default); results bit for bit
+ * instead of running in waves (mask: 1 gate_up, 2 q/k/v, 4 o_proj; 2 by default); results bit for bit
  * those without. Returns the mask before. */
 int cuda_small_persist(int mask);
 /* Whether a version-7 step of T tokens needs only the router's top_e (and top_w): one token with

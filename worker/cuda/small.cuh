@@ -202,45 +202,51 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
  * it in one pass of 16 / KS units a lane (a 4096-wide row in one pass for KS of 2 to 8), where
  * gemv_row takes a warp through two passes of 12 units a lane. The parts' sums go through shared
  * memory to the row's first warp, which adds them in part order: x to float rounding as version
- * 6's. The lane's x element and bias load before the wait, as in gemv_res_kernel. */
+ * 6's. The first row's x element and bias load before the wait, as in gemv_res_kernel. A CTA
+ * takes rows r, r + grid rows, ... (one each unless the grid is smaller: cuda_small_persist). */
 template <int KS>
 __global__ void __launch_bounds__(32 * GEMV_WARPS)
     o_res_split_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
                        int K) {
     static_assert(GEMV_WARPS % KS == 0, "whole rows a CTA");
-    __shared__ float psum[GEMV_WARPS];
+    constexpr int ROWS = GEMV_WARPS / KS, U = 16 / KS;
+    __shared__ float psum[2][GEMV_WARPS]; /* by turn's parity: one barrier a row */
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, kp = warp % KS;
-    int n = blockIdx.x * (GEMV_WARPS / KS) + warp / KS;
-    bool live = n < N;
     int ku = K / 8, span = (ku + KS - 1) / KS, k0 = min(ku, kp * span);
-    int kn = live ? min(span, ku - k0) : 0;
-    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)(live ? n : 0) * K) + k0;
     const uint4 *xr = reinterpret_cast<const uint4 *>(in) + k0;
-    constexpr int U = 16 / KS;
-    float xo = 0.0f, bn = 0.0f, acc = 0.0f;
-    if (live && kp == 0 && lane == 0) xo = __ldcg(x + n), bn = bf16f(bias[n]);
-    for (int u0 = 0; u0 < max(kn, 1); u0 += 32 * U) { /* once at least: every warp waits */
-        uint4 wv[U];
+    bool first = true;
+    for (int n0 = blockIdx.x * ROWS, turn = 0; n0 < N || first; n0 += gridDim.x * ROWS, turn ^= 1) {
+        int n = n0 + warp / KS;
+        bool live = n < N;
+        int kn = live ? min(span, ku - k0) : 0;
+        const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)(live ? n : 0) * K) + k0;
+        float xo = 0.0f, bn = 0.0f, acc = 0.0f;
+        if (live && kp == 0 && lane == 0) xo = __ldcg(x + n), bn = bf16f(bias[n]);
+        for (int u0 = 0; u0 < max(kn, 1); u0 += 32 * U) { /* once at least: every warp waits */
+            uint4 wv[U];
 #pragma unroll
-        for (int j = 0; j < U; j++) {
-            int u = u0 + j * 32 + lane;
-            wv[j] = u < kn ? ld_stream(wr + u) : make_uint4(0, 0, 0, 0);
-        }
-        if (u0 == 0) pdl_wait();
+            for (int j = 0; j < U; j++) {
+                int u = u0 + j * 32 + lane;
+                wv[j] = u < kn ? ld_stream(wr + u) : make_uint4(0, 0, 0, 0);
+            }
+            if (first && u0 == 0) pdl_wait();
 #pragma unroll
-        for (int j = 0; j < U; j++) {
-            int u = u0 + j * 32 + lane;
-            if (u >= kn) break;
-            acc = dot8(acc, wv[j], __ldg(xr + u));
+            for (int j = 0; j < U; j++) {
+                int u = u0 + j * 32 + lane;
+                if (u >= kn) break;
+                acc = dot8(acc, wv[j], __ldg(xr + u));
+            }
         }
+        acc = warp_sum(acc);
+        if (n0 + gridDim.x * ROWS >= N) pdl_trigger(); /* this CTA's last row */
+        if (lane == 0) psum[turn][warp] = acc;
+        __syncthreads();
+        if (live && kp == 0 && lane == 0) {
+            for (int p = 1; p < KS; p++) acc += psum[turn][warp + p];
+            x[n] = (xo + acc) + bn;
+        }
+        first = false;
     }
-    acc = warp_sum(acc);
-    pdl_trigger();
-    if (lane == 0) psum[warp] = acc;
-    __syncthreads();
-    if (!live || kp > 0 || lane > 0) return;
-    for (int p = 1; p < KS; p++) acc += psum[warp + p];
-    x[n] = (xo + acc) + bn;
 }
 
 /* router7: every CTA norms x for itself (CTA 0 also writes xn, the experts' input), a warp per
@@ -442,7 +448,8 @@ extern "C" int cuda_small_o_split(int ks) {
 
 /* Which one-token kernels run with their CTAs all resident, looping over their work
  * (cuda_small_persist): bit 1 gate_up (gate_up_loop_kernel), bit 2 q/k/v (qkv7_kernel on a grid
- * that fits at once; the default, measured faster: worker/cuda/NOTES.md). */
+ * that fits at once; the default, measured faster: worker/cuda/NOTES.md), bit 4 o_proj's split
+ * form (o_res_split_kernel likewise). */
 static int small_persist = 2;
 
 extern "C" int cuda_small_persist(int mask) {
@@ -698,8 +705,13 @@ extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, co
         void (*ks)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int, int) =
             o_split == 2 ? o_res_split_kernel<2>
                          : (o_split == 4 ? o_res_split_kernel<4> : o_res_split_kernel<8>);
-        int rows = GEMV_WARPS / o_split;
-        return pdl_launch(ks, (N + rows - 1) / rows, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K);
+        int rows = GEMV_WARPS / o_split, grid = (N + rows - 1) / rows;
+        if (small_persist & 4) { /* the CTAs that fit at once, looping over the rows */
+            static int fit[9];
+            if (!fit[o_split]) fit[o_split] = resident_ctas(ks, 32 * GEMV_WARPS, 0);
+            if (fit[o_split] > 0 && fit[o_split] < grid) grid = fit[o_split];
+        }
+        return pdl_launch(ks, grid, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K);
     }
     return pdl_launch(k[T - 1], (N + GEMV_WARPS - 1) / GEMV_WARPS, 32 * GEMV_WARPS, 0, s, x, in, w,
                       bias, N, K);
