@@ -558,16 +558,16 @@ __device__ __forceinline__ void moe3_stage_tokens(uint16_t *xs, int *slot_s, con
     cp_async_commit();
 }
 
-/* Versions 3 and 4: where this warp's row tiles start in the tiled layout (mxfp4_tile_kernel).
- * Tile mt of the warp is tile (blockIdx.x * ROWS/16 + warp * MT + mt) of expert e; tv[mt] says
- * whether it lies inside the N rows (a tile past them reads tile 0 and is never stored). wp[mt]
- * = its blocks at super-chunk 0, plus w_off 16-byte units; sp[mt] its scales plus s_off bytes. */
 /* Where 16-row tile `tile` of expert e starts in the tiled layout, in 16-byte units of blocks
  * (and bytes of scales): nc super-chunks of 64 units a tile. */
 __device__ __forceinline__ size_t moe3_tile_base(int e, int tile, int N, int nc) {
     return ((size_t)e * (N / 16) + tile) * nc * 64;
 }
 
+/* Versions 3 and 4: where this warp's row tiles start in the tiled layout (mxfp4_tile_kernel).
+ * Tile mt of the warp is tile (blockIdx.x * ROWS/16 + warp * MT + mt) of expert e; tv[mt] says
+ * whether it lies inside the N rows (a tile past them reads tile 0 and is never stored). wp[mt]
+ * = its blocks at super-chunk 0, plus w_off 16-byte units; sp[mt] its scales plus s_off bytes. */
 template <int MT, int ROWS>
 __device__ __forceinline__ void
 moe3_tiles(const uint4 *(&wp)[MT], const uint8_t *(&sp)[MT], bool (&tv)[MT], const uint8_t *blocks,

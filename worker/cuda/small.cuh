@@ -298,10 +298,10 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
  * thread of the CTA calls it; warps from S on (the other parts of a split K) only wait. */
 __device__ __forceinline__ void down_res_add(float *x, float xo, const float (&acc)[1][1][4],
                                              const uint16_t *bias, const float *top_w, int e,
-                                             int top_k, int N, int S) {
+                                             int top_k, int N, int S, int tile) {
     __shared__ float ys[16][16];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2;
-    int row0 = blockIdx.x * 16;
+    int row0 = tile * 16;
     if (warp < S && (lane & 3) == 0) {
         float tw = top_w[warp];
         ys[warp][gq] = tw * (acc[0][0][0] + bf16f(bias[(size_t)e * N + row0 + gq]));
@@ -317,51 +317,46 @@ __device__ __forceinline__ void down_res_add(float *x, float xo, const float (&a
     }
 }
 
-/* down_res: a CTA per 16-row tile of the output, a warp per slot of the step (S = T * top_k of
- * them, slot s = token s / top_k's choice s % top_k) and part of K (KS parts of whole
- * super-chunks; KS > 1 is the split form, cuda_small_split) on version 3's small tile: the ring
- * of 8 super-chunks in registers, 7 of them loaded before the wait (top_e is complete: the router
- * ran two kernels back, and gate_up passes its trigger only after its own wait), each act row
- * staged as a B column of its own 8-row tile; the parts' sums added in part order, then
- * down_res_add. */
-template <int KS>
-__global__ void __launch_bounds__(512)
-    down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
-                    const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
-                    int N, int K) {
+/* One 16-row tile of down_res: a warp per slot of the step (S = T * top_k of them, slot s =
+ * token s / top_k's choice s % top_k) and part of K (KS parts of whole super-chunks; KS > 1 is
+ * the split form, cuda_small_split) on version 3's small tile: the ring of 8 super-chunks in
+ * registers, 7 of them loaded before wait() (top_e must be complete before the call, x's rows
+ * of the tile too), each act row staged as a B column of its own 8-row tile after it; the parts'
+ * sums added in part order, then down_res_add. */
+template <int KS, typename Wait>
+__device__ __forceinline__ void down_res_tile(float *x, const uint16_t *act, const uint8_t *blocks,
+                                              const uint8_t *scales, const uint16_t *bias,
+                                              const int32_t *top_e, const float *top_w, int top_k,
+                                              int N, int K, int tile, uint16_t *xs8, Wait wait) {
     constexpr int STAGES = 8;
-    /* (S rounded up to 8, moe3_kpad(K) + 16), then with KS > 1 the parts' sums (4, 32, 4) */
-    extern __shared__ __align__(16) uint16_t xs8[];
+    /* xs8: (S rounded up to 8, moe3_kpad(K) + 16), then with KS > 1 the parts' sums (4, 32, 4) */
     __shared__ int slot_s[16];
     int S = (blockDim.x >> 5) / KS, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int slot = warp % S, kp = warp / S, tq = lane & 3;
     int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
     int per = (nc + KS - 1) / KS, cb = kp * per, ce = min(nc, cb + per);
-    int e = __ldcg(top_e + slot); /* complete: see above */
-    const uint4 *wp[1];
-    const uint8_t *sp[1];
-    bool tv[1];
-    moe3_tiles<1, 16>(wp, sp, tv, blocks, scales, e, N, nc, 0, lane, lane);
+    int e = __ldcg(top_e + slot); /* complete: see down_res_kernel */
+    size_t base = moe3_tile_base(e, tile, N, nc);
+    const uint4 *wp = reinterpret_cast<const uint4 *>(blocks) + base + lane;
+    const uint8_t *sp = scales + base + lane;
     const uint4 zero4 = make_uint4(0, 0, 0, 0);
     uint4 wr[STAGES][1][2];
     uint32_t sr[STAGES][1][2];
     auto load = [&](uint4(&wq)[1][2], uint32_t(&sc)[1][2], int c) {
-        bool ok = c < ce && 4 * c + tq < nb && tv[0];
+        bool ok = c < ce && 4 * c + tq < nb;
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            wq[0][h] = ok ? ld_stream(wp[0] + c * 64 + h * 32) : zero4;
-            sc[0][h] = ok ? __ldg(sp[0] + c * 64 + h * 32) : 0u;
+            wq[0][h] = ok ? ld_stream(wp + c * 64 + h * 32) : zero4;
+            sc[0][h] = ok ? __ldg(sp + c * 64 + h * 32) : 0u;
         }
     };
 #pragma unroll
     for (int st = 0; st < STAGES - 1; st++) load(wr[st], sr[st], cb + st);
-    /* x too: its last writer, o_res, was done before the router passed its wait, which came
-     * before its trigger, and gate_up's, which launched this kernel, came after gate_up's wait */
+    /* x too: see down_res_kernel */
     float xo = 0.0f;
     if (threadIdx.x < S / top_k * 16)
-        xo = __ldcg(x + (size_t)(threadIdx.x >> 4) * N + blockIdx.x * 16 + (threadIdx.x & 15));
-    pdl_wait();
-    pdl_trigger();
+        xo = __ldcg(x + (size_t)(threadIdx.x >> 4) * N + tile * 16 + (threadIdx.x & 15));
+    wait();
     if (threadIdx.x < 16) slot_s[threadIdx.x] = threadIdx.x < S ? (int)threadIdx.x : -1;
     __syncthreads();
     moe3_stage_tokens<true>(xs8, slot_s, act, slot_s, S, (S + 7) / 8, 1, K, ld);
@@ -390,7 +385,23 @@ __global__ void __launch_bounds__(512)
 #pragma unroll
                 for (int i = 0; i < 4; i++) acc[0][0][i] += part[(p - 1) * S + slot][lane][i];
     }
-    down_res_add(x, xo, acc, bias, top_w, e, top_k, N, S);
+    down_res_add(x, xo, acc, bias, top_w, e, top_k, N, S, tile);
+}
+
+/* down_res: a CTA per 16-row tile of the output (down_res_tile). top_e is complete before the
+ * wait: the router ran two kernels back, and gate_up passes its trigger only after its own wait.
+ * So is x: its last writer, o_res, was done before the router passed its wait, which came before
+ * its trigger, and gate_up's, which launched this kernel, came after gate_up's wait. */
+template <int KS>
+__global__ void __launch_bounds__(512)
+    down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
+                    const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
+                    int N, int K) {
+    extern __shared__ __align__(16) uint16_t xs8[];
+    down_res_tile<KS>(x, act, blocks, scales, bias, top_e, top_w, top_k, N, K, blockIdx.x, xs8, [] {
+        pdl_wait();
+        pdl_trigger();
+    });
 }
 
 /* ---- the split form of the expert kernels for steps of a few tokens (cuda_small_split) ----
@@ -449,7 +460,8 @@ extern "C" int cuda_small_o_split(int ks) {
 /* Which one-token kernels run with their CTAs all resident, looping over their work
  * (cuda_small_persist): bit 1 gate_up (gate_up_loop_kernel), bit 2 q/k/v (qkv7_kernel on a grid
  * that fits at once; the default, measured faster: worker/cuda/NOTES.md), bit 4 o_proj's split
- * form (o_res_split_kernel likewise). */
+ * form (o_res_split_kernel likewise), bit 8 gate_up and down_res in one kernel (experts_one_kernel,
+ * cuda_moe_experts_one). */
 static int small_persist = 2;
 
 extern "C" int cuda_small_persist(int mask) {
@@ -580,14 +592,14 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
  * go out before tile t's MMAs, so that every warp keeps a tile's bytes in flight while it
  * computes, sums and stores (in waves, a CTA has nothing in flight after its loads land). The
  * token row is staged once a CTA. Each tile's arithmetic is gate_up_split_kernel's: its results
- * bit for bit. */
-template <int KS, int CH, int MINB>
-__global__ void __launch_bounds__(32 * KS, MINB)
-    gate_up_loop_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
-                        const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
-                        int top_k, int N, int K, float limit) {
+ * bit for bit. Called after pdl_wait; with trigger, pdl_trigger after the last tile's MMAs. */
+template <int KS, int CH>
+__device__ __forceinline__ void
+gate_up_loop(uint16_t *act, const uint16_t *xn, const uint8_t *blocks, const uint8_t *scales,
+             const uint16_t *bias, const int32_t *top_e, int top_k, int N, int K, float limit,
+             uint16_t *sxs, bool trigger) {
     constexpr int LDW = split_ldw(CH);
-    extern __shared__ __align__(16) uint16_t sxs[]; /* split_smem's layout, one token row */
+    /* sxs: split_smem's layout, one token row */
     __shared__ float part[KS - 1][32][4];
     __shared__ int slot_s[1];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
@@ -597,7 +609,7 @@ __global__ void __launch_bounds__(32 * KS, MINB)
     const uint4 zero4 = make_uint4(0, 0, 0, 0);
     for (int i = threadIdx.x; i < CH * 16; i += blockDim.x)
         reinterpret_cast<uint4 *>(zrow)[i] = zero4;
-    pdl_wait();
+    __syncthreads();
     uint4 wa[CH][1][2], wb[CH][1][2];
     uint32_t sa[CH][1][2], sb[CH][1][2];
     /* tile t's super-chunks of this warp's part of K into (w, sc); none past the last tile */
@@ -645,7 +657,8 @@ __global__ void __launch_bounds__(32 * KS, MINB)
             if (cb + j < ce)
                 moe3_superchunk<1, 1>(acc, w[j], sc[j], xrow + j * 256, 0, moe3_swz(tq), 1);
         }
-        if (t + grid >= total) pdl_trigger(); /* the down projection, beside the last stores */
+        if (trigger && t + grid >= total)
+            pdl_trigger(); /* the down projection, beside the stores */
         if (warp > 0)
 #pragma unroll
             for (int i = 0; i < 4; i++) part[warp - 1][lane][i] = acc[0][0][i];
@@ -666,6 +679,60 @@ __global__ void __launch_bounds__(32 * KS, MINB)
         tile(wb, sb, wa, sa, t + grid);
         if (t + 2 * grid >= total) break;
     }
+}
+
+template <int KS, int CH, int MINB>
+__global__ void __launch_bounds__(32 * KS, MINB)
+    gate_up_loop_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
+                        const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
+                        int top_k, int N, int K, float limit) {
+    extern __shared__ __align__(16) uint16_t sxs[];
+    pdl_wait();
+    gate_up_loop<KS, CH>(act, xn, blocks, scales, bias, top_e, top_k, N, K, limit, sxs, true);
+}
+
+/* gate_up and down_res at one token in one kernel (cuda_small_persist bit 8): gate_up_loop on a
+ * grid that fits at once, then a barrier of the whole grid (bar[0] counts the CTAs in; every
+ * CTA is resident, so none waits on one that cannot start), then the down tiles, CTA d taking
+ * tiles d, d + grid, ...: their first 7 super-chunks load before the barrier, while the other
+ * CTAs finish gate_up, instead of after a kernel boundary. bar[1] counts the CTAs out; the last
+ * one zeroes both for the next layer (which starts only after this kernel has finished). Results
+ * bit for bit gate_up_split_kernel's then down_res_kernel<2>'s. */
+template <int CH, int MINB>
+__global__ void __launch_bounds__(256, MINB)
+    experts_one_kernel(float *x, uint16_t *act, int *bar, const uint16_t *xn,
+                       const uint8_t *gu_blocks, const uint8_t *gu_scales, const uint16_t *gu_bias,
+                       const uint8_t *dn_blocks, const uint8_t *dn_scales, const uint16_t *dn_bias,
+                       const int32_t *top_e, const float *top_w, int top_k, int I, int H,
+                       float limit) {
+    extern __shared__ __align__(16) uint16_t sxs[]; /* gate_up's layout, then down's */
+    pdl_wait();
+    gate_up_loop<8, CH>(act, xn, gu_blocks, gu_scales, gu_bias, top_e, top_k, 2 * I, H, limit, sxs,
+                        false);
+    int n = gridDim.x;
+    for (int d = blockIdx.x, first = 1; d < H / 16 || first; d += n, first = 0) {
+        if (d >= H / 16) { /* no down tile here: only the barrier */
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                __threadfence();
+                atomicAdd(bar, 1);
+            }
+            break;
+        }
+        down_res_tile<2>(x, act, dn_blocks, dn_scales, dn_bias, top_e, top_w, top_k, H, I, d, sxs,
+                         [&] {
+                             if (!first) return;
+                             __syncthreads(); /* this CTA's act stores, then the count */
+                             if (threadIdx.x == 0) {
+                                 __threadfence();
+                                 atomicAdd(bar, 1);
+                                 while (ld_acquire(bar) < n) __nanosleep(32);
+                             }
+                             __syncthreads();
+                             pdl_trigger();
+                         });
+    }
+    if (threadIdx.x == 0 && atomicAdd(bar + 1, 1) == n - 1) bar[0] = 0, bar[1] = 0;
 }
 
 /* ---- launchers ---- */
@@ -790,4 +857,30 @@ extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const u
                                              top_k, top_k, E, 2 * I, H, limit, s);
     return gate_up_split_launch<4, 6, 5>(act, xn, blocks, scales, bias, top_e, e_start, e_slots,
                                          T * top_k, top_k, E, 2 * I, H, limit, s);
+}
+
+extern "C" int cuda_small_experts_fused(int T, int top_k, int H, int I) {
+    return T == 1 && top_k == 4 && (small_persist & 8) && split_serves(T, top_k, H, I) &&
+           H % 16 == 0 && I % 32 == 0 && I <= 8192;
+}
+
+extern "C" int cuda_moe_experts_one(float *x, uint16_t *act, int *bar, const uint16_t *xn,
+                                    const uint8_t *gu_blocks, const uint8_t *gu_scales,
+                                    const uint16_t *gu_bias, const uint8_t *dn_blocks,
+                                    const uint8_t *dn_scales, const uint16_t *dn_bias,
+                                    const int32_t *top_e, const float *top_w, int top_k, int I,
+                                    int H, float limit, cudaStream_t s) {
+    if (!cuda_small_experts_fused(1, top_k, H, I)) return (int)cudaErrorInvalidValue;
+    /* down_res_kernel<2>'s at 4 slots: 8 staged rows, then part 1's sums */
+    size_t down = (size_t)8 * (moe3_kpad(I) + 16) * 2 + (size_t)4 * 32 * 4 * sizeof(float);
+    size_t smem = down > split_smem(8, 3) ? down : split_smem(8, 3);
+    auto k = experts_one_kernel<3, 2>;
+    static size_t set;
+    static int grid;
+    int e = smem_limit(k, smem, &set);
+    if (e) return e;
+    if (!grid) grid = resident_ctas(k, 256, smem);
+    if (grid < 1) return (int)cudaErrorInvalidConfiguration;
+    return pdl_launch(k, grid, 256, smem, s, x, act, bar, xn, gu_blocks, gu_scales, gu_bias,
+                      dn_blocks, dn_scales, dn_bias, top_e, top_w, top_k, I, H, limit);
 }
