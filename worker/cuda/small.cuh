@@ -513,6 +513,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     const uint4 zero4 = make_uint4(0, 0, 0, 0);
     for (int i = threadIdx.x; i < CH * 16; i += blockDim.x)
         reinterpret_cast<uint4 *>(zrow)[i] = zero4;
+    __syncthreads(); /* the zero row is read by every warp's lanes past the tokens */
     pdl_wait();
     int e, beg, cnt;
     bool one = S == top_k;
