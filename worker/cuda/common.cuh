@@ -55,13 +55,6 @@ __device__ __forceinline__ bool last_cta(int *count, int n) {
     return last;
 }
 
-/* An int another CTA writes, read with acquire order at GPU scope (a flag or counter spun on). */
-__device__ __forceinline__ int ld_acquire(const int *p) {
-    int v;
-    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-    return v;
-}
-
 /* cp.async: 16 bytes global → shared without a register round trip; groups committed and
  * waited for in order (wait1: all but the newest group have landed). */
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {

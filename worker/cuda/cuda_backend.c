@@ -68,8 +68,7 @@ typedef struct cuda {
     float *inv_freq; /* (D/2) */
     float *att_part; /* (CUDA_ATT_SPLIT_MAX_T, n_heads, CUDA_ATT_MAX_SPLITS, 66) split-KV state */
     /* ticket counters of the kernels whose last CTA finishes the op (zero between launches):
-     * TICKET_ROUTER (one int), TICKET_MOE (two: cuda_moe_experts_one's barrier), then from
-     * TICKET_ATT the split-KV attention's
+     * TICKET_ROUTER (one int), then from TICKET_ATT the split-KV attention's
      * (CUDA_ATT_SPLIT_MAX_T, n_kv) */
     int *tickets;
     int pdl_max_tokens; /* cuda_backend_opts */
@@ -169,7 +168,7 @@ int cuda_backend_profile_read(mg_backend *base, const char **names, double *ms, 
 
 /* ---- the step ---- */
 
-enum { TICKET_ROUTER, TICKET_MOE, TICKET_ATT = TICKET_MOE + 2 };
+enum { TICKET_ROUTER, TICKET_ATT };
 
 static mg_status check_batch(const cuda *b, const mg_batch *bt) {
     if (bt->n_tokens > b->max_tokens || bt->n_seqs > b->max_seqs || bt->n_logits > b->max_seqs)
@@ -389,14 +388,7 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
                "route trace");
         prof_end(b);
         prof_begin(b, P_GU);
-        bool fused = v7 && cuda_small_experts_fused(T, b->TK, H, b->I);
         if (OMIT(P_GU)) {
-        } else if (fused) { /* gate_up and the down projection into x, one kernel */
-            CK(cuda_moe_experts_one(b->x, b->act, b->tickets + TICKET_MOE, b->xn, L->gu_blocks,
-                                    L->gu_scales, L->gu_bias, L->dn_blocks, L->dn_scales,
-                                    L->dn_bias, b->top_e, b->top_w, b->TK, b->I, H, c->swiglu_limit,
-                                    s),
-               "moe experts");
         } else if (v7) {
             CK(cuda_moe_gate_up_small(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias,
                                       b->top_e, b->e_start, b->e_slots, T, b->TK, b->E, b->I, H,
@@ -410,7 +402,7 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         }
         prof_end(b);
         prof_begin(b, P_DN);
-        if (OMIT(P_DN) || fused) {
+        if (OMIT(P_DN)) {
         } else if (v7) { /* the slots' rows weighted and added into x in slot order */
             CK(cuda_moe_down_res(b->x, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->top_e,
                                  b->top_w, T, b->TK, H, b->I, s),

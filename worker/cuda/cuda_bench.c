@@ -12,9 +12,8 @@
  *              [--split 0|1]        (version 7's expert kernels in their split form, the
  *                                    default, or version 3's small tile; with it, o_proj at
  *                                    one token too)   [--o-split 1|2|4|8] (warps a row there)
- *              [--persist 0..15]    (one-token kernels on a grid that fits at once: 1 gate_up,
- *                                    2 q/k/v, 4 o_proj, 8 gate_up and down in one kernel;
- *                                    cuda_small_persist)
+ *              [--persist 0|2]      (q/k/v at one token on a grid that fits at once, the
+ *                                    default, or in waves: cuda_small_persist)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
  *                                    worker's --cuda-gemm-autotune)
@@ -223,11 +222,8 @@ int main(int argc, char **argv) {
             cuda_small_o_split(ks);
         } else if (!strcmp(argv[i], "--persist")) {
             int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 15) {
-                fprintf(stderr,
-                        "cuda-bench: --persist %s: a mask of 1 (gate_up), 2 (q/k/v), 4 (o_proj), "
-                        "8 (gate_up and down in one kernel)\n",
-                        argv[i + 1]);
+            if (m != 0 && m != 2) {
+                fprintf(stderr, "cuda-bench: --persist %s: 2 (q/k/v looping) or 0\n", argv[i + 1]);
                 return 2;
             }
             cuda_small_persist(m);

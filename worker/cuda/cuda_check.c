@@ -703,7 +703,7 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     char name[80];
     double us;
     int split_was = cuda_small_split(0); /* the unsplit kernels first, bit for bit */
-    int p_was = cuda_small_persist(0);   /* and the waved forms */
+    int p_was = cuda_small_persist(0);   /* and q/k/v in waves */
 #define RESET(dst) CU(cudaMemcpy(dst, x_d, xbytes, cudaMemcpyDeviceToDevice))
 
     /* q/k/v: norm, GEMV (the table's first rows), bias, RoPE, KV write */
@@ -755,30 +755,18 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         static const int ks[] = {2, 4, 8};
         cuda_small_split(1);
         int o_was = cuda_small_o_split(1);
-        int pw = cuda_small_persist(0);
-        float *oa = host_from(xa_d, xbytes), *o4 = NULL;
-        for (int i = 0; i < 4; i++) { /* the last: four warps a row on a grid that fits at once */
-            cuda_small_o_split(i < 3 ? ks[i] : 4);
-            if (i == 3) cuda_small_persist(4);
+        float *oa = host_from(xa_d, xbytes);
+        for (int i = 0; i < 3; i++) {
+            cuda_small_o_split(ks[i]);
             RESET(xb_d);
             CU(cuda_gemv_res(xb_d, att_d, table_d, ob_d, T, H, Q, 0));
             TIME_US(us, CU(cuda_gemv_res(tmp_d, att_d, table_d, ob_d, T, H, Q, 0)));
             float *ob = host_from(xb_d, xbytes);
-            if (i < 3) {
-                snprintf(name, sizeof(name), "v7 split o_proj residual T=1 (%d warps a row): x",
-                         ks[i]);
-                compare(name, ob, oa, (size_t)H, 1e-5, us);
-            } else {
-                verdict("v7 split o_proj residual T=1 (4 warps a row), resident grid: x",
-                        !memcmp(ob, o4, xbytes), "the waved kernel's bits");
-            }
-            if (i < 3 && ks[i] == 4)
-                o4 = ob;
-            else
-                free(ob);
+            snprintf(name, sizeof(name), "v7 split o_proj residual T=1 (%d warps a row): x", ks[i]);
+            compare(name, ob, oa, (size_t)H, 1e-5, us);
+            free(ob);
         }
-        free(oa), free(o4);
-        cuda_small_persist(pw);
+        free(oa);
         cuda_small_o_split(o_was);
         cuda_small_split(0);
     }
@@ -850,39 +838,8 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     float *uaf = bf16_to_float(ua, (size_t)S * I);
     snprintf(name, sizeof(name), "v7 split gate_up T=%d: act", T);
     compare_bf16(name, ub, uaf, (size_t)S * I, 1e-2, us);
-    if (T == 1) { /* the same tiles looped over by resident CTAs (cuda_small_persist): same bits */
-        int was = cuda_small_persist(1);
-        uint16_t *uc_d = dev_poisoned(2 * (size_t)S * I);
-        CU(GATE7(uc_d));
-        TIME_US(us, CU(GATE7(ua_d)));
-        same_bits("v7 split gate_up T=1, resident CTAs: act", ub_d, uc_d, 2 * (size_t)S * I, 2, us);
-        cuda_small_persist(was);
-        cudaFree(uc_d);
-    }
-    if (cuda_small_persist(8), cuda_small_experts_fused(T, TK, H, I)) {
-        /* gate_up and down in one kernel: the split kernels' act and x, bit for bit */
-        cuda_small_persist(0);
-        CU(GATE7(ua_d));
-        RESET(xa_d);
-        CU(DOWN7(xa_d));
-        cuda_small_persist(8);
-        uint16_t *uc_d = dev_poisoned(2 * (size_t)S * I);
-        int *bar_d = tickets_new(2);
-#define EXPERTS1(xd, ad)                                                                           \
-    cuda_moe_experts_one(xd, ad, bar_d, xn_b, xp->gu_bt_d, xp->gu_st_d, xp->gu_bias_d,             \
-                         xp->dn_bt_d, xp->dn_st_d, xp->dn_bias_d, te_b, tw_b, TK, I, H,            \
-                         C.swiglu_limit, 0)
-        RESET(xb_d);
-        CU(EXPERTS1(xb_d, uc_d));
-        TIME_US(us, CU(EXPERTS1(tmp_d, ub_d)));
-#undef EXPERTS1
-        same_bits("v7 gate_up + down, one kernel T=1: act", ua_d, uc_d, 2 * (size_t)S * I, 2, us);
-        same_bits("v7 gate_up + down, one kernel T=1: x", xa_d, xb_d, xbytes, 4, 0);
-        tickets_done("  its barrier counters reset", bar_d, 2);
-        cudaFree(uc_d);
-    }
-    cuda_small_persist(p_was);
     cuda_small_split(split_was);
+    cuda_small_persist(p_was);
     cudaFree(ua_d), cudaFree(ub_d), free(ua), free(ub), free(uaf);
 #undef GATE7
 #undef RESET

@@ -194,21 +194,9 @@ int cuda_small_split(int on);
  * before. */
 int cuda_small_o_split(int ks);
 /* One-token kernels whose CTAs all fit the GPU at once, each looping over its share of the work
- * instead of running in waves (mask: 1 gate_up, 2 q/k/v, 4 o_proj, 8 gate_up and down in one
- * kernel; 2 by default); results bit for bit
- * those without. Returns the mask before. */
+ * instead of running in waves (mask: 2 q/k/v, the default; no other bit is used); results bit
+ * for bit those without. Returns the mask before. */
 int cuda_small_persist(int mask);
-/* Whether a version-7 step of T tokens runs gate_up and the down projection as one kernel
- * (cuda_small_persist bit 8, one token, top_k 4, H fitting the split form): then
- * cuda_moe_experts_one takes the place of cuda_moe_gate_up_small and cuda_moe_down_res. */
-int cuda_small_experts_fused(int T, int top_k, int H, int I);
-/* cuda_moe_gate_up_small then cuda_moe_down_res at one token in one kernel, bit for bit: act and
- * x as they leave them. bar: two ints, zero, left zero (the kernel's grid barrier). */
-int cuda_moe_experts_one(float *x, uint16_t *act, int *bar, const uint16_t *xn,
-                         const uint8_t *gu_blocks, const uint8_t *gu_scales,
-                         const uint16_t *gu_bias, const uint8_t *dn_blocks,
-                         const uint8_t *dn_scales, const uint16_t *dn_bias, const int32_t *top_e,
-                         const float *top_w, int top_k, int I, int H, float limit, cudaStream_t s);
 /* Whether a version-7 step of T tokens needs only the router's top_e (and top_w): one token with
  * gate_up in the split form, which takes each slot's expert from top_e, as the down projection
  * does; cuda_router7 may then skip the grouping (e_start NULL). */

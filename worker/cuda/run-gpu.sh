@@ -7,8 +7,8 @@
 # worker's: six kernels a layer for steps of up to 4 tokens) and 6 (nine) with CUDA graphs
 # (MG_BENCH_RUNS="VERSION:GRAPHS ..." to choose others), then both at 2 and 4 tokens, and
 # version 7 at 1 to 4 tokens with its expert kernels unsplit (--split 0), and at one token with
-# o_proj a warp a row and q/k/v in waves (--o-split 1 --persist 0) and with gate_up's CTAs
-# resident too (--persist 3). Logs go to $OUT (or ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any check fails.
+# o_proj a warp a row and q/k/v in waves (--o-split 1 --persist 0). Logs go to $OUT (or
+# ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any check fails.
 #
 #   worker/cuda/run-gpu.sh            (from any directory)
 set -uo pipefail
@@ -70,10 +70,6 @@ log="$OUT/bench-small-v7-o1p0.log"
 timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
     --version 7 --graphs 1 --o-split 1 --persist 0 >"$log" 2>&1 || status=1
 grep RESULT "$log" | sed "s/^/one token, o_proj a warp a row, q\/k\/v in waves: /"
-log="$OUT/bench-small-v7-p3.log"
-timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
-    --version 7 --graphs 1 --persist 3 >"$log" 2>&1 || status=1
-grep RESULT "$log" | sed "s/^/one token, gate_up's CTAs resident too: /"
 
 echo "== decode step at batch 256 with temperature 1: sampling on the device, then on the host"
 for h in ${MG_SAMPLING_RUNS-0 1}; do

@@ -202,51 +202,45 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
  * it in one pass of 16 / KS units a lane (a 4096-wide row in one pass for KS of 2 to 8), where
  * gemv_row takes a warp through two passes of 12 units a lane. The parts' sums go through shared
  * memory to the row's first warp, which adds them in part order: x to float rounding as version
- * 6's. The first row's x element and bias load before the wait, as in gemv_res_kernel. A CTA
- * takes rows r, r + grid rows, ... (one each unless the grid is smaller: cuda_small_persist). */
+ * 6's. The lane's x element and bias load before the wait, as in gemv_res_kernel. */
 template <int KS>
 __global__ void __launch_bounds__(32 * GEMV_WARPS)
     o_res_split_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
                        int K) {
     static_assert(GEMV_WARPS % KS == 0, "whole rows a CTA");
-    constexpr int ROWS = GEMV_WARPS / KS, U = 16 / KS;
-    __shared__ float psum[2][GEMV_WARPS]; /* by turn's parity: one barrier a row */
+    __shared__ float psum[GEMV_WARPS];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, kp = warp % KS;
+    int n = blockIdx.x * (GEMV_WARPS / KS) + warp / KS;
+    bool live = n < N;
     int ku = K / 8, span = (ku + KS - 1) / KS, k0 = min(ku, kp * span);
+    int kn = live ? min(span, ku - k0) : 0;
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)(live ? n : 0) * K) + k0;
     const uint4 *xr = reinterpret_cast<const uint4 *>(in) + k0;
-    bool first = true;
-    for (int n0 = blockIdx.x * ROWS, turn = 0; n0 < N || first; n0 += gridDim.x * ROWS, turn ^= 1) {
-        int n = n0 + warp / KS;
-        bool live = n < N;
-        int kn = live ? min(span, ku - k0) : 0;
-        const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)(live ? n : 0) * K) + k0;
-        float xo = 0.0f, bn = 0.0f, acc = 0.0f;
-        if (live && kp == 0 && lane == 0) xo = __ldcg(x + n), bn = bf16f(bias[n]);
-        for (int u0 = 0; u0 < max(kn, 1); u0 += 32 * U) { /* once at least: every warp waits */
-            uint4 wv[U];
+    constexpr int U = 16 / KS;
+    float xo = 0.0f, bn = 0.0f, acc = 0.0f;
+    if (live && kp == 0 && lane == 0) xo = __ldcg(x + n), bn = bf16f(bias[n]);
+    for (int u0 = 0; u0 < max(kn, 1); u0 += 32 * U) { /* once at least: every warp waits */
+        uint4 wv[U];
 #pragma unroll
-            for (int j = 0; j < U; j++) {
-                int u = u0 + j * 32 + lane;
-                wv[j] = u < kn ? ld_stream(wr + u) : make_uint4(0, 0, 0, 0);
-            }
-            if (first && u0 == 0) pdl_wait();
+        for (int j = 0; j < U; j++) {
+            int u = u0 + j * 32 + lane;
+            wv[j] = u < kn ? ld_stream(wr + u) : make_uint4(0, 0, 0, 0);
+        }
+        if (u0 == 0) pdl_wait();
 #pragma unroll
-            for (int j = 0; j < U; j++) {
-                int u = u0 + j * 32 + lane;
-                if (u >= kn) break;
-                acc = dot8(acc, wv[j], __ldg(xr + u));
-            }
+        for (int j = 0; j < U; j++) {
+            int u = u0 + j * 32 + lane;
+            if (u >= kn) break;
+            acc = dot8(acc, wv[j], __ldg(xr + u));
         }
-        acc = warp_sum(acc);
-        if (n0 + gridDim.x * ROWS >= N) pdl_trigger(); /* this CTA's last row */
-        if (lane == 0) psum[turn][warp] = acc;
-        __syncthreads();
-        if (live && kp == 0 && lane == 0) {
-            for (int p = 1; p < KS; p++) acc += psum[turn][warp + p];
-            x[n] = (xo + acc) + bn;
-        }
-        first = false;
     }
+    acc = warp_sum(acc);
+    pdl_trigger();
+    if (lane == 0) psum[warp] = acc;
+    __syncthreads();
+    if (!live || kp > 0 || lane > 0) return;
+    for (int p = 1; p < KS; p++) acc += psum[warp + p];
+    x[n] = (xo + acc) + bn;
 }
 
 /* router7: every CTA norms x for itself (CTA 0 also writes xn, the experts' input), a warp per
@@ -298,10 +292,10 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
  * thread of the CTA calls it; warps from S on (the other parts of a split K) only wait. */
 __device__ __forceinline__ void down_res_add(float *x, float xo, const float (&acc)[1][1][4],
                                              const uint16_t *bias, const float *top_w, int e,
-                                             int top_k, int N, int S, int tile) {
+                                             int top_k, int N, int S) {
     __shared__ float ys[16][16];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2;
-    int row0 = tile * 16;
+    int row0 = blockIdx.x * 16;
     if (warp < S && (lane & 3) == 0) {
         float tw = top_w[warp];
         ys[warp][gq] = tw * (acc[0][0][0] + bf16f(bias[(size_t)e * N + row0 + gq]));
@@ -317,46 +311,51 @@ __device__ __forceinline__ void down_res_add(float *x, float xo, const float (&a
     }
 }
 
-/* One 16-row tile of down_res: a warp per slot of the step (S = T * top_k of them, slot s =
- * token s / top_k's choice s % top_k) and part of K (KS parts of whole super-chunks; KS > 1 is
- * the split form, cuda_small_split) on version 3's small tile: the ring of 8 super-chunks in
- * registers, 7 of them loaded before wait() (top_e must be complete before the call, x's rows
- * of the tile too), each act row staged as a B column of its own 8-row tile after it; the parts'
- * sums added in part order, then down_res_add. */
-template <int KS, typename Wait>
-__device__ __forceinline__ void down_res_tile(float *x, const uint16_t *act, const uint8_t *blocks,
-                                              const uint8_t *scales, const uint16_t *bias,
-                                              const int32_t *top_e, const float *top_w, int top_k,
-                                              int N, int K, int tile, uint16_t *xs8, Wait wait) {
+/* down_res: a CTA per 16-row tile of the output, a warp per slot of the step (S = T * top_k of
+ * them, slot s = token s / top_k's choice s % top_k) and part of K (KS parts of whole
+ * super-chunks; KS > 1 is the split form, cuda_small_split) on version 3's small tile: the ring
+ * of 8 super-chunks in registers, 7 of them loaded before the wait (top_e is complete: the router
+ * ran two kernels back, and gate_up passes its trigger only after its own wait), each act row
+ * staged as a B column of its own 8-row tile; the parts' sums added in part order, then
+ * down_res_add. */
+template <int KS>
+__global__ void __launch_bounds__(512)
+    down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
+                    const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
+                    int N, int K) {
     constexpr int STAGES = 8;
-    /* xs8: (S rounded up to 8, moe3_kpad(K) + 16), then with KS > 1 the parts' sums (4, 32, 4) */
+    /* (S rounded up to 8, moe3_kpad(K) + 16), then with KS > 1 the parts' sums (4, 32, 4) */
+    extern __shared__ __align__(16) uint16_t xs8[];
     __shared__ int slot_s[16];
     int S = (blockDim.x >> 5) / KS, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int slot = warp % S, kp = warp / S, tq = lane & 3;
     int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
     int per = (nc + KS - 1) / KS, cb = kp * per, ce = min(nc, cb + per);
-    int e = __ldcg(top_e + slot); /* complete: see down_res_kernel */
-    size_t base = moe3_tile_base(e, tile, N, nc);
-    const uint4 *wp = reinterpret_cast<const uint4 *>(blocks) + base + lane;
-    const uint8_t *sp = scales + base + lane;
+    int e = __ldcg(top_e + slot); /* complete: see above */
+    const uint4 *wp[1];
+    const uint8_t *sp[1];
+    bool tv[1];
+    moe3_tiles<1, 16>(wp, sp, tv, blocks, scales, e, N, nc, 0, lane, lane);
     const uint4 zero4 = make_uint4(0, 0, 0, 0);
     uint4 wr[STAGES][1][2];
     uint32_t sr[STAGES][1][2];
     auto load = [&](uint4(&wq)[1][2], uint32_t(&sc)[1][2], int c) {
-        bool ok = c < ce && 4 * c + tq < nb;
+        bool ok = c < ce && 4 * c + tq < nb && tv[0];
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            wq[0][h] = ok ? ld_stream(wp + c * 64 + h * 32) : zero4;
-            sc[0][h] = ok ? __ldg(sp + c * 64 + h * 32) : 0u;
+            wq[0][h] = ok ? ld_stream(wp[0] + c * 64 + h * 32) : zero4;
+            sc[0][h] = ok ? __ldg(sp[0] + c * 64 + h * 32) : 0u;
         }
     };
 #pragma unroll
     for (int st = 0; st < STAGES - 1; st++) load(wr[st], sr[st], cb + st);
-    /* x too: see down_res_kernel */
+    /* x too: its last writer, o_res, was done before the router passed its wait, which came
+     * before its trigger, and gate_up's, which launched this kernel, came after gate_up's wait */
     float xo = 0.0f;
     if (threadIdx.x < S / top_k * 16)
-        xo = __ldcg(x + (size_t)(threadIdx.x >> 4) * N + tile * 16 + (threadIdx.x & 15));
-    wait();
+        xo = __ldcg(x + (size_t)(threadIdx.x >> 4) * N + blockIdx.x * 16 + (threadIdx.x & 15));
+    pdl_wait();
+    pdl_trigger();
     if (threadIdx.x < 16) slot_s[threadIdx.x] = threadIdx.x < S ? (int)threadIdx.x : -1;
     __syncthreads();
     moe3_stage_tokens<true>(xs8, slot_s, act, slot_s, S, (S + 7) / 8, 1, K, ld);
@@ -385,23 +384,7 @@ __device__ __forceinline__ void down_res_tile(float *x, const uint16_t *act, con
 #pragma unroll
                 for (int i = 0; i < 4; i++) acc[0][0][i] += part[(p - 1) * S + slot][lane][i];
     }
-    down_res_add(x, xo, acc, bias, top_w, e, top_k, N, S, tile);
-}
-
-/* down_res: a CTA per 16-row tile of the output (down_res_tile). top_e is complete before the
- * wait: the router ran two kernels back, and gate_up passes its trigger only after its own wait.
- * So is x: its last writer, o_res, was done before the router passed its wait, which came before
- * its trigger, and gate_up's, which launched this kernel, came after gate_up's wait. */
-template <int KS>
-__global__ void __launch_bounds__(512)
-    down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
-                    const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
-                    int N, int K) {
-    extern __shared__ __align__(16) uint16_t xs8[];
-    down_res_tile<KS>(x, act, blocks, scales, bias, top_e, top_w, top_k, N, K, blockIdx.x, xs8, [] {
-        pdl_wait();
-        pdl_trigger();
-    });
+    down_res_add(x, xo, acc, bias, top_w, e, top_k, N, S);
 }
 
 /* ---- the split form of the expert kernels for steps of a few tokens (cuda_small_split) ----
@@ -458,10 +441,9 @@ extern "C" int cuda_small_o_split(int ks) {
 }
 
 /* Which one-token kernels run with their CTAs all resident, looping over their work
- * (cuda_small_persist): bit 1 gate_up (gate_up_loop_kernel), bit 2 q/k/v (qkv7_kernel on a grid
- * that fits at once; the default, measured faster: worker/cuda/NOTES.md), bit 4 o_proj's split
- * form (o_res_split_kernel likewise), bit 8 gate_up and down_res in one kernel (experts_one_kernel,
- * cuda_moe_experts_one). */
+ * (cuda_small_persist): bit 2, q/k/v (qkv7_kernel on a grid that fits at once; the default,
+ * measured faster: worker/cuda/NOTES.md). The looping forms of gate_up and o_proj measured
+ * slower and are gone. */
 static int small_persist = 2;
 
 extern "C" int cuda_small_persist(int mask) {
@@ -586,156 +568,6 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     }
 }
 
-/* gate_up at one token with its CTAs resident all at once (cuda_small_persist bit 1): the split
- * form's CTA (KS warps a 16-row tile, CH super-chunks each), but a grid of at most as many CTAs
- * as fit the GPU, each looping over tiles t, t + grid, ... of the top_k experts' tiles (slot
- * major, as the split form's grid), with two tiles' weights in registers: tile t + grid's loads
- * go out before tile t's MMAs, so that every warp keeps a tile's bytes in flight while it
- * computes, sums and stores (in waves, a CTA has nothing in flight after its loads land). The
- * token row is staged once a CTA. Each tile's arithmetic is gate_up_split_kernel's: its results
- * bit for bit. Called after pdl_wait; with trigger, pdl_trigger after the last tile's MMAs. */
-template <int KS, int CH>
-__device__ __forceinline__ void
-gate_up_loop(uint16_t *act, const uint16_t *xn, const uint8_t *blocks, const uint8_t *scales,
-             const uint16_t *bias, const int32_t *top_e, int top_k, int N, int K, float limit,
-             uint16_t *sxs, bool trigger) {
-    constexpr int LDW = split_ldw(CH);
-    /* sxs: split_smem's layout, one token row */
-    __shared__ float part[KS - 1][32][4];
-    __shared__ int slot_s[1];
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    int nb = K / 32, nc = (nb + 3) / 4, cb = warp * CH, ce = min(nc, cb + CH);
-    int tiles = N / 16, total = tiles * top_k, grid = gridDim.x;
-    uint16_t *zrow = sxs, *xw = sxs + CH * 128 + warp * SPLIT_TOK * LDW;
-    const uint4 zero4 = make_uint4(0, 0, 0, 0);
-    for (int i = threadIdx.x; i < CH * 16; i += blockDim.x)
-        reinterpret_cast<uint4 *>(zrow)[i] = zero4;
-    __syncthreads();
-    uint4 wa[CH][1][2], wb[CH][1][2];
-    uint32_t sa[CH][1][2], sb[CH][1][2];
-    /* tile t's super-chunks of this warp's part of K into (w, sc); none past the last tile */
-    auto load = [&](uint4(&w)[CH][1][2], uint32_t(&sc)[CH][1][2], int t) {
-        if (t >= total) return;
-        size_t base = moe3_tile_base(top_e[t / tiles], t % tiles, N, nc);
-        const uint4 *wp = reinterpret_cast<const uint4 *>(blocks) + base + lane;
-        const uint8_t *sp = scales + base + lane;
-#pragma unroll
-        for (int j = 0; j < CH; j++) {
-            int c = cb + j;
-            bool ok = c < ce && 4 * c + tq < nb;
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                w[j][0][h] = ok ? ld_stream(wp + c * 64 + h * 32) : zero4;
-                sc[j][0][h] = ok ? __ldg(sp + c * 64 + h * 32) : 0u;
-            }
-        }
-    };
-    int t = blockIdx.x;
-    if (t >= total) return;
-    load(wa, sa, t);
-    for (int q = lane; q < CH * 16; q += 32) { /* the token row's slice, as the split form */
-        int gu = cb * 16 + q;
-        uint16_t *dst = xw + moe3_unit_at(gu) - cb * 128;
-        if (gu < K / 8)
-            cp_async16(dst, xn + gu * 8);
-        else
-            *reinterpret_cast<uint4 *>(dst) = zero4;
-    }
-    cp_async_commit();
-    cp_async_wait0();
-    __syncwarp();
-    const char *xrow = reinterpret_cast<const char *>(gq == 0 ? xw : zrow) + tq * 64;
-    /* tile t from (w, sc), tile t + grid's loads into (nw, nsc) first */
-    auto tile = [&](uint4(&w)[CH][1][2], uint32_t(&sc)[CH][1][2], uint4(&nw)[CH][1][2],
-                    uint32_t(&nsc)[CH][1][2], int t) {
-        load(nw, nsc, t + grid);
-        int slot = t / tiles, e = top_e[slot];
-        float acc[1][1][4];
-        moe3_zero<1, 1>(acc);
-#pragma unroll
-        for (int j = 0; j < CH; j++) {
-            fence_regs(w[j][0], sc[j][0]); /* as in gate_up_split_kernel */
-            if (cb + j < ce)
-                moe3_superchunk<1, 1>(acc, w[j], sc[j], xrow + j * 256, 0, moe3_swz(tq), 1);
-        }
-        if (trigger && t + grid >= total)
-            pdl_trigger(); /* the down projection, beside the stores */
-        if (warp > 0)
-#pragma unroll
-            for (int i = 0; i < 4; i++) part[warp - 1][lane][i] = acc[0][0][i];
-        if (threadIdx.x == 0) slot_s[0] = slot;
-        __syncthreads();
-        if (warp == 0) {
-            for (int p = 1; p < KS; p++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) acc[0][0][i] += part[p - 1][lane][i];
-            moe3_epilogue<false, 1, 1>(act, acc, bias, e, N, (t % tiles) * 16 + gq, 1, 1, slot_s,
-                                       NULL, limit, gq, tq);
-        }
-        __syncthreads(); /* part and slot_s are free again */
-    };
-    for (;; t += 2 * grid) { /* two tiles a turn: the buffers' roles by name, not by index */
-        tile(wa, sa, wb, sb, t);
-        if (t + grid >= total) break;
-        tile(wb, sb, wa, sa, t + grid);
-        if (t + 2 * grid >= total) break;
-    }
-}
-
-template <int KS, int CH, int MINB>
-__global__ void __launch_bounds__(32 * KS, MINB)
-    gate_up_loop_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
-                        const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
-                        int top_k, int N, int K, float limit) {
-    extern __shared__ __align__(16) uint16_t sxs[];
-    pdl_wait();
-    gate_up_loop<KS, CH>(act, xn, blocks, scales, bias, top_e, top_k, N, K, limit, sxs, true);
-}
-
-/* gate_up and down_res at one token in one kernel (cuda_small_persist bit 8): gate_up_loop on a
- * grid that fits at once, then a barrier of the whole grid (bar[0] counts the CTAs in; every
- * CTA is resident, so none waits on one that cannot start), then the down tiles, CTA d taking
- * tiles d, d + grid, ...: their first 7 super-chunks load before the barrier, while the other
- * CTAs finish gate_up, instead of after a kernel boundary. bar[1] counts the CTAs out; the last
- * one zeroes both for the next layer (which starts only after this kernel has finished). Results
- * bit for bit gate_up_split_kernel's then down_res_kernel<2>'s. */
-template <int CH, int MINB>
-__global__ void __launch_bounds__(256, MINB)
-    experts_one_kernel(float *x, uint16_t *act, int *bar, const uint16_t *xn,
-                       const uint8_t *gu_blocks, const uint8_t *gu_scales, const uint16_t *gu_bias,
-                       const uint8_t *dn_blocks, const uint8_t *dn_scales, const uint16_t *dn_bias,
-                       const int32_t *top_e, const float *top_w, int top_k, int I, int H,
-                       float limit) {
-    extern __shared__ __align__(16) uint16_t sxs[]; /* gate_up's layout, then down's */
-    pdl_wait();
-    gate_up_loop<8, CH>(act, xn, gu_blocks, gu_scales, gu_bias, top_e, top_k, 2 * I, H, limit, sxs,
-                        false);
-    int n = gridDim.x;
-    for (int d = blockIdx.x, first = 1; d < H / 16 || first; d += n, first = 0) {
-        if (d >= H / 16) { /* no down tile here: only the barrier */
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                __threadfence();
-                atomicAdd(bar, 1);
-            }
-            break;
-        }
-        down_res_tile<2>(x, act, dn_blocks, dn_scales, dn_bias, top_e, top_w, top_k, H, I, d, sxs,
-                         [&] {
-                             if (!first) return;
-                             __syncthreads(); /* this CTA's act stores, then the count */
-                             if (threadIdx.x == 0) {
-                                 __threadfence();
-                                 atomicAdd(bar, 1);
-                                 while (ld_acquire(bar) < n) __nanosleep(32);
-                             }
-                             __syncthreads();
-                             pdl_trigger();
-                         });
-    }
-    if (threadIdx.x == 0 && atomicAdd(bar + 1, 1) == n - 1) bar[0] = 0, bar[1] = 0;
-}
-
 /* ---- launchers ---- */
 
 extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const float *x,
@@ -773,13 +605,8 @@ extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, co
         void (*ks)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int, int) =
             o_split == 2 ? o_res_split_kernel<2>
                          : (o_split == 4 ? o_res_split_kernel<4> : o_res_split_kernel<8>);
-        int rows = GEMV_WARPS / o_split, grid = (N + rows - 1) / rows;
-        if (small_persist & 4) { /* the CTAs that fit at once, looping over the rows */
-            static int fit[9];
-            if (!fit[o_split]) fit[o_split] = resident_ctas(ks, 32 * GEMV_WARPS, 0);
-            if (fit[o_split] > 0 && fit[o_split] < grid) grid = fit[o_split];
-        }
-        return pdl_launch(ks, grid, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K);
+        int rows = GEMV_WARPS / o_split;
+        return pdl_launch(ks, (N + rows - 1) / rows, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K);
     }
     return pdl_launch(k[T - 1], (N + GEMV_WARPS - 1) / GEMV_WARPS, 32 * GEMV_WARPS, 0, s, x, in, w,
                       bias, N, K);
@@ -844,44 +671,9 @@ extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const u
                                 limit, 7, s);
     /* one token: 8 parts of 3 super-chunks; more (each expert's tokens staged by every part): 4
      * of 6 (worker/cuda/NOTES.md) */
-    if (T == 1 && (small_persist & 1)) {
-        static int grid;
-        auto k = gate_up_loop_kernel<8, 3, 2>;
-        if (!grid) grid = resident_ctas(k, 256, split_smem(8, 3));
-        if (grid < 1) return (int)cudaErrorInvalidConfiguration;
-        int total = 2 * I / 16 * top_k;
-        return pdl_launch(k, grid < total ? grid : total, 256, split_smem(8, 3), s, act, xn, blocks,
-                          scales, bias, top_e, top_k, 2 * I, H, limit);
-    }
     if (T == 1)
         return gate_up_split_launch<8, 3, 3>(act, xn, blocks, scales, bias, top_e, e_start, e_slots,
                                              top_k, top_k, E, 2 * I, H, limit, s);
     return gate_up_split_launch<4, 6, 5>(act, xn, blocks, scales, bias, top_e, e_start, e_slots,
                                          T * top_k, top_k, E, 2 * I, H, limit, s);
-}
-
-extern "C" int cuda_small_experts_fused(int T, int top_k, int H, int I) {
-    return T == 1 && top_k == 4 && (small_persist & 8) && split_serves(T, top_k, H, I) &&
-           H % 16 == 0 && I % 32 == 0 && I <= 8192;
-}
-
-extern "C" int cuda_moe_experts_one(float *x, uint16_t *act, int *bar, const uint16_t *xn,
-                                    const uint8_t *gu_blocks, const uint8_t *gu_scales,
-                                    const uint16_t *gu_bias, const uint8_t *dn_blocks,
-                                    const uint8_t *dn_scales, const uint16_t *dn_bias,
-                                    const int32_t *top_e, const float *top_w, int top_k, int I,
-                                    int H, float limit, cudaStream_t s) {
-    if (!cuda_small_experts_fused(1, top_k, H, I)) return (int)cudaErrorInvalidValue;
-    /* down_res_kernel<2>'s at 4 slots: 8 staged rows, then part 1's sums */
-    size_t down = (size_t)8 * (moe3_kpad(I) + 16) * 2 + (size_t)4 * 32 * 4 * sizeof(float);
-    size_t smem = down > split_smem(8, 3) ? down : split_smem(8, 3);
-    auto k = experts_one_kernel<3, 2>;
-    static size_t set;
-    static int grid;
-    int e = smem_limit(k, smem, &set);
-    if (e) return e;
-    if (!grid) grid = resident_ctas(k, 256, smem);
-    if (grid < 1) return (int)cudaErrorInvalidConfiguration;
-    return pdl_launch(k, grid, 256, smem, s, x, act, bar, xn, gu_blocks, gu_scales, gu_bias,
-                      dn_blocks, dn_scales, dn_bias, top_e, top_w, top_k, I, H, limit);
 }
