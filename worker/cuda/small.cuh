@@ -97,7 +97,9 @@ __device__ __forceinline__ void rows_dot(float (&acc)[R][T], uint4 (&wv)[R][UNIT
 /* qkv7: a warp per RoPE pair, rows i and i + D/2 of one head of W (q heads, then k, then v: row
  * head * D + i), both against every token's normed row. The rows' first units load before the
  * wait; the norm of x runs while they arrive. Lane t < T then adds the bias, rotates (q and k
- * heads; the angle as qkv_rope_kernel) and writes q (float) or the token's K/V slot (bf16). */
+ * heads; the angle as qkv_rope_kernel) and writes q (float) or the token's K/V slot (bf16). On a
+ * grid smaller than a warp a pair (cuda_small_persist), a warp then takes the pair a grid's
+ * warps further on, its loads after this one's stores: the CTA's normed x serves both. */
 /* Units per row and lane in flight: a 2880-wide row in one pass for one token; two passes for
  * more, whose sums take registers of their own (the order of the sums is the same). */
 template <int T> __host__ __device__ constexpr int qkv7_units() {
@@ -586,7 +588,7 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
     int pairs = (n_heads + 2 * n_kv_heads) * (D / 2), per = RMSNORM_THREADS / 32;
     int grid = (pairs + per - 1) / per;
     if (T == 1 && (small_persist & 2)) { /* the CTAs that fit at once, looping over the pairs */
-        static int fit;
+        static int fit; /* bound by the kernel's registers (2 CTAs an SM), not by H's smem */
         if (!fit) fit = resident_ctas(k[0], RMSNORM_THREADS, (size_t)H * 2);
         if (fit > 0 && fit < grid) grid = fit;
     }
