@@ -10,8 +10,9 @@
  * load, as an expert kernel whose rows the router chooses); 2: the loads go before that wait (as
  * a kernel whose rows are known ahead). Shapes: "stride C" is C CTAs an SM, each thread with 4
  * 16-byte loads in flight, the grid striding over the bytes; "tile B" is a CTA per B contiguous
- * bytes (a thread's units loaded at once, as the expert kernels' tiles), in waves. Prints
- * "RESULT hbm size_mb S shape X us A tb_s B" per case, A the median microseconds a kernel. */
+ * bytes (a thread's units loaded at once, as the expert kernels' tiles), in waves. L is
+ * --layers, or 4 where L sizes would pass 4 GB. Prints "RESULT hbm size_mb S shape X grid G
+ * kernels L us A tb_s B" per case, A the median microseconds a kernel. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,8 +97,11 @@ static int cmp_f(const void *a, const void *b) {
 int main(int argc, char **argv) {
     const char *sizes = "29.5,23.6,35.4,17.7,1000";
     int layers = 36, reps = 10, pdl = 1;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--sizes"))
+    for (int i = 1; i < argc; i += 2) {
+        if (i + 1 == argc) {
+            fprintf(stderr, "cuda-hbm-bench: %s needs a value\n", argv[i]);
+            return 2;
+        } else if (!strcmp(argv[i], "--sizes"))
             sizes = argv[i + 1];
         else if (!strcmp(argv[i], "--layers"))
             layers = atoi(argv[i + 1]);
@@ -114,11 +118,20 @@ int main(int argc, char **argv) {
         fprintf(stderr, "cuda-hbm-bench: --layers and --reps must be >= 1, --pdl 0, 1 or 2\n");
         return 2;
     }
+    for (const char *q = sizes; *q;) { /* every size a positive number of MB */
+        char *end;
+        double mb = strtod(q, &end);
+        if (end == q || !(mb > 0.0) || (*end && *end != ',')) {
+            fprintf(stderr, "cuda-hbm-bench: --sizes %s: not a list of positive MB at \"%s\"\n",
+                    sizes, q);
+            return 2;
+        }
+        q = *end ? end + 1 : end;
+    }
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     int sms = prop.multiProcessorCount;
-    printf("device %s, %d SMs, L2 %d MB, --pdl %d, %d kernels a graph\n", prop.name, sms,
-           prop.l2CacheSize >> 20, pdl, layers);
+    printf("device %s, %d SMs, L2 %d MB, --pdl %d\n", prop.name, sms, prop.l2CacheSize >> 20, pdl);
     unsigned *sink;
     CK(cudaMalloc(&sink, sizeof(unsigned)));
     cudaStream_t s;
@@ -167,8 +180,8 @@ int main(int argc, char **argv) {
             }
             qsort(t, r, sizeof t[0], cmp_f);
             double us = t[r / 2] * 1e3 / L;
-            printf("RESULT hbm size_mb %.1f shape %s grid %d us %.2f tb_s %.3f\n", mb,
-                   shapes[si].name, shapes[si].grid, us, n * 16 / (us * 1e-6) / 1e12);
+            printf("RESULT hbm size_mb %.1f shape %s grid %d kernels %d us %.2f tb_s %.3f\n", mb,
+                   shapes[si].name, shapes[si].grid, L, us, n * 16 / (us * 1e-6) / 1e12);
             CK(cudaGraphExecDestroy(ge));
             CK(cudaGraphDestroy(g));
         }

@@ -558,12 +558,6 @@ __device__ __forceinline__ void moe3_stage_tokens(uint16_t *xs, int *slot_s, con
     cp_async_commit();
 }
 
-/* Where 16-row tile `tile` of expert e starts in the tiled layout, in 16-byte units of blocks
- * (and bytes of scales): nc super-chunks of 64 units a tile. */
-__device__ __forceinline__ size_t moe3_tile_base(int e, int tile, int N, int nc) {
-    return ((size_t)e * (N / 16) + tile) * nc * 64;
-}
-
 /* Versions 3 and 4: where this warp's row tiles start in the tiled layout (mxfp4_tile_kernel).
  * Tile mt of the warp is tile (blockIdx.x * ROWS/16 + warp * MT + mt) of expert e; tv[mt] says
  * whether it lies inside the N rows (a tile past them reads tile 0 and is never stored). wp[mt]
@@ -576,7 +570,7 @@ moe3_tiles(const uint4 *(&wp)[MT], const uint8_t *(&sp)[MT], bool (&tv)[MT], con
     for (int mt = 0; mt < MT; mt++) {
         int tile = blockIdx.x * (ROWS / 16) + warp * MT + mt;
         tv[mt] = tile * 16 < N;
-        size_t base = moe3_tile_base(e, tv[mt] ? tile : 0, N, nc);
+        size_t base = ((size_t)e * (N / 16) + (tv[mt] ? tile : 0)) * nc * 64;
         wp[mt] = reinterpret_cast<const uint4 *>(blocks) + base + w_off;
         sp[mt] = scales + base + s_off;
     }
