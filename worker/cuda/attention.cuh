@@ -267,6 +267,7 @@ __global__ void attention_split_kernel(uint16_t *out, float *part, int *count, c
                                        int max_blocks, const int32_t *token_seq,
                                        const int32_t *positions, int n_heads, int n_kv, int bs,
                                        int window, int chunk) {
+    TL_MARK(CUDA_TL_ATT, 0);
     pdl_trigger();
     __shared__ __align__(16) float qs[32][64];
     __shared__ __align__(16) att_smem sm;
@@ -292,7 +293,9 @@ __global__ void attention_split_kernel(uint16_t *out, float *part, int *count, c
             pre = 2;
         }
     }
+    if (lane == 0) prefetch_l1(sinks + h); /* the merge's, in the last CTA */
     pdl_wait();
+    TL_MARK(CUDA_TL_ATT, 1);
     load_q(qs[warp], q, t, n_heads, h);
     float m, l, acc0, acc1;
     attend_range(&sm, qs[warp], kc, vc, brow, g, n_kv, bs, jb, je, m, l, acc0, acc1, pre);
@@ -300,9 +303,13 @@ __global__ void attention_split_kernel(uint16_t *out, float *part, int *count, c
     if (lane == 0) pp[sp * 66] = m, pp[sp * 66 + 1] = l;
     pp[sp * 66 + 2 + 2 * lane] = acc0;
     pp[sp * 66 + 3 + 2 * lane] = acc1;
-    if (!count || !last_cta(&count[t * n_kv + g], splits)) return;
+    if (!count || !last_cta(&count[t * n_kv + g], splits)) {
+        TL_MARK(CUDA_TL_ATT, 2);
+        return;
+    }
     attention_combine_head(out, pp, sinks, t, h, n_heads, splits);
     if (threadIdx.x == 0) count[t * n_kv + g] = 0;
+    TL_MARK(CUDA_TL_ATT, 2);
 }
 
 /* The merge as a kernel of its own (attention_split_kernel without counters): grid (T, n_heads),

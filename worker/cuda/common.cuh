@@ -80,6 +80,62 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
     return v;
 }
 
+/* ---- bulk copies: global → shared by the SM's bulk-copy unit (TMA), completion counted in bytes
+ * on an mbarrier (Hopper) ----
+ *
+ * A barrier expects one arrival (mbar_expect, which also announces the bytes on their way) and
+ * completes a phase when that many bytes have landed; phases alternate parity 0, 1, 0, ... so
+ * that fill f of a buffer is waited for with parity f & 1. The copies hold no registers
+ * and no threads: a CTA can have its whole share of a weight matrix in flight. */
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count)
+                 : "memory");
+}
+/* The initialised barriers visible to the bulk-copy unit before the first copy names them. */
+__device__ __forceinline__ void mbar_init_fence() {
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbar_expect(uint64_t *bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)),
+                 "r"(bytes)
+                 : "memory");
+}
+/* bytes (a multiple of 16; both addresses 16-byte aligned) from src to dst, counted on bar. */
+__device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t bytes,
+                                          uint64_t *bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], "
+                 "%2, [%3];\n" ::"r"(smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(bar))
+                 : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
+    uint32_t done;
+    do {
+        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     " selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(smem_u32(bar)), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+
+/* Asks this SM's L1 (and so L2) for the 128-byte line that holds p. For the small weight
+ * vectors (norm gains, biases, sinks) that a kernel reads only after its pdl_wait: asked for
+ * before it, the read there hits instead of waiting for DRAM on the step's critical path. */
+__device__ __forceinline__ void prefetch_l1(const void *p) {
+    asm volatile("prefetch.global.L1 [%0];\n" ::"l"(p));
+}
+
+/* Every line of the n bytes at p, a line a thread of the CTA. */
+__device__ __forceinline__ void prefetch_span(const void *p, size_t n) {
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)127, end = (uintptr_t)p + n;
+    for (a += (uintptr_t)threadIdx.x * 128; a < end; a += (uintptr_t)blockDim.x * 128)
+        prefetch_l1(reinterpret_cast<const void *>(a));
+}
+
 /* At most N of this thread's groups still in flight. */
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
@@ -109,6 +165,44 @@ template <typename K> static int smem_limit(K k, size_t smem, size_t *set) {
     if (e != cudaSuccess) return (int)e;
     *set = smem;
     return 0;
+}
+
+/* ---- a timeline of the one-token kernels (built with MG_CUDA_TIMELINE only) ----
+ *
+ * Thread 0 of each CTA stamps %globaltimer (ns) when the CTA starts, when it is past its
+ * pdl_wait and when it ends, into tl_stamps[kernel][cta][phase]; every layer writes the same
+ * places, so after a step they hold the last layer's. cuda-bench --timeline reads them. */
+#ifdef MG_TIMELINE
+__device__ unsigned long long tl_stamps[CUDA_TL_KERNELS][CUDA_TL_CTAS][3];
+#define TL_MARK(k, ph)                                                                             \
+    do {                                                                                           \
+        if (threadIdx.x == 0) {                                                                    \
+            unsigned c_ = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);          \
+            unsigned long long t_;                                                                 \
+            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_));                                 \
+            if (c_ < CUDA_TL_CTAS) tl_stamps[k][c_][ph] = t_;                                      \
+        }                                                                                          \
+    } while (0)
+#else
+#define TL_MARK(k, ph)                                                                             \
+    do {                                                                                           \
+    } while (0)
+#endif
+
+extern "C" int cuda_timeline(unsigned long long *out, int clear) {
+#ifdef MG_TIMELINE
+    size_t n = sizeof(unsigned long long) * CUDA_TL_KERNELS * CUDA_TL_CTAS * 3;
+    if (clear) {
+        void *p = NULL;
+        cudaError_t e = cudaGetSymbolAddress(&p, tl_stamps);
+        if (e == cudaSuccess) e = cudaMemset(p, 0, n);
+        return (int)e;
+    }
+    return (int)cudaMemcpyFromSymbol(out, tl_stamps, n);
+#else
+    (void)out, (void)clear;
+    return (int)cudaErrorNotSupported;
+#endif
 }
 
 /* ---- programmatic dependent launch (Hopper) ----

@@ -12,8 +12,10 @@
  *              [--split 0|1]        (version 7's expert kernels in their split form, the
  *                                    default, or version 3's small tile; with it, o_proj at
  *                                    one token too)   [--o-split 1|2|4|8] (warps a row there)
- *              [--persist 0|2]      (q/k/v at one token on a grid that fits at once, the
- *                                    default, or in waves: cuda_small_persist)
+ *              [--persist MASK]     (one-token kernels on grids that fit at once,
+ *                                    cuda_small_persist: 2 q/k/v looping, the default, 4
+ *                                    o_proj's rows in shared memory, 8 every kernel of
+ *                                    the layer with the largest smem carveout; 0 none)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
  *                                    worker's --cuda-gemm-autotune)
@@ -27,6 +29,9 @@
  *                                    "qkv_rope;residual_norm,moe_down": each set's names are
  *                                    profile op names; the time saved is what they cost inside a
  *                                    graph, the tokens are meaningless)
+ *              [--timeline 1]       (a build with MG_CUDA_TIMELINE: after batch 1, each
+ *                                    one-token kernel's CTAs' start, wait and end in the last
+ *                                    layer of one more step, min / median / max us)
  *              [--window-pool 0|1]  (the sliding layers in a window pool of their own, as the
  *                                    worker's kv_cache_config.sliding_window_pool: the full
  *                                    layers' pool then holds longer contexts per sequence)
@@ -131,6 +136,45 @@ static int profile_step(mg_backend *b, const mg_batch *batch, mg_sample_req *req
     return 0;
 }
 
+/* One more step, then each kernel's CTAs of its last layer (cuda_timeline): start, past the wait
+ * and end, min / median / max in us from the first q/k/v CTA's start. */
+static int print_timeline(mg_backend *b, const mg_batch *batch, mg_sample_req *reqs, int32_t *out) {
+    static const char *kn[CUDA_TL_KERNELS] = {"qkv",    "attention", "o_proj",
+                                              "router", "gate_up",   "down"};
+    static const char *ph[3] = {"start", "wait", "end"};
+    size_t n = (size_t)CUDA_TL_KERNELS * CUDA_TL_CTAS * 3;
+    unsigned long long *st = malloc(sizeof(*st) * n);
+    double *v = malloc(sizeof(double) * CUDA_TL_CTAS);
+    int e = st && v ? cuda_timeline(NULL, 1) : 1;
+    if (!e && b->ops->forward_sampled(b, batch, reqs, out)) e = 1;
+    if (!e) e = cuda_timeline(st, 0);
+    if (e) {
+        fprintf(stderr, "cuda-bench: --timeline: %s\n",
+                e == 801 ? "not in this build (MG_CUDA_TIMELINE)" : "failed");
+        free(st), free(v);
+        return 1;
+    }
+    unsigned long long t0 = ~0ull;
+    for (int c = 0; c < CUDA_TL_CTAS; c++) {
+        unsigned long long t = st[((size_t)CUDA_TL_QKV * CUDA_TL_CTAS + c) * 3];
+        if (t && t < t0) t0 = t;
+    }
+    for (int k = 0; k < CUDA_TL_KERNELS; k++)
+        for (int p = 0; p < 3; p++) {
+            int m = 0;
+            for (int c = 0; c < CUDA_TL_CTAS; c++) {
+                unsigned long long t = st[((size_t)k * CUDA_TL_CTAS + c) * 3 + p];
+                if (t) v[m++] = ((double)t - (double)t0) / 1000.0;
+            }
+            if (!m) continue;
+            qsort(v, (size_t)m, sizeof(double), cmp_d);
+            printf("TIMELINE %-9s %-5s ctas %4d min %8.2f med %8.2f max %8.2f us\n", kn[k], ph[p],
+                   m, v[0], v[m / 2], v[m - 1]);
+        }
+    free(st), free(v);
+    return 0;
+}
+
 /* Batch 1 without each ;-separated set of ,-separated profile op names (cuda_backend_omit), its
  * time beside the full step's (full_ms); every op is back in the step on return. */
 static int omit_sets(mg_backend *b, const char *sets, const mg_batch *batch, mg_sample_req *reqs,
@@ -167,6 +211,7 @@ static int omit_sets(mg_backend *b, const char *sets, const mg_batch *batch, mg_
 
 int main(int argc, char **argv) {
     const char *preset = "120b", *batches = "1,64,256,512", *omit = NULL;
+    int timeline = 0;
     int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0, window_pool = 0;
     int autotune = 0, gemv = 1, pf_seqs = 0, pf_len = 128, pdl_max_tokens = CUDA_PDL_MAX_TOKENS,
         pdl_all = 0;
@@ -222,13 +267,18 @@ int main(int argc, char **argv) {
             cuda_small_o_split(ks);
         } else if (!strcmp(argv[i], "--persist")) {
             int m = atoi(argv[i + 1]);
-            if (m != 0 && m != 2) {
-                fprintf(stderr, "cuda-bench: --persist %s: 2 (q/k/v looping) or 0\n", argv[i + 1]);
+            if (m < 0 || m > 15 || (m & 1)) {
+                fprintf(stderr,
+                        "cuda-bench: --persist %s: a sum of 2 (q/k/v looping), 4 (o_proj's rows "
+                        "in shared memory) and 8 (the largest carveout), or 0\n",
+                        argv[i + 1]);
                 return 2;
             }
             cuda_small_persist(m);
         } else if (!strcmp(argv[i], "--omit"))
             omit = argv[i + 1];
+        else if (!strcmp(argv[i], "--timeline"))
+            timeline = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--pdl-max-tokens"))
             pdl_max_tokens = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--pdl"))
@@ -339,6 +389,7 @@ int main(int argc, char **argv) {
         double med = median_step(b, &batch, reqs, out, 3, steps);
         if (med < 0) return 1;
         if (B == 1) single_ms = med;
+        if (B == 1 && timeline && print_timeline(b, &batch, reqs, out)) return 1;
         cuda_step_limit lim = cuda_plan_decode_limit(&c, B, ctx, bw, peak);
         printf("%-6d %-6d %10.3f %10.3f %10.2f %10.2f %7.0f%%\n", B, ctx, med, lim.ms,
                lim.bytes / 1e9, lim.flops / 1e12, 100.0 * lim.ms / med);

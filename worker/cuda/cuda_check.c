@@ -765,6 +765,14 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
             snprintf(name, sizeof(name), "v7 split o_proj residual T=1 (%d warps a row): x", ks[i]);
             compare(name, ob, oa, (size_t)H, 1e-5, us);
             free(ob);
+            /* the rows in shared memory, a CTA an SM (cuda_small_persist bit 4): the same bits */
+            int was = cuda_small_persist(4);
+            RESET(xa_d);
+            CU(cuda_gemv_res(xa_d, att_d, table_d, ob_d, T, H, Q, 0));
+            TIME_US(us, CU(cuda_gemv_res(tmp_d, att_d, table_d, ob_d, T, H, Q, 0)));
+            snprintf(name, sizeof(name), "v7 o_proj rows in smem T=1 (%d warps a row): x", ks[i]);
+            same_bits(name, xb_d, xa_d, xbytes, 4, us);
+            cuda_small_persist(was);
         }
         free(oa);
         cuda_small_o_split(o_was);
@@ -1191,6 +1199,9 @@ static int model_pdl_max_tokens;
 /* --split: cuda_small_split for the whole-model checks, -1 the backend's default (on);
  * check_small tries both forms itself. */
 static int model_split = -1;
+/* --persist: cuda_small_persist for the whole-model checks, -1 the default; check_small tries
+ * each form itself. */
+static int model_persist = -1;
 
 /* The same prompts for every call with the same seed, so that the kernel versions and the
  * graph path see the same data and their results line up step by step. */
@@ -1207,6 +1218,7 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
     model_run mr = {0};
     mg_model *m = NULL;
     if (model_split >= 0) cuda_small_split(model_split);
+    if (model_persist >= 0) cuda_small_persist(model_persist);
     mg_status st = cpu_backend_open(dir, &co, &mr.cpu);
     if (!st) st = cuda_backend_open(dir, &go, &mr.gpu);
     if (!st && version >= 3) { /* the window pool: 3 sequences' blocks at fixed ids */
@@ -1341,10 +1353,12 @@ int main(int argc, char **argv) {
             versions = argv[++i];
         else if (!strcmp(argv[i], "--split") && i + 1 < argc)
             model_split = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--persist") && i + 1 < argc)
+            model_persist = atoi(argv[++i]);
         else {
             fprintf(stderr,
                     "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
-                    "[--versions V,...] [--split 0|1]\n"
+                    "[--versions V,...] [--split 0|1] [--persist MASK]\n"
                     "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;
         }

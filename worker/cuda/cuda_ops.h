@@ -193,10 +193,31 @@ int cuda_small_split(int on);
  * agree with KS 1 to float rounding. Other values leave it as it was; returns the setting
  * before. */
 int cuda_small_o_split(int ks);
-/* One-token kernels whose CTAs all fit the GPU at once, each looping over its share of the work
- * instead of running in waves (mask: 2 q/k/v, the default; no other bit is used); results bit
- * for bit those without. Returns the mask before. */
+/* One-token kernels whose CTAs all fit the GPU at once instead of running in waves (mask: 2
+ * q/k/v, each CTA looping over its share of the work, the default; 4 o_proj in the split form,
+ * a CTA an SM with its rows of W in shared memory, asked for before the attention kernel ends);
+ * results bit for bit those without. Returns the mask before. */
 int cuda_small_persist(int mask);
+/* The split-KV attention's splits for a step of T tokens: at one token with o_proj's rows in
+ * shared memory (cuda_small_persist bit 4), at most one CTA an SM (SMs / n_kv splits), so that
+ * each SM has room for an o_proj CTA beside its attention CTA; else splits. */
+int cuda_small_att_splits(int T, int n_kv, int splits);
+/* The timeline of a one-token layer's kernels (a build with MG_CUDA_TIMELINE): per kernel
+ * (q/k/v, attention, o_proj, router, gate_up, down), per CTA, %globaltimer ns at its start,
+ * past its pdl_wait and at its end, as the last layer of the last step wrote them. clear: zero
+ * them; else copy them to out (CUDA_TL_KERNELS * CUDA_TL_CTAS * 3). cudaErrorNotSupported in
+ * other builds. */
+enum {
+    CUDA_TL_QKV,
+    CUDA_TL_ATT,
+    CUDA_TL_O,
+    CUDA_TL_ROUTER,
+    CUDA_TL_GATE_UP,
+    CUDA_TL_DOWN,
+    CUDA_TL_KERNELS,
+    CUDA_TL_CTAS = 2048
+};
+int cuda_timeline(unsigned long long *out, int clear);
 /* Whether a version-7 step of T tokens needs only the router's top_e (and top_w): one token with
  * gate_up in the split form, which takes each slot's expert from top_e, as the down projection
  * does; cuda_router7 may then skip the grouping (e_start NULL). */

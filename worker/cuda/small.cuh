@@ -114,6 +114,7 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 2)
                 int n_kv, int D, int bs, float eps) {
     extern __shared__ __align__(16) uint16_t xs[]; /* (T, H) */
     __shared__ float red[32];
+    TL_MARK(CUDA_TL_QKV, 0);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = D / 2;
     int n_pairs = (n_heads + 2 * n_kv) * half, ku = H / 8;
     /* pairs p, p + stride, ...: one each unless the grid is smaller (cuda_small_persist) */
@@ -130,6 +131,7 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 2)
         wr[0] = reinterpret_cast<const uint4 *>(w + (size_t)r1 * H);
         wr[1] = reinterpret_cast<const uint4 *>(w + (size_t)r2 * H);
         rows_load<2, U>(wv, wr, 0, ku, live, lane);
+        if (live && lane == 0) prefetch_l1(bias + r1), prefetch_l1(bias + r2);
         c = 0.0f, sn = 0.0f;
         if (lane < T) {
             float angle = (float)positions[lane] * inv_freq[i];
@@ -137,7 +139,10 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 2)
         }
     };
     pair(p);
+    prefetch_span(g, (size_t)H * 2);
+    if (threadIdx.x == 0) prefetch_l1(slots);
     pdl_wait();
+    TL_MARK(CUDA_TL_QKV, 1);
     pdl_trigger();
     norm_rows<T>(xs, x, g, H, eps, red);
     for (bool first = true; p < n_pairs; p += stride, first = false) {
@@ -169,6 +174,7 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 2)
             dst[i + half] = f2bf16(x2);
         }
     }
+    TL_MARK(CUDA_TL_QKV, 2);
 }
 
 /* o_res: x (T, N) += in (T, K) · W^T + bias, each element (x + sum) + bias as rmsnorm_kernel adds
@@ -220,6 +226,7 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
     const uint4 *xr = reinterpret_cast<const uint4 *>(in) + k0;
     constexpr int U = 16 / KS;
     float xo = 0.0f, bn = 0.0f, acc = 0.0f;
+    TL_MARK(CUDA_TL_O, 0);
     if (live && kp == 0 && lane == 0) xo = __ldcg(x + n), bn = bf16f(bias[n]);
     for (int u0 = 0; u0 < max(kn, 1); u0 += 32 * U) { /* once at least: every warp waits */
         uint4 wv[U];
@@ -228,7 +235,10 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
             int u = u0 + j * 32 + lane;
             wv[j] = u < kn ? ld_stream(wr + u) : make_uint4(0, 0, 0, 0);
         }
-        if (u0 == 0) pdl_wait();
+        if (u0 == 0) {
+            pdl_wait();
+            TL_MARK(CUDA_TL_O, 1);
+        }
 #pragma unroll
         for (int j = 0; j < U; j++) {
             int u = u0 + j * 32 + lane;
@@ -240,9 +250,70 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
     pdl_trigger();
     if (lane == 0) psum[warp] = acc;
     __syncthreads();
+    TL_MARK(CUDA_TL_O, 2);
     if (!live || kp > 0 || lane > 0) return;
     for (int p = 1; p < KS; p++) acc += psum[warp + p];
     x[n] = (xo + acc) + bn;
+}
+
+/* o_res at one token with the CTA's rows of W in shared memory (cuda_small_persist, bit 4): a
+ * CTA an SM owns rows [n0, n0 + n) and asks the bulk-copy unit for all of them before its wait,
+ * a barrier a row. The attention kernel triggers at its start and leaves room beside its CTA
+ * (O_SMEM_BYTES), so these CTAs run beside it and the rows arrive while it runs; the GEMV
+ * after the wait reads only the attention row from L2. KS warps a row as o_res_split_kernel<KS>,
+ * in its order (each part's units in lane order, the parts' sums in part order): x bit for
+ * bit. */
+/* rows a CTA at most; shared memory a CTA at most: the 228 KB of an H100 SM less the attention
+ * CTA's ~27 KB, the reserves and the barriers */
+enum { O_SMEM_ROWS = 32, O_SMEM_BYTES = 192 * 1024, O_SMEM_WARPS = 16 };
+
+template <int KS>
+__global__ void __launch_bounds__(32 * O_SMEM_WARPS, 1)
+    o_res_smem_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
+                      int K) {
+    extern __shared__ __align__(128) uint4 osm[]; /* the CTA's rows, K / 8 units each */
+    __shared__ uint64_t bar[O_SMEM_ROWS];
+    __shared__ float psum[O_SMEM_ROWS][KS];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ku = K / 8;
+    int n0 = (int)((long long)blockIdx.x * N / gridDim.x);
+    int n = (int)((long long)(blockIdx.x + 1) * N / gridDim.x) - n0, r = threadIdx.x;
+    float xo = 0.0f, bn = 0.0f;
+    TL_MARK(CUDA_TL_O, 0);
+    if (r < n) { /* thread r asks for row r; x and the bias as o_res_split_kernel, before */
+        mbar_init(bar + r, 1);
+        mbar_init_fence();
+        mbar_expect(bar + r, (uint32_t)K * 2);
+        bulk_load(osm + (size_t)r * ku, w + (size_t)(n0 + r) * K, (uint32_t)K * 2, bar + r);
+        xo = __ldcg(x + n0 + r), bn = bf16f(bias[n0 + r]);
+    }
+    __syncthreads(); /* the barriers are initialised before any warp waits on them */
+    pdl_wait();
+    TL_MARK(CUDA_TL_O, 1);
+    pdl_trigger();
+    int span = (ku + KS - 1) / KS;
+    constexpr int U = 16 / KS;
+    for (int i = warp; i < n * KS; i += O_SMEM_WARPS) {
+        int row = i / KS, kp = i % KS, k0 = min(ku, kp * span), kn = min(span, ku - k0);
+        const uint4 *wr = osm + (size_t)row * ku + k0;
+        const uint4 *xr = reinterpret_cast<const uint4 *>(in) + k0;
+        mbar_wait(bar + row, 0);
+        float acc = 0.0f;
+        for (int u0 = 0; u0 < kn; u0 += 32 * U)
+#pragma unroll
+            for (int j = 0; j < U; j++) {
+                int u = u0 + j * 32 + lane;
+                if (u >= kn) break;
+                acc = dot8(acc, wr[u], __ldg(xr + u));
+            }
+        acc = warp_sum(acc);
+        if (lane == 0) psum[row][kp] = acc;
+    }
+    __syncthreads();
+    TL_MARK(CUDA_TL_O, 2);
+    if (r >= n) return;
+    float acc = psum[r][0];
+    for (int p = 1; p < KS; p++) acc += psum[r][p];
+    x[n0 + r] = (xo + acc) + bn;
 }
 
 /* router7: every CTA norms x for itself (CTA 0 also writes xn, the experts' input), a warp per
@@ -262,8 +333,12 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
     bool live = n < E;
     const uint4 *wr[1] = {reinterpret_cast<const uint4 *>(w + (size_t)(live ? n : 0) * H)};
     uint4 wv[1][GEMV_UNITS];
+    TL_MARK(CUDA_TL_ROUTER, 0);
     rows_load<1, GEMV_UNITS>(wv, wr, 0, ku, live, lane);
+    prefetch_span(g, (size_t)H * 2);
+    prefetch_span(bias, (size_t)E * 2);
     pdl_wait();
+    TL_MARK(CUDA_TL_ROUTER, 1);
     pdl_trigger();
     norm_rows<T>(xs, x, g, H, eps, red);
     if (blockIdx.x == 0)
@@ -276,7 +351,10 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
 #pragma unroll
             for (int t = 0; t < T; t++) logits[(size_t)t * E + n] = acc[0][t];
     }
-    if (!last_cta(count, gridDim.x)) return;
+    if (!last_cta(count, gridDim.x)) {
+        TL_MARK(CUDA_TL_ROUTER, 2);
+        return;
+    }
     for (int t = warp; t < T; t += GEMV_WARPS)
         router_topk_token(top_e, top_w, logits, bias, t, E, top_k);
     if (e_start) {       /* the grouping, unless nothing of the step reads it */
@@ -284,6 +362,7 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
         router_group(e_start, e_slots, top_e, T * top_k, E);
     }
     if (threadIdx.x == 0) *count = 0;
+    TL_MARK(CUDA_TL_ROUTER, 2);
 }
 
 /* ---- the down projection into the residual ---- */
@@ -333,6 +412,7 @@ __global__ void __launch_bounds__(512)
     int slot = warp % S, kp = warp / S, tq = lane & 3;
     int nb = K / 32, nc = (nb + 3) / 4, ld = moe3_kpad(K) + 16;
     int per = (nc + KS - 1) / KS, cb = kp * per, ce = min(nc, cb + per);
+    TL_MARK(CUDA_TL_DOWN, 0);
     int e = __ldcg(top_e + slot); /* complete: see above */
     const uint4 *wp[1];
     const uint8_t *sp[1];
@@ -356,7 +436,10 @@ __global__ void __launch_bounds__(512)
     float xo = 0.0f;
     if (threadIdx.x < S / top_k * 16)
         xo = __ldcg(x + (size_t)(threadIdx.x >> 4) * N + blockIdx.x * 16 + (threadIdx.x & 15));
+    if (kp == 0 && lane == 0) prefetch_l1(bias + (size_t)e * N + blockIdx.x * 16);
+    if (threadIdx.x == 0) prefetch_l1(top_w);
     pdl_wait();
+    TL_MARK(CUDA_TL_DOWN, 1);
     pdl_trigger();
     if (threadIdx.x < 16) slot_s[threadIdx.x] = threadIdx.x < S ? (int)threadIdx.x : -1;
     __syncthreads();
@@ -387,6 +470,7 @@ __global__ void __launch_bounds__(512)
                 for (int i = 0; i < 4; i++) acc[0][0][i] += part[(p - 1) * S + slot][lane][i];
     }
     down_res_add(x, xo, acc, bias, top_w, e, top_k, N, S);
+    TL_MARK(CUDA_TL_DOWN, 2);
 }
 
 /* ---- the split form of the expert kernels for steps of a few tokens (cuda_small_split) ----
@@ -442,10 +526,10 @@ extern "C" int cuda_small_o_split(int ks) {
     return was;
 }
 
-/* Which one-token kernels run with their CTAs all resident, looping over their work
- * (cuda_small_persist): bit 2, q/k/v (qkv7_kernel on a grid that fits at once; the default,
- * measured faster: worker/cuda/NOTES.md). The looping forms of gate_up and o_proj measured
- * slower and are gone. */
+/* Which one-token kernels run with their CTAs all resident (cuda_small_persist): bit 2, q/k/v
+ * (qkv7_kernel on a grid that fits at once, looping over its work; the default, measured
+ * faster: worker/cuda/NOTES.md); bit 4, o_proj with each CTA's rows of W in shared memory
+ * (o_res_smem_kernel). The looping forms of gate_up and o_proj measured slower and are gone. */
 static int small_persist = 2;
 
 extern "C" int cuda_small_persist(int mask) {
@@ -495,10 +579,12 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     int nb = K / 32, nc = (nb + 3) / 4, cb = warp * CH, ce = min(nc, cb + CH);
     uint16_t *zrow = sxs, *xw = sxs + CH * 128 + warp * SPLIT_TOK * LDW;
     const uint4 zero4 = make_uint4(0, 0, 0, 0);
+    TL_MARK(CUDA_TL_GATE_UP, 0);
     for (int i = threadIdx.x; i < CH * 16; i += blockDim.x)
         reinterpret_cast<uint4 *>(zrow)[i] = zero4;
     __syncthreads(); /* the zero row is read by every warp's lanes past the tokens */
     pdl_wait();
+    TL_MARK(CUDA_TL_GATE_UP, 1);
     int e, beg, cnt;
     bool one = S == top_k;
     if (one) {
@@ -510,6 +596,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     const uint8_t *sp[1];
     bool tv[1];
     moe3_tiles<1, 16>(wp, sp, tv, blocks, scales, e, N, nc, 0, lane, lane);
+    if (threadIdx.x == 0) prefetch_l1(bias + (size_t)e * N + blockIdx.x * 16); /* the epilogue's */
     uint4 wv[CH][1][2];
     uint32_t sv[CH][1][2];
 #pragma unroll
@@ -568,6 +655,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
         }
         __syncthreads(); /* part and slot_s are free again; the rows are each warp's own */
     }
+    TL_MARK(CUDA_TL_GATE_UP, 2);
 }
 
 /* ---- launchers ---- */
@@ -597,16 +685,84 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
                       D, block_size, eps);
 }
 
+/* The GPU's SMs (0 if unknown); the engine thread is the only caller. */
+static int sm_count() {
+    static int sms;
+    if (!sms) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+            sms = -1;
+    }
+    return sms > 0 ? sms : 0;
+}
+
+extern "C" int cuda_small_att_splits(int T, int n_kv, int splits) {
+    int cap = n_kv > 0 ? sm_count() / n_kv : 0;
+    if (T == 1 && small_split && o_split > 1 && (small_persist & 4) && cap >= 1 && splits > cap)
+        return cap;
+    return splits;
+}
+
+/* The SM's largest shared-memory carveout for kernels of a one-token layer (bits of
+ * cuda_small_persist): bit 4, the attention kernel, beside whose CTAs o_res_smem_kernel's must
+ * fit (an SM that runs a CTA in a carveout sized for its 27 KB takes no CTA that needs more
+ * until it has drained and been set up again); bit 8, every kernel of the layer, so that no
+ * CTA launched early waits for that. A kernel keeps what it was given. */
+static void small_carveout(int mask) {
+    static int done;
+    const void *att = reinterpret_cast<const void *>(attention_split_kernel);
+    const void *all[] = {
+        reinterpret_cast<const void *>(qkv7_kernel<1>),
+        reinterpret_cast<const void *>(o_res_split_kernel<4>),
+        reinterpret_cast<const void *>(o_res_smem_kernel<4>),
+        reinterpret_cast<const void *>(router7_kernel<1>),
+        reinterpret_cast<const void *>(gate_up_split_kernel<8, 3, 3>),
+        reinterpret_cast<const void *>(down_res_kernel<2>),
+    };
+    int want = mask & ~done & 12;
+    if (want & 12) {
+        cudaFuncSetAttribute(att, cudaFuncAttributePreferredSharedMemoryCarveout,
+                             (int)cudaSharedmemCarveoutMaxShared);
+    }
+    if (want & 8)
+        for (const void *k : all)
+            cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 (int)cudaSharedmemCarveoutMaxShared);
+    done |= want;
+}
+
 extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias,
                              int T, int N, int K, cudaStream_t s) {
     if (T < 1 || T > GEMV_MAX_T || N < 1 || K < 8 || K % 8) return (int)cudaErrorInvalidValue;
+    if (T == 1) small_carveout(small_persist);
     static void (*const k[GEMV_MAX_T])(float *, const uint16_t *, const uint16_t *,
                                        const uint16_t *, int, int) = {
         gemv_res_kernel<1>, gemv_res_kernel<2>, gemv_res_kernel<3>, gemv_res_kernel<4>};
     if (small_split && T == 1 && o_split > 1) {
-        void (*ks)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int, int) =
-            o_split == 2 ? o_res_split_kernel<2>
-                         : (o_split == 4 ? o_res_split_kernel<4> : o_res_split_kernel<8>);
+        typedef void (*o_fn)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int,
+                             int);
+        if (small_persist & 4) { /* the rows in shared memory, a CTA an SM */
+            static const o_fn km[3] = {o_res_smem_kernel<2>, o_res_smem_kernel<4>,
+                                       o_res_smem_kernel<8>};
+            static int set_ok[3];
+            int ki = o_split == 2 ? 0 : (o_split == 4 ? 1 : 2), sms = sm_count();
+            int grid = sms > 0 ? max(sms, (N + O_SMEM_ROWS - 1) / O_SMEM_ROWS) : 0;
+            size_t smem = grid ? (size_t)((N + grid - 1) / grid) * K * 2 : 0;
+            if (grid && smem <= O_SMEM_BYTES) {
+                if (!set_ok[ki])
+                    set_ok[ki] = cudaFuncSetAttribute(reinterpret_cast<const void *>(km[ki]),
+                                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                      (int)O_SMEM_BYTES) == cudaSuccess
+                                     ? 1
+                                     : -1;
+                if (set_ok[ki] > 0)
+                    return pdl_launch(km[ki], grid, 32 * O_SMEM_WARPS, smem, s, x, in, w, bias, N,
+                                      K);
+            }
+        }
+        o_fn ks = o_split == 2 ? o_res_split_kernel<2>
+                               : (o_split == 4 ? o_res_split_kernel<4> : o_res_split_kernel<8>);
         int rows = GEMV_WARPS / o_split;
         return pdl_launch(ks, (N + rows - 1) / rows, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K);
     }
