@@ -80,48 +80,6 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
     return v;
 }
 
-/* ---- bulk copies: global → shared by the SM's bulk-copy unit (TMA), completion counted in bytes
- * on an mbarrier (Hopper) ----
- *
- * A barrier expects one arrival (mbar_expect, which also announces the bytes on their way) and
- * completes a phase when that many bytes have landed; phases alternate parity 0, 1, 0, ... so
- * that fill f of a buffer is waited for with parity f & 1. The copies hold no registers
- * and no threads: a CTA can have its whole share of a weight matrix in flight. */
-__device__ __forceinline__ uint32_t smem_u32(const void *p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-__device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count)
-                 : "memory");
-}
-/* The initialised barriers visible to the bulk-copy unit before the first copy names them. */
-__device__ __forceinline__ void mbar_init_fence() {
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-}
-__device__ __forceinline__ void mbar_expect(uint64_t *bar, uint32_t bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)),
-                 "r"(bytes)
-                 : "memory");
-}
-/* bytes (a multiple of 16; both addresses 16-byte aligned) from src to dst, counted on bar. */
-__device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t bytes,
-                                          uint64_t *bar) {
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], "
-                 "%2, [%3];\n" ::"r"(smem_u32(dst)),
-                 "l"(src), "r"(bytes), "r"(smem_u32(bar))
-                 : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
-    uint32_t done;
-    do {
-        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                     " selp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done)
-                     : "r"(smem_u32(bar)), "r"(parity)
-                     : "memory");
-    } while (!done);
-}
-
 /* Asks this SM's L1 (and so L2) for the 128-byte line that holds p. For the small weight
  * vectors (norm gains, biases, sinks) that a kernel reads only after its pdl_wait: asked for
  * before it, the read there hits instead of waiting for DRAM on the step's critical path. */
@@ -134,6 +92,15 @@ __device__ __forceinline__ void prefetch_span(const void *p, size_t n) {
     uintptr_t a = (uintptr_t)p & ~(uintptr_t)127, end = (uintptr_t)p + n;
     for (a += (uintptr_t)threadIdx.x * 128; a < end; a += (uintptr_t)blockDim.x * 128)
         prefetch_l1(reinterpret_cast<const void *>(a));
+}
+
+/* The same into L2 only, by threads i of n (i < n): for weights that a later CTA of the grid
+ * (or this one, past what its registers hold) will stream, asked for while DRAM would idle.
+ * Nothing waits for it; a line gone from L2 again is read from DRAM as before. */
+__device__ __forceinline__ void prefetch_l2_span(const void *p, size_t bytes, int i, int n) {
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)127, end = (uintptr_t)p + bytes;
+    for (a += (uintptr_t)i * 128; a < end; a += (uintptr_t)n * 128)
+        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(a));
 }
 
 /* At most N of this thread's groups still in flight. */

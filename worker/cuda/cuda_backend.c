@@ -329,7 +329,6 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
             int span = window > 0 && window < max_ctx ? window : max_ctx;
             int splits = (span + 63) / 64;
             if (splits > CUDA_ATT_MAX_SPLITS) splits = CUDA_ATT_MAX_SPLITS;
-            splits = cuda_small_att_splits(T, c->n_kv_heads, splits);
             CK(cuda_attention_split(
                    b->att, b->att_part, b->version >= 6 ? b->tickets + TICKET_ATT : NULL, b->q, kc,
                    vc, L->sinks, l_bt, sh->stride, d_seq, d_pos, T, c->n_heads, c->n_kv_heads, b->D,

@@ -12,10 +12,12 @@
  *              [--split 0|1]        (version 7's expert kernels in their split form, the
  *                                    default, or version 3's small tile; with it, o_proj at
  *                                    one token too)   [--o-split 1|2|4|8] (warps a row there)
- *              [--persist MASK]     (one-token kernels on grids that fit at once,
- *                                    cuda_small_persist: 2 q/k/v looping, the default, 4
- *                                    o_proj's rows in shared memory, 8 every kernel of
- *                                    the layer with the largest smem carveout; 0 none)
+ *              [--persist MASK]     (q/k/v at one token, cuda_small_persist: 2 on a grid
+ *                                    that fits at once, looping, the default; 4 its pairs
+ *                                    dealt warp-major; 0 in waves)
+ *              [--ahead MASK]       (weights into L2 ahead of the CTAs that stream them at
+ *                                    one token, cuda_small_ahead: 1 gate_up, 2 down, 4
+ *                                    q/k/v, 8 o_proj)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
  *                                    worker's --cuda-gemm-autotune)
@@ -267,14 +269,24 @@ int main(int argc, char **argv) {
             cuda_small_o_split(ks);
         } else if (!strcmp(argv[i], "--persist")) {
             int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 15 || (m & 1)) {
+            if (m != 0 && m != 2 && m != 4 && m != 6) {
                 fprintf(stderr,
-                        "cuda-bench: --persist %s: a sum of 2 (q/k/v looping), 4 (o_proj's rows "
-                        "in shared memory) and 8 (the largest carveout), or 0\n",
+                        "cuda-bench: --persist %s: a sum of 2 (q/k/v looping) and 4 (its pairs "
+                        "dealt warp-major), or 0\n",
                         argv[i + 1]);
                 return 2;
             }
             cuda_small_persist(m);
+        } else if (!strcmp(argv[i], "--ahead")) {
+            int m = atoi(argv[i + 1]);
+            if (m < 0 || m > 15) {
+                fprintf(stderr,
+                        "cuda-bench: --ahead %s: a sum of 1 (gate_up), 2 (down), 4 (q/k/v) and 8 "
+                        "(o_proj), or 0\n",
+                        argv[i + 1]);
+                return 2;
+            }
+            cuda_small_ahead(m);
         } else if (!strcmp(argv[i], "--omit"))
             omit = argv[i + 1];
         else if (!strcmp(argv[i], "--timeline"))

@@ -724,8 +724,8 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     snprintf(name, sizeof(name), "v7 qkv7 T=%d: K and V caches", T);
     same_bits(name, k_a, k_b, 2 * cache, 0, 0);
     same_bits(name, v_a, v_b, 2 * cache, 0, 0);
-    if (T == 1) { /* on a grid that fits at once (cuda_small_persist): the same bits */
-        int was = cuda_small_persist(2);
+    for (int m = 2; T == 1 && m <= 6; m += 4) { /* a grid that fits at once, both deals */
+        int was = cuda_small_persist(m);
         float *q_c = dev_poisoned(4 * (size_t)T * Q);
         uint16_t *k_c = dev_poisoned(2 * cache), *v_c = dev_poisoned(2 * cache);
 #define QKV7C()                                                                                    \
@@ -734,9 +734,13 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         CU(QKV7C());
         TIME_US(us, CU(QKV7C()));
 #undef QKV7C
-        same_bits("v7 qkv7 T=1, resident grid: q", q_b, q_c, 4 * (size_t)T * Q, 4, us);
-        same_bits("v7 qkv7 T=1, resident grid: K and V caches", k_b, k_c, 2 * cache, 0, 0);
-        same_bits("v7 qkv7 T=1, resident grid: K and V caches", v_b, v_c, 2 * cache, 0, 0);
+        snprintf(name, sizeof(name), "v7 qkv7 T=1, resident grid%s: q",
+                 m & 4 ? ", warp-major" : "");
+        same_bits(name, q_b, q_c, 4 * (size_t)T * Q, 4, us);
+        snprintf(name, sizeof(name), "v7 qkv7 T=1, resident grid%s: K and V caches",
+                 m & 4 ? ", warp-major" : "");
+        same_bits(name, k_b, k_c, 2 * cache, 0, 0);
+        same_bits(name, v_b, v_c, 2 * cache, 0, 0);
         cudaFree(q_c), cudaFree(k_c), cudaFree(v_c);
         cuda_small_persist(was);
     }
@@ -765,14 +769,6 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
             snprintf(name, sizeof(name), "v7 split o_proj residual T=1 (%d warps a row): x", ks[i]);
             compare(name, ob, oa, (size_t)H, 1e-5, us);
             free(ob);
-            /* the rows in shared memory, a CTA an SM (cuda_small_persist bit 4): the same bits */
-            int was = cuda_small_persist(4);
-            RESET(xa_d);
-            CU(cuda_gemv_res(xa_d, att_d, table_d, ob_d, T, H, Q, 0));
-            TIME_US(us, CU(cuda_gemv_res(tmp_d, att_d, table_d, ob_d, T, H, Q, 0)));
-            snprintf(name, sizeof(name), "v7 o_proj rows in smem T=1 (%d warps a row): x", ks[i]);
-            same_bits(name, xb_d, xa_d, xbytes, 4, us);
-            cuda_small_persist(was);
         }
         free(oa);
         cuda_small_o_split(o_was);
@@ -1355,10 +1351,12 @@ int main(int argc, char **argv) {
             model_split = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--persist") && i + 1 < argc)
             model_persist = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--ahead") && i + 1 < argc)
+            cuda_small_ahead(atoi(argv[++i])); /* for every check: results are the same */
         else {
             fprintf(stderr,
                     "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
-                    "[--versions V,...] [--split 0|1] [--persist MASK]\n"
+                    "[--versions V,...] [--split 0|1] [--persist MASK] [--ahead MASK]\n"
                     "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;
         }

@@ -111,14 +111,17 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 2)
     qkv7_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
                 const uint16_t *w, const uint16_t *bias, const int32_t *positions,
                 const int32_t *slots, const float *inv_freq, float conc, int H, int n_heads,
-                int n_kv, int D, int bs, float eps) {
+                int n_kv, int D, int bs, float eps, int mode) {
     extern __shared__ __align__(16) uint16_t xs[]; /* (T, H) */
     __shared__ float red[32];
     TL_MARK(CUDA_TL_QKV, 0);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = D / 2;
     int n_pairs = (n_heads + 2 * n_kv) * half, ku = H / 8;
-    /* pairs p, p + stride, ...: one each unless the grid is smaller (cuda_small_persist) */
-    int p = blockIdx.x * (RMSNORM_THREADS / 32) + warp, stride = gridDim.x * (RMSNORM_THREADS / 32);
+    /* pairs p, p + stride, ...: one each unless the grid is smaller (cuda_small_persist); mode
+     * bit 1: warp w of every CTA before warp w + 1 of any, so that the warps with a second pair
+     * are a warp or two of every CTA rather than every warp of the first CTAs */
+    int p = mode & 1 ? warp * gridDim.x + blockIdx.x : blockIdx.x * (RMSNORM_THREADS / 32) + warp;
+    int stride = gridDim.x * (RMSNORM_THREADS / 32);
     constexpr int U = qkv7_units<T>();
     uint4 wv[2][U];
     int head, i, r1, r2;
@@ -139,6 +142,11 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 2)
         }
     };
     pair(p);
+    if ((mode & 2) && p + stride < n_pairs) { /* the second pair's rows into L2 (bit 4) */
+        int p2 = p + stride, a = p2 / half * D + p2 % half;
+        prefetch_l2_span(w + (size_t)a * H, (size_t)H * 2, lane, 32);
+        prefetch_l2_span(w + (size_t)(a + half) * H, (size_t)H * 2, lane, 32);
+    }
     prefetch_span(g, (size_t)H * 2);
     if (threadIdx.x == 0) prefetch_l1(slots);
     pdl_wait();
@@ -214,7 +222,7 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
 template <int KS>
 __global__ void __launch_bounds__(32 * GEMV_WARPS)
     o_res_split_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
-                       int K) {
+                       int K, int ahead) {
     static_assert(GEMV_WARPS % KS == 0, "whole rows a CTA");
     __shared__ float psum[GEMV_WARPS];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, kp = warp % KS;
@@ -228,6 +236,11 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
     float xo = 0.0f, bn = 0.0f, acc = 0.0f;
     TL_MARK(CUDA_TL_O, 0);
     if (live && kp == 0 && lane == 0) xo = __ldcg(x + n), bn = bf16f(bias[n]);
+    if (ahead > 0) { /* the same part of the row of the CTA `ahead` on, into L2 (bit 8) */
+        int n2 = n + ahead * (GEMV_WARPS / KS);
+        if (n2 < N && kn > 0)
+            prefetch_l2_span(w + (size_t)n2 * K + (size_t)k0 * 8, (size_t)kn * 16, lane, 32);
+    }
     for (int u0 = 0; u0 < max(kn, 1); u0 += 32 * U) { /* once at least: every warp waits */
         uint4 wv[U];
 #pragma unroll
@@ -254,66 +267,6 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
     if (!live || kp > 0 || lane > 0) return;
     for (int p = 1; p < KS; p++) acc += psum[warp + p];
     x[n] = (xo + acc) + bn;
-}
-
-/* o_res at one token with the CTA's rows of W in shared memory (cuda_small_persist, bit 4): a
- * CTA an SM owns rows [n0, n0 + n) and asks the bulk-copy unit for all of them before its wait,
- * a barrier a row. The attention kernel triggers at its start and leaves room beside its CTA
- * (O_SMEM_BYTES), so these CTAs run beside it and the rows arrive while it runs; the GEMV
- * after the wait reads only the attention row from L2. KS warps a row as o_res_split_kernel<KS>,
- * in its order (each part's units in lane order, the parts' sums in part order): x bit for
- * bit. */
-/* rows a CTA at most; shared memory a CTA at most: the 228 KB of an H100 SM less the attention
- * CTA's ~27 KB, the reserves and the barriers */
-enum { O_SMEM_ROWS = 32, O_SMEM_BYTES = 192 * 1024, O_SMEM_WARPS = 16 };
-
-template <int KS>
-__global__ void __launch_bounds__(32 * O_SMEM_WARPS, 1)
-    o_res_smem_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
-                      int K) {
-    extern __shared__ __align__(128) uint4 osm[]; /* the CTA's rows, K / 8 units each */
-    __shared__ uint64_t bar[O_SMEM_ROWS];
-    __shared__ float psum[O_SMEM_ROWS][KS];
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ku = K / 8;
-    int n0 = (int)((long long)blockIdx.x * N / gridDim.x);
-    int n = (int)((long long)(blockIdx.x + 1) * N / gridDim.x) - n0, r = threadIdx.x;
-    float xo = 0.0f, bn = 0.0f;
-    TL_MARK(CUDA_TL_O, 0);
-    if (r < n) { /* thread r asks for row r; x and the bias as o_res_split_kernel, before */
-        mbar_init(bar + r, 1);
-        mbar_init_fence();
-        mbar_expect(bar + r, (uint32_t)K * 2);
-        bulk_load(osm + (size_t)r * ku, w + (size_t)(n0 + r) * K, (uint32_t)K * 2, bar + r);
-        xo = __ldcg(x + n0 + r), bn = bf16f(bias[n0 + r]);
-    }
-    __syncthreads(); /* the barriers are initialised before any warp waits on them */
-    pdl_wait();
-    TL_MARK(CUDA_TL_O, 1);
-    pdl_trigger();
-    int span = (ku + KS - 1) / KS;
-    constexpr int U = 16 / KS;
-    for (int i = warp; i < n * KS; i += O_SMEM_WARPS) {
-        int row = i / KS, kp = i % KS, k0 = min(ku, kp * span), kn = min(span, ku - k0);
-        const uint4 *wr = osm + (size_t)row * ku + k0;
-        const uint4 *xr = reinterpret_cast<const uint4 *>(in) + k0;
-        mbar_wait(bar + row, 0);
-        float acc = 0.0f;
-        for (int u0 = 0; u0 < kn; u0 += 32 * U)
-#pragma unroll
-            for (int j = 0; j < U; j++) {
-                int u = u0 + j * 32 + lane;
-                if (u >= kn) break;
-                acc = dot8(acc, wr[u], __ldg(xr + u));
-            }
-        acc = warp_sum(acc);
-        if (lane == 0) psum[row][kp] = acc;
-    }
-    __syncthreads();
-    TL_MARK(CUDA_TL_O, 2);
-    if (r >= n) return;
-    float acc = psum[r][0];
-    for (int p = 1; p < KS; p++) acc += psum[r][p];
-    x[n0 + r] = (xo + acc) + bn;
 }
 
 /* router7: every CTA norms x for itself (CTA 0 also writes xn, the experts' input), a warp per
@@ -403,7 +356,7 @@ template <int KS>
 __global__ void __launch_bounds__(512)
     down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
                     const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
-                    int N, int K) {
+                    int N, int K, int ahead) {
     constexpr int STAGES = 8;
     /* (S rounded up to 8, moe3_kpad(K) + 16), then with KS > 1 the parts' sums (4, 32, 4) */
     extern __shared__ __align__(16) uint16_t xs8[];
@@ -431,6 +384,11 @@ __global__ void __launch_bounds__(512)
     };
 #pragma unroll
     for (int st = 0; st < STAGES - 1; st++) load(wr[st], sr[st], cb + st);
+    if (ahead && tv[0] && cb + STAGES - 1 < ce) { /* the rest of the share into L2 (bit 2) */
+        int c0 = cb + STAGES - 1;
+        prefetch_l2_span(wp[0] - lane + (size_t)c0 * 64, (size_t)(ce - c0) * 64 * 16, lane, 32);
+        prefetch_l2_span(sp[0] - lane + (size_t)c0 * 64, (size_t)(ce - c0) * 64, lane, 32);
+    }
     /* x too: its last writer, o_res, was done before the router passed its wait, which came
      * before its trigger, and gate_up's, which launched this kernel, came after gate_up's wait */
     float xo = 0.0f;
@@ -526,15 +484,27 @@ extern "C" int cuda_small_o_split(int ks) {
     return was;
 }
 
-/* Which one-token kernels run with their CTAs all resident (cuda_small_persist): bit 2, q/k/v
- * (qkv7_kernel on a grid that fits at once, looping over its work; the default, measured
- * faster: worker/cuda/NOTES.md); bit 4, o_proj with each CTA's rows of W in shared memory
- * (o_res_smem_kernel). The looping forms of gate_up and o_proj measured slower and are gone. */
+/* How q/k/v runs at one token (cuda_small_persist): bit 2, on a grid that fits the GPU at once,
+ * each warp looping over its RoPE pairs (the default, measured faster: worker/cuda/NOTES.md);
+ * bit 4, the pairs dealt warp-major (qkv7_kernel's spread). The looping forms of gate_up and
+ * o_proj, and o_proj with its rows in shared memory, measured slower and are gone. */
 static int small_persist = 2;
 
 extern "C" int cuda_small_persist(int mask) {
     int was = small_persist;
     small_persist = mask;
+    return was;
+}
+
+/* Weights asked into L2 ahead of the CTAs that stream them, at one token (cuda_small_ahead):
+ * bit 1, gate_up's later waves (by the CTAs of the first); bit 2, the rest of each down_res
+ * warp's share past its ring; bit 4, the second RoPE pair of the q/k/v warps that have one; bit
+ * 8, o_proj's later waves (by the CTAs of the first, before their wait, while attention runs). */
+static int small_ahead = 0;
+
+extern "C" int cuda_small_ahead(int mask) {
+    int was = small_ahead;
+    small_ahead = mask;
     return was;
 }
 
@@ -570,7 +540,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     gate_up_split_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                          const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
                          const int32_t *e_start, const int32_t *e_slots, int S, int top_k, int E,
-                         int N, int K, float limit) {
+                         int N, int K, float limit, int ahead) {
     constexpr int CH = SPLIT_CH, LDW = split_ldw(CH);
     extern __shared__ __align__(16) uint16_t sxs[]; /* split_smem's layout */
     __shared__ float part[SPLIT_KS - 1][32][4];
@@ -607,6 +577,20 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
         for (int h = 0; h < 2; h++) {
             wv[j][0][h] = ok ? ld_stream(wp[0] + c * 64 + h * 32) : zero4;
             sv[j][0][h] = ok ? __ldg(sp[0] + c * 64 + h * 32) : 0u;
+        }
+    }
+    if (ahead > 0 && one) {
+        /* The tiles of the CTAs that start when this one's place frees (ahead: the CTAs that fit
+         * at once), into L2 behind this CTA's own loads: DRAM streams on while the grid's waves
+         * turn over (cuda_small_ahead bit 1). */
+        int nt = N / 16;
+        size_t tile_units = (size_t)nc * 64;
+        for (int b = blockIdx.y * gridDim.x + blockIdx.x + ahead; b < gridDim.x * gridDim.y;
+             b += ahead) {
+            size_t base = ((size_t)top_e[b / gridDim.x] * nt + b % gridDim.x) * tile_units;
+            prefetch_l2_span(reinterpret_cast<const uint4 *>(blocks) + base, tile_units * 16,
+                             threadIdx.x, blockDim.x);
+            prefetch_l2_span(scales + base, tile_units, threadIdx.x, blockDim.x);
         }
     }
     for (int c0 = 0; c0 < cnt; c0 += SPLIT_TOK) {
@@ -672,7 +656,7 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
     static void (*const k[GEMV_MAX_T])(
         float *, uint16_t *, uint16_t *, const float *, const uint16_t *, const uint16_t *,
         const uint16_t *, const int32_t *, const int32_t *, const float *, float, int, int, int,
-        int, int, float) = {qkv7_kernel<1>, qkv7_kernel<2>, qkv7_kernel<3>, qkv7_kernel<4>};
+        int, int, float, int) = {qkv7_kernel<1>, qkv7_kernel<2>, qkv7_kernel<3>, qkv7_kernel<4>};
     int pairs = (n_heads + 2 * n_kv_heads) * (D / 2), per = RMSNORM_THREADS / 32;
     int grid = (pairs + per - 1) / per;
     if (T == 1 && (small_persist & 2)) { /* the CTAs that fit at once, looping over the pairs */
@@ -682,89 +666,30 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
     }
     return pdl_launch(k[T - 1], grid, RMSNORM_THREADS, (size_t)T * H * 2, s, q, kcache, vcache, x,
                       g, w, bias, positions, slots, inv_freq, concentration, H, n_heads, n_kv_heads,
-                      D, block_size, eps);
-}
-
-/* The GPU's SMs (0 if unknown); the engine thread is the only caller. */
-static int sm_count() {
-    static int sms;
-    if (!sms) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-            sms = -1;
-    }
-    return sms > 0 ? sms : 0;
-}
-
-extern "C" int cuda_small_att_splits(int T, int n_kv, int splits) {
-    int cap = n_kv > 0 ? sm_count() / n_kv : 0;
-    if (T == 1 && small_split && o_split > 1 && (small_persist & 4) && cap >= 1 && splits > cap)
-        return cap;
-    return splits;
-}
-
-/* The SM's largest shared-memory carveout for kernels of a one-token layer (bits of
- * cuda_small_persist): bit 4, the attention kernel, beside whose CTAs o_res_smem_kernel's must
- * fit (an SM that runs a CTA in a carveout sized for its 27 KB takes no CTA that needs more
- * until it has drained and been set up again); bit 8, every kernel of the layer, so that no
- * CTA launched early waits for that. A kernel keeps what it was given. */
-static void small_carveout(int mask) {
-    static int done;
-    const void *att = reinterpret_cast<const void *>(attention_split_kernel);
-    const void *all[] = {
-        reinterpret_cast<const void *>(qkv7_kernel<1>),
-        reinterpret_cast<const void *>(o_res_split_kernel<4>),
-        reinterpret_cast<const void *>(o_res_smem_kernel<4>),
-        reinterpret_cast<const void *>(router7_kernel<1>),
-        reinterpret_cast<const void *>(gate_up_split_kernel<8, 3, 3>),
-        reinterpret_cast<const void *>(down_res_kernel<2>),
-    };
-    int want = mask & ~done & 12;
-    if (want & 12) {
-        cudaFuncSetAttribute(att, cudaFuncAttributePreferredSharedMemoryCarveout,
-                             (int)cudaSharedmemCarveoutMaxShared);
-    }
-    if (want & 8)
-        for (const void *k : all)
-            cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                 (int)cudaSharedmemCarveoutMaxShared);
-    done |= want;
+                      D, block_size, eps,
+                      T == 1 ? ((small_persist & 4) ? 1 : 0) | ((small_ahead & 4) ? 2 : 0) : 0);
 }
 
 extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias,
                              int T, int N, int K, cudaStream_t s) {
     if (T < 1 || T > GEMV_MAX_T || N < 1 || K < 8 || K % 8) return (int)cudaErrorInvalidValue;
-    if (T == 1) small_carveout(small_persist);
     static void (*const k[GEMV_MAX_T])(float *, const uint16_t *, const uint16_t *,
                                        const uint16_t *, int, int) = {
         gemv_res_kernel<1>, gemv_res_kernel<2>, gemv_res_kernel<3>, gemv_res_kernel<4>};
     if (small_split && T == 1 && o_split > 1) {
         typedef void (*o_fn)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int,
-                             int);
-        if (small_persist & 4) { /* the rows in shared memory, a CTA an SM */
-            static const o_fn km[3] = {o_res_smem_kernel<2>, o_res_smem_kernel<4>,
-                                       o_res_smem_kernel<8>};
-            static int set_ok[3];
-            int ki = o_split == 2 ? 0 : (o_split == 4 ? 1 : 2), sms = sm_count();
-            int grid = sms > 0 ? max(sms, (N + O_SMEM_ROWS - 1) / O_SMEM_ROWS) : 0;
-            size_t smem = grid ? (size_t)((N + grid - 1) / grid) * K * 2 : 0;
-            if (grid && smem <= O_SMEM_BYTES) {
-                if (!set_ok[ki])
-                    set_ok[ki] = cudaFuncSetAttribute(reinterpret_cast<const void *>(km[ki]),
-                                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                      (int)O_SMEM_BYTES) == cudaSuccess
-                                     ? 1
-                                     : -1;
-                if (set_ok[ki] > 0)
-                    return pdl_launch(km[ki], grid, 32 * O_SMEM_WARPS, smem, s, x, in, w, bias, N,
-                                      K);
-            }
-        }
+                             int, int);
         o_fn ks = o_split == 2 ? o_res_split_kernel<2>
                                : (o_split == 4 ? o_res_split_kernel<4> : o_res_split_kernel<8>);
-        int rows = GEMV_WARPS / o_split;
-        return pdl_launch(ks, (N + rows - 1) / rows, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K);
+        int rows = GEMV_WARPS / o_split, ahead = 0;
+        if (small_ahead & 8) { /* the CTAs that fit at once (fewer while attention runs) */
+            static int fit[4];
+            int ki = o_split == 2 ? 0 : (o_split == 4 ? 1 : 2);
+            if (!fit[ki]) fit[ki] = resident_ctas(ks, 32 * GEMV_WARPS, 0);
+            ahead = fit[ki] > 0 ? fit[ki] : 0;
+        }
+        return pdl_launch(ks, (N + rows - 1) / rows, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K,
+                          ahead);
     }
     return pdl_launch(k[T - 1], (N + GEMV_WARPS - 1) / GEMV_WARPS, 32 * GEMV_WARPS, 0, s, x, in, w,
                       bias, N, K);
@@ -799,13 +724,13 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
         int e = smem_limit(down_res_kernel<2>, smem, &set2);
         if (e) return e;
         return pdl_launch(down_res_kernel<2>, H / 16, 32 * S * 2, smem, s, x, act, blocks, scales,
-                          bias, top_e, top_w, top_k, H, I);
+                          bias, top_e, top_w, top_k, H, I, T == 1 && (small_ahead & 2) ? 1 : 0);
     }
     static size_t set;
     int e = smem_limit(down_res_kernel<1>, smem, &set);
     if (e) return e;
     return pdl_launch(down_res_kernel<1>, H / 16, 32 * S, smem, s, x, act, blocks, scales, bias,
-                      top_e, top_w, top_k, H, I);
+                      top_e, top_w, top_k, H, I, T == 1 && (small_ahead & 2) ? 1 : 0);
 }
 
 template <int KS, int CH, int MINB>
@@ -815,8 +740,16 @@ static int gate_up_split_launch(uint16_t *act, const uint16_t *xn, const uint8_t
                                 int E, int N, int H, float limit, cudaStream_t s) {
     static_assert(KS * CH == SPLIT_MAX_SC, "split_serves' bound on K");
     dim3 grid(N / 16, S < E ? S : E);
+    int ahead = 0;
+    if (S == top_k && (small_ahead & 1)) { /* one token: the CTAs that fit at once */
+        static int fit;
+        if (!fit)
+            fit = resident_ctas(gate_up_split_kernel<KS, CH, MINB>, 32 * KS, split_smem(KS, CH));
+        ahead = fit > 0 ? fit : 0;
+    }
     return pdl_launch(gate_up_split_kernel<KS, CH, MINB>, grid, 32 * KS, split_smem(KS, CH), s, act,
-                      xn, blocks, scales, bias, top_e, e_start, e_slots, S, top_k, E, N, H, limit);
+                      xn, blocks, scales, bias, top_e, e_start, e_slots, S, top_k, E, N, H, limit,
+                      ahead);
 }
 
 extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
