@@ -215,9 +215,6 @@ __global__ void attention_kernel(uint16_t *out, const float *q, const uint16_t *
     o[2 * lane + 1] = f2bf16(acc1 * a / l);
 }
 
-/* Splits whose accumulators attention_combine_head loads at once. */
-enum { ATT_MERGE_AT_ONCE = 16 };
-
 /* Head h of token t from its splits' partial states (pp = part at (t, h, 0)): out = Σ acc_sp
  * e^(m_sp − M) / (e^(sink − M) + Σ l_sp e^(m_sp − M)), M the largest of the sink and the m_sp.
  * One warp; the states are read from L2 (other CTAs wrote them). */
@@ -226,11 +223,9 @@ __device__ __forceinline__ void attention_combine_head(uint16_t *out, const floa
                                                        int n_heads, int splits) {
     static_assert(CUDA_ATT_MAX_SPLITS <= 32, "a lane per split");
     int lane = threadIdx.x & 31;
-    /* Every split's (m, l) at once, a lane each, and the accumulators ATT_MERGE_AT_ONCE splits
-     * at a time: a round trip to L2 per load in a loop over the splits had made the merge ~9
-     * us of a batch-1 layer; 8 at a time left four round trips at 32 splits, 16 leave two (32
-     * would take the kernel from 64 to 96 registers, fewer CTAs an SM at more tokens). The
-     * sums run over the splits in order as before. */
+    /* Every split's (m, l) at once, a lane each, and the accumulators 8 splits at a time: a
+     * round trip to L2 per load in a loop over the splits had made the merge ~9 us of a
+     * batch-1 layer. The sums run over the splits in order as before. */
     float ml = lane < splits ? __ldcg(pp + lane * 66) : -INFINITY;
     float ll = lane < splits ? __ldcg(pp + lane * 66 + 1) : 0.0f;
     float sk = bf16f(sinks[h]), M = fmaxf(sk, warp_max(ml));
@@ -238,16 +233,16 @@ __device__ __forceinline__ void attention_combine_head(uint16_t *out, const floa
     float L = expf(sk - M), a0 = 0.0f, a1 = 0.0f;
     for (int sp = 0; sp < splits; sp++)
         L += __shfl_sync(0xffffffffu, ll, sp) * __shfl_sync(0xffffffffu, wl, sp);
-    for (int s0 = 0; s0 < splits; s0 += ATT_MERGE_AT_ONCE) {
-        float v0[ATT_MERGE_AT_ONCE], v1[ATT_MERGE_AT_ONCE];
+    for (int s0 = 0; s0 < splits; s0 += 8) {
+        float v0[8], v1[8];
 #pragma unroll
-        for (int k = 0; k < ATT_MERGE_AT_ONCE; k++) {
+        for (int k = 0; k < 8; k++) {
             bool in = s0 + k < splits;
             v0[k] = in ? __ldcg(pp + (s0 + k) * 66 + 2 + 2 * lane) : 0.0f;
             v1[k] = in ? __ldcg(pp + (s0 + k) * 66 + 3 + 2 * lane) : 0.0f;
         }
 #pragma unroll
-        for (int k = 0; k < ATT_MERGE_AT_ONCE; k++) {
+        for (int k = 0; k < 8; k++) {
             float w = __shfl_sync(0xffffffffu, wl, (s0 + k) & 31);
             if (s0 + k < splits) a0 += v0[k] * w, a1 += v1[k] * w;
         }

@@ -94,15 +94,6 @@ __device__ __forceinline__ void prefetch_span(const void *p, size_t n) {
         prefetch_l1(reinterpret_cast<const void *>(a));
 }
 
-/* The same into L2 only, by threads i of n (i < n): for weights that a later CTA of the grid
- * (or this one, past what its registers hold) will stream, asked for while DRAM would idle.
- * Nothing waits for it; a line gone from L2 again is read from DRAM as before. */
-__device__ __forceinline__ void prefetch_l2_span(const void *p, size_t bytes, int i, int n) {
-    uintptr_t a = (uintptr_t)p & ~(uintptr_t)127, end = (uintptr_t)p + bytes;
-    for (a += (uintptr_t)i * 128; a < end; a += (uintptr_t)n * 128)
-        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(a));
-}
-
 /* At most N of this thread's groups still in flight. */
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");

@@ -12,12 +12,8 @@
  *              [--split 0|1]        (version 7's expert kernels in their split form, the
  *                                    default, or version 3's small tile; with it, o_proj at
  *                                    one token too)   [--o-split 1|2|4|8] (warps a row there)
- *              [--persist MASK]     (q/k/v at one token, cuda_small_persist: 2 on a grid
- *                                    that fits at once, looping, the default; 4 its pairs
- *                                    dealt warp-major; 0 in waves)
- *              [--ahead MASK]       (weights into L2 ahead of the CTAs that stream them at
- *                                    one token, cuda_small_ahead: 1 gate_up, 2 down, 4
- *                                    q/k/v, 8 o_proj)
+ *              [--persist 0|2]      (q/k/v at one token on a grid that fits at once, the
+ *                                    default, or in waves: cuda_small_persist)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
  *                                    worker's --cuda-gemm-autotune)
@@ -269,24 +265,11 @@ int main(int argc, char **argv) {
             cuda_small_o_split(ks);
         } else if (!strcmp(argv[i], "--persist")) {
             int m = atoi(argv[i + 1]);
-            if (m != 0 && m != 2 && m != 4 && m != 6) {
-                fprintf(stderr,
-                        "cuda-bench: --persist %s: a sum of 2 (q/k/v looping) and 4 (its pairs "
-                        "dealt warp-major), or 0\n",
-                        argv[i + 1]);
+            if (m != 0 && m != 2) {
+                fprintf(stderr, "cuda-bench: --persist %s: 2 (q/k/v looping) or 0\n", argv[i + 1]);
                 return 2;
             }
             cuda_small_persist(m);
-        } else if (!strcmp(argv[i], "--ahead")) {
-            int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 15) {
-                fprintf(stderr,
-                        "cuda-bench: --ahead %s: a sum of 1 (gate_up), 2 (down), 4 (q/k/v) and 8 "
-                        "(o_proj), or 0\n",
-                        argv[i + 1]);
-                return 2;
-            }
-            cuda_small_ahead(m);
         } else if (!strcmp(argv[i], "--omit"))
             omit = argv[i + 1];
         else if (!strcmp(argv[i], "--timeline"))

@@ -724,8 +724,8 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     snprintf(name, sizeof(name), "v7 qkv7 T=%d: K and V caches", T);
     same_bits(name, k_a, k_b, 2 * cache, 0, 0);
     same_bits(name, v_a, v_b, 2 * cache, 0, 0);
-    for (int m = 2; T == 1 && m <= 6; m += 4) { /* a grid that fits at once, both deals */
-        int was = cuda_small_persist(m);
+    if (T == 1) { /* on a grid that fits at once (cuda_small_persist): the same bits */
+        int was = cuda_small_persist(2);
         float *q_c = dev_poisoned(4 * (size_t)T * Q);
         uint16_t *k_c = dev_poisoned(2 * cache), *v_c = dev_poisoned(2 * cache);
 #define QKV7C()                                                                                    \
@@ -734,13 +734,9 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         CU(QKV7C());
         TIME_US(us, CU(QKV7C()));
 #undef QKV7C
-        snprintf(name, sizeof(name), "v7 qkv7 T=1, resident grid%s: q",
-                 m & 4 ? ", warp-major" : "");
-        same_bits(name, q_b, q_c, 4 * (size_t)T * Q, 4, us);
-        snprintf(name, sizeof(name), "v7 qkv7 T=1, resident grid%s: K and V caches",
-                 m & 4 ? ", warp-major" : "");
-        same_bits(name, k_b, k_c, 2 * cache, 0, 0);
-        same_bits(name, v_b, v_c, 2 * cache, 0, 0);
+        same_bits("v7 qkv7 T=1, resident grid: q", q_b, q_c, 4 * (size_t)T * Q, 4, us);
+        same_bits("v7 qkv7 T=1, resident grid: K and V caches", k_b, k_c, 2 * cache, 0, 0);
+        same_bits("v7 qkv7 T=1, resident grid: K and V caches", v_b, v_c, 2 * cache, 0, 0);
         cudaFree(q_c), cudaFree(k_c), cudaFree(v_c);
         cuda_small_persist(was);
     }
@@ -1351,12 +1347,10 @@ int main(int argc, char **argv) {
             model_split = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--persist") && i + 1 < argc)
             model_persist = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--ahead") && i + 1 < argc)
-            cuda_small_ahead(atoi(argv[++i])); /* for every check: results are the same */
         else {
             fprintf(stderr,
                     "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
-                    "[--versions V,...] [--split 0|1] [--persist MASK] [--ahead MASK]\n"
+                    "[--versions V,...] [--split 0|1] [--persist 0|2]\n"
                     "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;
         }

@@ -193,17 +193,10 @@ int cuda_small_split(int on);
  * agree with KS 1 to float rounding. Other values leave it as it was; returns the setting
  * before. */
 int cuda_small_o_split(int ks);
-/* How q/k/v runs at one token (mask): 2, on a grid that fits the GPU at once, each warp looping
- * over its RoPE pairs (the default); 4, the pairs dealt warp-major, so that the warps with a
- * second pair are spread over every CTA; results bit for bit those without. Returns the mask
- * before. */
+/* One-token kernels whose CTAs all fit the GPU at once, each looping over its share of the work
+ * instead of running in waves (mask: 2 q/k/v, the default; no other bit is used); results bit
+ * for bit those without. Returns the mask before. */
 int cuda_small_persist(int mask);
-/* Weights asked into L2 ahead of the CTAs that stream them, in one-token steps (mask): 1,
- * gate_up's later waves, by the CTAs of the first; 2, each down_res warp's share past its
- * register ring; 4, the second RoPE pair of the q/k/v warps that have one; 8, o_proj's later
- * waves, by the first wave's CTAs before their wait. Results are unchanged. Returns the mask
- * before. */
-int cuda_small_ahead(int mask);
 /* The timeline of a one-token layer's kernels (a build with MG_CUDA_TIMELINE): per kernel
  * (q/k/v, attention, o_proj, router, gate_up, down), per CTA, %globaltimer ns at its start,
  * past its pdl_wait and at its end, as the last layer of the last step wrote them. clear: zero

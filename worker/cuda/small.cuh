@@ -111,17 +111,14 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 2)
     qkv7_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
                 const uint16_t *w, const uint16_t *bias, const int32_t *positions,
                 const int32_t *slots, const float *inv_freq, float conc, int H, int n_heads,
-                int n_kv, int D, int bs, float eps, int mode) {
+                int n_kv, int D, int bs, float eps) {
     extern __shared__ __align__(16) uint16_t xs[]; /* (T, H) */
     __shared__ float red[32];
     TL_MARK(CUDA_TL_QKV, 0);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = D / 2;
     int n_pairs = (n_heads + 2 * n_kv) * half, ku = H / 8;
-    /* pairs p, p + stride, ...: one each unless the grid is smaller (cuda_small_persist); mode
-     * bit 1: warp w of every CTA before warp w + 1 of any, so that the warps with a second pair
-     * are a warp or two of every CTA rather than every warp of the first CTAs */
-    int p = mode & 1 ? warp * gridDim.x + blockIdx.x : blockIdx.x * (RMSNORM_THREADS / 32) + warp;
-    int stride = gridDim.x * (RMSNORM_THREADS / 32);
+    /* pairs p, p + stride, ...: one each unless the grid is smaller (cuda_small_persist) */
+    int p = blockIdx.x * (RMSNORM_THREADS / 32) + warp, stride = gridDim.x * (RMSNORM_THREADS / 32);
     constexpr int U = qkv7_units<T>();
     uint4 wv[2][U];
     int head, i, r1, r2;
@@ -142,11 +139,6 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 2)
         }
     };
     pair(p);
-    if ((mode & 2) && p + stride < n_pairs) { /* the second pair's rows into L2 (bit 4) */
-        int p2 = p + stride, a = p2 / half * D + p2 % half;
-        prefetch_l2_span(w + (size_t)a * H, (size_t)H * 2, lane, 32);
-        prefetch_l2_span(w + (size_t)(a + half) * H, (size_t)H * 2, lane, 32);
-    }
     prefetch_span(g, (size_t)H * 2);
     if (threadIdx.x == 0) prefetch_l1(slots);
     pdl_wait();
@@ -222,7 +214,7 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
 template <int KS>
 __global__ void __launch_bounds__(32 * GEMV_WARPS)
     o_res_split_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
-                       int K, int ahead) {
+                       int K) {
     static_assert(GEMV_WARPS % KS == 0, "whole rows a CTA");
     __shared__ float psum[GEMV_WARPS];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, kp = warp % KS;
@@ -236,11 +228,6 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
     float xo = 0.0f, bn = 0.0f, acc = 0.0f;
     TL_MARK(CUDA_TL_O, 0);
     if (live && kp == 0 && lane == 0) xo = __ldcg(x + n), bn = bf16f(bias[n]);
-    if (ahead > 0) { /* the same part of the row of the CTA `ahead` on, into L2 (bit 8) */
-        int n2 = n + ahead * (GEMV_WARPS / KS);
-        if (n2 < N && kn > 0)
-            prefetch_l2_span(w + (size_t)n2 * K + (size_t)k0 * 8, (size_t)kn * 16, lane, 32);
-    }
     for (int u0 = 0; u0 < max(kn, 1); u0 += 32 * U) { /* once at least: every warp waits */
         uint4 wv[U];
 #pragma unroll
@@ -356,7 +343,7 @@ template <int KS>
 __global__ void __launch_bounds__(512)
     down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
                     const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
-                    int N, int K, int ahead) {
+                    int N, int K) {
     constexpr int STAGES = 8;
     /* (S rounded up to 8, moe3_kpad(K) + 16), then with KS > 1 the parts' sums (4, 32, 4) */
     extern __shared__ __align__(16) uint16_t xs8[];
@@ -384,11 +371,6 @@ __global__ void __launch_bounds__(512)
     };
 #pragma unroll
     for (int st = 0; st < STAGES - 1; st++) load(wr[st], sr[st], cb + st);
-    if (ahead && tv[0] && cb + STAGES - 1 < ce) { /* the rest of the share into L2 (bit 2) */
-        int c0 = cb + STAGES - 1;
-        prefetch_l2_span(wp[0] - lane + (size_t)c0 * 64, (size_t)(ce - c0) * 64 * 16, lane, 32);
-        prefetch_l2_span(sp[0] - lane + (size_t)c0 * 64, (size_t)(ce - c0) * 64, lane, 32);
-    }
     /* x too: its last writer, o_res, was done before the router passed its wait, which came
      * before its trigger, and gate_up's, which launched this kernel, came after gate_up's wait */
     float xo = 0.0f;
@@ -484,27 +466,15 @@ extern "C" int cuda_small_o_split(int ks) {
     return was;
 }
 
-/* How q/k/v runs at one token (cuda_small_persist): bit 2, on a grid that fits the GPU at once,
- * each warp looping over its RoPE pairs (the default, measured faster: worker/cuda/NOTES.md);
- * bit 4, the pairs dealt warp-major (qkv7_kernel's spread). The looping forms of gate_up and
- * o_proj, and o_proj with its rows in shared memory, measured slower and are gone. */
+/* Which one-token kernels run with their CTAs all resident, looping over their work
+ * (cuda_small_persist): bit 2, q/k/v (qkv7_kernel on a grid that fits at once; the default,
+ * measured faster: worker/cuda/NOTES.md). The looping forms of gate_up and o_proj measured
+ * slower and are gone, and so is o_proj with its rows in shared memory. */
 static int small_persist = 2;
 
 extern "C" int cuda_small_persist(int mask) {
     int was = small_persist;
     small_persist = mask;
-    return was;
-}
-
-/* Weights asked into L2 ahead of the CTAs that stream them, at one token (cuda_small_ahead):
- * bit 1, gate_up's later waves (by the CTAs of the first); bit 2, the rest of each down_res
- * warp's share past its ring; bit 4, the second RoPE pair of the q/k/v warps that have one; bit
- * 8, o_proj's later waves (by the CTAs of the first, before their wait, while attention runs). */
-static int small_ahead = 0;
-
-extern "C" int cuda_small_ahead(int mask) {
-    int was = small_ahead;
-    small_ahead = mask;
     return was;
 }
 
@@ -540,7 +510,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     gate_up_split_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                          const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
                          const int32_t *e_start, const int32_t *e_slots, int S, int top_k, int E,
-                         int N, int K, float limit, int ahead) {
+                         int N, int K, float limit) {
     constexpr int CH = SPLIT_CH, LDW = split_ldw(CH);
     extern __shared__ __align__(16) uint16_t sxs[]; /* split_smem's layout */
     __shared__ float part[SPLIT_KS - 1][32][4];
@@ -577,20 +547,6 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
         for (int h = 0; h < 2; h++) {
             wv[j][0][h] = ok ? ld_stream(wp[0] + c * 64 + h * 32) : zero4;
             sv[j][0][h] = ok ? __ldg(sp[0] + c * 64 + h * 32) : 0u;
-        }
-    }
-    if (ahead > 0 && one) {
-        /* The tiles of the CTAs that start when this one's place frees (ahead: the CTAs that fit
-         * at once), into L2 behind this CTA's own loads: DRAM streams on while the grid's waves
-         * turn over (cuda_small_ahead bit 1). */
-        int nt = N / 16;
-        size_t tile_units = (size_t)nc * 64;
-        for (int b = blockIdx.y * gridDim.x + blockIdx.x + ahead; b < gridDim.x * gridDim.y;
-             b += ahead) {
-            size_t base = ((size_t)top_e[b / gridDim.x] * nt + b % gridDim.x) * tile_units;
-            prefetch_l2_span(reinterpret_cast<const uint4 *>(blocks) + base, tile_units * 16,
-                             threadIdx.x, blockDim.x);
-            prefetch_l2_span(scales + base, tile_units, threadIdx.x, blockDim.x);
         }
     }
     for (int c0 = 0; c0 < cnt; c0 += SPLIT_TOK) {
@@ -656,7 +612,7 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
     static void (*const k[GEMV_MAX_T])(
         float *, uint16_t *, uint16_t *, const float *, const uint16_t *, const uint16_t *,
         const uint16_t *, const int32_t *, const int32_t *, const float *, float, int, int, int,
-        int, int, float, int) = {qkv7_kernel<1>, qkv7_kernel<2>, qkv7_kernel<3>, qkv7_kernel<4>};
+        int, int, float) = {qkv7_kernel<1>, qkv7_kernel<2>, qkv7_kernel<3>, qkv7_kernel<4>};
     int pairs = (n_heads + 2 * n_kv_heads) * (D / 2), per = RMSNORM_THREADS / 32;
     int grid = (pairs + per - 1) / per;
     if (T == 1 && (small_persist & 2)) { /* the CTAs that fit at once, looping over the pairs */
@@ -666,8 +622,7 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
     }
     return pdl_launch(k[T - 1], grid, RMSNORM_THREADS, (size_t)T * H * 2, s, q, kcache, vcache, x,
                       g, w, bias, positions, slots, inv_freq, concentration, H, n_heads, n_kv_heads,
-                      D, block_size, eps,
-                      T == 1 ? ((small_persist & 4) ? 1 : 0) | ((small_ahead & 4) ? 2 : 0) : 0);
+                      D, block_size, eps);
 }
 
 extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias,
@@ -678,18 +633,11 @@ extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, co
         gemv_res_kernel<1>, gemv_res_kernel<2>, gemv_res_kernel<3>, gemv_res_kernel<4>};
     if (small_split && T == 1 && o_split > 1) {
         typedef void (*o_fn)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int,
-                             int, int);
+                             int);
         o_fn ks = o_split == 2 ? o_res_split_kernel<2>
                                : (o_split == 4 ? o_res_split_kernel<4> : o_res_split_kernel<8>);
-        int rows = GEMV_WARPS / o_split, ahead = 0;
-        if (small_ahead & 8) { /* the CTAs that fit at once (fewer while attention runs) */
-            static int fit[4];
-            int ki = o_split == 2 ? 0 : (o_split == 4 ? 1 : 2);
-            if (!fit[ki]) fit[ki] = resident_ctas(ks, 32 * GEMV_WARPS, 0);
-            ahead = fit[ki] > 0 ? fit[ki] : 0;
-        }
-        return pdl_launch(ks, (N + rows - 1) / rows, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K,
-                          ahead);
+        int rows = GEMV_WARPS / o_split;
+        return pdl_launch(ks, (N + rows - 1) / rows, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K);
     }
     return pdl_launch(k[T - 1], (N + GEMV_WARPS - 1) / GEMV_WARPS, 32 * GEMV_WARPS, 0, s, x, in, w,
                       bias, N, K);
@@ -724,13 +672,13 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
         int e = smem_limit(down_res_kernel<2>, smem, &set2);
         if (e) return e;
         return pdl_launch(down_res_kernel<2>, H / 16, 32 * S * 2, smem, s, x, act, blocks, scales,
-                          bias, top_e, top_w, top_k, H, I, T == 1 && (small_ahead & 2) ? 1 : 0);
+                          bias, top_e, top_w, top_k, H, I);
     }
     static size_t set;
     int e = smem_limit(down_res_kernel<1>, smem, &set);
     if (e) return e;
     return pdl_launch(down_res_kernel<1>, H / 16, 32 * S, smem, s, x, act, blocks, scales, bias,
-                      top_e, top_w, top_k, H, I, T == 1 && (small_ahead & 2) ? 1 : 0);
+                      top_e, top_w, top_k, H, I);
 }
 
 template <int KS, int CH, int MINB>
@@ -740,16 +688,8 @@ static int gate_up_split_launch(uint16_t *act, const uint16_t *xn, const uint8_t
                                 int E, int N, int H, float limit, cudaStream_t s) {
     static_assert(KS * CH == SPLIT_MAX_SC, "split_serves' bound on K");
     dim3 grid(N / 16, S < E ? S : E);
-    int ahead = 0;
-    if (S == top_k && (small_ahead & 1)) { /* one token: the CTAs that fit at once */
-        static int fit;
-        if (!fit)
-            fit = resident_ctas(gate_up_split_kernel<KS, CH, MINB>, 32 * KS, split_smem(KS, CH));
-        ahead = fit > 0 ? fit : 0;
-    }
     return pdl_launch(gate_up_split_kernel<KS, CH, MINB>, grid, 32 * KS, split_smem(KS, CH), s, act,
-                      xn, blocks, scales, bias, top_e, e_start, e_slots, S, top_k, E, N, H, limit,
-                      ahead);
+                      xn, blocks, scales, bias, top_e, e_start, e_slots, S, top_k, E, N, H, limit);
 }
 
 extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
