@@ -632,10 +632,9 @@ extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, co
                                        const uint16_t *, int, int) = {
         gemv_res_kernel<1>, gemv_res_kernel<2>, gemv_res_kernel<3>, gemv_res_kernel<4>};
     if (small_split && T == 1 && o_split > 1) {
-        typedef void (*o_fn)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int,
-                             int);
-        o_fn ks = o_split == 2 ? o_res_split_kernel<2>
-                               : (o_split == 4 ? o_res_split_kernel<4> : o_res_split_kernel<8>);
+        void (*ks)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int, int) =
+            o_split == 2 ? o_res_split_kernel<2>
+                         : (o_split == 4 ? o_res_split_kernel<4> : o_res_split_kernel<8>);
         int rows = GEMV_WARPS / o_split;
         return pdl_launch(ks, (N + rows - 1) / rows, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K);
     }
