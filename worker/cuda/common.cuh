@@ -129,8 +129,10 @@ template <typename K> static int smem_limit(K k, size_t smem, size_t *set) {
  *
  * Thread 0 of each CTA stamps %globaltimer (ns) when the CTA starts, when it is past its
  * pdl_wait and when it ends, into tl_stamps[kernel][cta][phase]; every layer writes the same
- * places, so after a step they hold the last layer's. cuda-bench --timeline reads them. */
+ * places, so after a step they hold the last layer's. cuda-bench --timeline reads them
+ * (cuda_timeline, cuda_ops.cu). */
 #ifdef MG_TIMELINE
+#include "cuda_ops.h" /* CUDA_TL_* */
 __device__ unsigned long long tl_stamps[CUDA_TL_KERNELS][CUDA_TL_CTAS][3];
 #define TL_MARK(k, ph)                                                                             \
     do {                                                                                           \
@@ -146,22 +148,6 @@ __device__ unsigned long long tl_stamps[CUDA_TL_KERNELS][CUDA_TL_CTAS][3];
     do {                                                                                           \
     } while (0)
 #endif
-
-extern "C" int cuda_timeline(unsigned long long *out, int clear) {
-#ifdef MG_TIMELINE
-    size_t n = sizeof(unsigned long long) * CUDA_TL_KERNELS * CUDA_TL_CTAS * 3;
-    if (clear) {
-        void *p = NULL;
-        cudaError_t e = cudaGetSymbolAddress(&p, tl_stamps);
-        if (e == cudaSuccess) e = cudaMemset(p, 0, n);
-        return (int)e;
-    }
-    return (int)cudaMemcpyFromSymbol(out, tl_stamps, n);
-#else
-    (void)out, (void)clear;
-    return (int)cudaErrorNotSupported;
-#endif
-}
 
 /* ---- programmatic dependent launch (Hopper) ----
  *

@@ -143,12 +143,18 @@ static int print_timeline(mg_backend *b, const mg_batch *batch, mg_sample_req *r
     size_t n = (size_t)CUDA_TL_KERNELS * CUDA_TL_CTAS * 3;
     unsigned long long *st = malloc(sizeof(*st) * n);
     double *v = malloc(sizeof(double) * CUDA_TL_CTAS);
-    int e = st && v ? cuda_timeline(NULL, 1) : 1;
-    if (!e && b->ops->forward_sampled(b, batch, reqs, out)) e = 1;
-    if (!e) e = cuda_timeline(st, 0);
-    if (e) {
-        fprintf(stderr, "cuda-bench: --timeline: %s\n",
-                e == 801 ? "not in this build (MG_CUDA_TIMELINE)" : "failed");
+    const char *err = NULL;
+    int e = st && v ? cuda_timeline(NULL, 1) : (int)cudaErrorMemoryAllocation;
+    if (e == (int)cudaErrorNotSupported)
+        err = "not in this build (configure with -DMG_CUDA_TIMELINE=ON)";
+    else if (e)
+        err = cudaGetErrorString((cudaError_t)e);
+    else if (b->ops->forward_sampled(b, batch, reqs, out))
+        err = mg_err_msg();
+    else if ((e = cuda_timeline(st, 0)) != 0)
+        err = cudaGetErrorString((cudaError_t)e);
+    if (err) {
+        fprintf(stderr, "cuda-bench: --timeline: %s\n", err);
         free(st), free(v);
         return 1;
     }

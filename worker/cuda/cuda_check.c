@@ -1345,9 +1345,13 @@ int main(int argc, char **argv) {
             versions = argv[++i];
         else if (!strcmp(argv[i], "--split") && i + 1 < argc)
             model_split = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--persist") && i + 1 < argc)
+        else if (!strcmp(argv[i], "--persist") && i + 1 < argc) {
             model_persist = atoi(argv[++i]);
-        else {
+            if (model_persist != 0 && model_persist != 2) {
+                fprintf(stderr, "cuda-check: --persist %s: 2 (q/k/v looping) or 0\n", argv[i]);
+                return 2;
+            }
+        } else {
             fprintf(stderr,
                     "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
                     "[--versions V,...] [--split 0|1] [--persist 0|2]\n"

@@ -9,3 +9,19 @@
 #include "norm.cuh"
 #include "sample.cuh"
 #include "small.cuh"
+
+extern "C" int cuda_timeline(unsigned long long *out, int clear) {
+#ifdef MG_TIMELINE
+    size_t n = sizeof(unsigned long long) * CUDA_TL_KERNELS * CUDA_TL_CTAS * 3;
+    if (clear) {
+        void *p = NULL;
+        cudaError_t e = cudaGetSymbolAddress(&p, tl_stamps);
+        if (e == cudaSuccess) e = cudaMemset(p, 0, n);
+        return (int)e;
+    }
+    return (int)cudaMemcpyFromSymbol(out, tl_stamps, n);
+#else
+    (void)out, (void)clear;
+    return (int)cudaErrorNotSupported;
+#endif
+}
