@@ -230,6 +230,9 @@ __device__ __forceinline__ void attention_combine_head(uint16_t *out, const floa
     float ll = lane < splits ? __ldcg(pp + lane * 66 + 1) : 0.0f;
     float sk = bf16f(sinks[h]), M = fmaxf(sk, warp_max(ml));
     float wl = expf(ml - M); /* an empty split has m = -inf: weight 0 */
+    /* The empty splits (a short context in a graph sized for the longest) are the last ones;
+     * their terms are exact zeros, so the sums stop before them. */
+    splits = 32 - __clz(__ballot_sync(0xffffffffu, ml > -INFINITY));
     float L = expf(sk - M), a0 = 0.0f, a1 = 0.0f;
     for (int sp = 0; sp < splits; sp++)
         L += __shfl_sync(0xffffffffu, ll, sp) * __shfl_sync(0xffffffffu, wl, sp);

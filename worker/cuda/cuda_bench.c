@@ -12,8 +12,13 @@
  *              [--split 0|1]        (version 7's expert kernels in their split form, the
  *                                    default, or version 3's small tile; with it, o_proj at
  *                                    one token too)   [--o-split 1|2|4|8] (warps a row there)
- *              [--persist 0|2]      (q/k/v at one token on a grid that fits at once, the
- *                                    default, or in waves: cuda_small_persist)
+ *              [--persist 0|2|16]   (q/k/v at one token on a grid that fits at once, the
+ *                                    default, in waves, or a pair a warp with part of each
+ *                                    row in shared memory: cuda_small_persist)
+ *              [--down 0|1]         (the down projection at one token: a CTA a tile, or a
+ *                                    CTA a tile and slot: cuda_small_down)
+ *              [--trigger MASK]     (1: o_proj at one token lets the router launch from its
+ *                                    start; 2: the router on a cluster: cuda_small_trigger)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
  *                                    worker's --cuda-gemm-autotune)
@@ -271,11 +276,32 @@ int main(int argc, char **argv) {
             cuda_small_o_split(ks);
         } else if (!strcmp(argv[i], "--persist")) {
             int m = atoi(argv[i + 1]);
-            if (m != 0 && m != 2) {
-                fprintf(stderr, "cuda-bench: --persist %s: 2 (q/k/v looping) or 0\n", argv[i + 1]);
+            if (m != 0 && m != 2 && m != 16) {
+                fprintf(stderr,
+                        "cuda-bench: --persist %s: 2 (q/k/v looping), 16 (q/k/v a pair a warp, "
+                        "rows partly in shared memory) or 0\n",
+                        argv[i + 1]);
                 return 2;
             }
             cuda_small_persist(m);
+        } else if (!strcmp(argv[i], "--down")) {
+            int f = atoi(argv[i + 1]);
+            if (f != 0 && f != 1) {
+                fprintf(stderr, "cuda-bench: --down %s: 1 (a CTA a tile and slot) or 0\n",
+                        argv[i + 1]);
+                return 2;
+            }
+            cuda_small_down(f);
+        } else if (!strcmp(argv[i], "--trigger")) {
+            int m = atoi(argv[i + 1]);
+            if (m < 0 || m > 3) {
+                fprintf(stderr,
+                        "cuda-bench: --trigger %s: a mask of 1 (o_proj lets the router launch "
+                        "from its start) and 2 (the router on a cluster)\n",
+                        argv[i + 1]);
+                return 2;
+            }
+            cuda_small_trigger(m);
         } else if (!strcmp(argv[i], "--omit"))
             omit = argv[i + 1];
         else if (!strcmp(argv[i], "--timeline"))

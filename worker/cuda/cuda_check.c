@@ -15,7 +15,10 @@
  *              [--versions V,...]          (the kernel versions of the whole-model checks)
  *              [--split 0|1]               (the whole-model checks with version 7's expert
  *                                           kernels in their split form or not; default:
- *                                           the backend's, split) */
+ *                                           the backend's, split)
+ *              [--persist 0|2|16] [--trigger MASK] [--down 0|1]
+ *                                          (the one-token forms of the whole-model checks:
+ *                                           cuda_small_persist, _trigger, _down) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -724,8 +727,10 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     snprintf(name, sizeof(name), "v7 qkv7 T=%d: K and V caches", T);
     same_bits(name, k_a, k_b, 2 * cache, 0, 0);
     same_bits(name, v_a, v_b, 2 * cache, 0, 0);
-    if (T == 1) { /* on a grid that fits at once (cuda_small_persist): the same bits */
-        int was = cuda_small_persist(2);
+    /* at one token on a grid that fits at once, looping (cuda_small_persist 2) or a pair a warp
+     * with part of each row in shared memory (16): the same bits */
+    for (int m = 2; T == 1 && m <= 16; m += 14) {
+        int was = cuda_small_persist(m);
         float *q_c = dev_poisoned(4 * (size_t)T * Q);
         uint16_t *k_c = dev_poisoned(2 * cache), *v_c = dev_poisoned(2 * cache);
 #define QKV7C()                                                                                    \
@@ -734,9 +739,12 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         CU(QKV7C());
         TIME_US(us, CU(QKV7C()));
 #undef QKV7C
-        same_bits("v7 qkv7 T=1, resident grid: q", q_b, q_c, 4 * (size_t)T * Q, 4, us);
-        same_bits("v7 qkv7 T=1, resident grid: K and V caches", k_b, k_c, 2 * cache, 0, 0);
-        same_bits("v7 qkv7 T=1, resident grid: K and V caches", v_b, v_c, 2 * cache, 0, 0);
+        const char *form = m == 2 ? "resident grid" : "a pair a warp";
+        snprintf(name, sizeof(name), "v7 qkv7 T=1, %s: q", form);
+        same_bits(name, q_b, q_c, 4 * (size_t)T * Q, 4, us);
+        snprintf(name, sizeof(name), "v7 qkv7 T=1, %s: K and V caches", form);
+        same_bits(name, k_b, k_c, 2 * cache, 0, 0);
+        same_bits(name, v_b, v_c, 2 * cache, 0, 0);
         cudaFree(q_c), cudaFree(k_c), cudaFree(v_c);
         cuda_small_persist(was);
     }
@@ -800,6 +808,24 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     snprintf(name, sizeof(name), "v7 router7 T=%d: grouping", T);
     verdict(name, !memcmp(sa, sb, 4 * (size_t)S), "each expert's slots as version 6's");
     tickets_done("  router7 counter reset", tk_d, 1);
+    if (T == 1) { /* on a cluster (cuda_small_trigger 2; no grouping at one token): the same bits */
+        int was = cuda_small_trigger(2);
+        float *lg_c = dev_poisoned(4 * (size_t)E), *tw_c = dev_poisoned(4 * (size_t)S);
+        int32_t *te_c = dev_poisoned(4 * (size_t)S);
+        uint16_t *xn_c = dev_poisoned(2 * (size_t)H);
+#define ROUTER7C()                                                                                 \
+    cuda_router7(lg_c, tk_d, xn_c, x_d, g_d, rw_d, rb_d, te_c, tw_c, NULL, NULL, T, E, H, eps, TK, \
+                 0)
+        CU(ROUTER7C());
+        TIME_US(us, CU(ROUTER7C()));
+#undef ROUTER7C
+        same_bits("v7 router7 T=1, cluster: xn, logits", xn_a, xn_c, 2 * (size_t)H, 2, us);
+        same_bits("v7 router7 T=1, cluster: xn, logits", lg_a, lg_c, 4 * (size_t)E, 4, 0);
+        same_bits("v7 router7 T=1, cluster: choices", te_a, te_c, 4 * (size_t)S, 4, 0);
+        same_bits("v7 router7 T=1, cluster: choices", tw_a, tw_c, 4 * (size_t)S, 4, 0);
+        cudaFree(lg_c), cudaFree(tw_c), cudaFree(te_c), cudaFree(xn_c);
+        cuda_small_trigger(was);
+    }
 
     /* down projection of the chosen experts into the residual */
     float *y_d = dev_poisoned(4 * (size_t)S * H);
@@ -807,9 +833,11 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     CU(cuda_moe_down(y_d, act_d, xp->dn_bt_d, xp->dn_st_d, xp->dn_bias_d, es_b, sl_b, tw_b, T, TK,
                      E, H, I, 6, 0));
     CU(cuda_rmsnorm(xn_a, xa_d, y_d, TK, NULL, g_d, T, H, eps, 0));
+    float *dpart_d = dev_poisoned(4 * (size_t)TK * H);
+    int *dtk_d = tickets_new(H / 16);
 #define DOWN7(dst)                                                                                 \
-    cuda_moe_down_res(dst, act_d, xp->dn_bt_d, xp->dn_st_d, xp->dn_bias_d, te_b, tw_b, T, TK, H,   \
-                      I, 0)
+    cuda_moe_down_res(dst, dpart_d, dtk_d, act_d, xp->dn_bt_d, xp->dn_st_d, xp->dn_bias_d, te_b,   \
+                      tw_b, T, TK, H, I, 0)
     RESET(xb_d);
     CU(DOWN7(xb_d));
     TIME_US(us, CU(DOWN7(tmp_d)));
@@ -825,6 +853,21 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     float *xa = host_from(xa_d, xbytes), *xb = host_from(xb_d, xbytes);
     snprintf(name, sizeof(name), "v7 split down residual T=%d: x", T);
     compare(name, xb, xa, (size_t)T * H, 1e-5, us);
+    if (T == 1) { /* a CTA a tile and slot, the slots added by the tile's last (cuda_small_down) */
+        int was = cuda_small_down(1);
+        float *xc_d = dev_poisoned(xbytes);
+        CU(cudaMemcpy(xc_d, x_d, xbytes, cudaMemcpyDeviceToDevice));
+        CU(DOWN7(xc_d));
+        TIME_US(us, CU(DOWN7(tmp_d)));
+        float *xc = host_from(xc_d, xbytes);
+        compare("v7 split down residual T=1, a CTA a tile and slot: x", xc, xa, (size_t)H, 1e-5,
+                us);
+        compare("v7 split down residual T=1, a CTA a tile and slot: x against the split", xc, xb,
+                (size_t)H, 1e-5, 0);
+        tickets_done("  down tile counters reset", dtk_d, H / 16);
+        free(xc), cudaFree(xc_d);
+        cuda_small_down(was);
+    }
     free(xa), free(xb);
     uint16_t *ua_d = dev_poisoned(2 * (size_t)S * I), *ub_d = dev_poisoned(2 * (size_t)S * I);
     CU(cuda_moe_gate_up(ua_d, xn_b, xp->gu_bt_d, xp->gu_st_d, xp->gu_bias_d, es_b, sl_b, T, TK, E,
@@ -848,7 +891,7 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
 #undef DOWN7
     cudaFree(lg_a), cudaFree(lg_b), cudaFree(te_a), cudaFree(te_b), cudaFree(tw_a);
     cudaFree(tw_b), cudaFree(es_a), cudaFree(es_b), cudaFree(sl_a), cudaFree(sl_b);
-    cudaFree(y_d), cudaFree(x_d), cudaFree(inv_d), cudaFree(xa_d);
+    cudaFree(y_d), cudaFree(x_d), cudaFree(inv_d), cudaFree(xa_d), cudaFree(dpart_d);
     cudaFree(xb_d), cudaFree(g_d), cudaFree(qb_d), cudaFree(ob_d), cudaFree(rb_d);
     cudaFree(att_d), cudaFree(act_d), cudaFree(pos_d), cudaFree(slot_d), cudaFree(xn_a);
     cudaFree(xn_b), cudaFree(tmp_d);
@@ -1347,15 +1390,36 @@ int main(int argc, char **argv) {
             model_split = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--persist") && i + 1 < argc) {
             model_persist = atoi(argv[++i]);
-            if (model_persist != 0 && model_persist != 2) {
-                fprintf(stderr, "cuda-check: --persist %s: 2 (q/k/v looping) or 0\n", argv[i]);
+            if (model_persist != 0 && model_persist != 2 && model_persist != 16) {
+                fprintf(stderr,
+                        "cuda-check: --persist %s: 2 (q/k/v looping), 16 (a pair a warp) "
+                        "or 0\n",
+                        argv[i]);
                 return 2;
             }
+        } else if (!strcmp(argv[i], "--down") && i + 1 < argc) {
+            int f = atoi(argv[++i]);
+            if (f != 0 && f != 1) {
+                fprintf(stderr, "cuda-check: --down %s: 1 (a CTA a tile and slot) or 0\n", argv[i]);
+                return 2;
+            }
+            cuda_small_down(f);
+        } else if (!strcmp(argv[i], "--trigger") && i + 1 < argc) {
+            int m = atoi(argv[++i]);
+            if (m < 0 || m > 3) {
+                fprintf(stderr,
+                        "cuda-check: --trigger %s: a mask of 1 (o_proj lets the router launch "
+                        "from its start) and 2 (the router on a cluster)\n",
+                        argv[i]);
+                return 2;
+            }
+            cuda_small_trigger(m);
         } else {
-            fprintf(stderr,
-                    "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
-                    "[--versions V,...] [--split 0|1] [--persist 0|2]\n"
-                    "  groups: norm gemm rope attention router moe small argmax sampling\n");
+            fprintf(
+                stderr,
+                "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
+                "[--versions V,...] [--split 0|1] [--persist 0|2|16] [--trigger 0-3] [--down 0|1]\n"
+                "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;
         }
     }

@@ -34,6 +34,7 @@ enum { ROUTER_WARPS = 8, ROUTER_REG = 8 };
 
 /* Token t's top K experts and weights, by one warp. The logits are read from L2: in
  * router_gemv_kernel other CTAs of the same grid wrote them. */
+template <bool SMEM = false> /* logits in this CTA's shared memory (plain loads), else __ldcg */
 __device__ __forceinline__ void router_topk_token(int32_t *top_e, float *top_w, const float *logits,
                                                   const uint16_t *bias, int t, int E, int K) {
     int lane = threadIdx.x & 31;
@@ -43,7 +44,7 @@ __device__ __forceinline__ void router_topk_token(int32_t *top_e, float *top_w, 
 #pragma unroll
     for (int c = 0; c < ROUTER_REG; c++) {
         int e = lane + 32 * c;
-        lv[c] = e < E ? __ldcg(lg + e) + bf16f(bias[e]) : 0.0f;
+        lv[c] = e < E ? (SMEM ? lg[e] : __ldcg(lg + e)) + bf16f(bias[e]) : 0.0f;
     }
     uint32_t taken = 0;
     float val[8];
@@ -61,7 +62,7 @@ __device__ __forceinline__ void router_topk_token(int32_t *top_e, float *top_w, 
         }
         for (int e = lane + 32 * ROUTER_REG, c = ROUTER_REG; e < E; e += 32, c++) {
             if (taken >> c & 1) continue;
-            float v = __ldcg(lg + e) + bf16f(bias[e]);
+            float v = (SMEM ? lg[e] : __ldcg(lg + e)) + bf16f(bias[e]);
             if (bi == 0x7fffffff || v > bv) bv = v, bi = e;
         }
 #pragma unroll

@@ -23,11 +23,14 @@
 #include "moe.cuh"
 #include "norm.cuh"
 
+#include <cooperative_groups.h>
+namespace cg = cooperative_groups;
+
 /* Token rows t < T of the residual x (T, H) normalized with gains g into xs (T, H) bf16 as
  * rmsnorm_kernel's out at T <= GEMV_MAX_T (the RMSNORM_PER layout), its squares summed in its
- * order; the CTA has RMSNORM_THREADS threads. Unlike rmsnorm_kernel it keeps no row in registers
- * (they hold the weights in flight): the second pass reads x and g again, from L1. Ends with a
- * barrier: xs is the CTA's to read. */
+ * order; the CTA has RMSNORM_THREADS threads or more (the first RMSNORM_THREADS sum). Unlike
+ * rmsnorm_kernel it keeps no row in registers (they hold the weights in flight): the second pass
+ * reads x and g again, from L1. Ends with a barrier: xs is the CTA's to read. */
 template <int T>
 __device__ __forceinline__ void norm_rows(uint16_t *xs, const float *x, const uint16_t *g, int H,
                                           float eps, float *red) {
@@ -38,12 +41,12 @@ __device__ __forceinline__ void norm_rows(uint16_t *xs, const float *x, const ui
 #pragma unroll
         for (int k = 0; k < RMSNORM_PER; k++) {
             int i = threadIdx.x + k * RMSNORM_THREADS;
-            float v = i < H ? xr[i] : 0.0f;
+            float v = threadIdx.x < RMSNORM_THREADS && i < H ? xr[i] : 0.0f;
             ss = fmaf(v, v, ss);
         }
-        ss = block_sum(ss, red);
+        ss = block_sum(ss, red); /* more warps than RMSNORM_THREADS' add zeros: the same bits */
         float inv = 1.0f / sqrtf(ss / (float)H + eps);
-        for (int i = threadIdx.x; i < H; i += RMSNORM_THREADS)
+        for (int i = threadIdx.x; i < H; i += blockDim.x)
             xs[(size_t)t * H + i] = f2bf16(bf16f(g[i]) * (xr[i] * inv));
     }
     __syncthreads();
@@ -100,6 +103,30 @@ __device__ __forceinline__ void rows_dot(float (&acc)[R][T], uint4 (&wv)[R][UNIT
  * heads; the angle as qkv_rope_kernel) and writes q (float) or the token's K/V slot (bf16). On a
  * grid smaller than a warp a pair (cuda_small_persist), a warp then takes the pair a grid's
  * warps further on, its loads after this one's stores: the CTA's normed x serves both. */
+/* Token t's sums of RoPE pair (head, i) with their biases, x1 and x2: rotated by (c, sn) into q
+ * (float) or the token's K slot, or into its V slot as they are (bf16). */
+__device__ __forceinline__ void qkv_store(float *q, uint16_t *kcache, uint16_t *vcache, float x1,
+                                          float x2, float c, float sn, int t, int slot, int head,
+                                          int i, int n_heads, int n_kv, int D, int bs) {
+    int half = D / 2, r1 = head * D + i, blk = slot / bs, off = slot % bs;
+    if (head < n_heads + n_kv) {
+        float y1, y2;
+        rope_rotate(x1, x2, c, sn, y1, y2);
+        if (head < n_heads) {
+            q[(size_t)t * n_heads * D + r1] = y1;
+            q[(size_t)t * n_heads * D + r1 + half] = y2;
+        } else {
+            uint16_t *dst = kcache + ((size_t)(blk * n_kv + head - n_heads) * bs + off) * D;
+            dst[i] = f2bf16(y1);
+            dst[i + half] = f2bf16(y2);
+        }
+    } else {
+        uint16_t *dst = vcache + ((size_t)(blk * n_kv + head - n_heads - n_kv) * bs + off) * D;
+        dst[i] = f2bf16(x1);
+        dst[i + half] = f2bf16(x2);
+    }
+}
+
 /* Units per row and lane in flight: a 2880-wide row in one pass for one token; two passes for
  * more, whose sums take registers of their own (the order of the sums is the same). */
 template <int T> __host__ __device__ constexpr int qkv7_units() {
@@ -154,26 +181,80 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 2)
         for (int t = 0; t < T; t++)
             if (lane == t) v1 = acc[0][t], v2 = acc[1][t];
         if (lane >= T) continue;
-        int t = lane, Q = n_heads * D;
-        float x1 = v1 + bf16f(bias[r1]), x2 = v2 + bf16f(bias[r2]);
-        int slot = slots[t], blk = slot / bs, off = slot % bs;
-        if (head < n_heads + n_kv) {
-            float y1, y2;
-            rope_rotate(x1, x2, c, sn, y1, y2);
-            if (head < n_heads) {
-                q[(size_t)t * Q + r1] = y1;
-                q[(size_t)t * Q + r2] = y2;
-            } else {
-                uint16_t *dst = kcache + ((size_t)(blk * n_kv + head - n_heads) * bs + off) * D;
-                dst[i] = f2bf16(y1);
-                dst[i + half] = f2bf16(y2);
-            }
-        } else {
-            uint16_t *dst = vcache + ((size_t)(blk * n_kv + head - n_heads - n_kv) * bs + off) * D;
-            dst[i] = f2bf16(x1);
-            dst[i + half] = f2bf16(x2);
-        }
+        qkv_store(q, kcache, vcache, v1 + bf16f(bias[r1]), v2 + bf16f(bias[r2]), c, sn, lane,
+                  slots[lane], head, i, n_heads, n_kv, D, bs);
     }
+    TL_MARK(CUDA_TL_QKV, 2);
+}
+
+/* qkv7 at one token with every RoPE pair a warp's only one (cuda_small_persist bit 16): 320
+ * CTAs of 8 warps, three an SM (at most 80 registers a thread), so that at 132 SMs every pair
+ * has its warp at once and no warp takes a second pair after its first (qkv7_kernel's tail). A
+ * whole pair (two 2880-wide rows, 90 registers a lane) does not fit that budget, so each lane
+ * holds the first QKV_RES_REG units of its rows in registers and copies the rest into the
+ * warp's part of shared memory (cp.async), all before the wait. The dot runs over the units in
+ * rows_dot's order (registers, then shared memory): the same bits as qkv7_kernel<1>. */
+enum { QKV_RES_REG = 6 };
+
+__host__ __device__ constexpr size_t qkv_res_smem(int H) {
+    /* xs (H bf16), then per warp and row the units past the registers' 32 * QKV_RES_REG */
+    return (size_t)H * 2 + (size_t)(RMSNORM_THREADS / 32) * 2 * (H / 8 - 32 * QKV_RES_REG) * 16;
+}
+
+__global__ void __launch_bounds__(RMSNORM_THREADS, 3)
+    qkv7_res_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
+                    const uint16_t *w, const uint16_t *bias, const int32_t *positions,
+                    const int32_t *slots, const float *inv_freq, float conc, int H, int n_heads,
+                    int n_kv, int D, int bs, float eps) {
+    extern __shared__ __align__(16) uint16_t xs[]; /* qkv_res_smem's layout */
+    __shared__ float red[32];
+    TL_MARK(CUDA_TL_QKV, 0);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = D / 2;
+    int n_pairs = (n_heads + 2 * n_kv) * half, ku = H / 8, kr = ku - 32 * QKV_RES_REG;
+    int p = blockIdx.x * (RMSNORM_THREADS / 32) + warp;
+    bool live = p < n_pairs;
+    int head = live ? p / half : 0, i = p % half, r1 = head * D + i, r2 = r1 + half;
+    const uint4 *wr[2] = {reinterpret_cast<const uint4 *>(w + (size_t)r1 * H),
+                          reinterpret_cast<const uint4 *>(w + (size_t)r2 * H)};
+    uint4 *ws = reinterpret_cast<uint4 *>(xs + H) + (size_t)warp * 2 * kr; /* (2, kr) units */
+    uint4 wv[2][QKV_RES_REG];
+    rows_load<2, QKV_RES_REG>(wv, wr, 0, ku, live, lane);
+    if (live)
+        for (int u = lane; u < kr; u += 32)
+#pragma unroll
+            for (int r = 0; r < 2; r++) cp_async16(ws + r * kr + u, wr[r] + 32 * QKV_RES_REG + u);
+    cp_async_commit();
+    if (live && lane == 0) prefetch_l1(bias + r1), prefetch_l1(bias + r2);
+    float c = 0.0f, sn = 0.0f; /* the token's angle (the step's uploaded position) */
+    if (lane == 0) {
+        float angle = (float)positions[0] * inv_freq[i];
+        c = cosf(angle) * conc, sn = sinf(angle) * conc;
+    }
+    prefetch_span(g, (size_t)H * 2);
+    if (threadIdx.x == 0) prefetch_l1(slots);
+    pdl_wait();
+    TL_MARK(CUDA_TL_QKV, 1);
+    pdl_trigger();
+    norm_rows<1>(xs, x, g, H, eps, red);
+    cp_async_wait0(); /* each lane reads back only the units it copied */
+    if (!live) return;
+    const uint4 *xv = reinterpret_cast<const uint4 *>(xs);
+    float acc[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int j = 0; j < QKV_RES_REG; j++) {
+        uint4 xu = xv[j * 32 + lane];
+#pragma unroll
+        for (int r = 0; r < 2; r++) acc[r] = dot8(acc[r], wv[r][j], xu);
+    }
+    for (int u = lane; u < kr; u += 32) {
+        uint4 xu = xv[32 * QKV_RES_REG + u];
+#pragma unroll
+        for (int r = 0; r < 2; r++) acc[r] = dot8(acc[r], ws[r * kr + u], xu);
+    }
+    float v1 = warp_sum(acc[0]), v2 = warp_sum(acc[1]);
+    if (lane > 0) return;
+    qkv_store(q, kcache, vcache, v1 + bf16f(bias[r1]), v2 + bf16f(bias[r2]), c, sn, 0, slots[0],
+              head, i, n_heads, n_kv, D, bs);
     TL_MARK(CUDA_TL_QKV, 2);
 }
 
@@ -214,7 +295,7 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
 template <int KS>
 __global__ void __launch_bounds__(32 * GEMV_WARPS)
     o_res_split_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
-                       int K) {
+                       int K, int early) {
     static_assert(GEMV_WARPS % KS == 0, "whole rows a CTA");
     __shared__ float psum[GEMV_WARPS];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, kp = warp % KS;
@@ -227,6 +308,7 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
     constexpr int U = 16 / KS;
     float xo = 0.0f, bn = 0.0f, acc = 0.0f;
     TL_MARK(CUDA_TL_O, 0);
+    if (early) pdl_trigger(); /* the router's CTAs as soon as the last of these has started */
     if (live && kp == 0 && lane == 0) xo = __ldcg(x + n), bn = bf16f(bias[n]);
     for (int u0 = 0; u0 < max(kn, 1); u0 += 32 * U) { /* once at least: every warp waits */
         uint4 wv[U];
@@ -247,7 +329,7 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
         }
     }
     acc = warp_sum(acc);
-    pdl_trigger();
+    if (!early) pdl_trigger();
     if (lane == 0) psum[warp] = acc;
     __syncthreads();
     TL_MARK(CUDA_TL_O, 2);
@@ -302,6 +384,48 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
         router_group(e_start, e_slots, top_e, T * top_k, E);
     }
     if (threadIdx.x == 0) *count = 0;
+    TL_MARK(CUDA_TL_ROUTER, 2);
+}
+
+/* router7 at one token on a cluster of ROUTER_CL CTAs of 16 warps (cuda_small_trigger bit 2): a
+ * warp per expert row as router7_kernel, but the logits go to CTA 0's shared memory as well
+ * (distributed shared memory) and a cluster barrier replaces the ticket: no fence, no atomic,
+ * no round trip to L2 before CTA 0 takes the top-k. The same bits as router7_kernel<1>. */
+enum { ROUTER_CL = 8, ROUTER_CL_WARPS = 16 };
+
+__global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_CL_WARPS)
+    router7c_kernel(float *logits, uint16_t *xn, const float *x, const uint16_t *g,
+                    const uint16_t *w, const uint16_t *bias, int32_t *top_e, float *top_w, int E,
+                    int H, float eps, int top_k) {
+    extern __shared__ __align__(16) uint16_t xs7[]; /* (H) */
+    __shared__ float red[32];
+    __shared__ float lg[ROUTER_CL * ROUTER_CL_WARPS];
+    cg::cluster_group cl = cg::this_cluster();
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ku = H / 8;
+    int n = blockIdx.x * ROUTER_CL_WARPS + warp;
+    bool live = n < E;
+    const uint4 *wr[1] = {reinterpret_cast<const uint4 *>(w + (size_t)(live ? n : 0) * H)};
+    uint4 wv[1][GEMV_UNITS];
+    TL_MARK(CUDA_TL_ROUTER, 0);
+    rows_load<1, GEMV_UNITS>(wv, wr, 0, ku, live, lane);
+    prefetch_span(g, (size_t)H * 2);
+    prefetch_span(bias, (size_t)E * 2);
+    float *lg0 = cl.map_shared_rank(lg, 0);
+    pdl_wait();
+    TL_MARK(CUDA_TL_ROUTER, 1);
+    pdl_trigger();
+    norm_rows<1>(xs7, x, g, H, eps, red);
+    if (blockIdx.x == 0)
+        for (int i = threadIdx.x; i < ku; i += blockDim.x)
+            reinterpret_cast<uint4 *>(xn)[i] = reinterpret_cast<const uint4 *>(xs7)[i];
+    if (live) {
+        float acc[1][1];
+        rows_dot<1, 1, GEMV_UNITS>(acc, wv, wr, reinterpret_cast<const uint4 *>(xs7), ku, lane);
+        if (lane == 0) logits[n] = acc[0][0], lg0[n] = acc[0][0];
+    }
+    cl.sync(); /* every CTA's logits are in CTA 0's lg */
+    if (cl.block_rank() == 0 && warp == 0)
+        router_topk_token<true>(top_e, top_w, lg, bias, 0, E, top_k);
     TL_MARK(CUDA_TL_ROUTER, 2);
 }
 
@@ -466,10 +590,33 @@ extern "C" int cuda_small_o_split(int ks) {
     return was;
 }
 
+/* The down projection's form at one token (cuda_small_down): 0, down_res_kernel (the default);
+ * 1, down_split_kernel, given its scratch. */
+static int small_down = 0;
+
+extern "C" int cuda_small_down(int form) {
+    int was = small_down;
+    if (form == 0 || form == 1) small_down = form;
+    return was;
+}
+
+/* Latency switches of the one-token kernels (cuda_small_trigger): bit 1, o_proj's split form
+ * lets the next kernel launch from its start instead of after its math (the router's rows then
+ * load during o_proj's last wave); bit 2, the router on a cluster (router7c_kernel). */
+static int small_trigger = 0;
+
+extern "C" int cuda_small_trigger(int mask) {
+    int was = small_trigger;
+    small_trigger = mask;
+    return was;
+}
+
 /* Which one-token kernels run with their CTAs all resident, looping over their work
  * (cuda_small_persist): bit 2, q/k/v (qkv7_kernel on a grid that fits at once; the default,
- * measured faster: worker/cuda/NOTES.md). The looping forms of gate_up and o_proj measured
- * slower and are gone, and so is o_proj with its rows in shared memory. */
+ * measured faster: worker/cuda/NOTES.md); bit 16, q/k/v with a pair a warp, three CTAs an SM
+ * and part of each row in shared memory (qkv7_res_kernel; over bit 2 where both are set). The
+ * looping forms of gate_up and o_proj measured slower and are gone, and so is o_proj with its rows
+ * in shared memory. */
 static int small_persist = 2;
 
 extern "C" int cuda_small_persist(int mask) {
@@ -598,6 +745,104 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     TL_MARK(CUDA_TL_GATE_UP, 2);
 }
 
+/* down_res at one token with a CTA per (16-row tile, slot) (cuda_small_down 1): gate_up's split
+ * form on the down projection. Each of the CTA's DOWN_KS warps holds its DOWN_CH super-chunks of
+ * the tile (loaded before the wait: the router ran two kernels back), stages only its slice of
+ * the slot's act row, and the first warp adds the parts in part order and weights the rows as
+ * down_res_add: y = top_w * (sum + bias), into part (top_k, N). The last of the tile's top_k
+ * CTAs (a ticket a tile, count) then adds the slots' y into x in slot order, as down_res_add:
+ * x to float rounding as down_res_kernel's (only the parts of K differ). All 720 CTAs of the
+ * 120b shape are resident at once (80 registers, six an SM), where down_res_kernel's 180 hold 12
+ * super-chunks a warp in a chain and leave some SMs twice the bytes of others. */
+enum { DOWN_KS = 4, DOWN_CH = 6 };
+
+__global__ void __launch_bounds__(32 * DOWN_KS, 6)
+    down_split_kernel(float *x, float *part, int *count, const uint16_t *act, const uint8_t *blocks,
+                      const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
+                      const float *top_w, int top_k, int N, int K) {
+    constexpr int CH = DOWN_CH, LDW = split_ldw(CH);
+    extern __shared__ __align__(16) uint16_t sxs[]; /* a zero slice (CH * 128), then a warp's LDW */
+    __shared__ float psum[DOWN_KS - 1][32][4];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    int slot = blockIdx.y, row0 = blockIdx.x * 16;
+    int nb = K / 32, nc = (nb + 3) / 4, cb = warp * CH, ce = min(nc, cb + CH);
+    uint16_t *zrow = sxs, *xw = sxs + CH * 128 + warp * LDW;
+    const uint4 zero4 = make_uint4(0, 0, 0, 0);
+    TL_MARK(CUDA_TL_DOWN, 0);
+    int e = __ldcg(top_e + slot); /* complete: see down_res_kernel */
+    const uint4 *wp[1];
+    const uint8_t *sp[1];
+    bool tv[1];
+    moe3_tiles<1, 16>(wp, sp, tv, blocks, scales, e, N, nc, 0, lane, lane);
+    uint4 wv[CH][1][2];
+    uint32_t sv[CH][1][2];
+#pragma unroll
+    for (int j = 0; j < CH; j++) {
+        int c = cb + j;
+        bool ok = c < ce && 4 * c + tq < nb && tv[0];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            wv[j][0][h] = ok ? ld_stream(wp[0] + c * 64 + h * 32) : zero4;
+            sv[j][0][h] = ok ? __ldg(sp[0] + c * 64 + h * 32) : 0u;
+        }
+    }
+    float xo = threadIdx.x < 16 ? __ldcg(x + row0 + threadIdx.x) : 0.0f; /* as down_res_kernel */
+    if (warp == 0 && lane == 0) prefetch_l1(bias + (size_t)e * N + row0), prefetch_l1(top_w);
+    for (int i = threadIdx.x; i < CH * 16; i += blockDim.x)
+        reinterpret_cast<uint4 *>(zrow)[i] = zero4;
+    __syncthreads(); /* the zero row is read by every warp's lanes past the token */
+    pdl_wait();
+    TL_MARK(CUDA_TL_DOWN, 1);
+    pdl_trigger();
+    /* this warp's slice of the slot's act row, each unit at moe3_stage_tokens' place */
+    for (int q = lane; q < CH * 16; q += 32) {
+        int gu = cb * 16 + q;
+        uint16_t *dst = xw + moe3_unit_at(gu) - cb * 128;
+        if (gu < K / 8)
+            cp_async16(dst, act + (size_t)slot * K + gu * 8);
+        else
+            *reinterpret_cast<uint4 *>(dst) = zero4;
+    }
+    cp_async_commit();
+    cp_async_wait0();
+    __syncwarp();
+    const char *xrow = reinterpret_cast<const char *>(gq == 0 ? xw : zrow) + tq * 64;
+    float acc[1][1][4];
+    moe3_zero<1, 1>(acc);
+#pragma unroll
+    for (int j = 0; j < CH; j++) {
+        fence_regs(wv[j][0], sv[j][0]); /* one super-chunk decoded at a time (gate_up_split) */
+        if (cb + j < ce)
+            moe3_superchunk<1, 1>(acc, wv[j], sv[j], xrow + j * 256, 0, moe3_swz(tq), 1);
+    }
+    if (warp > 0)
+#pragma unroll
+        for (int i = 0; i < 4; i++) psum[warp - 1][lane][i] = acc[0][0][i];
+    __syncthreads();
+    if (warp == 0) {
+        for (int p = 1; p < DOWN_KS; p++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[0][0][i] += psum[p - 1][lane][i];
+        if (tq == 0) {
+            float tw = top_w[slot];
+            float *y = part + (size_t)slot * N + row0;
+            y[gq] = tw * (acc[0][0][0] + bf16f(bias[(size_t)e * N + row0 + gq]));
+            y[gq + 8] = tw * (acc[0][0][2] + bf16f(bias[(size_t)e * N + row0 + gq + 8]));
+        }
+    }
+    if (!last_cta(count + blockIdx.x, gridDim.y)) {
+        TL_MARK(CUDA_TL_DOWN, 2);
+        return;
+    }
+    if (threadIdx.x < 16) {
+        float v = xo;
+        for (int d = 0; d < top_k; d++) v += __ldcg(part + (size_t)d * N + row0 + threadIdx.x);
+        x[row0 + threadIdx.x] = v;
+    }
+    if (threadIdx.x == 0) count[blockIdx.x] = 0;
+    TL_MARK(CUDA_TL_DOWN, 2);
+}
+
 /* ---- launchers ---- */
 
 extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const float *x,
@@ -615,6 +860,14 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
         int, int, float) = {qkv7_kernel<1>, qkv7_kernel<2>, qkv7_kernel<3>, qkv7_kernel<4>};
     int pairs = (n_heads + 2 * n_kv_heads) * (D / 2), per = RMSNORM_THREADS / 32;
     int grid = (pairs + per - 1) / per;
+    if (T == 1 && (small_persist & 16) && H / 8 > 32 * QKV_RES_REG) { /* a pair a warp, at once */
+        static size_t set;
+        int e = smem_limit(qkv7_res_kernel, qkv_res_smem(H), &set);
+        if (e) return e;
+        return pdl_launch(qkv7_res_kernel, grid, RMSNORM_THREADS, qkv_res_smem(H), s, q, kcache,
+                          vcache, x, g, w, bias, positions, slots, inv_freq, concentration, H,
+                          n_heads, n_kv_heads, D, block_size, eps);
+    }
     if (T == 1 && (small_persist & 2)) { /* the CTAs that fit at once, looping over the pairs */
         static int fit; /* bound by the kernel's registers (2 CTAs an SM), not by H's smem */
         if (!fit) fit = resident_ctas(k[0], RMSNORM_THREADS, (size_t)H * 2);
@@ -632,11 +885,12 @@ extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, co
                                        const uint16_t *, int, int) = {
         gemv_res_kernel<1>, gemv_res_kernel<2>, gemv_res_kernel<3>, gemv_res_kernel<4>};
     if (small_split && T == 1 && o_split > 1) {
-        void (*ks)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int, int) =
+        void (*ks)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int, int, int) =
             o_split == 2 ? o_res_split_kernel<2>
                          : (o_split == 4 ? o_res_split_kernel<4> : o_res_split_kernel<8>);
         int rows = GEMV_WARPS / o_split;
-        return pdl_launch(ks, (N + rows - 1) / rows, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K);
+        return pdl_launch(ks, (N + rows - 1) / rows, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K,
+                          small_trigger & 1);
     }
     return pdl_launch(k[T - 1], (N + GEMV_WARPS - 1) / GEMV_WARPS, 32 * GEMV_WARPS, 0, s, x, in, w,
                       bias, N, K);
@@ -653,17 +907,25 @@ extern "C" int cuda_router7(float *logits, int *count, uint16_t *xn, const float
                                        const uint16_t *, const uint16_t *, int32_t *, float *,
                                        int32_t *, int32_t *, int, int, float, int) = {
         router7_kernel<1>, router7_kernel<2>, router7_kernel<3>, router7_kernel<4>};
+    if (T == 1 && !e_start && (small_trigger & 2) && E <= ROUTER_CL * ROUTER_CL_WARPS)
+        return pdl_launch(router7c_kernel, ROUTER_CL, 32 * ROUTER_CL_WARPS, (size_t)H * 2, s,
+                          logits, xn, x, g, w, bias, top_e, top_w, E, H, eps, top_k);
     size_t smem = (size_t)((2 * E + 32 + 3) & ~3) * sizeof(int) + (size_t)T * H * 2;
     return pdl_launch(k[T - 1], (E + GEMV_WARPS - 1) / GEMV_WARPS, RMSNORM_THREADS, smem, s, logits,
                       count, xn, x, g, w, bias, top_e, top_w, e_start, e_slots, E, H, eps, top_k);
 }
 
-extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *blocks,
-                                 const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
-                                 const float *top_w, int T, int top_k, int H, int I,
-                                 cudaStream_t s) {
+extern "C" int cuda_moe_down_res(float *x, float *part, int *count, const uint16_t *act,
+                                 const uint8_t *blocks, const uint8_t *scales, const uint16_t *bias,
+                                 const int32_t *top_e, const float *top_w, int T, int top_k, int H,
+                                 int I, cudaStream_t s) {
     int S = T * top_k;
     if (T < 1 || S > 16 || I % 32 || H % 16 || I > 8192) return (int)cudaErrorInvalidValue;
+    if (small_split && small_down == 1 && T == 1 && part && count &&
+        (I / 32 + 3) / 4 <= DOWN_KS * DOWN_CH)
+        return pdl_launch(down_split_kernel, dim3(H / 16, S), 32 * DOWN_KS,
+                          (size_t)(DOWN_CH * 128 + DOWN_KS * split_ldw(DOWN_CH)) * 2, s, x, part,
+                          count, act, blocks, scales, bias, top_e, top_w, top_k, H, I);
     size_t smem = (size_t)(S + 7) / 8 * 8 * (moe3_kpad(I) + 16) * 2;
     if (small_split && S <= 4) { /* two parts of K: 8 warps a CTA at one token */
         static size_t set2;
