@@ -12,9 +12,10 @@
  *              [--split 0|1]        (version 7's expert kernels in their split form, the
  *                                    default, or version 3's small tile; with it, o_proj at
  *                                    one token too)   [--o-split 1|2|4|8] (warps a row there)
- *              [--persist 0|2|16]   (q/k/v at one token on a grid that fits at once, the
- *                                    default, in waves, or a pair a warp with part of each
- *                                    row in shared memory: cuda_small_persist)
+ *              [--persist MASK]     (one-token kernels on a grid that fits at once,
+ *                                    cuda_small_persist: 2 q/k/v looping, the default; 16
+ *                                    q/k/v a pair a warp, rows partly in shared memory; 1
+ *                                    gate_up looping, the next item in shared memory)
  *              [--down 0|1]         (the down projection at one token: a CTA a tile, or a
  *                                    CTA a tile and slot: cuda_small_down)
  *              [--trigger MASK]     (1: o_proj at one token lets the router launch from its
@@ -276,10 +277,11 @@ int main(int argc, char **argv) {
             cuda_small_o_split(ks);
         } else if (!strcmp(argv[i], "--persist")) {
             int m = atoi(argv[i + 1]);
-            if (m != 0 && m != 2 && m != 16) {
+            if (m < 0 || m > 31 || (m & 12)) {
                 fprintf(stderr,
-                        "cuda-bench: --persist %s: 2 (q/k/v looping), 16 (q/k/v a pair a warp, "
-                        "rows partly in shared memory) or 0\n",
+                        "cuda-bench: --persist %s: a mask of 1 (gate_up looping, the next item in "
+                        "shared memory), 2 (q/k/v looping) and 16 (q/k/v a pair a warp, rows "
+                        "partly in shared memory)\n",
                         argv[i + 1]);
                 return 2;
             }

@@ -881,6 +881,16 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     float *uaf = bf16_to_float(ua, (size_t)S * I);
     snprintf(name, sizeof(name), "v7 split gate_up T=%d: act", T);
     compare_bf16(name, ub, uaf, (size_t)S * I, 1e-2, us);
+    if (T == 1) { /* looping, the next item's weights in shared memory (cuda_small_persist 1) */
+        int was = cuda_small_persist(1);
+        uint16_t *uc_d = dev_poisoned(2 * (size_t)S * I);
+        CU(GATE7(uc_d));
+        TIME_US(us, CU(GATE7(ua_d)));
+        same_bits("v7 split gate_up T=1, looping with a ring: act", ub_d, uc_d, 2 * (size_t)S * I,
+                  2, us);
+        cudaFree(uc_d);
+        cuda_small_persist(was);
+    }
     cuda_small_split(split_was);
     cuda_small_persist(p_was);
     cudaFree(ua_d), cudaFree(ub_d), free(ua), free(ub), free(uaf);

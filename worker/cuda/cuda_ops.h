@@ -202,8 +202,9 @@ int cuda_small_split(int on);
 int cuda_small_o_split(int ks);
 /* One-token kernels whose CTAs all fit the GPU at once instead of running in waves (mask: 2,
  * q/k/v looping over its pairs, the default; 16, q/k/v with a pair a warp, three CTAs an SM and
- * part of each row in shared memory, over 2 where both are set); results bit for bit those
- * without. Returns the mask before. */
+ * part of each row in shared memory, over 2 where both are set; 1, gate_up's split form looping
+ * over its items, the next one's weights copied into shared memory during this one's math);
+ * results bit for bit those without. Returns the mask before. */
 int cuda_small_persist(int mask);
 /* Latency switches of the one-token kernels (mask; none by default): 1, o_proj's split form lets
  * the router launch from its start instead of after its math; 2, the router on a cluster of
