@@ -411,6 +411,8 @@ __global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_
     prefetch_span(g, (size_t)H * 2);
     prefetch_span(bias, (size_t)E * 2);
     float *lg0 = cl.map_shared_rank(lg, 0);
+    /* CTA 0's shared memory may be written only once it runs: arrive now, wait before the write */
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
     pdl_wait();
     TL_MARK(CUDA_TL_ROUTER, 1);
     pdl_trigger();
@@ -418,11 +420,11 @@ __global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_
     if (blockIdx.x == 0)
         for (int i = threadIdx.x; i < ku; i += blockDim.x)
             reinterpret_cast<uint4 *>(xn)[i] = reinterpret_cast<const uint4 *>(xs7)[i];
-    if (live) {
-        float acc[1][1];
+    float acc[1][1];
+    if (live)
         rows_dot<1, 1, GEMV_UNITS>(acc, wv, wr, reinterpret_cast<const uint4 *>(xs7), ku, lane);
-        if (lane == 0) logits[n] = acc[0][0], lg0[n] = acc[0][0];
-    }
+    asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
+    if (live && lane == 0) logits[n] = acc[0][0], lg0[n] = acc[0][0];
     cl.sync(); /* every CTA's logits are in CTA 0's lg */
     if (cl.block_rank() == 0 && warp == 0)
         router_topk_token<true>(top_e, top_w, lg, bias, 0, E, top_k);
