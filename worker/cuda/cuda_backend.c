@@ -65,14 +65,12 @@ typedef struct cuda {
     /* layer l's K and V: (num_blocks + 1, n_kv, block_size, D), or (window_blocks + 1, ...) for
      * a sliding layer when there is a window pool (the extra block is the scratch block) */
     uint16_t *kl[MG_MAX_LAYERS], *vl[MG_MAX_LAYERS];
-    float *inv_freq;  /* (D/2) */
-    float *att_part;  /* (CUDA_ATT_SPLIT_MAX_T, n_heads, CUDA_ATT_MAX_SPLITS, 66) split-KV state */
-    float *down_part; /* (top_k, H): the one-token down projection's slot rows (cuda_small_down) */
+    float *inv_freq; /* (D/2) */
+    float *att_part; /* (CUDA_ATT_SPLIT_MAX_T, n_heads, CUDA_ATT_MAX_SPLITS, 66) split-KV state */
     /* ticket counters of the kernels whose last CTA finishes the op (zero between launches):
      * TICKET_ROUTER (one int), then from TICKET_ATT the split-KV attention's
-     * (CUDA_ATT_SPLIT_MAX_T, n_kv), then from ticket_down the down projection's (H / 16) */
+     * (CUDA_ATT_SPLIT_MAX_T, n_kv) */
     int *tickets;
-    int ticket_down;
     int pdl_max_tokens; /* cuda_backend_opts */
     float concentration;
     /* scratch: T = max_tokens, S = T * top_k, R = max_seqs */
@@ -406,9 +404,8 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         prof_begin(b, P_DN);
         if (OMIT(P_DN)) {
         } else if (v7) { /* the slots' rows weighted and added into x in slot order */
-            CK(cuda_moe_down_res(b->x, b->down_part, b->tickets + b->ticket_down, b->act,
-                                 L->dn_blocks, L->dn_scales, L->dn_bias, b->top_e, b->top_w, T,
-                                 b->TK, H, b->I, s),
+            CK(cuda_moe_down_res(b->x, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->top_e,
+                                 b->top_w, T, b->TK, H, b->I, s),
                "moe down residual");
         } else {
             CK(cuda_moe_down(b->y, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->e_start,
@@ -664,11 +661,11 @@ static void cuda_destroy(mg_backend *base) {
     if (!b) return;
     cudaSetDevice(b->dev);
     if (b->stream) cudaStreamSynchronize(b->stream);
-    void *dev_bufs[] = {b->tickets, b->att_part, b->weights, b->kv,     b->inv_freq, b->x,
-                        b->qkv,     b->q,        b->tmp,     b->rlog,   b->top_w,    b->y,
-                        b->logits,  b->xn,       b->att,     b->act,    b->lx,       b->top_e,
-                        b->e_start, b->e_slots,  b->tok_out, b->meta_d, b->route_d,  b->srow_d,
-                        b->ban_d,   b->down_part};
+    void *dev_bufs[] = {b->tickets, b->att_part, b->weights, b->kv,      b->inv_freq,
+                        b->x,       b->qkv,      b->q,       b->tmp,     b->rlog,
+                        b->top_w,   b->y,        b->logits,  b->xn,      b->att,
+                        b->act,     b->lx,       b->top_e,   b->e_start, b->e_slots,
+                        b->tok_out, b->meta_d,   b->route_d, b->srow_d,  b->ban_d};
     for (size_t i = 0; i < sizeof(dev_bufs) / sizeof(dev_bufs[0]); i++)
         if (dev_bufs[i]) cudaFree(dev_bufs[i]);
     if (b->meta_h) cudaFreeHost(b->meta_h);
@@ -966,9 +963,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     TRY(dmalloc(&b->att_part,
                 4 * (size_t)CUDA_ATT_SPLIT_MAX_T * c->n_heads * CUDA_ATT_MAX_SPLITS * 66,
                 "split-KV scratch"));
-    TRY(dmalloc(&b->down_part, 4 * (size_t)b->TK * H, "down projection scratch"));
-    b->ticket_down = TICKET_ATT + CUDA_ATT_SPLIT_MAX_T * c->n_kv_heads;
-    size_t n_tickets = (size_t)b->ticket_down + H / 16;
+    size_t n_tickets = TICKET_ATT + (size_t)CUDA_ATT_SPLIT_MAX_T * c->n_kv_heads;
     TRY(dmalloc(&b->tickets, sizeof(int) * n_tickets, "ticket counters"));
     if (cudaMemset(b->tickets, 0, sizeof(int) * n_tickets))
         TRY(MG_ERRF(MG_ECUDA, "cuda backend: ticket counter clear failed"));

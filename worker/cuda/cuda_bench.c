@@ -12,14 +12,12 @@
  *              [--split 0|1]        (version 7's expert kernels in their split form, the
  *                                    default, or version 3's small tile; with it, o_proj at
  *                                    one token too)   [--o-split 1|2|4|8] (warps a row there)
- *              [--persist MASK]     (one-token kernels on a grid that fits at once,
- *                                    cuda_small_persist: 2 q/k/v looping, the default; 16
- *                                    q/k/v a pair a warp, rows partly in shared memory; 1
- *                                    gate_up looping, the next item in shared memory)
- *              [--down 0|1]         (the down projection at one token: a CTA a tile, or a
- *                                    CTA a tile and slot: cuda_small_down)
+ *              [--persist MASK]     (one-token q/k/v on a grid that fits at once,
+ *                                    cuda_small_persist: 2 looping, 16 a pair a warp with rows
+ *                                    partly in shared memory, 18 both, the default)
  *              [--trigger MASK]     (1: o_proj at one token lets the router launch from its
- *                                    start; 2: the router on a cluster: cuda_small_trigger)
+ *                                    start; 2: the router on a cluster; 3 both, the default:
+ *                                    cuda_small_trigger)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
  *                                    worker's --cuda-gemm-autotune)
@@ -277,23 +275,14 @@ int main(int argc, char **argv) {
             cuda_small_o_split(ks);
         } else if (!strcmp(argv[i], "--persist")) {
             int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 31 || (m & 12)) {
+            if (m != 0 && m != 2 && m != 16 && m != 18) {
                 fprintf(stderr,
-                        "cuda-bench: --persist %s: a mask of 1 (gate_up looping, the next item in "
-                        "shared memory), 2 (q/k/v looping) and 16 (q/k/v a pair a warp, rows "
-                        "partly in shared memory)\n",
+                        "cuda-bench: --persist %s: a mask of 2 (q/k/v looping) and 16 (q/k/v a "
+                        "pair a warp, rows partly in shared memory)\n",
                         argv[i + 1]);
                 return 2;
             }
             cuda_small_persist(m);
-        } else if (!strcmp(argv[i], "--down")) {
-            int f = atoi(argv[i + 1]);
-            if (f != 0 && f != 1) {
-                fprintf(stderr, "cuda-bench: --down %s: 1 (a CTA a tile and slot) or 0\n",
-                        argv[i + 1]);
-                return 2;
-            }
-            cuda_small_down(f);
         } else if (!strcmp(argv[i], "--trigger")) {
             int m = atoi(argv[i + 1]);
             if (m < 0 || m > 3) {

@@ -16,7 +16,7 @@
  *              [--split 0|1]               (the whole-model checks with version 7's expert
  *                                           kernels in their split form or not; default:
  *                                           the backend's, split)
- *              [--persist 0|2|16] [--trigger MASK] [--down 0|1]
+ *              [--persist 0|2|16] [--trigger MASK]
  *                                          (the one-token forms of the whole-model checks:
  *                                           cuda_small_persist, _trigger, _down) */
 #include <math.h>
@@ -833,11 +833,9 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     CU(cuda_moe_down(y_d, act_d, xp->dn_bt_d, xp->dn_st_d, xp->dn_bias_d, es_b, sl_b, tw_b, T, TK,
                      E, H, I, 6, 0));
     CU(cuda_rmsnorm(xn_a, xa_d, y_d, TK, NULL, g_d, T, H, eps, 0));
-    float *dpart_d = dev_poisoned(4 * (size_t)TK * H);
-    int *dtk_d = tickets_new(H / 16);
 #define DOWN7(dst)                                                                                 \
-    cuda_moe_down_res(dst, dpart_d, dtk_d, act_d, xp->dn_bt_d, xp->dn_st_d, xp->dn_bias_d, te_b,   \
-                      tw_b, T, TK, H, I, 0)
+    cuda_moe_down_res(dst, act_d, xp->dn_bt_d, xp->dn_st_d, xp->dn_bias_d, te_b, tw_b, T, TK, H,   \
+                      I, 0)
     RESET(xb_d);
     CU(DOWN7(xb_d));
     TIME_US(us, CU(DOWN7(tmp_d)));
@@ -853,21 +851,6 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     float *xa = host_from(xa_d, xbytes), *xb = host_from(xb_d, xbytes);
     snprintf(name, sizeof(name), "v7 split down residual T=%d: x", T);
     compare(name, xb, xa, (size_t)T * H, 1e-5, us);
-    if (T == 1) { /* a CTA a tile and slot, the slots added by the tile's last (cuda_small_down) */
-        int was = cuda_small_down(1);
-        float *xc_d = dev_poisoned(xbytes);
-        CU(cudaMemcpy(xc_d, x_d, xbytes, cudaMemcpyDeviceToDevice));
-        CU(DOWN7(xc_d));
-        TIME_US(us, CU(DOWN7(tmp_d)));
-        float *xc = host_from(xc_d, xbytes);
-        compare("v7 split down residual T=1, a CTA a tile and slot: x", xc, xa, (size_t)H, 1e-5,
-                us);
-        compare("v7 split down residual T=1, a CTA a tile and slot: x against the split", xc, xb,
-                (size_t)H, 1e-5, 0);
-        tickets_done("  down tile counters reset", dtk_d, H / 16);
-        free(xc), cudaFree(xc_d);
-        cuda_small_down(was);
-    }
     free(xa), free(xb);
     uint16_t *ua_d = dev_poisoned(2 * (size_t)S * I), *ub_d = dev_poisoned(2 * (size_t)S * I);
     CU(cuda_moe_gate_up(ua_d, xn_b, xp->gu_bt_d, xp->gu_st_d, xp->gu_bias_d, es_b, sl_b, T, TK, E,
@@ -881,16 +864,6 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     float *uaf = bf16_to_float(ua, (size_t)S * I);
     snprintf(name, sizeof(name), "v7 split gate_up T=%d: act", T);
     compare_bf16(name, ub, uaf, (size_t)S * I, 1e-2, us);
-    if (T == 1) { /* looping, the next item's weights in shared memory (cuda_small_persist 1) */
-        int was = cuda_small_persist(1);
-        uint16_t *uc_d = dev_poisoned(2 * (size_t)S * I);
-        CU(GATE7(uc_d));
-        TIME_US(us, CU(GATE7(ua_d)));
-        same_bits("v7 split gate_up T=1, looping with a ring: act", ub_d, uc_d, 2 * (size_t)S * I,
-                  2, us);
-        cudaFree(uc_d);
-        cuda_small_persist(was);
-    }
     cuda_small_split(split_was);
     cuda_small_persist(p_was);
     cudaFree(ua_d), cudaFree(ub_d), free(ua), free(ub), free(uaf);
@@ -901,7 +874,7 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
 #undef DOWN7
     cudaFree(lg_a), cudaFree(lg_b), cudaFree(te_a), cudaFree(te_b), cudaFree(tw_a);
     cudaFree(tw_b), cudaFree(es_a), cudaFree(es_b), cudaFree(sl_a), cudaFree(sl_b);
-    cudaFree(y_d), cudaFree(x_d), cudaFree(inv_d), cudaFree(xa_d), cudaFree(dpart_d);
+    cudaFree(y_d), cudaFree(x_d), cudaFree(inv_d), cudaFree(xa_d);
     cudaFree(xb_d), cudaFree(g_d), cudaFree(qb_d), cudaFree(ob_d), cudaFree(rb_d);
     cudaFree(att_d), cudaFree(act_d), cudaFree(pos_d), cudaFree(slot_d), cudaFree(xn_a);
     cudaFree(xn_b), cudaFree(tmp_d);
@@ -1400,20 +1373,14 @@ int main(int argc, char **argv) {
             model_split = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--persist") && i + 1 < argc) {
             model_persist = atoi(argv[++i]);
-            if (model_persist != 0 && model_persist != 2 && model_persist != 16) {
+            if (model_persist != 0 && model_persist != 2 && model_persist != 16 &&
+                model_persist != 18) {
                 fprintf(stderr,
-                        "cuda-check: --persist %s: 2 (q/k/v looping), 16 (a pair a warp) "
-                        "or 0\n",
+                        "cuda-check: --persist %s: a mask of 2 (q/k/v looping) and 16 (q/k/v a "
+                        "pair a warp)\n",
                         argv[i]);
                 return 2;
             }
-        } else if (!strcmp(argv[i], "--down") && i + 1 < argc) {
-            int f = atoi(argv[++i]);
-            if (f != 0 && f != 1) {
-                fprintf(stderr, "cuda-check: --down %s: 1 (a CTA a tile and slot) or 0\n", argv[i]);
-                return 2;
-            }
-            cuda_small_down(f);
         } else if (!strcmp(argv[i], "--trigger") && i + 1 < argc) {
             int m = atoi(argv[++i]);
             if (m < 0 || m > 3) {
@@ -1425,11 +1392,10 @@ int main(int argc, char **argv) {
             }
             cuda_small_trigger(m);
         } else {
-            fprintf(
-                stderr,
-                "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
-                "[--versions V,...] [--split 0|1] [--persist 0|2|16] [--trigger 0-3] [--down 0|1]\n"
-                "  groups: norm gemm rope attention router moe small argmax sampling\n");
+            fprintf(stderr,
+                    "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
+                    "[--versions V,...] [--split 0|1] [--persist 0|2|16] [--trigger 0-3]\n"
+                    "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;
         }
     }

@@ -178,17 +178,10 @@ int cuda_router7(float *logits, int *count, uint16_t *xn, const float *x, const 
                  cudaStream_t s);
 /* x (T, H) += cuda_moe_down's y rows of each token in slot order (slot t * top_k + k, expert
  * top_e[slot]; no grouping needed), as cuda_rmsnorm adds them. T * top_k at most 16; blocks and
- * scales tiled (cuda_mxfp4_tile). part (top_k * H floats) and count (H / 16 ticket counters, zero)
- * serve the form of cuda_small_down 1 at one token; NULL: that form is not taken. */
-int cuda_moe_down_res(float *x, float *part, int *count, const uint16_t *act, const uint8_t *blocks,
-                      const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
-                      const float *top_w, int T, int top_k, int H, int I, cudaStream_t s);
-/* The down projection into the residual at one token (with cuda_small_split on): 0,
- * down_res_kernel, the default (a CTA a 16-row tile, a warp a slot and half of K); 1, a CTA a tile
- * and slot, K over four warps, the slots added in order by the tile's last CTA (needs
- * cuda_moe_down_res' part and count). Results agree to float rounding. Other values leave it as
- * it was; returns the form before. */
-int cuda_small_down(int form);
+ * scales tiled (cuda_mxfp4_tile). */
+int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
+                      const uint16_t *bias, const int32_t *top_e, const float *top_w, int T,
+                      int top_k, int H, int I, cudaStream_t s);
 
 /* Steps of a few tokens (version 7): the split form of the expert kernels (small.cuh: a tile's
  * K over several warps, their sums added at the end) when on (the default), else version 3's
@@ -201,13 +194,12 @@ int cuda_small_split(int on);
  * before. */
 int cuda_small_o_split(int ks);
 /* One-token kernels whose CTAs all fit the GPU at once instead of running in waves (mask: 2,
- * q/k/v looping over its pairs, the default; 16, q/k/v with a pair a warp, three CTAs an SM and
- * part of each row in shared memory, over 2 where both are set; 1, gate_up's split form looping
- * over its items, the next one's weights copied into shared memory during this one's math);
- * results bit for bit those without. Returns the mask before. */
+ * q/k/v looping over its pairs; 16, q/k/v with a pair a warp, three CTAs an SM and part of each
+ * row in shared memory, over 2 where both are set; both by default: 18); results bit for bit
+ * those without. Returns the mask before. */
 int cuda_small_persist(int mask);
-/* Latency switches of the one-token kernels (mask; none by default): 1, o_proj's split form lets
- * the router launch from its start instead of after its math; 2, the router on a cluster of
+/* Latency switches of the one-token kernels (mask; both by default: 3): 1, o_proj's split form
+ * lets the router launch from its start instead of after its math; 2, the router on a cluster of
  * CTAs, its top-k reading the logits from distributed shared memory instead of after a ticket.
  * Results are unchanged, bit for bit. Returns the mask before. */
 int cuda_small_trigger(int mask);

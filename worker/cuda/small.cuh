@@ -592,20 +592,11 @@ extern "C" int cuda_small_o_split(int ks) {
     return was;
 }
 
-/* The down projection's form at one token (cuda_small_down): 0, down_res_kernel (the default);
- * 1, down_split_kernel, given its scratch. */
-static int small_down = 0;
-
-extern "C" int cuda_small_down(int form) {
-    int was = small_down;
-    if (form == 0 || form == 1) small_down = form;
-    return was;
-}
-
 /* Latency switches of the one-token kernels (cuda_small_trigger): bit 1, o_proj's split form
  * lets the next kernel launch from its start instead of after its math (the router's rows then
- * load during o_proj's last wave); bit 2, the router on a cluster (router7c_kernel). */
-static int small_trigger = 0;
+ * load during o_proj's last wave); bit 2, the router on a cluster (router7c_kernel). Both on by
+ * default (measured faster: worker/cuda/NOTES.md). */
+static int small_trigger = 3;
 
 extern "C" int cuda_small_trigger(int mask) {
     int was = small_trigger;
@@ -613,14 +604,14 @@ extern "C" int cuda_small_trigger(int mask) {
     return was;
 }
 
-/* Which one-token kernels run with their CTAs all resident, looping over their work
- * (cuda_small_persist): bit 1, gate_up with the next item's weights in shared memory
- * (gate_up_ring_kernel); bit 2, q/k/v (qkv7_kernel on a grid that fits at once; the default,
- * measured faster: worker/cuda/NOTES.md); bit 16, q/k/v with a pair a warp, three CTAs an SM
- * and part of each row in shared memory (qkv7_res_kernel; over bit 2 where both are set). The
- * looping forms of gate_up and o_proj measured slower and are gone, and so is o_proj with its rows
- * in shared memory. */
-static int small_persist = 2;
+/* Which one-token kernels run with their CTAs all resident (cuda_small_persist): bit 2, q/k/v
+ * looping over its pairs (qkv7_kernel on a grid that fits at once); bit 16, q/k/v with a pair a
+ * warp, three CTAs an SM and part of each row in shared memory (qkv7_res_kernel; over bit 2
+ * where both are set and H allows it). Both on by default (each measured faster:
+ * worker/cuda/NOTES.md). The looping forms of gate_up (also with the next item's weights in
+ * shared memory) and o_proj measured slower and are gone, and so is o_proj with its rows in
+ * shared memory. */
+static int small_persist = 18;
 
 extern "C" int cuda_small_persist(int mask) {
     int was = small_persist;
@@ -748,241 +739,6 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     TL_MARK(CUDA_TL_GATE_UP, 2);
 }
 
-/* gate_up at one token on a grid that fits at once (cuda_small_persist bit 1): the split form's
- * CTAs (KS warps, CH super-chunks each), each looping over the (tile, slot) items blockIdx.x,
- * + gridDim.x, ... of the layer, the token's row staged once. While a CTA computes an item from
- * registers, the next item's weights are already on their way into its shared memory (each lane
- * copies the 16-byte units it will read back; lanes 0..CH*4-1 the warp's scale bytes), so that
- * the CTA keeps a tile in flight through its MMAs, sums and epilogue, where a waved CTA holds its
- * slot with nothing in flight. Three CTAs an SM, as the waved kernel. Per item the arithmetic is
- * gate_up_split_kernel's: act bit for bit. */
-template <int KS, int CH>
-__global__ void __launch_bounds__(32 * KS, 3)
-    gate_up_ring_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
-                        const uint8_t *scales, const uint16_t *bias, const int32_t *top_e, int S,
-                        int N, int K, float limit) {
-    constexpr int LDW = split_ldw(CH);
-    /* a zero slice (CH * 128), each warp's slice of the token row (LDW), then each warp's ring:
-     * blocks (CH, 2, 32 lanes) units, scale bytes (CH, 64) */
-    extern __shared__ __align__(16) uint16_t sxs[];
-    __shared__ float part[KS - 1][32][4];
-    __shared__ int slot_s[1];
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    int nb = K / 32, nc = (nb + 3) / 4, cb = warp * CH, ce = min(nc, cb + CH);
-    int tiles = N / 16, items = tiles * S;
-    uint16_t *zrow = sxs, *xw = sxs + CH * 128 + warp * LDW;
-    uint4 *wring = reinterpret_cast<uint4 *>(sxs + CH * 128 + KS * LDW) + warp * CH * 64;
-    uint8_t *sring = reinterpret_cast<uint8_t *>(
-                         reinterpret_cast<uint4 *>(sxs + CH * 128 + KS * LDW) + KS * CH * 64) +
-                     warp * CH * 64;
-    const uint4 zero4 = make_uint4(0, 0, 0, 0);
-    TL_MARK(CUDA_TL_GATE_UP, 0);
-    for (int i = threadIdx.x; i < CH * 16; i += blockDim.x)
-        reinterpret_cast<uint4 *>(zrow)[i] = zero4;
-    __syncthreads();
-    pdl_wait();
-    TL_MARK(CUDA_TL_GATE_UP, 1);
-    int w = blockIdx.x;
-    if (w >= items) return;
-    int e_lane = lane < S ? top_e[lane] : 0; /* slot lane's expert */
-    /* item w's expert and the warp's blocks and scales at super-chunk cb */
-    auto where = [&](int w, int &e, const uint4 *&wp, const uint8_t *&sp) {
-        int slot = w / tiles, tile = w % tiles;
-        e = __shfl_sync(0xffffffffu, e_lane, slot);
-        size_t base = ((size_t)e * tiles + tile) * nc * 64;
-        wp = reinterpret_cast<const uint4 *>(blocks) + base + cb * 64;
-        sp = scales + base + cb * 64;
-    };
-    /* the token row's slice, each unit at moe3_stage_tokens' place (gate_up_split_kernel's) */
-    for (int q = lane; q < CH * 16; q += 32) {
-        int gu = cb * 16 + q;
-        uint16_t *dst = xw + moe3_unit_at(gu) - cb * 128;
-        if (gu < K / 8)
-            cp_async16(dst, xn + gu * 8);
-        else
-            *reinterpret_cast<uint4 *>(dst) = zero4;
-    }
-    cp_async_commit();
-    int e;
-    const uint4 *wp;
-    const uint8_t *sp;
-    where(w, e, wp, sp);
-    uint4 wv[CH][1][2];
-    uint32_t sv[CH][1][2];
-#pragma unroll
-    for (int j = 0; j < CH; j++) {
-        bool ok = cb + j < ce && 4 * (cb + j) + tq < nb;
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            wv[j][0][h] = ok ? ld_stream(wp + j * 64 + h * 32 + lane) : zero4;
-            sv[j][0][h] = ok ? __ldg(sp + j * 64 + h * 32 + lane) : 0u;
-        }
-    }
-    /* the next item's weights into the ring: the units this lane reads back, and the scale
-     * bytes of the warp's super-chunks in 16-byte units (lanes 0 .. CH * 4 - 1) */
-    auto stage = [&](int wn) {
-        int en;
-        const uint4 *wpn;
-        const uint8_t *spn;
-        where(wn, en, wpn, spn);
-#pragma unroll
-        for (int j = 0; j < CH; j++)
-#pragma unroll
-            for (int h = 0; h < 2; h++)
-                if (cb + j < ce)
-                    cp_async16(wring + j * 64 + h * 32 + lane, wpn + j * 64 + h * 32 + lane);
-        if (lane < CH * 4 && cb + lane / 4 < ce) cp_async16(sring + lane * 16, spn + lane * 16);
-    };
-    int wn = w + gridDim.x;
-    if (wn < items) stage(wn);
-    cp_async_commit();
-    cp_async_wait1(); /* the token slice (this lane's part) */
-    __syncwarp();
-    const char *xrow = reinterpret_cast<const char *>(gq == 0 ? xw : zrow) + tq * 64;
-    for (;;) {
-        float acc[1][1][4];
-        moe3_zero<1, 1>(acc);
-#pragma unroll
-        for (int j = 0; j < CH; j++) {
-            fence_regs(wv[j][0], sv[j][0]);
-            if (cb + j < ce)
-                moe3_superchunk<1, 1>(acc, wv[j], sv[j], xrow + j * 256, 0, moe3_swz(tq), 1);
-        }
-        if (wn >= items) pdl_trigger(); /* the down projection's CTAs, beside the last sums */
-        if (warp > 0)
-#pragma unroll
-            for (int i = 0; i < 4; i++) part[warp - 1][lane][i] = acc[0][0][i];
-        if (threadIdx.x == 0) slot_s[0] = w / tiles;
-        __syncthreads();
-        if (warp == 0) {
-            for (int p = 1; p < KS; p++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) acc[0][0][i] += part[p - 1][lane][i];
-            moe3_epilogue<false, 1, 1>(act, acc, bias, e, N, (w % tiles) * 16 + gq, 1, 1, slot_s,
-                                       NULL, limit, gq, tq);
-        }
-        __syncthreads(); /* part and slot_s are free again */
-        w = wn;
-        if (w >= items) break;
-        cp_async_wait0();
-        __syncwarp(); /* the scale bytes other lanes copied */
-        e = __shfl_sync(0xffffffffu, e_lane, w / tiles);
-#pragma unroll
-        for (int j = 0; j < CH; j++) {
-            bool ok = cb + j < ce && 4 * (cb + j) + tq < nb;
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                wv[j][0][h] = ok ? wring[j * 64 + h * 32 + lane] : zero4;
-                sv[j][0][h] = ok ? sring[j * 64 + h * 32 + lane] : 0u;
-            }
-            fence_regs(wv[j][0], sv[j][0]); /* read before the ring is written again */
-        }
-        __syncwarp();
-        wn = w + gridDim.x;
-        if (wn < items) stage(wn);
-        cp_async_commit();
-    }
-    TL_MARK(CUDA_TL_GATE_UP, 2);
-}
-
-/* down_res at one token with a CTA per (16-row tile, slot) (cuda_small_down 1): gate_up's split
- * form on the down projection. Each of the CTA's DOWN_KS warps holds its DOWN_CH super-chunks of
- * the tile (loaded before the wait: the router ran two kernels back), stages only its slice of
- * the slot's act row, and the first warp adds the parts in part order and weights the rows as
- * down_res_add: y = top_w * (sum + bias), into part (top_k, N). The last of the tile's top_k
- * CTAs (a ticket a tile, count) then adds the slots' y into x in slot order, as down_res_add:
- * x to float rounding as down_res_kernel's (only the parts of K differ). All 720 CTAs of the
- * 120b shape are resident at once (80 registers, six an SM), where down_res_kernel's 180 hold 12
- * super-chunks a warp in a chain and leave some SMs twice the bytes of others. */
-enum { DOWN_KS = 4, DOWN_CH = 6 };
-
-__global__ void __launch_bounds__(32 * DOWN_KS, 6)
-    down_split_kernel(float *x, float *part, int *count, const uint16_t *act, const uint8_t *blocks,
-                      const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
-                      const float *top_w, int top_k, int N, int K) {
-    constexpr int CH = DOWN_CH, LDW = split_ldw(CH);
-    extern __shared__ __align__(16) uint16_t sxs[]; /* a zero slice (CH * 128), then a warp's LDW */
-    __shared__ float psum[DOWN_KS - 1][32][4];
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    int slot = blockIdx.y, row0 = blockIdx.x * 16;
-    int nb = K / 32, nc = (nb + 3) / 4, cb = warp * CH, ce = min(nc, cb + CH);
-    uint16_t *zrow = sxs, *xw = sxs + CH * 128 + warp * LDW;
-    const uint4 zero4 = make_uint4(0, 0, 0, 0);
-    TL_MARK(CUDA_TL_DOWN, 0);
-    int e = __ldcg(top_e + slot); /* complete: see down_res_kernel */
-    const uint4 *wp[1];
-    const uint8_t *sp[1];
-    bool tv[1];
-    moe3_tiles<1, 16>(wp, sp, tv, blocks, scales, e, N, nc, 0, lane, lane);
-    uint4 wv[CH][1][2];
-    uint32_t sv[CH][1][2];
-#pragma unroll
-    for (int j = 0; j < CH; j++) {
-        int c = cb + j;
-        bool ok = c < ce && 4 * c + tq < nb && tv[0];
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            wv[j][0][h] = ok ? ld_stream(wp[0] + c * 64 + h * 32) : zero4;
-            sv[j][0][h] = ok ? __ldg(sp[0] + c * 64 + h * 32) : 0u;
-        }
-    }
-    float xo = threadIdx.x < 16 ? __ldcg(x + row0 + threadIdx.x) : 0.0f; /* as down_res_kernel */
-    if (warp == 0 && lane == 0) prefetch_l1(bias + (size_t)e * N + row0), prefetch_l1(top_w);
-    for (int i = threadIdx.x; i < CH * 16; i += blockDim.x)
-        reinterpret_cast<uint4 *>(zrow)[i] = zero4;
-    __syncthreads(); /* the zero row is read by every warp's lanes past the token */
-    pdl_wait();
-    TL_MARK(CUDA_TL_DOWN, 1);
-    pdl_trigger();
-    /* this warp's slice of the slot's act row, each unit at moe3_stage_tokens' place */
-    for (int q = lane; q < CH * 16; q += 32) {
-        int gu = cb * 16 + q;
-        uint16_t *dst = xw + moe3_unit_at(gu) - cb * 128;
-        if (gu < K / 8)
-            cp_async16(dst, act + (size_t)slot * K + gu * 8);
-        else
-            *reinterpret_cast<uint4 *>(dst) = zero4;
-    }
-    cp_async_commit();
-    cp_async_wait0();
-    __syncwarp();
-    const char *xrow = reinterpret_cast<const char *>(gq == 0 ? xw : zrow) + tq * 64;
-    float acc[1][1][4];
-    moe3_zero<1, 1>(acc);
-#pragma unroll
-    for (int j = 0; j < CH; j++) {
-        fence_regs(wv[j][0], sv[j][0]); /* one super-chunk decoded at a time (gate_up_split) */
-        if (cb + j < ce)
-            moe3_superchunk<1, 1>(acc, wv[j], sv[j], xrow + j * 256, 0, moe3_swz(tq), 1);
-    }
-    if (warp > 0)
-#pragma unroll
-        for (int i = 0; i < 4; i++) psum[warp - 1][lane][i] = acc[0][0][i];
-    __syncthreads();
-    if (warp == 0) {
-        for (int p = 1; p < DOWN_KS; p++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) acc[0][0][i] += psum[p - 1][lane][i];
-        if (tq == 0) {
-            float tw = top_w[slot];
-            float *y = part + (size_t)slot * N + row0;
-            y[gq] = tw * (acc[0][0][0] + bf16f(bias[(size_t)e * N + row0 + gq]));
-            y[gq + 8] = tw * (acc[0][0][2] + bf16f(bias[(size_t)e * N + row0 + gq + 8]));
-        }
-    }
-    if (!last_cta(count + blockIdx.x, gridDim.y)) {
-        TL_MARK(CUDA_TL_DOWN, 2);
-        return;
-    }
-    if (threadIdx.x < 16) {
-        float v = xo;
-        for (int d = 0; d < top_k; d++) v += __ldcg(part + (size_t)d * N + row0 + threadIdx.x);
-        x[row0 + threadIdx.x] = v;
-    }
-    if (threadIdx.x == 0) count[blockIdx.x] = 0;
-    TL_MARK(CUDA_TL_DOWN, 2);
-}
-
 /* ---- launchers ---- */
 
 extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const float *x,
@@ -1055,17 +811,12 @@ extern "C" int cuda_router7(float *logits, int *count, uint16_t *xn, const float
                       count, xn, x, g, w, bias, top_e, top_w, e_start, e_slots, E, H, eps, top_k);
 }
 
-extern "C" int cuda_moe_down_res(float *x, float *part, int *count, const uint16_t *act,
-                                 const uint8_t *blocks, const uint8_t *scales, const uint16_t *bias,
-                                 const int32_t *top_e, const float *top_w, int T, int top_k, int H,
-                                 int I, cudaStream_t s) {
+extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *blocks,
+                                 const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
+                                 const float *top_w, int T, int top_k, int H, int I,
+                                 cudaStream_t s) {
     int S = T * top_k;
     if (T < 1 || S > 16 || I % 32 || H % 16 || I > 8192) return (int)cudaErrorInvalidValue;
-    if (small_split && small_down == 1 && T == 1 && part && count &&
-        (I / 32 + 3) / 4 <= DOWN_KS * DOWN_CH)
-        return pdl_launch(down_split_kernel, dim3(H / 16, S), 32 * DOWN_KS,
-                          (size_t)(DOWN_CH * 128 + DOWN_KS * split_ldw(DOWN_CH)) * 2, s, x, part,
-                          count, act, blocks, scales, bias, top_e, top_w, top_k, H, I);
     size_t smem = (size_t)(S + 7) / 8 * 8 * (moe3_kpad(I) + 16) * 2;
     if (small_split && S <= 4) { /* two parts of K: 8 warps a CTA at one token */
         static size_t set2;
@@ -1103,17 +854,6 @@ extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const u
                                 limit, 7, s);
     /* one token: 8 parts of 3 super-chunks; more (each expert's tokens staged by every part): 4
      * of 6 (worker/cuda/NOTES.md) */
-    if (T == 1 && (small_persist & 1)) { /* looping, the next item's weights in shared memory */
-        static int fit;
-        static size_t set;
-        size_t smem = (size_t)(3 * 128 + 8 * split_ldw(3)) * 2 + (size_t)8 * 3 * 64 * 17;
-        int e = smem_limit(gate_up_ring_kernel<8, 3>, smem, &set);
-        if (e) return e;
-        if (!fit) fit = resident_ctas(gate_up_ring_kernel<8, 3>, 256, smem);
-        int items = 2 * I / 16 * top_k, grid = fit > 0 && fit < items ? fit : items;
-        return pdl_launch(gate_up_ring_kernel<8, 3>, grid, 256, smem, s, act, xn, blocks, scales,
-                          bias, top_e, top_k, 2 * I, H, limit);
-    }
     if (T == 1)
         return gate_up_split_launch<8, 3, 3>(act, xn, blocks, scales, bias, top_e, e_start, e_slots,
                                              top_k, top_k, E, 2 * I, H, limit, s);
