@@ -13,10 +13,10 @@
  *                                    default, or version 3's small tile; with it, o_proj at
  *                                    one token too)   [--o-split 1|2|4|8] (warps a row there)
  *              [--persist MASK]     (one-token q/k/v on a grid that fits at once,
- *                                    cuda_small_persist: 2 looping, 16 a pair a warp with rows
- *                                    partly in shared memory, 18 both, the default)
+ *                                    cuda_small_persist: 2 looping, the default; 16 a pair a
+ *                                    warp with rows partly in shared memory; 0 in waves)
  *              [--trigger MASK]     (1: o_proj at one token lets the router launch from its
- *                                    start; 2: the router on a cluster; 3 both, the default:
+ *                                    start; 2: the router on a cluster; 0, the default:
  *                                    cuda_small_trigger)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the

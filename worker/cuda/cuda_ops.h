@@ -194,11 +194,11 @@ int cuda_small_split(int on);
  * before. */
 int cuda_small_o_split(int ks);
 /* One-token kernels whose CTAs all fit the GPU at once instead of running in waves (mask: 2,
- * q/k/v looping over its pairs; 16, q/k/v with a pair a warp, three CTAs an SM and part of each
- * row in shared memory, over 2 where both are set; both by default: 18); results bit for bit
- * those without. Returns the mask before. */
+ * q/k/v looping over its pairs, the default; 16, q/k/v with a pair a warp, three CTAs an SM and
+ * part of each row in shared memory, over 2 where both are set); results bit for bit those
+ * without. Returns the mask before. */
 int cuda_small_persist(int mask);
-/* Latency switches of the one-token kernels (mask; both by default: 3): 1, o_proj's split form
+/* Latency switches of the one-token kernels (mask; none by default): 1, o_proj's split form
  * lets the router launch from its start instead of after its math; 2, the router on a cluster of
  * CTAs, its top-k reading the logits from distributed shared memory instead of after a ticket.
  * Results are unchanged, bit for bit. Returns the mask before. */
