@@ -16,9 +16,9 @@
  *              [--split 0|1]               (the whole-model checks with version 7's expert
  *                                           kernels in their split form or not; default:
  *                                           the backend's, split)
- *              [--persist 0|2|16] [--trigger MASK]
+ *              [--persist 0|2|16|18] [--trigger 0-3]
  *                                          (the one-token forms of the whole-model checks:
- *                                           cuda_small_persist, _trigger, _down) */
+ *                                           cuda_small_persist, cuda_small_trigger) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -807,7 +807,6 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     sort_slots(sa, es, E), sort_slots(sb, es, E);
     snprintf(name, sizeof(name), "v7 router7 T=%d: grouping", T);
     verdict(name, !memcmp(sa, sb, 4 * (size_t)S), "each expert's slots as version 6's");
-    tickets_done("  router7 counter reset", tk_d, 1);
     if (T == 1) { /* on a cluster (cuda_small_trigger 2; no grouping at one token): the same bits */
         int was = cuda_small_trigger(2);
         float *lg_c = dev_poisoned(4 * (size_t)E), *tw_c = dev_poisoned(4 * (size_t)S);
@@ -826,6 +825,7 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         cudaFree(lg_c), cudaFree(tw_c), cudaFree(te_c), cudaFree(xn_c);
         cuda_small_trigger(was);
     }
+    tickets_done("  router7 counter reset", tk_d, 1);
 
     /* down projection of the chosen experts into the residual */
     float *y_d = dev_poisoned(4 * (size_t)S * H);
@@ -1394,7 +1394,7 @@ int main(int argc, char **argv) {
         } else {
             fprintf(stderr,
                     "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
-                    "[--versions V,...] [--split 0|1] [--persist 0|2|16] [--trigger 0-3]\n"
+                    "[--versions V,...] [--split 0|1] [--persist 0|2|16|18] [--trigger 0-3]\n"
                     "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;
         }
