@@ -9,7 +9,8 @@
 # version 7 at 1 to 4 tokens with its expert kernels unsplit (--split 0), and at one token with
 # o_proj a warp a row and q/k/v in waves (--o-split 1 --persist 0), and with the faster forms
 # still off by default (--persist 18 --trigger 3; also through the whole-model check). Logs go
-# to $OUT (or ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any check fails.
+# to $OUT (or ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any
+# check fails.
 #
 #   worker/cuda/run-gpu.sh            (from any directory)
 set -uo pipefail
@@ -46,7 +47,7 @@ rm -rf "$B/ckpt-tiny"
 MG_CHECK_KERNELS=1 timeout 150 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" \
     >"$OUT/check.log" 2>&1 || status=1
 cat "$OUT/check.log"
-echo "== whole model (tiny), version 7 with q/k/v a pair a warp, o_proj's early trigger, the cluster router"
+echo "== whole model (tiny), version 7: q/k/v a pair a warp, o_proj's early trigger, cluster router"
 timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --persist 18 \
     --trigger 3 >"$OUT/check-p18-t3.log" 2>&1 || status=1
 grep -E "FAIL|passed" "$OUT/check-p18-t3.log"

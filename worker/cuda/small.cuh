@@ -97,12 +97,6 @@ __device__ __forceinline__ void rows_dot(float (&acc)[R][T], uint4 (&wv)[R][UNIT
         for (int t = 0; t < T; t++) acc[r][t] = warp_sum(acc[r][t]);
 }
 
-/* qkv7: a warp per RoPE pair, rows i and i + D/2 of one head of W (q heads, then k, then v: row
- * head * D + i), both against every token's normed row. The rows' first units load before the
- * wait; the norm of x runs while they arrive. Lane t < T then adds the bias, rotates (q and k
- * heads; the angle as qkv_rope_kernel) and writes q (float) or the token's K/V slot (bf16). On a
- * grid smaller than a warp a pair (cuda_small_persist), a warp then takes the pair a grid's
- * warps further on, its loads after this one's stores: the CTA's normed x serves both. */
 /* Token t's sums of RoPE pair (head, i) with their biases, x1 and x2: rotated by (c, sn) into q
  * (float) or the token's K slot, or into its V slot as they are (bf16). */
 __device__ __forceinline__ void qkv_store(float *q, uint16_t *kcache, uint16_t *vcache, float x1,
@@ -127,6 +121,12 @@ __device__ __forceinline__ void qkv_store(float *q, uint16_t *kcache, uint16_t *
     }
 }
 
+/* qkv7: a warp per RoPE pair, rows i and i + D/2 of one head of W (q heads, then k, then v: row
+ * head * D + i), both against every token's normed row. The rows' first units load before the
+ * wait; the norm of x runs while they arrive. Lane t < T then adds the bias, rotates (q and k
+ * heads; the angle as qkv_rope_kernel) and writes q (float) or the token's K/V slot (bf16). On a
+ * grid smaller than a warp a pair (cuda_small_persist), a warp then takes the pair a grid's
+ * warps further on, its loads after this one's stores: the CTA's normed x serves both. */
 /* Units per row and lane in flight: a 2880-wide row in one pass for one token; two passes for
  * more, whose sums take registers of their own (the order of the sums is the same). */
 template <int T> __host__ __device__ constexpr int qkv7_units() {
@@ -338,6 +338,18 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
     x[n] = (xo + acc) + bn;
 }
 
+/* The router's first steps before its wait: expert row n's weights (wr, their first pass in wv;
+ * zeros past E) and the norm gains and router bias asked into L1. */
+__device__ __forceinline__ void router_rows_begin(uint4 (&wv)[1][GEMV_UNITS], const uint4 *(&wr)[1],
+                                                  const uint16_t *w, const uint16_t *g,
+                                                  const uint16_t *bias, int n, int E, int H,
+                                                  int lane) {
+    wr[0] = reinterpret_cast<const uint4 *>(w + (size_t)(n < E ? n : 0) * H);
+    rows_load<1, GEMV_UNITS>(wv, wr, 0, H / 8, n < E, lane);
+    prefetch_span(g, (size_t)H * 2);
+    prefetch_span(bias, (size_t)E * 2);
+}
+
 /* router7: every CTA norms x for itself (CTA 0 also writes xn, the experts' input), a warp per
  * expert row against it, then the last CTA picks each token's experts (router_gemv_kernel's
  * ending). */
@@ -353,12 +365,10 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ku = H / 8;
     int n = blockIdx.x * GEMV_WARPS + warp;
     bool live = n < E;
-    const uint4 *wr[1] = {reinterpret_cast<const uint4 *>(w + (size_t)(live ? n : 0) * H)};
+    const uint4 *wr[1];
     uint4 wv[1][GEMV_UNITS];
     TL_MARK(CUDA_TL_ROUTER, 0);
-    rows_load<1, GEMV_UNITS>(wv, wr, 0, ku, live, lane);
-    prefetch_span(g, (size_t)H * 2);
-    prefetch_span(bias, (size_t)E * 2);
+    router_rows_begin(wv, wr, w, g, bias, n, E, H, lane);
     pdl_wait();
     TL_MARK(CUDA_TL_ROUTER, 1);
     pdl_trigger();
@@ -404,12 +414,10 @@ __global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, ku = H / 8;
     int n = blockIdx.x * ROUTER_CL_WARPS + warp;
     bool live = n < E;
-    const uint4 *wr[1] = {reinterpret_cast<const uint4 *>(w + (size_t)(live ? n : 0) * H)};
+    const uint4 *wr[1];
     uint4 wv[1][GEMV_UNITS];
     TL_MARK(CUDA_TL_ROUTER, 0);
-    rows_load<1, GEMV_UNITS>(wv, wr, 0, ku, live, lane);
-    prefetch_span(g, (size_t)H * 2);
-    prefetch_span(bias, (size_t)E * 2);
+    router_rows_begin(wv, wr, w, g, bias, n, E, H, lane);
     float *lg0 = cl.map_shared_rank(lg, 0);
     /* CTA 0's shared memory may be written only once it runs: arrive now, wait before the write */
     asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
