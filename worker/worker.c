@@ -49,12 +49,12 @@ typedef struct worker_cfg {
     char *ns, *nats_url, *etcd_url, *backend, *model, *served_name, *group, *role, *sys_host;
     char *tokenizer_id, *random_weights;
     int64_t dp_rank, dp_size, gpu, sys_port, load_interval_ms, threads, cuda_kernels;
-    bool cuda_graphs, cuda_gemm_autotune;
+    bool cuda_graphs, cuda_gemm_autotune, cuda_sample_split;
     mg_engine_config engine;
     mg_mocker_config mocker;
 } worker_cfg;
 
-#define BASE_ROWS 19
+#define BASE_ROWS 20
 #define MAX_ROWS  (BASE_ROWS + MG_ENGINE_CONFIG_NOPTS + MG_MOCKER_CONFIG_NOPTS)
 
 static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
@@ -96,6 +96,10 @@ static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
          NULL},
         {"cuda-graphs", MG_CFG_BOOL, &c->cuda_graphs, "true", 1, 0,
          "cuda: replay decode steps from CUDA graphs (padded batch buckets; false: eager)", NULL},
+        {"cuda-sample-split", MG_CFG_BOOL, &c->cuda_sample_split, "false", 1, 0,
+         "cuda: steps of up to 8 sequences choose their tokens with each logits row spread over "
+         "many thread blocks (the same tokens; false: a block a row)",
+         NULL},
         {"cuda-gemm-autotune", MG_CFG_BOOL, &c->cuda_gemm_autotune, "false", 1, 0,
          "cuda: time cuBLASLt's candidate algorithms for each decode-step GEMM shape on first "
          "use and keep the fastest (false: the heuristic's first)",
@@ -609,6 +613,7 @@ static mg_status backend_create(worker *w) {
         o.cuda_graphs = w->cfg.cuda_graphs;
         o.pdl_max_tokens = CUDA_PDL_MAX_TOKENS;
         o.gemm_autotune = w->cfg.cuda_gemm_autotune;
+        o.sample_split = w->cfg.cuda_sample_split;
         o.window_pool = e->sliding_window_pool;
         if (w->cfg.random_weights) {
             mg_model_config mc;

@@ -68,7 +68,8 @@ typedef struct cuda {
     float *inv_freq; /* (D/2) */
     float *att_part; /* (CUDA_ATT_SPLIT_MAX_T, n_heads, CUDA_ATT_MAX_SPLITS, 66) split-KV state */
     /* ticket counters of the kernels whose last CTA finishes the op (zero between launches):
-     * TICKET_ROUTER (one int), then from TICKET_ATT the split-KV attention's
+     * TICKET_ROUTER (one int), from TICKET_SAMPLE cuda_sample_split's (2 *
+     * CUDA_SAMPLE_SPLIT_ROWS), then from TICKET_ATT the split-KV attention's
      * (CUDA_ATT_SPLIT_MAX_T, n_kv) */
     int *tickets;
     int pdl_max_tokens; /* cuda_backend_opts */
@@ -84,6 +85,8 @@ typedef struct cuda {
     float *row_h;             /* (V) pinned: one logits row for host sampling */
     mg_sampler *sampler;
     bool host_sampling;      /* every sampling row through sampling_pick on the host */
+    bool sample_split;       /* cuda_backend_opts */
+    void *samp_scratch;      /* cuda_sample_split's, when sample_split */
     cuda_sample_row *srow_h; /* (R) pinned: each logits row's sampling parameters */
     int32_t *ban_h;          /* (R * BANS_PER_ROW) pinned: the banned ids of a step */
     cuda_sample_row *srow_d; /* (R) */
@@ -168,7 +171,7 @@ int cuda_backend_profile_read(mg_backend *base, const char **names, double *ms, 
 
 /* ---- the step ---- */
 
-enum { TICKET_ROUTER, TICKET_ATT };
+enum { TICKET_ROUTER, TICKET_SAMPLE, TICKET_ATT = TICKET_SAMPLE + 2 * CUDA_SAMPLE_SPLIT_ROWS };
 
 static mg_status check_batch(const cuda *b, const mg_batch *bt) {
     if (bt->n_tokens > b->max_tokens || bt->n_seqs > b->max_seqs || bt->n_logits > b->max_seqs)
@@ -593,13 +596,27 @@ static mg_status cuda_forward_sampled(mg_backend *base, const mg_batch *bt,
     if (st) return st;
     int nl = bt->n_logits;
     prof_begin(b, P_SAMPLE);
+    bool split = b->sample_split && nl <= CUDA_SAMPLE_SPLIT_ROWS;
     if (b->host_sampling) {
-        CK(cuda_argmax(b->tok_out, b->logits, nl, b->V, b->stream), "argmax");
+        CK(split ? cuda_sample_split(b->tok_out, b->logits, NULL, NULL, nl, b->V, 0,
+                                     b->samp_scratch, b->tickets + TICKET_SAMPLE, b->stream)
+                 : cuda_argmax(b->tok_out, b->logits, nl, b->V, b->stream),
+           "argmax");
     } else {
         /* Every row on the device (cuda_sample follows sampling_pick to the bit); only rows it
-         * answers with -1 (parameters it does not take) come to the host below. */
+         * answers with -1 (parameters it does not take) come to the host below. A few rows of
+         * the kinds cuda_sample_split takes go through it instead (the same tokens). */
         if ((st = stage_sampling(b, reqs, nl))) return st;
-        CK(cuda_sample(b->tok_out, b->logits, b->srow_d, b->ban_d, nl, b->V, b->stream), "sample");
+        int plain = 0;
+        for (int i = 0; split && i < nl; i++) {
+            int k = cuda_sample_kind(&b->srow_h[i], b->V);
+            split = k != 2;
+            plain |= k == 1;
+        }
+        CK(split ? cuda_sample_split(b->tok_out, b->logits, b->srow_d, b->ban_d, nl, b->V, plain,
+                                     b->samp_scratch, b->tickets + TICKET_SAMPLE, b->stream)
+                 : cuda_sample(b->tok_out, b->logits, b->srow_d, b->ban_d, nl, b->V, b->stream),
+           "sample");
     }
     CK(cudaMemcpyAsync(b->tok_h, b->tok_out, sizeof(int32_t) * nl, cudaMemcpyDeviceToHost,
                        b->stream),
@@ -661,11 +678,11 @@ static void cuda_destroy(mg_backend *base) {
     if (!b) return;
     cudaSetDevice(b->dev);
     if (b->stream) cudaStreamSynchronize(b->stream);
-    void *dev_bufs[] = {b->tickets, b->att_part, b->weights, b->kv,      b->inv_freq,
-                        b->x,       b->qkv,      b->q,       b->tmp,     b->rlog,
-                        b->top_w,   b->y,        b->logits,  b->xn,      b->att,
-                        b->act,     b->lx,       b->top_e,   b->e_start, b->e_slots,
-                        b->tok_out, b->meta_d,   b->route_d, b->srow_d,  b->ban_d};
+    void *dev_bufs[] = {b->tickets, b->att_part,    b->weights, b->kv,     b->inv_freq, b->x,
+                        b->qkv,     b->q,           b->tmp,     b->rlog,   b->top_w,    b->y,
+                        b->logits,  b->xn,          b->att,     b->act,    b->lx,       b->top_e,
+                        b->e_start, b->e_slots,     b->tok_out, b->meta_d, b->route_d,  b->srow_d,
+                        b->ban_d,   b->samp_scratch};
     for (size_t i = 0; i < sizeof(dev_bufs) / sizeof(dev_bufs[0]); i++)
         if (dev_bufs[i]) cudaFree(dev_bufs[i]);
     if (b->meta_h) cudaFreeHost(b->meta_h);
@@ -907,6 +924,7 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     b->version = o->kernel_version >= 2 && o->kernel_version <= 7 ? o->kernel_version : 1;
     b->graphs = o->cuda_graphs;
     b->host_sampling = o->host_sampling || c->vocab > CUDA_SAMPLE_MAX_VOCAB;
+    b->sample_split = o->sample_split && c->vocab <= CUDA_SAMPLE_MAX_VOCAB;
     mg_status st = MG_OK;
 #define TRY(x)                                                                                     \
     do {                                                                                           \
@@ -960,6 +978,8 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     TRY(dmalloc(&b->tok_out, 4 * R, "scratch"));
     TRY(dmalloc(&b->srow_d, sizeof(cuda_sample_row) * R, "sampling parameters"));
     TRY(dmalloc(&b->ban_d, 4 * R * BANS_PER_ROW, "banned ids"));
+    if (b->sample_split)
+        TRY(dmalloc(&b->samp_scratch, cuda_sample_split_scratch(), "sampling scratch"));
     TRY(dmalloc(&b->att_part,
                 4 * (size_t)CUDA_ATT_SPLIT_MAX_T * c->n_heads * CUDA_ATT_MAX_SPLITS * 66,
                 "split-KV scratch"));

@@ -7,6 +7,8 @@
  *   cuda-bench [--preset 120b] [--batches 1,64,256,512] [--ctx 1024] [--steps 20]
  *              [--bw 3.35e12] [--peak 989e12] [--version 1..7] [--graphs 0|1] (kernel versions,
  * cuda_backend.h)   [--temperature 0] [--host-sampling 0|1]
+ *              [--sample-split 0|1] (steps of up to 8 rows: each row's token choice spread over
+ *                                    many CTAs, cuda_sample_split; 0, the default: a CTA a row)
  *              [--moe-tile 0|1|2|3] (MoE tile of versions 3-6: by token count, small, large,
  *              many-token)   [--moe-small-stages 4|8] (the small tile's weight ring)
  *              [--split 0|1]        (version 7's expert kernels in their split form, the
@@ -220,7 +222,8 @@ static int omit_sets(mg_backend *b, const char *sets, const mg_batch *batch, mg_
 int main(int argc, char **argv) {
     const char *preset = "120b", *batches = "1,64,256,512", *omit = NULL;
     int timeline = 0;
-    int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0, window_pool = 0;
+    int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0, window_pool = 0,
+        sample_split = 0;
     int autotune = 0, gemv = 1, pf_seqs = 0, pf_len = 128, pdl_max_tokens = CUDA_PDL_MAX_TOKENS,
         pdl_all = 0;
     float temperature = 0.0f;
@@ -247,6 +250,8 @@ int main(int argc, char **argv) {
             temperature = (float)atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--host-sampling"))
             host_sampling = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--sample-split"))
+            sample_split = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--kv-fraction"))
             kv_fraction = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--window-pool"))
@@ -347,6 +352,7 @@ int main(int argc, char **argv) {
                            .kernel_version = version,
                            .cuda_graphs = graphs != 0,
                            .host_sampling = host_sampling != 0,
+                           .sample_split = sample_split != 0,
                            .window_pool = window_pool != 0,
                            .gemm_autotune = autotune != 0,
                            .gemm_no_gemv = gemv == 0,
@@ -361,13 +367,14 @@ int main(int argc, char **argv) {
     snprintf(pdl_note, sizeof(pdl_note), "up to %d tokens", pdl_max_tokens);
     printf("cuda-bench: %s, preset %s (random weights), kernel version %d, graphs %d, PDL %s, "
            "%d KV blocks of 16 (window pool: %d blocks), set-up %.0f ms, temperature %g, "
-           "sampling on the %s\n",
+           "sampling on the %s%s\n",
            prop.name, preset, version, graphs,
            pdl_all              ? "every step"
            : pdl_max_tokens > 0 ? pdl_note
                                 : "off",
            b->num_blocks, b->window_blocks, now_ms() - t0, temperature,
-           host_sampling ? "host" : "device");
+           host_sampling ? "host" : "device",
+           sample_split ? " (up to 8 rows split over CTAs)" : "");
     int bs = b->block_size;
     int32_t *tok = malloc(4 * (size_t)max_tokens), *pos = malloc(4 * (size_t)max_tokens);
     int32_t *tseq = malloc(4 * (size_t)max_tokens), *st = malloc(4 * (size_t)max_seqs);

@@ -902,8 +902,25 @@ static void check_argmax(void) {
     char d[96];
     snprintf(d, sizeof(d), "%d of %d rows differ from sampling_argmax  %.1f us", bad, n, us);
     verdict("argmax (ties, -inf, NaN)", bad == 0, d);
-    cudaFree(l_d), cudaFree(o_d);
-    free(l), free(o);
+
+    /* the same rows through cuda_sample_split's arg-max (rows NULL), every row over its CTAs */
+    void *scr_d;
+    CU(cudaMalloc(&scr_d, cuda_sample_split_scratch()));
+    int *cnt_d = tickets_new(2 * CUDA_SAMPLE_SPLIT_ROWS);
+    int32_t *o2_d = dev_poisoned(4 * (size_t)n);
+    CU(cuda_sample_split(o2_d, l_d, NULL, NULL, n, V, 0, scr_d, cnt_d, 0));
+    int32_t *o2 = host_from(o2_d, 4 * (size_t)n);
+    bad = 0;
+    for (int r = 0; r < n; r++) bad += o2[r] != sampling_argmax(l + (size_t)r * V, V);
+    double us1;
+    TIME_US(us1, CU(cuda_sample_split(o2_d, l_d, NULL, NULL, 1, V, 0, scr_d, cnt_d, 0)));
+    TIME_US(us, CU(cuda_argmax(o2_d, l_d, 1, V, 0)));
+    snprintf(d, sizeof(d), "%d of %d rows differ  one row %.1f us (a CTA a row %.1f)", bad, n, us1,
+             us);
+    verdict("argmax split over CTAs", bad == 0, d);
+    tickets_done("argmax split: counters", cnt_d, 2 * CUDA_SAMPLE_SPLIT_ROWS);
+    cudaFree(l_d), cudaFree(o_d), cudaFree(o2_d), cudaFree(scr_d);
+    free(l), free(o), free(o2);
 }
 
 /* ---- sampling on the device (cuda_sample) against sampling_pick ---- */
@@ -954,6 +971,13 @@ static void check_sampling(void) {
     static const int ks[5] = {0, 1, 50, 1000, 2048};
     int total = 0, same = 0, host = 0, bad_host = 0, mism = 0;
     int by_path[4] = {0}, by_path_n[4] = {0}; /* greedy, plain, top_k, top_p alone */
+    /* cuda_sample_split on the same rows, CUDA_SAMPLE_SPLIT_ROWS at a time: the same tokens for
+     * greedy and plain rows, -1 for the others */
+    void *scr_d;
+    CU(cudaMalloc(&scr_d, cuda_sample_split_scratch()));
+    int *cnt_d = tickets_new(2 * CUDA_SAMPLE_SPLIT_ROWS);
+    int32_t *o2_d = dev_poisoned(4 * (size_t)n);
+    int sp_same = 0, sp_taken = 0, sp_back = 0, sp_bad = 0;
     for (int round = 0; round < 3; round++) {
         int nb = 0;
         for (int r = 0; r < n; r++) {
@@ -990,6 +1014,14 @@ static void check_sampling(void) {
         CU(cudaMemset(o_d, 0xFF, 4 * (size_t)n));
         CU(cuda_sample(o_d, l_d, rows_d, bans_d, n, V, 0));
         int32_t *o = host_from(o_d, 4 * (size_t)n);
+        CU(cudaMemcpy(l_d, l, bytes, cudaMemcpyHostToDevice)); /* before cuda_sample's bans */
+        for (int r = 0; r < n; r += CUDA_SAMPLE_SPLIT_ROWS) {
+            int k = n - r < CUDA_SAMPLE_SPLIT_ROWS ? n - r : CUDA_SAMPLE_SPLIT_ROWS, plain = 0;
+            for (int i = 0; i < k; i++) plain |= cuda_sample_kind(&rows[r + i], V) == 1;
+            CU(cuda_sample_split(o2_d + r, l_d + (size_t)r * V, rows_d + r, bans_d, k, V, plain,
+                                 scr_d, cnt_d, 0));
+        }
+        int32_t *o2 = host_from(o2_d, 4 * (size_t)n);
         for (int r = 0; r < n; r++) {
             const cuda_sample_row *p = &rows[r];
             mg_sampling sp = {p->temperature, p->top_p, p->top_k, p->seed};
@@ -998,6 +1030,18 @@ static void check_sampling(void) {
             int path = greedy ? 0 : sp.top_k > 0 ? 2 : (sp.top_p > 0 && sp.top_p < 1) ? 3 : 1;
             total++;
             by_path_n[path]++;
+            if (cuda_sample_kind(p, V) <= 1) {
+                sp_taken++;
+                if (o2[r] == want) {
+                    sp_same++;
+                } else if (sp_bad++ < 8) {
+                    printf("  split sampling mismatch: T %.2f bans %d: gpu %d host %d\n",
+                           sp.temperature, p->n_banned, o2[r], want);
+                }
+            } else {
+                sp_back += o2[r] == -1;
+                sp_bad += o2[r] != -1;
+            }
             if (o[r] == -1) {
                 host++;
                 bad_host += path != 3; /* only a nucleus over 2048 entries may go back */
@@ -1012,9 +1056,13 @@ static void check_sampling(void) {
                            o[r], want);
             }
         }
-        free(o);
+        free(o), free(o2);
     }
     char d[200];
+    snprintf(d, sizeof(d), "%d greedy or plain rows: %d identical; %d of %d others to host",
+             sp_taken, sp_same, sp_back, total - sp_taken);
+    verdict("sampling split over CTAs", sp_bad == 0 && sp_same == sp_taken, d);
+    tickets_done("sampling split: counters", cnt_d, 2 * CUDA_SAMPLE_SPLIT_ROWS);
     snprintf(d, sizeof(d),
              "%d rows: %d identical (greedy %d/%d, plain %d/%d, top_k %d/%d, top_p %d/%d), "
              "%d differ, %d to host",
@@ -1056,9 +1104,20 @@ static void check_sampling(void) {
                "sampling_pick %.1f ms\n",
                V, sets[si].name, us / 1000.0, back, hms);
         free(o);
+        if (si < 2) { /* one row, as a single sequence's step: a CTA, then split over CTAs */
+            int *c1 = tickets_new(2 * CUDA_SAMPLE_SPLIT_ROWS);
+            double u1, u2;
+            TIME_US(u1, CU(cuda_sample(o_d, l_d, rows_d, bans_d, 1, V, 0)));
+            TIME_US(u2,
+                    CU(cuda_sample_split(o_d, l_d, rows_d, bans_d, 1, V, si == 1, scr_d, c1, 0)));
+            printf("sampling 1 row, %-27s %8.1f us a CTA a row, %8.1f us split over CTAs\n",
+                   sets[si].name, u1, u2);
+            cudaFree(c1);
+        }
     }
     sampler_destroy(sm);
-    cudaFree(l_d), cudaFree(rows_d), cudaFree(bans_d), cudaFree(o_d);
+    cudaFree(l_d), cudaFree(rows_d), cudaFree(bans_d), cudaFree(o_d), cudaFree(o2_d);
+    cudaFree(scr_d);
     free(l), free(lb), free(rows), free(bans);
 }
 

@@ -256,6 +256,22 @@ int cuda_sample(int32_t *out, float *logits, const cuda_sample_row *rows, const 
                 int n, int V, cudaStream_t s);
 enum { CUDA_SAMPLE_MAX_TOP_K = 2048, CUDA_SAMPLE_MAX_VOCAB = 1024 * 1024 };
 
+/* cuda_sample's tokens for a step of at most CUDA_SAMPLE_SPLIT_ROWS rows, each row spread over
+ * a CTA per 1024 entries (one CTA a row leaves the GPU idle while it walks the vocabulary): the
+ * same operations in the same order, so the same tokens. It takes greedy and plain temperature
+ * rows (cuda_sample_kind 0 and 1) and writes -1 for every other row, which the caller then
+ * picks on the host; plain: whether any row is of kind 1 (else the second of its two kernels
+ * is not launched). rows NULL: every row greedy, as cuda_argmax, and bans unused. scratch:
+ * cuda_sample_split_scratch() bytes; count: 2 * CUDA_SAMPLE_SPLIT_ROWS ints, zeros, which it
+ * leaves zero. Graph-capturable. Off in the backend unless cuda_backend_opts.sample_split. */
+#define CUDA_SAMPLE_SPLIT_ROWS 8
+int cuda_sample_split(int32_t *out, float *logits, const cuda_sample_row *rows, const int32_t *bans,
+                      int n, int V, int plain, void *scratch, int *count, cudaStream_t s);
+size_t cuda_sample_split_scratch(void);
+/* The row's kind as cuda_sample branches: 0 greedy, 1 plain temperature (top_k and top_p off),
+ * 2 top_k or top_p, 3 the host's (mode CUDA_SAMPLE_HOST). */
+int cuda_sample_kind(const cuda_sample_row *row, int V);
+
 /* Benchmark weights: n bf16 values mean + std * uniform(-sqrt3, sqrt3) from (seed, index). */
 int cuda_fill_bf16(uint16_t *p, size_t n, uint64_t seed, float mean, float std, cudaStream_t s);
 /* n bytes uniform in [lo, hi] from (seed, index) (MXFP4 codes: 0..255; scales: a narrow range). */

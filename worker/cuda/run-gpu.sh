@@ -8,7 +8,8 @@
 # (MG_BENCH_RUNS="VERSION:GRAPHS ..." to choose others), then both at 2 and 4 tokens, and
 # version 7 at 1 to 4 tokens with its expert kernels unsplit (--split 0), and at one token with
 # o_proj a warp a row and q/k/v in waves (--o-split 1 --persist 0), and with the faster forms
-# still off by default (--persist 18 --trigger 3; also through the whole-model check). Logs go
+# still off by default (--persist 18 --trigger 3; also through the whole-model check; and the
+# token choice over many CTAs, --sample-split 1, at temperatures 0 and 1). Logs go
 # to $OUT (or ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any
 # check fails.
 #
@@ -80,6 +81,12 @@ log="$OUT/bench-small-v7-p18t3.log"
 timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
     --version 7 --graphs 1 --persist 18 --trigger 3 >"$log" 2>&1 || status=1
 grep RESULT "$log" | sed "s/^/one token, q\/k\/v a pair a warp, early trigger, cluster router: /"
+for t in 0 1; do
+    log="$OUT/bench-small-v7-split-sample-t$t.log"
+    timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
+        --version 7 --graphs 1 --temperature "$t" --sample-split 1 >"$log" 2>&1 || status=1
+    grep RESULT "$log" | sed "s/^/one token, temperature $t, token choice over many CTAs: /"
+done
 
 echo "== decode step at batch 256 with temperature 1: sampling on the device, then on the host"
 for h in ${MG_SAMPLING_RUNS-0 1}; do

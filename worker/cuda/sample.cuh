@@ -526,3 +526,227 @@ extern "C" int cuda_sample(int32_t *out, float *logits, const cuda_sample_row *r
     sample_kernel<<<n, SAMP_THREADS, 0, s>>>(out, logits, rows, bans, V);
     return launch_status();
 }
+
+/* ---- a few rows, each spread over many CTAs (cuda_sample_split) ----
+ *
+ * sample_kernel gives a row one CTA, which at one or two rows leaves the GPU idle while that CTA
+ * walks the whole vocabulary (201,088 entries) one L2 round trip at a time: twice for a greedy
+ * row (the max, then its first index), twice more for a sampled one (the max, the blocks' sums).
+ * Here CTA b of a row takes its 1024-entry block b (the blocks of row_weights) in two kernels:
+ *   1. the banned ids of its block set to -inf, then the block's largest entry and the first
+ *      index holding it (argmax's rule); a greedy row's last CTA takes the row's from those;
+ *   2. (sampled rows) the row's max from step 1's partials, then the block's weights and its float
+ *      sum in row_weights' eight lanes and order; the row's last CTA sums the blocks in double in
+ *      order, finds the draw's block and walks it as sample_kernel does.
+ * Each value is formed by the same operations in the same order as sample_kernel's, so the
+ * tokens are the same. Rows of other kinds get -1 (cuda_sample_kind says which are taken). */
+enum { SAMP_SPLIT_THREADS = 256 }; /* four entries of a block a thread */
+
+struct samp_part {
+    float m; /* the block's largest entry (-inf when none) */
+    int i;   /* the first index holding it (0x7fffffff when none) */
+};
+
+/* 0 greedy, 1 plain temperature, 2 another kind on the device (top_k, top_p), 3 the host's; as
+ * sample_kernel branches. */
+__host__ __device__ static inline int samp_kind(const cuda_sample_row &p, int V) {
+    if (p.mode != CUDA_SAMPLE_DEVICE) return 3;
+    if (p.temperature <= 0.0f || p.top_k == 1) return 0;
+    bool all_k = !(p.top_k > 0 && p.top_k < V);
+    bool all_p = !(p.top_p > 0.0f && p.top_p < 1.0f);
+    return all_k && all_p ? 1 : 2;
+}
+
+/* (v, i) over (bv, bi): greater, or equal and lower index (argmax_kernel's rule). */
+__device__ __forceinline__ void samp_better(float &bv, int &bi, float v, int i) {
+    if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+}
+
+/* The CTA's best (v, i) by samp_better, to every thread. */
+__device__ __forceinline__ void samp_block_best(float &bv, int &bi) {
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        samp_better(bv, bi, __shfl_xor_sync(0xffffffffu, bv, o),
+                    __shfl_xor_sync(0xffffffffu, bi, o));
+    __syncthreads(); /* sv, si free from an earlier call */
+    if (lane == 0) sv[warp] = bv, si[warp] = bi;
+    __syncthreads();
+    bv = lane < nw ? sv[lane] : -INFINITY;
+    bi = lane < nw ? si[lane] : 0x7fffffff;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        samp_better(bv, bi, __shfl_xor_sync(0xffffffffu, bv, o),
+                    __shfl_xor_sync(0xffffffffu, bi, o));
+}
+
+/* The row's (max, first index) from its nb partials (written by other CTAs), to every thread. */
+__device__ __forceinline__ void samp_parts_best(const samp_part *pr, int nb, float &bv, int &bi) {
+    bv = -INFINITY, bi = 0x7fffffff;
+    for (int j = threadIdx.x; j < nb; j += blockDim.x)
+        samp_better(bv, bi, __ldcg(&pr[j].m), __ldcg(&pr[j].i));
+    samp_block_best(bv, bi);
+}
+
+/* Step 1: grid (blocks of the row, rows). rows NULL: every row greedy (cuda_argmax). */
+__global__ void __launch_bounds__(SAMP_SPLIT_THREADS)
+    samp_split_max_kernel(int32_t *out, float *logits, const cuda_sample_row *rows,
+                          const int32_t *bans, int V, samp_part *part, int *count) {
+    int b = blockIdx.x, r = blockIdx.y, nb = gridDim.x, t = threadIdx.x;
+    float *l = logits + (size_t)r * V;
+    int kind = 0, b0 = b * 1024, e = min(b0 + 1024, V);
+    if (rows) {
+        const cuda_sample_row p = rows[r];
+        kind = samp_kind(p, V);
+        if (kind >= 2) {
+            if (b == 0 && t == 0) out[r] = -1;
+            return;
+        }
+        for (int j = t; j < p.n_banned; j += SAMP_SPLIT_THREADS) {
+            int id = bans[p.ban_off + j];
+            if (id >= b0 && id < e) l[id] = -INFINITY;
+        }
+        __syncthreads(); /* the CTA's own writes, seen by its loads below */
+    }
+    float v[4], bv = -INFINITY;
+    int bi = 0x7fffffff;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        int i = b0 + 4 * t + k;
+        v[k] = i < e ? l[i] : -INFINITY;
+    }
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        if (v[k] > bv) bv = v[k], bi = b0 + 4 * t + k; /* ascending: the first of equals stays */
+    samp_block_best(bv, bi);
+    samp_part *pr = part + (size_t)r * SAMP_MAX_BLOCKS;
+    if (t == 0) pr[b] = samp_part{bv, bi};
+    if (kind != 0 || !last_cta(&count[r], nb)) return;
+    samp_parts_best(pr, nb, bv, bi);
+    if (t == 0) {
+        out[r] = bv == -INFINITY ? 0 : bi;
+        count[r] = 0;
+    }
+}
+
+/* Step 2: grid (blocks of the row, rows); only plain temperature rows work. */
+__global__ void __launch_bounds__(SAMP_SPLIT_THREADS)
+    samp_split_draw_kernel(int32_t *out, const float *logits, const cuda_sample_row *rows, int V,
+                           const samp_part *part, float *bsum, int *count) {
+    __shared__ float w[1024];
+    __shared__ float sums[8];
+    __shared__ int tok_s, flag_s;
+    int b = blockIdx.x, r = blockIdx.y, nb = gridDim.x, n = gridDim.y, t = threadIdx.x;
+    const cuda_sample_row p = rows[r];
+    if (samp_kind(p, V) != 1) return;
+    const float *l = logits + (size_t)r * V;
+    const samp_part *pr = part + (size_t)r * SAMP_MAX_BLOCKS;
+    float *bs = bsum + (size_t)r * SAMP_MAX_BLOCKS;
+    float lmax;
+    int imax;
+    samp_parts_best(pr, nb, lmax, imax);
+    if (lmax == -INFINITY) { /* every CTA of the row sees it */
+        if (b == 0 && t == 0) out[r] = 0;
+        return;
+    }
+    float ft = (float)(1.0 / (double)p.temperature);
+    int b0 = b * 1024, len = min(b0 + 1024, V) - b0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        int i = 4 * t + k;
+        if (i < len) w[i] = samp_w(l[b0 + i], lmax, ft);
+    }
+    __syncthreads();
+    if (t < 8) { /* row_weights' lane t: entries t, t + 8, ... of the block, then lane 0 the rest */
+        float acc = 0.0f;
+        int base = 0;
+#pragma unroll 16
+        for (; base + 8 <= len; base += 8) acc = __fadd_rn(acc, w[base + t]);
+        if (t == 0)
+            for (; base < len; base++) acc = __fadd_rn(acc, w[base]);
+        sums[t] = acc;
+    }
+    __syncthreads();
+    if (t == 0)
+        bs[b] = __fadd_rn(__fadd_rn(__fadd_rn(sums[0], sums[1]), __fadd_rn(sums[2], sums[3])),
+                          __fadd_rn(__fadd_rn(sums[4], sums[5]), __fadd_rn(sums[6], sums[7])));
+    if (!last_cta(&count[n + r], nb)) return;
+    /* the row's last CTA: sample_kernel's draw over the blocks' sums (from L2 into w first) */
+    for (int j = t; j < nb; j += SAMP_SPLIT_THREADS) w[j] = __ldcg(bs + j);
+    __syncthreads();
+    __shared__ double x_s, c_s;
+    __shared__ int b_s;
+    if (t == 0) {
+        double z = 0.0;
+        for (int j = 0; j < nb; j++) z += w[j];
+        flag_s = 0;
+        if (!(z > 0.0) || !isfinite(z)) {
+            flag_s = 1; /* the arg-max, as sample_kernel falls back to */
+        } else {
+            double x = samp_uniform(p.seed, p.counter) * z, c = 0.0;
+            int j = 0;
+            for (; j < nb - 1 && c + w[j] <= x; j++) c += w[j];
+            b_s = j, c_s = c, x_s = x;
+        }
+    }
+    __syncthreads();
+    if (!flag_s) {
+        int c0 = b_s * 1024, ce = min(c0 + 1024, V);
+        for (int i = c0 + t; i < ce; i += SAMP_SPLIT_THREADS) w[i - c0] = samp_w(l[i], lmax, ft);
+        __syncthreads();
+        if (t == 0) {
+            double x = x_s, c = c_s;
+            int last = -1;
+            tok_s = -1;
+            for (int i = c0; i < ce; i++) {
+                float wi = w[i - c0];
+                if (wi <= 0.0f) continue;
+                c += wi;
+                last = i;
+                if (x < c) {
+                    tok_s = i;
+                    break;
+                }
+            }
+            if (tok_s < 0) {
+                if (last >= 0)
+                    tok_s = last;
+                else
+                    flag_s = 1;
+            }
+        }
+        __syncthreads();
+    }
+    if (t == 0) {
+        out[r] = flag_s ? imax : tok_s; /* lmax is finite: imax is a real index */
+        count[n + r] = 0;
+    }
+}
+
+extern "C" int cuda_sample_kind(const cuda_sample_row *row, int V) {
+    return samp_kind(*row, V);
+}
+
+extern "C" size_t cuda_sample_split_scratch(void) {
+    return (size_t)CUDA_SAMPLE_SPLIT_ROWS * SAMP_MAX_BLOCKS * (sizeof(samp_part) + sizeof(float));
+}
+
+extern "C" int cuda_sample_split(int32_t *out, float *logits, const cuda_sample_row *rows,
+                                 const int32_t *bans, int n, int V, int plain, void *scratch,
+                                 int *count, cudaStream_t s) {
+    if (n <= 0) return 0;
+    if (n > CUDA_SAMPLE_SPLIT_ROWS || V < 1 || V > SAMP_MAX_BLOCKS * 1024)
+        return (int)cudaErrorInvalidValue;
+    samp_part *part = (samp_part *)scratch;
+    float *bsum = (float *)(part + (size_t)CUDA_SAMPLE_SPLIT_ROWS * SAMP_MAX_BLOCKS);
+    dim3 grid((V + 1023) / 1024, n);
+    samp_split_max_kernel<<<grid, SAMP_SPLIT_THREADS, 0, s>>>(out, logits, rows, bans, V, part,
+                                                              count);
+    int e = launch_status();
+    if (e || !rows || !plain) return e;
+    samp_split_draw_kernel<<<grid, SAMP_SPLIT_THREADS, 0, s>>>(out, logits, rows, V, part, bsum,
+                                                               count);
+    return launch_status();
+}
