@@ -888,9 +888,12 @@ static void check_argmax(void) {
     int n = 6, V = C.vocab;
     float *l = xmalloc(4 * (size_t)n * V);
     for (size_t i = 0; i < (size_t)n * V; i++) l[i] = 10.0f * frand();
-    l[(size_t)1 * V + 777] = 50.0f, l[(size_t)1 * V + 5] = 50.0f; /* tie: lower id wins */
-    for (int i = 0; i < V; i++) l[(size_t)2 * V + i] = -INFINITY; /* all -inf: 0 */
-    l[(size_t)3 * V + 0] = NAN, l[(size_t)3 * V + V - 1] = 60.0f; /* NaN never wins */
+    l[(size_t)1 * V + 777] = 50.0f, l[(size_t)1 * V + 5] = 50.0f;       /* tie: lower id wins */
+    for (int i = 0; i < V; i++) l[(size_t)2 * V + i] = -INFINITY;       /* all -inf: 0 */
+    l[(size_t)3 * V + 0] = NAN, l[(size_t)3 * V + V - 1] = 60.0f;       /* NaN never wins */
+    l[(size_t)4 * V + 100000] = 70.0f, l[(size_t)4 * V + 3000] = 70.0f; /* tie across blocks */
+    for (int i = 0; i < V; i++) l[(size_t)5 * V + i] = -1.0f - frand(); /* the max is a zero: */
+    l[(size_t)5 * V + 2500] = 0.0f, l[(size_t)5 * V + 1200] = -0.0f;    /* -0 first, the same */
     float *l_d = dev_from(l, 4 * (size_t)n * V);
     int32_t *o_d = dev_poisoned(4 * (size_t)n);
     CU(cuda_argmax(o_d, l_d, n, V, 0));
@@ -997,7 +1000,10 @@ static void check_sampling(void) {
                                  rnd(),
                                  rnd() % 100000};
             if (c % 7 == 0) p.temperature = 1.0f, p.top_p = 1.0f, p.top_k = 0; /* the default */
-            if (c % 5 == 0) { /* banned: the row's best id and three others */
+            if (c == 13) /* 1 / T overflows: every weight 0, so the arg-max */
+                p.temperature = 1e-39f, p.top_p = 1.0f, p.top_k = 0;
+            if (c == 11) p.mode = CUDA_SAMPLE_HOST; /* -1 from both */
+            if (c % 5 == 0) {                       /* banned: the row's best id and three others */
                 bans[nb++] = sampling_argmax(row, V);
                 for (int j = 0; j < 3; j++) bans[nb++] = (int32_t)(rnd() % (uint64_t)V);
                 p.n_banned = 4;
@@ -1015,6 +1021,7 @@ static void check_sampling(void) {
         CU(cuda_sample(o_d, l_d, rows_d, bans_d, n, V, 0));
         int32_t *o = host_from(o_d, 4 * (size_t)n);
         CU(cudaMemcpy(l_d, l, bytes, cudaMemcpyHostToDevice)); /* before cuda_sample's bans */
+        CU(cudaMemset(o2_d, 0x7F, 4 * (size_t)n)); /* an unwritten row: neither a token nor -1 */
         for (int r = 0; r < n; r += CUDA_SAMPLE_SPLIT_ROWS) {
             int k = n - r < CUDA_SAMPLE_SPLIT_ROWS ? n - r : CUDA_SAMPLE_SPLIT_ROWS, plain = 0;
             for (int i = 0; i < k; i++) plain |= cuda_sample_kind(&rows[r + i], V) == 1;
@@ -1044,7 +1051,8 @@ static void check_sampling(void) {
             }
             if (o[r] == -1) {
                 host++;
-                bad_host += path != 3; /* only a nucleus over 2048 entries may go back */
+                /* only a nucleus over 2048 entries (or a row for the host) may go back */
+                bad_host += path != 3 && p->mode == CUDA_SAMPLE_DEVICE;
             } else if (o[r] == want) {
                 same++;
                 by_path[path]++;

@@ -259,11 +259,12 @@ enum { CUDA_SAMPLE_MAX_TOP_K = 2048, CUDA_SAMPLE_MAX_VOCAB = 1024 * 1024 };
 /* cuda_sample's tokens for a step of at most CUDA_SAMPLE_SPLIT_ROWS rows, each row spread over
  * a CTA per 1024 entries (one CTA a row leaves the GPU idle while it walks the vocabulary): the
  * same operations in the same order, so the same tokens. It takes greedy and plain temperature
- * rows (cuda_sample_kind 0 and 1) and writes -1 for every other row, which the caller then
- * picks on the host; plain: whether any row is of kind 1 (else the second of its two kernels
- * is not launched). rows NULL: every row greedy, as cuda_argmax, and bans unused. scratch:
- * cuda_sample_split_scratch() bytes; count: 2 * CUDA_SAMPLE_SPLIT_ROWS ints, zeros, which it
- * leaves zero. Graph-capturable. Off in the backend unless cuda_backend_opts.sample_split. */
+ * rows (cuda_sample_kind 0 and 1) and writes -1 for every other row (leaving its banned ids
+ * to the host), which the caller then picks on the host; plain: whether any row is of kind 1
+ * (else the second of its two kernels is not launched, and such rows read -1). rows NULL: every row
+ * greedy, as cuda_argmax, and bans unused. scratch: cuda_sample_split_scratch() bytes; count: 2 *
+ * CUDA_SAMPLE_SPLIT_ROWS ints, zeros, which it leaves zero. Graph-capturable. Off in the backend
+ * unless cuda_backend_opts.sample_split. */
 #define CUDA_SAMPLE_SPLIT_ROWS 8
 int cuda_sample_split(int32_t *out, float *logits, const cuda_sample_row *rows, const int32_t *bans,
                       int n, int V, int plain, void *scratch, int *count, cudaStream_t s);

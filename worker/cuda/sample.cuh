@@ -600,10 +600,8 @@ __global__ void __launch_bounds__(SAMP_SPLIT_THREADS)
     if (rows) {
         const cuda_sample_row p = rows[r];
         kind = samp_kind(p, V);
-        if (kind >= 2) {
-            if (b == 0 && t == 0) out[r] = -1;
-            return;
-        }
+        if (b == 0 && t == 0 && kind >= 1) out[r] = -1; /* a plain row's: step 2 overwrites it */
+        if (kind >= 2) return;
         for (int j = t; j < p.n_banned; j += SAMP_SPLIT_THREADS) {
             int id = bans[p.ban_off + j];
             if (id >= b0 && id < e) l[id] = -INFINITY;
