@@ -96,7 +96,7 @@ static int worker_cfg_rows(worker_cfg *c, mg_cfg_opt *rows) {
          NULL},
         {"cuda-graphs", MG_CFG_BOOL, &c->cuda_graphs, "true", 1, 0,
          "cuda: replay decode steps from CUDA graphs (padded batch buckets; false: eager)", NULL},
-        {"cuda-sample-split", MG_CFG_BOOL, &c->cuda_sample_split, "false", 1, 0,
+        {"cuda-sample-split", MG_CFG_BOOL, &c->cuda_sample_split, "true", 1, 0,
          "cuda: steps of up to 8 sequences choose their tokens with each logits row spread over "
          "many thread blocks (the same tokens; false: a block a row)",
          NULL},

@@ -57,7 +57,8 @@ typedef struct cuda_backend_opts {
     bool host_sampling;
     /* Steps of up to CUDA_SAMPLE_SPLIT_ROWS logits rows choose their tokens with each row over
      * many CTAs (cuda_sample_split: the same tokens; greedy and plain temperature rows, and the
-     * arg-max of host_sampling); false: a CTA a row (cuda_sample, cuda_argmax). */
+     * arg-max of host_sampling; the worker's default); false: a CTA a row (cuda_sample,
+     * cuda_argmax). */
     bool sample_split;
     /* The sliding layers' KV in a window pool sized for max_seqs windows and a max_tokens step
      * (kv_cache_config.sliding_window_pool); one pool when the model has no sliding layers or

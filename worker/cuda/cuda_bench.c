@@ -8,17 +8,19 @@
  *              [--bw 3.35e12] [--peak 989e12] [--version 1..7] [--graphs 0|1] (kernel versions,
  * cuda_backend.h)   [--temperature 0] [--host-sampling 0|1]
  *              [--sample-split 0|1] (steps of up to 8 rows: each row's token choice spread over
- *                                    many CTAs, cuda_sample_split; 0, the default: a CTA a row)
+ *                                    many CTAs, cuda_sample_split, the default, as the worker's
+ *                                    --cuda-sample-split; 0: a CTA a row)
  *              [--moe-tile 0|1|2|3] (MoE tile of versions 3-6: by token count, small, large,
  *              many-token)   [--moe-small-stages 4|8] (the small tile's weight ring)
  *              [--split 0|1]        (version 7's expert kernels in their split form, the
  *                                    default, or version 3's small tile; with it, o_proj at
  *                                    one token too)   [--o-split 1|2|4|8] (warps a row there)
  *              [--persist MASK]     (one-token q/k/v on a grid that fits at once,
- *                                    cuda_small_persist: 2 looping, the default; 16 a pair a
- *                                    warp with rows partly in shared memory; 0 in waves)
+ *                                    cuda_small_persist: 2 looping; 16 a pair a warp
+ *                                    with rows partly in shared memory; 18, the default,
+ *                                    both; 0 in waves)
  *              [--trigger MASK]     (1: o_proj at one token lets the router launch from its
- *                                    start; 2: the router on a cluster; 0, the default:
+ *                                    start; 2: the router on a cluster; 3, the default, both:
  *                                    cuda_small_trigger)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
@@ -223,7 +225,7 @@ int main(int argc, char **argv) {
     const char *preset = "120b", *batches = "1,64,256,512", *omit = NULL;
     int timeline = 0;
     int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0, window_pool = 0,
-        sample_split = 0;
+        sample_split = 1;
     int autotune = 0, gemv = 1, pf_seqs = 0, pf_len = 128, pdl_max_tokens = CUDA_PDL_MAX_TOKENS,
         pdl_all = 0;
     float temperature = 0.0f;

@@ -194,11 +194,11 @@ int cuda_small_split(int on);
  * before. */
 int cuda_small_o_split(int ks);
 /* One-token kernels whose CTAs all fit the GPU at once instead of running in waves (mask: 2,
- * q/k/v looping over its pairs, the default; 16, q/k/v with a pair a warp, three CTAs an SM and
- * part of each row in shared memory, over 2 where both are set); results bit for bit those
+ * q/k/v looping over its pairs; 16, q/k/v with a pair a warp, three CTAs an SM and part of each
+ * row in shared memory, over 2 where both are set; 18, the default); results bit for bit those
  * without. Returns the mask before. */
 int cuda_small_persist(int mask);
-/* Latency switches of the one-token kernels (mask; none by default): 1, o_proj's split form
+/* Latency switches of the one-token kernels (mask; 3, both, by default): 1, o_proj's split form
  * lets the router launch from its start instead of after its math; 2, the router on a cluster of
  * CTAs, its top-k reading the logits from distributed shared memory instead of after a ticket.
  * Results are unchanged, bit for bit. Returns the mask before. */
@@ -259,12 +259,12 @@ enum { CUDA_SAMPLE_MAX_TOP_K = 2048, CUDA_SAMPLE_MAX_VOCAB = 1024 * 1024 };
 /* cuda_sample's tokens for a step of at most CUDA_SAMPLE_SPLIT_ROWS rows, each row spread over
  * a CTA per 1024 entries (one CTA a row leaves the GPU idle while it walks the vocabulary): the
  * same operations in the same order, so the same tokens. It takes greedy and plain temperature
- * rows (cuda_sample_kind 0 and 1) and writes -1 for every other row (leaving its banned ids
- * to the host), which the caller then picks on the host; plain: whether any row is of kind 1
- * (else the second of its two kernels is not launched, and such rows read -1). rows NULL: every row
- * greedy, as cuda_argmax, and bans unused. scratch: cuda_sample_split_scratch() bytes; count: 2 *
- * CUDA_SAMPLE_SPLIT_ROWS ints, zeros, which it leaves zero. Graph-capturable. Off in the backend
- * unless cuda_backend_opts.sample_split. */
+ * rows (cuda_sample_kind 0 and 1) and writes -1 for every other row (leaving its banned ids to
+ * the host), which the caller then picks on the host; plain: whether any row is of kind 1 (else
+ * the second of its two kernels is not launched, and such rows read -1). rows NULL: every row
+ * greedy, as cuda_argmax, and bans unused. scratch: cuda_sample_split_scratch() bytes; count:
+ * 2 * CUDA_SAMPLE_SPLIT_ROWS ints, zeros, which it leaves zero. Graph-capturable. The backend's
+ * choice with cuda_backend_opts.sample_split (the worker's default). */
 #define CUDA_SAMPLE_SPLIT_ROWS 8
 int cuda_sample_split(int32_t *out, float *logits, const cuda_sample_row *rows, const int32_t *bans,
                       int n, int V, int plain, void *scratch, int *count, cudaStream_t s);

@@ -7,9 +7,9 @@
 # worker's: six kernels a layer for steps of up to 4 tokens) and 6 (nine) with CUDA graphs
 # (MG_BENCH_RUNS="VERSION:GRAPHS ..." to choose others), then both at 2 and 4 tokens, and
 # version 7 at 1 to 4 tokens with its expert kernels unsplit (--split 0), and at one token with
-# o_proj a warp a row and q/k/v in waves (--o-split 1 --persist 0), and with the faster forms
-# still off by default (--persist 18 --trigger 3; also through the whole-model check; and the
-# token choice over many CTAs, --sample-split 1, at temperatures 0 and 1). Logs go
+# o_proj a warp a row and q/k/v in waves (--o-split 1 --persist 0), and with the previous
+# one-token forms (--persist 2 --trigger 0; also through the whole-model check; and the token
+# choice a CTA a row, --sample-split 0, at temperatures 0 and 1). Logs go
 # to $OUT (or ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any
 # check fails.
 #
@@ -48,10 +48,10 @@ rm -rf "$B/ckpt-tiny"
 MG_CHECK_KERNELS=1 timeout 150 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" \
     >"$OUT/check.log" 2>&1 || status=1
 cat "$OUT/check.log"
-echo "== whole model (tiny), version 7: q/k/v a pair a warp, o_proj's early trigger, cluster router"
-timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --persist 18 \
-    --trigger 3 >"$OUT/check-p18-t3.log" 2>&1 || status=1
-grep -E "FAIL|passed" "$OUT/check-p18-t3.log"
+echo "== whole model (tiny), version 7: q/k/v looping, o_proj's late trigger, one-CTA top-k"
+timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --persist 2 \
+    --trigger 0 >"$OUT/check-p2-t0.log" 2>&1 || status=1
+grep -E "FAIL|passed" "$OUT/check-p2-t0.log"
 
 echo "== decode-step benchmark, 120b shape, random weights, kernel versions 7 and 6 with graphs"
 for run in ${MG_BENCH_RUNS:-7:1 6:1}; do
@@ -77,15 +77,15 @@ log="$OUT/bench-small-v7-o1p0.log"
 timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
     --version 7 --graphs 1 --o-split 1 --persist 0 >"$log" 2>&1 || status=1
 grep RESULT "$log" | sed "s/^/one token, o_proj a warp a row, q\/k\/v in waves: /"
-log="$OUT/bench-small-v7-p18t3.log"
+log="$OUT/bench-small-v7-p2t0.log"
 timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
-    --version 7 --graphs 1 --persist 18 --trigger 3 >"$log" 2>&1 || status=1
-grep RESULT "$log" | sed "s/^/one token, q\/k\/v a pair a warp, early trigger, cluster router: /"
+    --version 7 --graphs 1 --persist 2 --trigger 0 >"$log" 2>&1 || status=1
+grep RESULT "$log" | sed "s/^/one token, q\/k\/v looping, late trigger, one-CTA top-k: /"
 for t in 0 1; do
-    log="$OUT/bench-small-v7-split-sample-t$t.log"
+    log="$OUT/bench-small-v7-sample-cta-t$t.log"
     timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
-        --version 7 --graphs 1 --temperature "$t" --sample-split 1 >"$log" 2>&1 || status=1
-    grep RESULT "$log" | sed "s/^/one token, temperature $t, token choice over many CTAs: /"
+        --version 7 --graphs 1 --temperature "$t" --sample-split 0 >"$log" 2>&1 || status=1
+    grep RESULT "$log" | sed "s/^/one token, temperature $t, token choice a CTA a row: /"
 done
 
 echo "== decode step at batch 256 with temperature 1: sampling on the device, then on the host"

@@ -602,9 +602,9 @@ extern "C" int cuda_small_o_split(int ks) {
 
 /* Latency switches of the one-token kernels (cuda_small_trigger): bit 1, o_proj's split form
  * lets the next kernel launch from its start instead of after its math (the router's rows then
- * load during o_proj's last wave); bit 2, the router on a cluster (router7c_kernel). Both measured
- * faster (worker/cuda/NOTES.md) but off by default until cuda-check has run them on a GPU. */
-static int small_trigger = 0;
+ * load during o_proj's last wave); bit 2, the router on a cluster (router7c_kernel). Both on by
+ * default: measured faster and checked bit for bit on a GPU (worker/cuda/NOTES.md). */
+static int small_trigger = 3;
 
 extern "C" int cuda_small_trigger(int mask) {
     int was = small_trigger;
@@ -613,13 +613,13 @@ extern "C" int cuda_small_trigger(int mask) {
 }
 
 /* Which one-token kernels run with their CTAs all resident (cuda_small_persist): bit 2, q/k/v
- * looping over its pairs (qkv7_kernel on a grid that fits at once; the default); bit 16, q/k/v
- * with a pair a warp, three CTAs an SM and part of each row in shared memory (qkv7_res_kernel;
- * over bit 2 where both are set and H allows it; measured faster, off by default until
- * cuda-check has run it on a GPU). Each measured in worker/cuda/NOTES.md. The looping forms of
+ * looping over its pairs (qkv7_kernel on a grid that fits at once); bit 16, q/k/v with a pair a
+ * warp, three CTAs an SM and part of each row in shared memory (qkv7_res_kernel; over bit 2
+ * where both are set and H allows it). Both on by default (18), each measured in
+ * worker/cuda/NOTES.md. The looping forms of
  * gate_up (also with the next item's weights in shared memory) and o_proj measured slower and
  * are gone, and so is o_proj with its rows in shared memory. */
-static int small_persist = 2;
+static int small_persist = 18;
 
 extern "C" int cuda_small_persist(int mask) {
     int was = small_persist;
