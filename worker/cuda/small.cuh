@@ -28,12 +28,14 @@ namespace cg = cooperative_groups;
 
 /* Token rows t < T of the residual x (T, H) normalized with gains g into xs (T, H) bf16 as
  * rmsnorm_kernel's out at T <= GEMV_MAX_T (the RMSNORM_PER layout), its squares summed in its
- * order; the CTA has RMSNORM_THREADS threads or more (the first RMSNORM_THREADS sum). Unlike
- * rmsnorm_kernel it keeps no row in registers (they hold the weights in flight): the second pass
- * reads x and g again, from L1. Ends with a barrier: xs is the CTA's to read. */
-template <int T>
+ * order; the CTA has NT threads, RMSNORM_THREADS or more (the first RMSNORM_THREADS sum; NT a
+ * constant, so that the second pass unrolls). Unlike rmsnorm_kernel it keeps no row in registers
+ * (they hold the weights in flight): the second pass reads x and g again, from L1. Ends with a
+ * barrier: xs is the CTA's to read. */
+template <int T, int NT = RMSNORM_THREADS>
 __device__ __forceinline__ void norm_rows(uint16_t *xs, const float *x, const uint16_t *g, int H,
                                           float eps, float *red) {
+    static_assert(NT >= RMSNORM_THREADS, "the sum's layout needs RMSNORM_THREADS threads");
 #pragma unroll
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * H;
@@ -41,12 +43,13 @@ __device__ __forceinline__ void norm_rows(uint16_t *xs, const float *x, const ui
 #pragma unroll
         for (int k = 0; k < RMSNORM_PER; k++) {
             int i = threadIdx.x + k * RMSNORM_THREADS;
-            float v = threadIdx.x < RMSNORM_THREADS && i < H ? xr[i] : 0.0f;
+            float v =
+                (NT == RMSNORM_THREADS || threadIdx.x < RMSNORM_THREADS) && i < H ? xr[i] : 0.0f;
             ss = fmaf(v, v, ss);
         }
         ss = block_sum(ss, red); /* more warps than RMSNORM_THREADS' add zeros: the same bits */
         float inv = 1.0f / sqrtf(ss / (float)H + eps);
-        for (int i = threadIdx.x; i < H; i += blockDim.x)
+        for (int i = threadIdx.x; i < H; i += NT)
             xs[(size_t)t * H + i] = f2bf16(bf16f(g[i]) * (xr[i] * inv));
     }
     __syncthreads();
@@ -424,7 +427,7 @@ __global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_
     pdl_wait();
     TL_MARK(CUDA_TL_ROUTER, 1);
     pdl_trigger();
-    norm_rows<1>(xs7, x, g, H, eps, red);
+    norm_rows<1, 32 * ROUTER_CL_WARPS>(xs7, x, g, H, eps, red);
     if (blockIdx.x == 0)
         for (int i = threadIdx.x; i < ku; i += blockDim.x)
             reinterpret_cast<uint4 *>(xn)[i] = reinterpret_cast<const uint4 *>(xs7)[i];
