@@ -6,11 +6,34 @@
 
 /* ---- kernels ---- */
 
-/* One CTA per row; (value, index) pairs reduced with "greater, or equal and lower index"; NaN
- * compares false everywhere so it never wins. */
-__global__ void argmax_kernel(int32_t *out, const float *logits, int V) {
+/* (v, i) over (bv, bi): greater, or equal and lower index; NaN compares false everywhere, so it
+ * never wins. */
+__device__ __forceinline__ void samp_better(float &bv, int &bi, float v, int i) {
+    if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
+}
+
+/* The CTA's best (v, i) by samp_better, to every thread. */
+__device__ __forceinline__ void samp_block_best(float &bv, int &bi) {
     __shared__ float sv[32];
     __shared__ int si[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        samp_better(bv, bi, __shfl_xor_sync(0xffffffffu, bv, o),
+                    __shfl_xor_sync(0xffffffffu, bi, o));
+    __syncthreads(); /* sv, si free from an earlier call */
+    if (lane == 0) sv[warp] = bv, si[warp] = bi;
+    __syncthreads();
+    bv = lane < nw ? sv[lane] : -INFINITY;
+    bi = lane < nw ? si[lane] : 0x7fffffff;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        samp_better(bv, bi, __shfl_xor_sync(0xffffffffu, bv, o),
+                    __shfl_xor_sync(0xffffffffu, bi, o));
+}
+
+/* One CTA per row; (value, index) pairs reduced with samp_better. */
+__global__ void argmax_kernel(int32_t *out, const float *logits, int V) {
     const float *l = logits + (size_t)blockIdx.x * V;
     float bv = -INFINITY;
     int bi = 0x7fffffff;
@@ -18,27 +41,8 @@ __global__ void argmax_kernel(int32_t *out, const float *logits, int V) {
         float v = l[i];
         if (v > bv) bv = v, bi = i; /* ascending i: the first of equals stays */
     }
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
-    }
-    if (lane == 0) sv[warp] = bv, si[warp] = bi;
-    __syncthreads();
-    if (warp == 0) {
-        int nw = blockDim.x >> 5;
-        bv = lane < nw ? sv[lane] : -INFINITY;
-        bi = lane < nw ? si[lane] : 0x7fffffff;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
-        }
-        if (lane == 0) out[blockIdx.x] = bv == -INFINITY ? 0 : bi;
-    }
+    samp_block_best(bv, bi);
+    if (threadIdx.x == 0) out[blockIdx.x] = bv == -INFINITY ? 0 : bi;
 }
 
 __device__ __forceinline__ uint64_t mix64(uint64_t z) {
@@ -555,31 +559,6 @@ __host__ __device__ static inline int samp_kind(const cuda_sample_row &p, int V)
     bool all_k = !(p.top_k > 0 && p.top_k < V);
     bool all_p = !(p.top_p > 0.0f && p.top_p < 1.0f);
     return all_k && all_p ? 1 : 2;
-}
-
-/* (v, i) over (bv, bi): greater, or equal and lower index (argmax_kernel's rule). */
-__device__ __forceinline__ void samp_better(float &bv, int &bi, float v, int i) {
-    if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
-}
-
-/* The CTA's best (v, i) by samp_better, to every thread. */
-__device__ __forceinline__ void samp_block_best(float &bv, int &bi) {
-    __shared__ float sv[32];
-    __shared__ int si[32];
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        samp_better(bv, bi, __shfl_xor_sync(0xffffffffu, bv, o),
-                    __shfl_xor_sync(0xffffffffu, bi, o));
-    __syncthreads(); /* sv, si free from an earlier call */
-    if (lane == 0) sv[warp] = bv, si[warp] = bi;
-    __syncthreads();
-    bv = lane < nw ? sv[lane] : -INFINITY;
-    bi = lane < nw ? si[lane] : 0x7fffffff;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        samp_better(bv, bi, __shfl_xor_sync(0xffffffffu, bv, o),
-                    __shfl_xor_sync(0xffffffffu, bi, o));
 }
 
 /* The row's (max, first index) from its nb partials (written by other CTAs), to every thread. */
