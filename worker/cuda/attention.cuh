@@ -302,6 +302,7 @@ __global__ void attention_split_kernel(uint16_t *out, float *part, int *count, c
     load_q(qs[warp], q, t, n_heads, h);
     float m, l, acc0, acc1;
     attend_range(&sm, qs[warp], kc, vc, brow, g, n_kv, bs, jb, je, m, l, acc0, acc1, pre);
+    TL_MARK(CUDA_TL_ATT, 3);
     float *pp = part + ((size_t)t * n_heads + h) * splits * 66;
     if (lane == 0) pp[sp * 66] = m, pp[sp * 66 + 1] = l;
     pp[sp * 66 + 2 + 2 * lane] = acc0;
@@ -310,6 +311,7 @@ __global__ void attention_split_kernel(uint16_t *out, float *part, int *count, c
         TL_MARK(CUDA_TL_ATT, 2);
         return;
     }
+    TL_MARK(CUDA_TL_ATT, 4);
     attention_combine_head(out, pp, sinks, t, h, n_heads, splits);
     if (threadIdx.x == 0) count[t * n_kv + g] = 0;
     TL_MARK(CUDA_TL_ATT, 2);

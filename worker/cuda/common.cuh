@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "cuda_ops.h" /* cuda_ahead, CUDA_TL_* */
+
 /* bf16 bits → float: the high half of the float's bits (exact). */
 __device__ __forceinline__ float bf16f(uint16_t h) {
     return __uint_as_float((uint32_t)h << 16);
@@ -94,6 +96,26 @@ __device__ __forceinline__ void prefetch_span(const void *p, size_t n) {
         prefetch_l1(reinterpret_cast<const void *>(a));
 }
 
+/* Share i of n equal shares of region r of a (expert e's part where per_expert), a 128-byte line
+ * a thread of the CTA, asked of L2 (evict_last: kept over lines of the normal policy). */
+__device__ __forceinline__ void ahead_l2(const cuda_ahead &a, int e, int i, int n,
+                                         bool evict_last) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        size_t bytes = a.bytes[r];
+        if (!a.p[r] || !bytes) continue;
+        const char *base =
+            static_cast<const char *>(a.p[r]) + (a.per_expert ? (size_t)e * bytes : 0);
+        size_t lo = bytes * i / n & ~(size_t)127, hi = bytes * (i + 1) / n;
+        for (size_t o = lo + (size_t)threadIdx.x * 128; o < hi; o += (size_t)blockDim.x * 128) {
+            if (evict_last)
+                asm volatile("prefetch.global.L2::evict_last [%0];\n" ::"l"(base + o));
+            else
+                asm volatile("prefetch.global.L2 [%0];\n" ::"l"(base + o));
+        }
+    }
+}
+
 /* At most N of this thread's groups still in flight. */
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
@@ -127,13 +149,13 @@ template <typename K> static int smem_limit(K k, size_t smem, size_t *set) {
 
 /* ---- a timeline of the one-token kernels (built with MG_CUDA_TIMELINE only) ----
  *
- * Thread 0 of each CTA stamps %globaltimer (ns) when the CTA starts, when it is past its
- * pdl_wait and when it ends, into tl_stamps[kernel][cta][phase]; every layer writes the same
+ * Thread 0 of each CTA stamps %globaltimer (ns) when the CTA starts (phase 0), when it is past
+ * its pdl_wait (1), at up to two points of its work (3, 4: where its TL_MARK calls stand)
+ * and when it ends (2), into tl_stamps[kernel][cta][phase]; every layer writes the same
  * places, so after a step they hold the last layer's. cuda-bench --timeline reads them
  * (cuda_timeline, cuda_ops.cu). */
 #ifdef MG_TIMELINE
-#include "cuda_ops.h" /* CUDA_TL_* */
-__device__ unsigned long long tl_stamps[CUDA_TL_KERNELS][CUDA_TL_CTAS][3];
+__device__ unsigned long long tl_stamps[CUDA_TL_KERNELS][CUDA_TL_CTAS][CUDA_TL_PHASES];
 #define TL_MARK(k, ph)                                                                             \
     do {                                                                                           \
         if (threadIdx.x == 0) {                                                                    \

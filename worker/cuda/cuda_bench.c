@@ -22,6 +22,12 @@
  *              [--trigger MASK]     (1: o_proj at one token lets the router launch from its
  *                                    start; 2: the router on a cluster; 3, the default, both:
  *                                    cuda_small_trigger)
+ *              [--att-splits N]     (split-KV attention: at most N CTAs a token and kv head;
+ *                                    default 32)
+ *              [--ahead MASK]       (one-token kernels asking L2 for the weights of a kernel
+ *                                    to come, cuda_small_ahead: 1 gate_up for down's, 2 down
+ *                                    for the next q/k/v, 4 q/k/v for o_proj; 8 evict_last;
+ *                                    0, the default, none)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
  *                                    worker's --cuda-gemm-autotune)
@@ -142,13 +148,15 @@ static int profile_step(mg_backend *b, const mg_batch *batch, mg_sample_req *req
     return 0;
 }
 
-/* One more step, then each kernel's CTAs of its last layer (cuda_timeline): start, past the wait
- * and end, min / median / max in us from the first q/k/v CTA's start. */
+/* One more step, then each kernel's CTAs of its last layer (cuda_timeline): start, past the wait,
+ * the two marks inside its work (mid1, mid2) and end, min / median / max over the CTAs that
+ * passed each point, in us from the first q/k/v CTA's start. */
 static int print_timeline(mg_backend *b, const mg_batch *batch, mg_sample_req *reqs, int32_t *out) {
     static const char *kn[CUDA_TL_KERNELS] = {"qkv",    "attention", "o_proj",
                                               "router", "gate_up",   "down"};
-    static const char *ph[3] = {"start", "wait", "end"};
-    size_t n = (size_t)CUDA_TL_KERNELS * CUDA_TL_CTAS * 3;
+    static const char *ph[CUDA_TL_PHASES] = {"start", "wait", "end", "mid1", "mid2"};
+    static const int order[CUDA_TL_PHASES] = {0, 1, 3, 4, 2};
+    size_t n = (size_t)CUDA_TL_KERNELS * CUDA_TL_CTAS * CUDA_TL_PHASES;
     unsigned long long *st = malloc(sizeof(*st) * n);
     double *v = malloc(sizeof(double) * CUDA_TL_CTAS);
     const char *err = NULL;
@@ -168,14 +176,14 @@ static int print_timeline(mg_backend *b, const mg_batch *batch, mg_sample_req *r
     }
     unsigned long long t0 = ~0ull;
     for (int c = 0; c < CUDA_TL_CTAS; c++) {
-        unsigned long long t = st[((size_t)CUDA_TL_QKV * CUDA_TL_CTAS + c) * 3];
+        unsigned long long t = st[((size_t)CUDA_TL_QKV * CUDA_TL_CTAS + c) * CUDA_TL_PHASES];
         if (t && t < t0) t0 = t;
     }
     for (int k = 0; k < CUDA_TL_KERNELS; k++)
-        for (int p = 0; p < 3; p++) {
-            int m = 0;
+        for (int pi = 0; pi < CUDA_TL_PHASES; pi++) {
+            int m = 0, p = order[pi];
             for (int c = 0; c < CUDA_TL_CTAS; c++) {
-                unsigned long long t = st[((size_t)k * CUDA_TL_CTAS + c) * 3 + p];
+                unsigned long long t = st[((size_t)k * CUDA_TL_CTAS + c) * CUDA_TL_PHASES + p];
                 if (t) v[m++] = ((double)t - (double)t0) / 1000.0;
             }
             if (!m) continue;
@@ -227,7 +235,7 @@ int main(int argc, char **argv) {
     int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0, window_pool = 0,
         sample_split = 1;
     int autotune = 0, gemv = 1, pf_seqs = 0, pf_len = 128, pdl_max_tokens = CUDA_PDL_MAX_TOKENS,
-        pdl_all = 0;
+        att_max_splits = 0, pdl_all = 0;
     float temperature = 0.0f;
     double kv_fraction = 0.9;
     double bw = 3.35e12, peak = 989e12;
@@ -300,12 +308,25 @@ int main(int argc, char **argv) {
                 return 2;
             }
             cuda_small_trigger(m);
+        } else if (!strcmp(argv[i], "--ahead")) {
+            int m = atoi(argv[i + 1]);
+            if (m < 0 || m > 15) {
+                fprintf(stderr,
+                        "cuda-bench: --ahead %s: a mask of 1 (gate_up asks L2 for the down "
+                        "projection's rows), 2 (down for the next q/k/v), 4 (q/k/v for o_proj) "
+                        "and 8 (the evict_last policy)\n",
+                        argv[i + 1]);
+                return 2;
+            }
+            cuda_small_ahead(m);
         } else if (!strcmp(argv[i], "--omit"))
             omit = argv[i + 1];
         else if (!strcmp(argv[i], "--timeline"))
             timeline = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--pdl-max-tokens"))
             pdl_max_tokens = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--att-splits"))
+            att_max_splits = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--pdl"))
             cuda_set_pdl(pdl_all = atoi(argv[i + 1]));
         else {
@@ -358,7 +379,8 @@ int main(int argc, char **argv) {
                            .window_pool = window_pool != 0,
                            .gemm_autotune = autotune != 0,
                            .gemm_no_gemv = gemv == 0,
-                           .pdl_max_tokens = pdl_max_tokens};
+                           .pdl_max_tokens = pdl_max_tokens,
+                           .att_max_splits = att_max_splits};
     mg_backend *b;
     double t0 = now_ms();
     if (cuda_backend_create_random(&c, 1, &o, &b) || cuda_backend_fill_kv(b, 2)) {

@@ -719,7 +719,7 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     CU(cuda_qkv_rope(q_a, k_a, v_a, tmp_d, qb_d, pos_d, slot_d, inv_d, conc, T, nh, nkv, D, bs, 0));
 #define QKV7()                                                                                     \
     cuda_qkv7(q_b, k_b, v_b, x_d, g_d, table_d, qb_d, pos_d, slot_d, inv_d, conc, T, H, nh, nkv,   \
-              D, bs, eps, 0)
+              D, bs, eps, NULL, 0)
     CU(QKV7());
     TIME_US(us, CU(QKV7()));
     snprintf(name, sizeof(name), "v7 qkv7 T=%d: q", T);
@@ -735,7 +735,7 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         uint16_t *k_c = dev_poisoned(2 * cache), *v_c = dev_poisoned(2 * cache);
 #define QKV7C()                                                                                    \
     cuda_qkv7(q_c, k_c, v_c, x_d, g_d, table_d, qb_d, pos_d, slot_d, inv_d, conc, T, H, nh, nkv,   \
-              D, bs, eps, 0)
+              D, bs, eps, NULL, 0)
         CU(QKV7C());
         TIME_US(us, CU(QKV7C()));
 #undef QKV7C
@@ -835,7 +835,7 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     CU(cuda_rmsnorm(xn_a, xa_d, y_d, TK, NULL, g_d, T, H, eps, 0));
 #define DOWN7(dst)                                                                                 \
     cuda_moe_down_res(dst, act_d, xp->dn_bt_d, xp->dn_st_d, xp->dn_bias_d, te_b, tw_b, T, TK, H,   \
-                      I, 0)
+                      I, NULL, 0)
     RESET(xb_d);
     CU(DOWN7(xb_d));
     TIME_US(us, CU(DOWN7(tmp_d)));
@@ -857,7 +857,7 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
                         I, H, C.swiglu_limit, 6, 0));
 #define GATE7(dst)                                                                                 \
     cuda_moe_gate_up_small(dst, xn_b, xp->gu_bt_d, xp->gu_st_d, xp->gu_bias_d, te_b, es_b, sl_b,   \
-                           T, TK, E, I, H, C.swiglu_limit, 0)
+                           T, TK, E, I, H, C.swiglu_limit, NULL, 0)
     CU(GATE7(ub_d));
     uint16_t *ua = host_from(ua_d, 2 * (size_t)S * I), *ub = host_from(ub_d, 2 * (size_t)S * I);
     TIME_US(us, CU(GATE7(ua_d)));

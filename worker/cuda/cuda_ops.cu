@@ -12,7 +12,7 @@
 
 extern "C" int cuda_timeline(unsigned long long *out, int clear) {
 #ifdef MG_TIMELINE
-    size_t n = sizeof(unsigned long long) * CUDA_TL_KERNELS * CUDA_TL_CTAS * 3;
+    size_t n = sizeof(unsigned long long) * CUDA_TL_KERNELS * CUDA_TL_CTAS * CUDA_TL_PHASES;
     if (clear) {
         void *p = NULL;
         cudaError_t e = cudaGetSymbolAddress(&p, tl_stamps);

@@ -208,7 +208,7 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 3)
     qkv7_res_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
                     const uint16_t *w, const uint16_t *bias, const int32_t *positions,
                     const int32_t *slots, const float *inv_freq, float conc, int H, int n_heads,
-                    int n_kv, int D, int bs, float eps) {
+                    int n_kv, int D, int bs, float eps, cuda_ahead ah, int ah_last) {
     extern __shared__ __align__(16) uint16_t xs[]; /* qkv_res_smem's layout */
     __shared__ float red[32];
     TL_MARK(CUDA_TL_QKV, 0);
@@ -239,6 +239,7 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 3)
     TL_MARK(CUDA_TL_QKV, 1);
     pdl_trigger();
     norm_rows<1>(xs, x, g, H, eps, red);
+    TL_MARK(CUDA_TL_QKV, 3);
     cp_async_wait0(); /* each lane reads back only the units it copied */
     if (!live) return;
     const uint4 *xv = reinterpret_cast<const uint4 *>(xs);
@@ -254,8 +255,10 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 3)
 #pragma unroll
         for (int r = 0; r < 2; r++) acc[r] = dot8(acc[r], ws[r * kr + u], xu);
     }
+    ahead_l2(ah, 0, blockIdx.x, gridDim.x, ah_last); /* o_proj's rows (cuda_small_ahead) */
     float v1 = warp_sum(acc[0]), v2 = warp_sum(acc[1]);
     if (lane > 0) return;
+    TL_MARK(CUDA_TL_QKV, 4);
     qkv_store(q, kcache, vcache, v1 + bf16f(bias[r1]), v2 + bf16f(bias[r2]), c, sn, 0, slots[0],
               head, i, n_heads, n_kv, D, bs);
     TL_MARK(CUDA_TL_QKV, 2);
@@ -331,6 +334,7 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
             acc = dot8(acc, wv[j], __ldg(xr + u));
         }
     }
+    TL_MARK(CUDA_TL_O, 3);
     acc = warp_sum(acc);
     if (!early) pdl_trigger();
     if (lane == 0) psum[warp] = acc;
@@ -428,6 +432,7 @@ __global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_
     TL_MARK(CUDA_TL_ROUTER, 1);
     pdl_trigger();
     norm_rows<1, 32 * ROUTER_CL_WARPS>(xs7, x, g, H, eps, red);
+    TL_MARK(CUDA_TL_ROUTER, 3);
     if (blockIdx.x == 0)
         for (int i = threadIdx.x; i < ku; i += blockDim.x)
             reinterpret_cast<uint4 *>(xn)[i] = reinterpret_cast<const uint4 *>(xs7)[i];
@@ -437,6 +442,7 @@ __global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_
     asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
     if (live && lane == 0) logits[n] = acc[0][0], lg0[n] = acc[0][0];
     cl.sync(); /* every CTA's logits are in CTA 0's lg */
+    TL_MARK(CUDA_TL_ROUTER, 4);
     if (cl.block_rank() == 0 && warp == 0)
         router_topk_token<true>(top_e, top_w, lg, bias, 0, E, top_k);
     TL_MARK(CUDA_TL_ROUTER, 2);
@@ -480,7 +486,7 @@ template <int KS>
 __global__ void __launch_bounds__(512)
     down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
                     const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
-                    int N, int K) {
+                    int N, int K, cuda_ahead ah, int ah_last) {
     constexpr int STAGES = 8;
     /* (S rounded up to 8, moe3_kpad(K) + 16), then with KS > 1 the parts' sums (4, 32, 4) */
     extern __shared__ __align__(16) uint16_t xs8[];
@@ -523,6 +529,7 @@ __global__ void __launch_bounds__(512)
     moe3_stage_tokens<true>(xs8, slot_s, act, slot_s, S, (S + 7) / 8, 1, K, ld);
     cp_async_wait0();
     __syncthreads();
+    TL_MARK(CUDA_TL_DOWN, 3);
     const char *xrow = reinterpret_cast<const char *>(xs8 + slot * ld) + tq * 64;
     float acc[1][1][4];
     moe3_zero<1, 1>(acc);
@@ -535,6 +542,8 @@ __global__ void __launch_bounds__(512)
             moe3_superchunk<1, 1>(acc, wr[st], sr[st], xrow + c * 256, 16 * ld, moe3_swz(tq), 1);
         }
     }
+    TL_MARK(CUDA_TL_DOWN, 4);
+    ahead_l2(ah, 0, blockIdx.x, gridDim.x, ah_last); /* the next layer's q/k/v rows */
     if (KS > 1) { /* the later parts' sums onto part 0's, in part order */
         auto part = reinterpret_cast<float(*)[32][4]>(xs8 + (S + 7) / 8 * 8 * ld);
         if (kp > 0)
@@ -630,6 +639,23 @@ extern "C" int cuda_small_persist(int mask) {
     return was;
 }
 
+/* Which one-token kernels ask L2 for the weights of a kernel to come (cuda_small_ahead): bit 1
+ * gate_up, 2 down, 4 q/k/v; 8 the evict_last policy. Off by default. */
+static int small_ahead = 0;
+
+extern "C" int cuda_small_ahead(int mask) {
+    int was = small_ahead;
+    small_ahead = mask;
+    return was;
+}
+
+/* The region a one-token kernel asks for when bit `bit` of cuda_small_ahead is set: *a, else
+ * nothing. */
+static cuda_ahead ahead_for(const cuda_ahead *a, int bit) {
+    cuda_ahead none = {};
+    return a && (small_ahead & bit) ? *a : none;
+}
+
 /* CTAs of kernel k (block threads, smem bytes) that fit the GPU at once; the engine thread is
  * the only caller. */
 template <typename K> static int resident_ctas(K k, int block, size_t smem) {
@@ -662,7 +688,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     gate_up_split_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                          const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
                          const int32_t *e_start, const int32_t *e_slots, int S, int top_k, int E,
-                         int N, int K, float limit) {
+                         int N, int K, float limit, cuda_ahead ah, int ah_last) {
     constexpr int CH = SPLIT_CH, LDW = split_ldw(CH);
     extern __shared__ __align__(16) uint16_t sxs[]; /* split_smem's layout */
     __shared__ float part[SPLIT_KS - 1][32][4];
@@ -721,6 +747,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
         cp_async_commit();
         cp_async_wait0();
         __syncwarp();
+        TL_MARK(CUDA_TL_GATE_UP, 3);
         const char *xrow = reinterpret_cast<const char *>(gq < n ? xw + gq * LDW : zrow) + tq * 64;
         float acc[1][1][4];
         moe3_zero<1, 1>(acc);
@@ -734,6 +761,8 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
                 moe3_superchunk<1, 1>(acc, wv[j], sv[j], xrow + j * 256, 0, moe3_swz(tq), 1);
         }
         pdl_trigger(); /* the down projection's CTAs now, beside this one's sums and stores */
+        TL_MARK(CUDA_TL_GATE_UP, 4);
+        if (c0 == 0) ahead_l2(ah, e, blockIdx.x, gridDim.x, ah_last); /* the expert's down rows */
         if (warp > 0)
 #pragma unroll
             for (int i = 0; i < 4; i++) part[warp - 1][lane][i] = acc[0][0][i];
@@ -756,7 +785,7 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
                          const uint16_t *g, const uint16_t *w, const uint16_t *bias,
                          const int32_t *positions, const int32_t *slots, const float *inv_freq,
                          float concentration, int T, int H, int n_heads, int n_kv_heads, int D,
-                         int block_size, float eps, cudaStream_t s) {
+                         int block_size, float eps, const cuda_ahead *ahead, cudaStream_t s) {
     if (T < 1 || T > GEMV_MAX_T || H < 8 || H % 8 || H > RMSNORM_PER * RMSNORM_THREADS || D < 2 ||
         D % 2 || D / 2 > ROPE_MAX_HALF)
         return (int)cudaErrorInvalidValue;
@@ -773,7 +802,8 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
         if (e) return e;
         return pdl_launch(qkv7_res_kernel, grid, RMSNORM_THREADS, qkv_res_smem(H), s, q, kcache,
                           vcache, x, g, w, bias, positions, slots, inv_freq, concentration, H,
-                          n_heads, n_kv_heads, D, block_size, eps);
+                          n_heads, n_kv_heads, D, block_size, eps, ahead_for(ahead, 4),
+                          small_ahead & 8 ? 1 : 0);
     }
     if (T == 1 && (small_persist & 2)) { /* the CTAs that fit at once, looping over the pairs */
         static int fit; /* bound by the kernel's registers (2 CTAs an SM), not by H's smem */
@@ -825,8 +855,10 @@ extern "C" int cuda_router7(float *logits, int *count, uint16_t *xn, const float
 extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *blocks,
                                  const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
                                  const float *top_w, int T, int top_k, int H, int I,
-                                 cudaStream_t s) {
+                                 const cuda_ahead *ahead, cudaStream_t s) {
     int S = T * top_k;
+    cuda_ahead ah = ahead_for(T == 1 ? ahead : NULL, 2);
+    int last = small_ahead & 8 ? 1 : 0;
     if (T < 1 || S > 16 || I % 32 || H % 16 || I > 8192) return (int)cudaErrorInvalidValue;
     size_t smem = (size_t)(S + 7) / 8 * 8 * (moe3_kpad(I) + 16) * 2;
     if (small_split && S <= 4) { /* two parts of K: 8 warps a CTA at one token */
@@ -835,31 +867,32 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
         int e = smem_limit(down_res_kernel<2>, smem, &set2);
         if (e) return e;
         return pdl_launch(down_res_kernel<2>, H / 16, 32 * S * 2, smem, s, x, act, blocks, scales,
-                          bias, top_e, top_w, top_k, H, I);
+                          bias, top_e, top_w, top_k, H, I, ah, last);
     }
     static size_t set;
     int e = smem_limit(down_res_kernel<1>, smem, &set);
     if (e) return e;
     return pdl_launch(down_res_kernel<1>, H / 16, 32 * S, smem, s, x, act, blocks, scales, bias,
-                      top_e, top_w, top_k, H, I);
+                      top_e, top_w, top_k, H, I, ah, last);
 }
 
 template <int KS, int CH, int MINB>
 static int gate_up_split_launch(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                                 const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
                                 const int32_t *e_start, const int32_t *e_slots, int S, int top_k,
-                                int E, int N, int H, float limit, cudaStream_t s) {
+                                int E, int N, int H, float limit, cuda_ahead ah, cudaStream_t s) {
     static_assert(KS * CH == SPLIT_MAX_SC, "split_serves' bound on K");
     dim3 grid(N / 16, S < E ? S : E);
     return pdl_launch(gate_up_split_kernel<KS, CH, MINB>, grid, 32 * KS, split_smem(KS, CH), s, act,
-                      xn, blocks, scales, bias, top_e, e_start, e_slots, S, top_k, E, N, H, limit);
+                      xn, blocks, scales, bias, top_e, e_start, e_slots, S, top_k, E, N, H, limit,
+                      ah, small_ahead & 8 ? 1 : 0);
 }
 
 extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                                       const uint8_t *scales, const uint16_t *bias,
                                       const int32_t *top_e, const int32_t *e_start,
                                       const int32_t *e_slots, int T, int top_k, int E, int I, int H,
-                                      float limit, cudaStream_t s) {
+                                      float limit, const cuda_ahead *ahead, cudaStream_t s) {
     if (!split_serves(T, top_k, H, I))
         return cuda_moe_gate_up(act, xn, blocks, scales, bias, e_start, e_slots, T, top_k, E, I, H,
                                 limit, 7, s);
@@ -867,7 +900,9 @@ extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const u
      * of 6 (worker/cuda/NOTES.md) */
     if (T == 1)
         return gate_up_split_launch<8, 3, 3>(act, xn, blocks, scales, bias, top_e, e_start, e_slots,
-                                             top_k, top_k, E, 2 * I, H, limit, s);
+                                             top_k, top_k, E, 2 * I, H, limit, ahead_for(ahead, 1),
+                                             s);
     return gate_up_split_launch<4, 6, 5>(act, xn, blocks, scales, bias, top_e, e_start, e_slots,
-                                         T * top_k, top_k, E, 2 * I, H, limit, s);
+                                         T * top_k, top_k, E, 2 * I, H, limit, ahead_for(NULL, 1),
+                                         s);
 }
