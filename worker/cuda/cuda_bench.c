@@ -21,7 +21,11 @@
  *                                    both; 0 in waves)
  *              [--trigger MASK]     (1: o_proj at one token lets the router launch from its
  *                                    start; 2: the router on a cluster; 3, the default, both:
- *                                    cuda_small_trigger)
+ *                                    cuda_small_trigger; 4: attention lets o_proj launch only
+ *                                    after its keys)
+ *              [--pre DOWN,QKV]     (loads before the waits, cuda_small_pre: the down
+ *                                    projection's super-chunks 0-7, q/k/v's shared part 0|1;
+ *                                    default 7,1)
  *              [--att-splits N]     (split-KV attention: at most N CTAs a token and kv head;
  *                                    default 32)
  *              [--ahead MASK]       (one-token kernels asking L2 for the weights of a kernel
@@ -184,7 +188,7 @@ static int print_timeline(mg_backend *b, const mg_batch *batch, mg_sample_req *r
             int m = 0, p = order[pi];
             for (int c = 0; c < CUDA_TL_CTAS; c++) {
                 unsigned long long t = st[((size_t)k * CUDA_TL_CTAS + c) * CUDA_TL_PHASES + p];
-                if (t) v[m++] = ((double)t - (double)t0) / 1000.0;
+                if (t >= t0) v[m++] = ((double)t - (double)t0) / 1000.0; /* not an older layer's */
             }
             if (!m) continue;
             qsort(v, (size_t)m, sizeof(double), cmp_d);
@@ -300,14 +304,26 @@ int main(int argc, char **argv) {
             cuda_small_persist(m);
         } else if (!strcmp(argv[i], "--trigger")) {
             int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 3) {
+            if (m < 0 || m > 7) {
                 fprintf(stderr,
                         "cuda-bench: --trigger %s: a mask of 1 (o_proj lets the router launch "
-                        "from its start) and 2 (the router on a cluster)\n",
+                        "from its start), 2 (the router on a cluster) and 4 (attention lets "
+                        "o_proj launch only after its keys)\n",
                         argv[i + 1]);
                 return 2;
             }
             cuda_small_trigger(m);
+        } else if (!strcmp(argv[i], "--pre")) {
+            int d = 7, q = 1;
+            if (sscanf(argv[i + 1], "%d,%d", &d, &q) != 2 || d < 0 || d > 7 || q < 0 || q > 1) {
+                fprintf(stderr,
+                        "cuda-bench: --pre %s: DOWN,QKV: the down projection's super-chunks "
+                        "loaded before its wait (0-7) and whether q/k/v loads its rows' shared "
+                        "part before its wait (0|1)\n",
+                        argv[i + 1]);
+                return 2;
+            }
+            cuda_small_pre(d, q);
         } else if (!strcmp(argv[i], "--ahead")) {
             int m = atoi(argv[i + 1]);
             if (m < 0 || m > 15) {

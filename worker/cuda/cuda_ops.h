@@ -172,6 +172,11 @@ typedef struct {
  * q/k/v rows; 4, q/k/v for o_proj's rows; 8, with the evict_last policy (else normal). Results
  * are unchanged. Returns the mask before. */
 int cuda_small_ahead(int mask);
+/* What one-token kernels load before their waits: the down projection's first `down`
+ * super-chunks of each warp's ring (0 to 7; 7 by default, the rest right after the wait), q/k/v
+ * the shared-memory part of its rows too (qkv 1, the default) or only the register part (0).
+ * Results are unchanged. */
+void cuda_small_pre(int down, int qkv);
 
 /* Each does the work of version-6 kernels with their arithmetic in their order: the results
  * are theirs bit for bit (the expert kernels' split form, cuda_small_split: to float rounding). x
@@ -218,8 +223,9 @@ int cuda_small_o_split(int ks);
 int cuda_small_persist(int mask);
 /* Latency switches of the one-token kernels (mask; 3, both, by default): 1, o_proj's split form
  * lets the router launch from its start instead of after its math; 2, the router on a cluster of
- * CTAs, its top-k reading the logits from distributed shared memory instead of after a ticket.
- * Results are unchanged, bit for bit. Returns the mask before. */
+ * CTAs, its top-k reading the logits from distributed shared memory instead of after a ticket;
+ * 4 (off by default), split-KV attention lets o_proj launch only once its CTAs have taken their
+ * keys. Results are unchanged, bit for bit. Returns the mask before. */
 int cuda_small_trigger(int mask);
 /* The timeline of a one-token layer's kernels (a build with MG_CUDA_TIMELINE): per kernel
  * (q/k/v, attention, o_proj, router, gate_up, down), per CTA, %globaltimer ns at its start,

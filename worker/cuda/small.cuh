@@ -208,7 +208,7 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 3)
     qkv7_res_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
                     const uint16_t *w, const uint16_t *bias, const int32_t *positions,
                     const int32_t *slots, const float *inv_freq, float conc, int H, int n_heads,
-                    int n_kv, int D, int bs, float eps, cuda_ahead ah, int ah_last) {
+                    int n_kv, int D, int bs, float eps, cuda_ahead ah, int ah_last, int pre_smem) {
     extern __shared__ __align__(16) uint16_t xs[]; /* qkv_res_smem's layout */
     __shared__ float red[32];
     TL_MARK(CUDA_TL_QKV, 0);
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 3)
     uint4 *ws = reinterpret_cast<uint4 *>(xs + H) + (size_t)warp * 2 * kr; /* (2, kr) units */
     uint4 wv[2][QKV_RES_REG];
     rows_load<2, QKV_RES_REG>(wv, wr, 0, ku, live, lane);
-    if (live)
+    if (live && pre_smem)
         for (int u = lane; u < kr; u += 32)
 #pragma unroll
             for (int r = 0; r < 2; r++) cp_async16(ws + r * kr + u, wr[r] + 32 * QKV_RES_REG + u);
@@ -238,6 +238,12 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 3)
     pdl_wait();
     TL_MARK(CUDA_TL_QKV, 1);
     pdl_trigger();
+    if (live && !pre_smem) { /* the rows' shared part only now (cuda_small_pre) */
+        for (int u = lane; u < kr; u += 32)
+#pragma unroll
+            for (int r = 0; r < 2; r++) cp_async16(ws + r * kr + u, wr[r] + 32 * QKV_RES_REG + u);
+        cp_async_commit();
+    }
     norm_rows<1>(xs, x, g, H, eps, red);
     TL_MARK(CUDA_TL_QKV, 3);
     cp_async_wait0(); /* each lane reads back only the units it copied */
@@ -486,7 +492,7 @@ template <int KS>
 __global__ void __launch_bounds__(512)
     down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
                     const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
-                    int N, int K, cuda_ahead ah, int ah_last) {
+                    int N, int K, cuda_ahead ah, int ah_last, int pre) {
     constexpr int STAGES = 8;
     /* (S rounded up to 8, moe3_kpad(K) + 16), then with KS > 1 the parts' sums (4, 32, 4) */
     extern __shared__ __align__(16) uint16_t xs8[];
@@ -513,7 +519,8 @@ __global__ void __launch_bounds__(512)
         }
     };
 #pragma unroll
-    for (int st = 0; st < STAGES - 1; st++) load(wr[st], sr[st], cb + st);
+    for (int st = 0; st < STAGES - 1; st++)
+        if (st < pre) load(wr[st], sr[st], cb + st); /* the rest of the ring after the wait */
     /* x too: its last writer, o_res, was done before the router passed its wait, which came
      * before its trigger, and gate_up's, which launched this kernel, came after gate_up's wait */
     float xo = 0.0f;
@@ -524,6 +531,9 @@ __global__ void __launch_bounds__(512)
     pdl_wait();
     TL_MARK(CUDA_TL_DOWN, 1);
     pdl_trigger();
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; st++)
+        if (st >= pre) load(wr[st], sr[st], cb + st);
     if (threadIdx.x < 16) slot_s[threadIdx.x] = threadIdx.x < S ? (int)threadIdx.x : -1;
     __syncthreads();
     moe3_stage_tokens<true>(xs8, slot_s, act, slot_s, S, (S + 7) / 8, 1, K, ld);
@@ -621,6 +631,7 @@ static int small_trigger = 3;
 extern "C" int cuda_small_trigger(int mask) {
     int was = small_trigger;
     small_trigger = mask;
+    att_late_trigger = (mask & 4) != 0;
     return was;
 }
 
@@ -637,6 +648,16 @@ extern "C" int cuda_small_persist(int mask) {
     int was = small_persist;
     small_persist = mask;
     return was;
+}
+
+/* What the one-token kernels load before their waits (cuda_small_pre): the down projection's
+ * first super-chunks of its ring (0 to 7, all 7 by default) and q/k/v the shared-memory part of
+ * its rows (1, the default) or only the register part (0). */
+static int small_down_pre = 7, small_qkv_pre = 1;
+
+extern "C" void cuda_small_pre(int down, int qkv) {
+    small_down_pre = down < 0 ? 0 : (down > 7 ? 7 : down);
+    small_qkv_pre = qkv != 0;
 }
 
 /* Which one-token kernels ask L2 for the weights of a kernel to come (cuda_small_ahead): bit 1
@@ -803,7 +824,7 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
         return pdl_launch(qkv7_res_kernel, grid, RMSNORM_THREADS, qkv_res_smem(H), s, q, kcache,
                           vcache, x, g, w, bias, positions, slots, inv_freq, concentration, H,
                           n_heads, n_kv_heads, D, block_size, eps, ahead_for(ahead, 4),
-                          small_ahead & 8 ? 1 : 0);
+                          small_ahead & 8 ? 1 : 0, small_qkv_pre);
     }
     if (T == 1 && (small_persist & 2)) { /* the CTAs that fit at once, looping over the pairs */
         static int fit; /* bound by the kernel's registers (2 CTAs an SM), not by H's smem */
@@ -867,13 +888,13 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
         int e = smem_limit(down_res_kernel<2>, smem, &set2);
         if (e) return e;
         return pdl_launch(down_res_kernel<2>, H / 16, 32 * S * 2, smem, s, x, act, blocks, scales,
-                          bias, top_e, top_w, top_k, H, I, ah, last);
+                          bias, top_e, top_w, top_k, H, I, ah, last, small_down_pre);
     }
     static size_t set;
     int e = smem_limit(down_res_kernel<1>, smem, &set);
     if (e) return e;
     return pdl_launch(down_res_kernel<1>, H / 16, 32 * S, smem, s, x, act, blocks, scales, bias,
-                      top_e, top_w, top_k, H, I, ah, last);
+                      top_e, top_w, top_k, H, I, ah, last, small_down_pre);
 }
 
 template <int KS, int CH, int MINB>
