@@ -23,9 +23,9 @@
  *                                    start; 2: the router on a cluster; 3, the default, both:
  *                                    cuda_small_trigger; 4: attention lets o_proj launch only
  *                                    after its keys)
- *              [--pre DOWN,QKV]     (loads before the waits, cuda_small_pre: the down
+ *              [--pre DOWN,QKV,L1]  (loads before the waits, cuda_small_pre: the down
  *                                    projection's super-chunks 0-7, q/k/v's shared part 0|1;
- *                                    default 7,1)
+ *                                    gate_up's token row through L1 0|1; default 7,1,0)
  *              [--att-splits N]     (split-KV attention: at most N CTAs a token and kv head;
  *                                    default 32)
  *              [--ahead MASK]       (one-token kernels asking L2 for the weights of a kernel
@@ -314,16 +314,18 @@ int main(int argc, char **argv) {
             }
             cuda_small_trigger(m);
         } else if (!strcmp(argv[i], "--pre")) {
-            int d = 7, q = 1;
-            if (sscanf(argv[i + 1], "%d,%d", &d, &q) != 2 || d < 0 || d > 7 || q < 0 || q > 1) {
+            int d = 7, q = 1, c = 0;
+            if (sscanf(argv[i + 1], "%d,%d,%d", &d, &q, &c) != 3 || d < 0 || d > 7 || q < 0 ||
+                q > 1 || c < 0 || c > 1) {
                 fprintf(stderr,
-                        "cuda-bench: --pre %s: DOWN,QKV: the down projection's super-chunks "
-                        "loaded before its wait (0-7) and whether q/k/v loads its rows' shared "
-                        "part before its wait (0|1)\n",
+                        "cuda-bench: --pre %s: DOWN,QKV,L1: the down projection's super-chunks "
+                        "loaded before its wait (0-7), whether q/k/v loads its rows' shared "
+                        "part before its wait (0|1), whether gate_up stages its token row "
+                        "through L1 (0|1)\n",
                         argv[i + 1]);
                 return 2;
             }
-            cuda_small_pre(d, q);
+            cuda_small_pre(d, q, c);
         } else if (!strcmp(argv[i], "--ahead")) {
             int m = atoi(argv[i + 1]);
             if (m < 0 || m > 15) {

@@ -16,9 +16,10 @@
  *              [--split 0|1]               (the whole-model checks with version 7's expert
  *                                           kernels in their split form or not; default:
  *                                           the backend's, split)
- *              [--persist 0|2|16|18] [--trigger 0-3]
+ *              [--persist 0|2|16|18] [--trigger 0-7] [--pre DOWN,QKV,L1]
  *                                          (the one-token forms of the whole-model checks:
- *                                           cuda_small_persist, cuda_small_trigger) */
+ *                                           cuda_small_persist, cuda_small_trigger,
+ *                                           cuda_small_pre) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1450,18 +1451,28 @@ int main(int argc, char **argv) {
             }
         } else if (!strcmp(argv[i], "--trigger") && i + 1 < argc) {
             int m = atoi(argv[++i]);
-            if (m < 0 || m > 3) {
+            if (m < 0 || m > 7) {
                 fprintf(stderr,
                         "cuda-check: --trigger %s: a mask of 1 (o_proj lets the router launch "
-                        "from its start) and 2 (the router on a cluster)\n",
+                        "from its start), 2 (the router on a cluster) and 4 (attention lets "
+                        "o_proj launch after its keys)\n",
                         argv[i]);
                 return 2;
             }
             cuda_small_trigger(m);
+        } else if (!strcmp(argv[i], "--pre") && i + 1 < argc) {
+            int d = 7, q = 1, c = 0;
+            if (sscanf(argv[++i], "%d,%d,%d", &d, &q, &c) != 3 || d < 0 || d > 7 || q < 0 ||
+                q > 1 || c < 0 || c > 1) {
+                fprintf(stderr, "cuda-check: --pre %s: DOWN,QKV,L1 as cuda_small_pre's\n", argv[i]);
+                return 2;
+            }
+            cuda_small_pre(d, q, c);
         } else {
             fprintf(stderr,
                     "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
-                    "[--versions V,...] [--split 0|1] [--persist 0|2|16|18] [--trigger 0-3]\n"
+                    "[--versions V,...] [--split 0|1] [--persist 0|2|16|18] [--trigger 0-7]\n"
+                    "       [--pre DOWN,QKV,L1]\n"
                     "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;
         }

@@ -653,11 +653,12 @@ extern "C" int cuda_small_persist(int mask) {
 /* What the one-token kernels load before their waits (cuda_small_pre): the down projection's
  * first super-chunks of its ring (0 to 7, all 7 by default) and q/k/v the shared-memory part of
  * its rows (1, the default) or only the register part (0). */
-static int small_down_pre = 7, small_qkv_pre = 1;
+static int small_down_pre = 7, small_qkv_pre = 1, small_stage_l1 = 0;
 
-extern "C" void cuda_small_pre(int down, int qkv) {
+extern "C" void cuda_small_pre(int down, int qkv, int stage_l1) {
     small_down_pre = down < 0 ? 0 : (down > 7 ? 7 : down);
     small_qkv_pre = qkv != 0;
+    small_stage_l1 = stage_l1 != 0;
 }
 
 /* Which one-token kernels ask L2 for the weights of a kernel to come (cuda_small_ahead): bit 1
@@ -709,7 +710,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     gate_up_split_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                          const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
                          const int32_t *e_start, const int32_t *e_slots, int S, int top_k, int E,
-                         int N, int K, float limit, cuda_ahead ah, int ah_last) {
+                         int N, int K, float limit, cuda_ahead ah, int ah_last, int stage_l1) {
     constexpr int CH = SPLIT_CH, LDW = split_ldw(CH);
     extern __shared__ __align__(16) uint16_t sxs[]; /* split_smem's layout */
     __shared__ float part[SPLIT_KS - 1][32][4];
@@ -759,10 +760,12 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
             for (int q = lane; q < CH * 16; q += 32) {
                 int gu = cb * 16 + q; /* the unit in the whole row; the slice starts at cb */
                 uint16_t *dst = xw + r * LDW + moe3_unit_at(gu) - cb * 128;
-                if (gu < K / 8)
-                    cp_async16(dst, xn + (size_t)src * K + gu * 8);
-                else
+                if (gu >= K / 8)
                     *reinterpret_cast<uint4 *>(dst) = zero4;
+                else if (stage_l1) /* every CTA of the SM reads the same rows (cuda_small_pre) */
+                    cp_async16_ca(dst, xn + (size_t)src * K + gu * 8);
+                else
+                    cp_async16(dst, xn + (size_t)src * K + gu * 8);
             }
         }
         cp_async_commit();
@@ -906,7 +909,7 @@ static int gate_up_split_launch(uint16_t *act, const uint16_t *xn, const uint8_t
     dim3 grid(N / 16, S < E ? S : E);
     return pdl_launch(gate_up_split_kernel<KS, CH, MINB>, grid, 32 * KS, split_smem(KS, CH), s, act,
                       xn, blocks, scales, bias, top_e, e_start, e_slots, S, top_k, E, N, H, limit,
-                      ah, small_ahead & 8 ? 1 : 0);
+                      ah, small_ahead & 8 ? 1 : 0, small_stage_l1);
 }
 
 extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
