@@ -16,7 +16,7 @@
  *              [--split 0|1]               (the whole-model checks with version 7's expert
  *                                           kernels in their split form or not; default:
  *                                           the backend's, split)
- *              [--persist 0|2|16|18] [--trigger 0-7] [--pre DOWN,QKV,L1]
+ *              [--persist 0|2|16|18] [--trigger 0-15] [--pre DOWN,QKV,L1]
  *                                          (the one-token forms of the whole-model checks:
  *                                           cuda_small_persist, cuda_small_trigger,
  *                                           cuda_small_pre) */
@@ -1451,11 +1451,12 @@ int main(int argc, char **argv) {
             }
         } else if (!strcmp(argv[i], "--trigger") && i + 1 < argc) {
             int m = atoi(argv[++i]);
-            if (m < 0 || m > 7) {
+            if (m < 0 || m > 15) {
                 fprintf(stderr,
                         "cuda-check: --trigger %s: a mask of 1 (o_proj lets the router launch "
-                        "from its start), 2 (the router on a cluster) and 4 (attention lets "
-                        "o_proj launch after its keys)\n",
+                        "from its start), 2 (the router on a cluster), 4 (attention lets "
+                        "o_proj launch after its keys) and 8 (down lets q/k/v launch after its "
+                        "math)\n",
                         argv[i]);
                 return 2;
             }
@@ -1471,7 +1472,7 @@ int main(int argc, char **argv) {
         } else {
             fprintf(stderr,
                     "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
-                    "[--versions V,...] [--split 0|1] [--persist 0|2|16|18] [--trigger 0-7]\n"
+                    "[--versions V,...] [--split 0|1] [--persist 0|2|16|18] [--trigger 0-15]\n"
                     "       [--pre DOWN,QKV,L1]\n"
                     "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;

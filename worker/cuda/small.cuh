@@ -492,7 +492,7 @@ template <int KS>
 __global__ void __launch_bounds__(512)
     down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
                     const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
-                    int N, int K, cuda_ahead ah, int ah_last, int pre) {
+                    int N, int K, cuda_ahead ah, int ah_last, int pre, int late) {
     constexpr int STAGES = 8;
     /* (S rounded up to 8, moe3_kpad(K) + 16), then with KS > 1 the parts' sums (4, 32, 4) */
     extern __shared__ __align__(16) uint16_t xs8[];
@@ -530,7 +530,7 @@ __global__ void __launch_bounds__(512)
     if (threadIdx.x == 0) prefetch_l1(top_w);
     pdl_wait();
     TL_MARK(CUDA_TL_DOWN, 1);
-    pdl_trigger();
+    if (!late) pdl_trigger(); /* else after the math (cuda_small_trigger bit 8) */
 #pragma unroll
     for (int st = 0; st < STAGES - 1; st++)
         if (st >= pre) load(wr[st], sr[st], cb + st);
@@ -553,6 +553,7 @@ __global__ void __launch_bounds__(512)
         }
     }
     TL_MARK(CUDA_TL_DOWN, 4);
+    if (late) pdl_trigger();
     ahead_l2(ah, 0, blockIdx.x, gridDim.x, ah_last); /* the next layer's q/k/v rows */
     if (KS > 1) { /* the later parts' sums onto part 0's, in part order */
         auto part = reinterpret_cast<float(*)[32][4]>(xs8 + (S + 7) / 8 * 8 * ld);
@@ -891,13 +892,15 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
         int e = smem_limit(down_res_kernel<2>, smem, &set2);
         if (e) return e;
         return pdl_launch(down_res_kernel<2>, H / 16, 32 * S * 2, smem, s, x, act, blocks, scales,
-                          bias, top_e, top_w, top_k, H, I, ah, last, small_down_pre);
+                          bias, top_e, top_w, top_k, H, I, ah, last, small_down_pre,
+                          small_trigger & 8 ? 1 : 0);
     }
     static size_t set;
     int e = smem_limit(down_res_kernel<1>, smem, &set);
     if (e) return e;
     return pdl_launch(down_res_kernel<1>, H / 16, 32 * S, smem, s, x, act, blocks, scales, bias,
-                      top_e, top_w, top_k, H, I, ah, last, small_down_pre);
+                      top_e, top_w, top_k, H, I, ah, last, small_down_pre,
+                      small_trigger & 8 ? 1 : 0);
 }
 
 template <int KS, int CH, int MINB>
