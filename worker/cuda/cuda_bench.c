@@ -25,7 +25,7 @@
  *                                    after its keys; 8: down lets q/k/v launch after its math)
  *              [--pre DOWN,QKV,L1]  (loads before the waits, cuda_small_pre: the down
  *                                    projection's super-chunks 0-7, q/k/v's shared part 0|1;
- *                                    gate_up's token row through L1 0|1; default 7,1,0)
+ *                                    gate_up's token row through L1 0|1; default 7,1,1)
  *              [--att-splits N]     (split-KV attention: at most N CTAs a token and kv head;
  *                                    default 32)
  *              [--ahead MASK]       (one-token kernels asking L2 for the weights of a kernel
@@ -316,7 +316,7 @@ int main(int argc, char **argv) {
             }
             cuda_small_trigger(m);
         } else if (!strcmp(argv[i], "--pre")) {
-            int d = 7, q = 1, c = 0;
+            int d = 7, q = 1, c = 1;
             if (sscanf(argv[i + 1], "%d,%d,%d", &d, &q, &c) != 3 || d < 0 || d > 7 || q < 0 ||
                 q > 1 || c < 0 || c > 1) {
                 fprintf(stderr,

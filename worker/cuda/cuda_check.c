@@ -1462,7 +1462,7 @@ int main(int argc, char **argv) {
             }
             cuda_small_trigger(m);
         } else if (!strcmp(argv[i], "--pre") && i + 1 < argc) {
-            int d = 7, q = 1, c = 0;
+            int d = 7, q = 1, c = 1;
             if (sscanf(argv[++i], "%d,%d,%d", &d, &q, &c) != 3 || d < 0 || d > 7 || q < 0 ||
                 q > 1 || c < 0 || c > 1) {
                 fprintf(stderr, "cuda-check: --pre %s: DOWN,QKV,L1 as cuda_small_pre's\n", argv[i]);

@@ -175,8 +175,8 @@ int cuda_small_ahead(int mask);
 /* What one-token kernels load before their waits, and how: the down projection's first `down`
  * super-chunks of each warp's ring (0 to 7; 7 by default, the rest right after the wait), q/k/v
  * the shared-memory part of its rows too (qkv 1, the default) or only the register part (0);
- * stage_l1 1: gate_up stages the token row through L1 (cp.async.ca, so that an SM's later CTAs
- * find it there), 0 (the default) from L2. Results are unchanged. */
+ * stage_l1 1 (the default): gate_up stages the token row through L1 (cp.async.ca, so that an
+ * SM's later CTAs find it there), 0 from L2. Results are unchanged. */
 void cuda_small_pre(int down, int qkv, int stage_l1);
 
 /* Each does the work of version-6 kernels with their arithmetic in their order: the results

@@ -651,10 +651,12 @@ extern "C" int cuda_small_persist(int mask) {
     return was;
 }
 
-/* What the one-token kernels load before their waits (cuda_small_pre): the down projection's
- * first super-chunks of its ring (0 to 7, all 7 by default) and q/k/v the shared-memory part of
- * its rows (1, the default) or only the register part (0). */
-static int small_down_pre = 7, small_qkv_pre = 1, small_stage_l1 = 0;
+/* What the one-token kernels load before their waits, and how (cuda_small_pre): the down
+ * projection's first super-chunks of its ring (0 to 7, all 7 by default), q/k/v the
+ * shared-memory part of its rows (1, the default) or only the register part (0), and whether
+ * gate_up stages its token row through L1 (1, the default: measured faster, worker/cuda/NOTES.md)
+ * or from L2. */
+static int small_down_pre = 7, small_qkv_pre = 1, small_stage_l1 = 1;
 
 extern "C" void cuda_small_pre(int down, int qkv, int stage_l1) {
     small_down_pre = down < 0 ? 0 : (down > 7 ? 7 : down);
