@@ -8,8 +8,9 @@
 # (MG_BENCH_RUNS="VERSION:GRAPHS ..." to choose others), then both at 2 and 4 tokens, and
 # version 7 at 1 to 4 tokens with its expert kernels unsplit (--split 0), and at one token with
 # o_proj a warp a row and q/k/v in waves (--o-split 1 --persist 0), and with the previous
-# one-token forms (--persist 2 --trigger 0; also through the whole-model check; and the token
-# choice a CTA a row, --sample-split 0, at temperatures 0 and 1). Logs go
+# one-token forms (--persist 2 --trigger 0; also through the whole-model check; the token
+# choice a CTA a row, --sample-split 0, at temperatures 0 and 1; gate_up's token row from L2,
+# --pre 7,1,0, also through the whole-model check). Logs go
 # to $OUT (or ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any
 # check fails.
 #
@@ -52,6 +53,10 @@ echo "== whole model (tiny), version 7: q/k/v looping, o_proj's late trigger, on
 timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --persist 2 \
     --trigger 0 >"$OUT/check-p2-t0.log" 2>&1 || status=1
 grep -E "FAIL|passed" "$OUT/check-p2-t0.log"
+echo "== whole model (tiny), version 7: gate_up's token row from L2"
+timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --pre 7,1,0 \
+    >"$OUT/check-row-l2.log" 2>&1 || status=1
+grep -E "FAIL|passed" "$OUT/check-row-l2.log"
 
 echo "== decode-step benchmark, 120b shape, random weights, kernel versions 7 and 6 with graphs"
 for run in ${MG_BENCH_RUNS:-7:1 6:1}; do
@@ -81,6 +86,10 @@ log="$OUT/bench-small-v7-p2t0.log"
 timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
     --version 7 --graphs 1 --persist 2 --trigger 0 >"$log" 2>&1 || status=1
 grep RESULT "$log" | sed "s/^/one token, q\/k\/v looping, late trigger, one-CTA top-k: /"
+log="$OUT/bench-small-v7-row-l2.log"
+timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
+    --version 7 --graphs 1 --pre 7,1,0 >"$log" 2>&1 || status=1
+grep RESULT "$log" | sed "s/^/one token, gate_up's token row from L2: /"
 for t in 0 1; do
     log="$OUT/bench-small-v7-sample-cta-t$t.log"
     timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
