@@ -22,7 +22,8 @@
  *              [--trigger MASK]     (1: o_proj at one token lets the router launch from its
  *                                    start; 2: the router on a cluster; 3, the default, both:
  *                                    cuda_small_trigger; 4: attention lets o_proj launch only
- *                                    after its keys; 8: down lets q/k/v launch after its math)
+ *                                    after its keys; 8: down lets q/k/v launch after its math;
+ *                                    16: the cluster router's top-k by rank)
  *              [--pre DOWN,QKV,L1]  (loads before the waits, cuda_small_pre: the down
  *                                    projection's super-chunks 0-7, q/k/v's shared part 0|1;
  *                                    gate_up's token row through L1 0|1; default 7,1,1)
@@ -304,14 +305,13 @@ int main(int argc, char **argv) {
             cuda_small_persist(m);
         } else if (!strcmp(argv[i], "--trigger")) {
             int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 15) {
-                fprintf(
-                    stderr,
-                    "cuda-bench: --trigger %s: a mask of 1 (o_proj lets the router launch "
-                    "from its start), 2 (the router on a cluster), 4 (attention lets "
-                    "o_proj launch only after its keys) and 8 (down lets q/k/v launch after its "
-                    "math)\n",
-                    argv[i + 1]);
+            if (m < 0 || m > 31) {
+                fprintf(stderr,
+                        "cuda-bench: --trigger %s: a mask of 1 (o_proj lets the router launch "
+                        "from its start), 2 (the router on a cluster), 4 (attention lets "
+                        "o_proj launch only after its keys), 8 (down lets q/k/v launch after its "
+                        "math) and 16 (the cluster router's top-k by rank)\n",
+                        argv[i + 1]);
                 return 2;
             }
             cuda_small_trigger(m);
@@ -330,7 +330,7 @@ int main(int argc, char **argv) {
             cuda_small_pre(d, q, c);
         } else if (!strcmp(argv[i], "--ahead")) {
             int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 15) {
+            if (m < 0 || m > 31) {
                 fprintf(stderr,
                         "cuda-bench: --ahead %s: a mask of 1 (gate_up asks L2 for the down "
                         "projection's rows), 2 (down for the next q/k/v), 4 (q/k/v for o_proj) "

@@ -16,7 +16,7 @@
  *              [--split 0|1]               (the whole-model checks with version 7's expert
  *                                           kernels in their split form or not; default:
  *                                           the backend's, split)
- *              [--persist 0|2|16|18] [--trigger 0-15] [--pre DOWN,QKV,L1]
+ *              [--persist 0|2|16|18] [--trigger 0-31] [--pre DOWN,QKV,L1]
  *                                          (the one-token forms of the whole-model checks:
  *                                           cuda_small_persist, cuda_small_trigger,
  *                                           cuda_small_pre) */
@@ -808,8 +808,10 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     sort_slots(sa, es, E), sort_slots(sb, es, E);
     snprintf(name, sizeof(name), "v7 router7 T=%d: grouping", T);
     verdict(name, !memcmp(sa, sb, 4 * (size_t)S), "each expert's slots as version 6's");
-    if (T == 1) { /* on a cluster (cuda_small_trigger 2; no grouping at one token): the same bits */
-        int was = cuda_small_trigger(2);
+    /* on a cluster (cuda_small_trigger 2; no grouping at one token), its top-k in rounds or by
+     * rank (18): the same bits */
+    for (int m = 2; T == 1 && m <= 18; m += 16) {
+        int was = cuda_small_trigger(m);
         float *lg_c = dev_poisoned(4 * (size_t)E), *tw_c = dev_poisoned(4 * (size_t)S);
         int32_t *te_c = dev_poisoned(4 * (size_t)S);
         uint16_t *xn_c = dev_poisoned(2 * (size_t)H);
@@ -819,10 +821,13 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         CU(ROUTER7C());
         TIME_US(us, CU(ROUTER7C()));
 #undef ROUTER7C
-        same_bits("v7 router7 T=1, cluster: xn, logits", xn_a, xn_c, 2 * (size_t)H, 2, us);
-        same_bits("v7 router7 T=1, cluster: xn, logits", lg_a, lg_c, 4 * (size_t)E, 4, 0);
-        same_bits("v7 router7 T=1, cluster: choices", te_a, te_c, 4 * (size_t)S, 4, 0);
-        same_bits("v7 router7 T=1, cluster: choices", tw_a, tw_c, 4 * (size_t)S, 4, 0);
+        const char *form = m == 2 ? "cluster" : "cluster, top-k by rank";
+        snprintf(name, sizeof(name), "v7 router7 T=1, %s: xn, logits", form);
+        same_bits(name, xn_a, xn_c, 2 * (size_t)H, 2, us);
+        same_bits(name, lg_a, lg_c, 4 * (size_t)E, 4, 0);
+        snprintf(name, sizeof(name), "v7 router7 T=1, %s: choices", form);
+        same_bits(name, te_a, te_c, 4 * (size_t)S, 4, 0);
+        same_bits(name, tw_a, tw_c, 4 * (size_t)S, 4, 0);
         cudaFree(lg_c), cudaFree(tw_c), cudaFree(te_c), cudaFree(xn_c);
         cuda_small_trigger(was);
     }
@@ -1451,12 +1456,12 @@ int main(int argc, char **argv) {
             }
         } else if (!strcmp(argv[i], "--trigger") && i + 1 < argc) {
             int m = atoi(argv[++i]);
-            if (m < 0 || m > 15) {
+            if (m < 0 || m > 31) {
                 fprintf(stderr,
                         "cuda-check: --trigger %s: a mask of 1 (o_proj lets the router launch "
                         "from its start), 2 (the router on a cluster), 4 (attention lets "
-                        "o_proj launch after its keys) and 8 (down lets q/k/v launch after its "
-                        "math)\n",
+                        "o_proj launch after its keys), 8 (down lets q/k/v launch after its "
+                        "math) and 16 (the cluster router's top-k by rank)\n",
                         argv[i]);
                 return 2;
             }
@@ -1472,7 +1477,7 @@ int main(int argc, char **argv) {
         } else {
             fprintf(stderr,
                     "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
-                    "[--versions V,...] [--split 0|1] [--persist 0|2|16|18] [--trigger 0-15]\n"
+                    "[--versions V,...] [--split 0|1] [--persist 0|2|16|18] [--trigger 0-31]\n"
                     "       [--pre DOWN,QKV,L1]\n"
                     "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;

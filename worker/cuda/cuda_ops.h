@@ -226,8 +226,10 @@ int cuda_small_persist(int mask);
  * lets the router launch from its start instead of after its math; 2, the router on a cluster of
  * CTAs, its top-k reading the logits from distributed shared memory instead of after a ticket;
  * 4 (off by default), split-KV attention lets o_proj launch only once its CTAs have taken their
- * keys; 8 (off by default), the down projection lets the next q/k/v launch only after its math.
- * Results are unchanged, bit for bit. Returns the mask before. */
+ * keys; 8 (off by default), the down projection lets the next q/k/v launch only after its math;
+ * 16 (off by default), the cluster router's first CTA picks the experts by rank, a thread an
+ * expert, instead of in rounds over one warp. Results are unchanged, bit for bit. Returns the
+ * mask before. */
 int cuda_small_trigger(int mask);
 /* The timeline of a one-token layer's kernels (a build with MG_CUDA_TIMELINE): per kernel
  * (q/k/v, attention, o_proj, router, gate_up, down), per CTA, %globaltimer ns at its start,

@@ -89,6 +89,44 @@ __device__ __forceinline__ void router_topk_token(int32_t *top_e, float *top_w, 
     }
 }
 
+/* router_topk_token's choices and weights for one token by every thread of the CTA at once,
+ * expert e < E (E <= blockDim.x, a multiple of 4, E <= 256) on thread e: its rank is the number of
+ * experts ahead of it, a larger value or the same value at a lower index, the order in which
+ * router_topk_token's rounds pick them, so that the K first are the same experts in the same
+ * slots (for values that are not NaN); their weights are formed as there. logits in shared
+ * memory. One pass over E values a thread instead of K rounds of warp reductions in a row. Every
+ * thread of the CTA calls it. */
+__device__ __forceinline__ void router_topk_rank(int32_t *top_e, float *top_w, const float *lg,
+                                                 const uint16_t *bias, int E, int K) {
+    __shared__ __align__(16) float vs[256];
+    __shared__ float kv[8];
+    int e = threadIdx.x;
+    float v = e < E ? lg[e] + bf16f(bias[e]) : 0.0f;
+    if (e < E) vs[e] = v;
+    __syncthreads();
+    int rank = K;
+    if (e < E) {
+        rank = 0;
+        for (int j = 0; j < E; j += 4) {
+            float4 u = *reinterpret_cast<const float4 *>(vs + j);
+            rank += (u.x > v || (u.x == v && j < e)) + (u.y > v || (u.y == v && j + 1 < e)) +
+                    (u.z > v || (u.z == v && j + 2 < e)) + (u.w > v || (u.w == v && j + 3 < e));
+        }
+    }
+    if (rank < K) kv[rank] = v;
+    __syncthreads();
+    if (rank < K) {
+        float mx = kv[0], sum = 0.0f, w = 0.0f;
+        for (int k = 0; k < K; k++) {
+            float wk = expf(kv[k] - mx);
+            sum += wk;
+            if (k == rank) w = wk;
+        }
+        top_e[rank] = e;
+        top_w[rank] = w / sum;
+    }
+}
+
 __global__ void __launch_bounds__(32 * ROUTER_WARPS)
     router_topk_kernel(int32_t *top_e, float *top_w, const float *logits, const uint16_t *bias,
                        int T, int E, int K) {

@@ -419,7 +419,7 @@ enum { ROUTER_CL = 8, ROUTER_CL_WARPS = 16 };
 __global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_CL_WARPS)
     router7c_kernel(float *logits, uint16_t *xn, const float *x, const uint16_t *g,
                     const uint16_t *w, const uint16_t *bias, int32_t *top_e, float *top_w, int E,
-                    int H, float eps, int top_k) {
+                    int H, float eps, int top_k, int by_rank) {
     extern __shared__ __align__(16) uint16_t xs7[]; /* (H) */
     __shared__ float red[32];
     __shared__ float lg[ROUTER_CL * ROUTER_CL_WARPS];
@@ -449,8 +449,12 @@ __global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_
     if (live && lane == 0) logits[n] = acc[0][0], lg0[n] = acc[0][0];
     cl.sync(); /* every CTA's logits are in CTA 0's lg */
     TL_MARK(CUDA_TL_ROUTER, 4);
-    if (cl.block_rank() == 0 && warp == 0)
-        router_topk_token<true>(top_e, top_w, lg, bias, 0, E, top_k);
+    if (cl.block_rank() == 0) {
+        if (by_rank) /* every thread an expert (cuda_small_trigger bit 16) */
+            router_topk_rank(top_e, top_w, lg, bias, E, top_k);
+        else if (warp == 0)
+            router_topk_token<true>(top_e, top_w, lg, bias, 0, E, top_k);
+    }
     TL_MARK(CUDA_TL_ROUTER, 2);
 }
 
@@ -873,7 +877,8 @@ extern "C" int cuda_router7(float *logits, int *count, uint16_t *xn, const float
         router7_kernel<1>, router7_kernel<2>, router7_kernel<3>, router7_kernel<4>};
     if (T == 1 && !e_start && (small_trigger & 2) && E <= ROUTER_CL * ROUTER_CL_WARPS)
         return pdl_launch(router7c_kernel, ROUTER_CL, 32 * ROUTER_CL_WARPS, (size_t)H * 2, s,
-                          logits, xn, x, g, w, bias, top_e, top_w, E, H, eps, top_k);
+                          logits, xn, x, g, w, bias, top_e, top_w, E, H, eps, top_k,
+                          (small_trigger & 16) && E % 4 == 0 ? 1 : 0);
     size_t smem = (size_t)((2 * E + 32 + 3) & ~3) * sizeof(int) + (size_t)T * H * 2;
     return pdl_launch(k[T - 1], (E + GEMV_WARPS - 1) / GEMV_WARPS, RMSNORM_THREADS, smem, s, logits,
                       count, xn, x, g, w, bias, top_e, top_w, e_start, e_slots, E, H, eps, top_k);
