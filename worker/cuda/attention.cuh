@@ -269,9 +269,9 @@ __global__ void attention_split_kernel(uint16_t *out, float *part, int *count, c
                                        const uint16_t *sinks, const int32_t *block_table,
                                        int max_blocks, const int32_t *token_seq,
                                        const int32_t *positions, int n_heads, int n_kv, int bs,
-                                       int window, int chunk, int late) {
+                                       int window, int chunk) {
     TL_MARK(CUDA_TL_ATT, 0);
-    if (!late) pdl_trigger(); /* else after this CTA's keys (cuda_small_trigger bit 4) */
+    pdl_trigger();
     __shared__ __align__(16) float qs[32][64];
     __shared__ __align__(16) att_smem sm;
     int t = blockIdx.x, g = blockIdx.y, sp = blockIdx.z, splits = gridDim.z;
@@ -303,7 +303,6 @@ __global__ void attention_split_kernel(uint16_t *out, float *part, int *count, c
     float m, l, acc0, acc1;
     attend_range(&sm, qs[warp], kc, vc, brow, g, n_kv, bs, jb, je, m, l, acc0, acc1, pre);
     TL_MARK(CUDA_TL_ATT, 3);
-    if (late) pdl_trigger();
     float *pp = part + ((size_t)t * n_heads + h) * splits * 66;
     if (lane == 0) pp[sp * 66] = m, pp[sp * 66 + 1] = l;
     pp[sp * 66 + 2 + 2 * lane] = acc0;
@@ -546,10 +545,6 @@ extern "C" int cuda_attention_mma(uint16_t *out, const float *q, const uint16_t 
                       block_size, window);
 }
 
-/* Whether split-KV attention at one token lets the next kernel launch only once its CTAs have
- * taken their keys, instead of from their start (cuda_small_trigger bit 4, small.cuh). */
-static bool att_late_trigger = false;
-
 extern "C" int cuda_attention_split(uint16_t *out, float *part, int *count, const float *q,
                                     const uint16_t *kcache, const uint16_t *vcache,
                                     const uint16_t *sinks, const int32_t *block_table,
@@ -569,8 +564,7 @@ extern "C" int cuda_attention_split(uint16_t *out, float *part, int *count, cons
     dim3 grid(T, n_kv_heads, splits);
     int e = pdl_launch(attention_split_kernel, grid, 32 * group, 0, s, out, part, count, q, kcache,
                        vcache, sinks, block_table, max_blocks, token_seq, positions, n_heads,
-                       n_kv_heads, block_size, window, per_token ? 0 : chunk,
-                       T == 1 && att_late_trigger ? 1 : 0);
+                       n_kv_heads, block_size, window, per_token ? 0 : chunk);
     if (e || count) return e;
     return pdl_launch(attention_combine_kernel, dim3(T, n_heads), 32, 0, s, out, part, sinks,
                       n_heads, splits);

@@ -6,7 +6,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "cuda_ops.h" /* cuda_ahead, CUDA_TL_* */
+#include "cuda_ops.h" /* CUDA_TL_* */
 
 /* bf16 bits → float: the high half of the float's bits (exact). */
 __device__ __forceinline__ float bf16f(uint16_t h) {
@@ -100,26 +100,6 @@ __device__ __forceinline__ void prefetch_span(const void *p, size_t n) {
     uintptr_t a = (uintptr_t)p & ~(uintptr_t)127, end = (uintptr_t)p + n;
     for (a += (uintptr_t)threadIdx.x * 128; a < end; a += (uintptr_t)blockDim.x * 128)
         prefetch_l1(reinterpret_cast<const void *>(a));
-}
-
-/* Share i of n equal shares of region r of a (expert e's part where per_expert), a 128-byte line
- * a thread of the CTA, asked of L2 (evict_last: kept over lines of the normal policy). */
-__device__ __forceinline__ void ahead_l2(const cuda_ahead &a, int e, int i, int n,
-                                         bool evict_last) {
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        size_t bytes = a.bytes[r];
-        if (!a.p[r] || !bytes) continue;
-        const char *base =
-            static_cast<const char *>(a.p[r]) + (a.per_expert ? (size_t)e * bytes : 0);
-        size_t lo = bytes * i / n & ~(size_t)127, hi = bytes * (i + 1) / n;
-        for (size_t o = lo + (size_t)threadIdx.x * 128; o < hi; o += (size_t)blockDim.x * 128) {
-            if (evict_last)
-                asm volatile("prefetch.global.L2::evict_last [%0];\n" ::"l"(base + o));
-            else
-                asm volatile("prefetch.global.L2 [%0];\n" ::"l"(base + o));
-        }
-    }
 }
 
 /* At most N of this thread's groups still in flight. */

@@ -73,7 +73,6 @@ typedef struct cuda {
      * (CUDA_ATT_SPLIT_MAX_T, n_kv) */
     int *tickets;
     int pdl_max_tokens; /* cuda_backend_opts */
-    int att_max_splits; /* cuda_backend_opts, 1 .. CUDA_ATT_MAX_SPLITS */
     float concentration;
     /* scratch: T = max_tokens, S = T * top_k, R = max_seqs */
     float *x, *qkv, *q, *tmp, *rlog, *top_w, *y, *logits; /* (T,H) (T,Q+2KV) (T,Q) (T,H) (T,E)
@@ -304,23 +303,12 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         uint16_t *kc = b->kl[l], *vc = b->vl[l];
         const int32_t *l_slot = c->sliding[l] ? d_wslot : d_slot;
         const int32_t *l_bt = c->sliding[l] ? d_wbt : d_bt;
-        /* what the one-token kernels may ask L2 for ahead (cuda_small_ahead, off by default):
-         * o_proj's rows from q/k/v, the down projection's codes of each expert from gate_up, the
-         * next layer's q/k/v rows from the down projection */
-        cuda_ahead ah_o = {{L->o_w}, {(size_t)H * b->Q * 2}, 0};
-        cuda_ahead ah_dn = {
-            {L->dn_blocks, L->dn_scales},
-            {cuda_mxfp4_tiled_blocks_bytes(1, H, b->I), cuda_mxfp4_tiled_scales_bytes(1, H, b->I)},
-            1};
-        cuda_ahead ah_qkv = {{l + 1 < b->L ? b->layers[l + 1].qkv_w : NULL},
-                             {(size_t)(b->Q + 2 * b->KV) * H * 2},
-                             0};
         prof_begin(b, P_QKV);
         if (OMIT(P_QKV)) {
         } else if (v7) { /* the attention norm, q/k/v, bias, RoPE and the KV write */
             CK(cuda_qkv7(b->q, kc, vc, b->x, L->attn_norm, L->qkv_w, L->qkv_b, d_pos, l_slot,
                          b->inv_freq, b->concentration, T, H, c->n_heads, c->n_kv_heads, b->D, bs,
-                         c->rms_eps, &ah_o, s),
+                         c->rms_eps, s),
                "qkv7");
         } else {
             st = cuda_matmul_bf16(b->gemm, b->qkv, b->xn, L->qkv_w, T, b->Q + 2 * b->KV, H, s);
@@ -343,7 +331,7 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
             /* about 64 keys per CTA: enough CTAs to fill the GPU at batch 1 */
             int span = window > 0 && window < max_ctx ? window : max_ctx;
             int splits = (span + 63) / 64;
-            if (splits > b->att_max_splits) splits = b->att_max_splits;
+            if (splits > CUDA_ATT_MAX_SPLITS) splits = CUDA_ATT_MAX_SPLITS;
             CK(cuda_attention_split(
                    b->att, b->att_part, b->version >= 6 ? b->tickets + TICKET_ATT : NULL, b->q, kc,
                    vc, L->sinks, l_bt, sh->stride, d_seq, d_pos, T, c->n_heads, c->n_kv_heads, b->D,
@@ -407,7 +395,7 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         } else if (v7) {
             CK(cuda_moe_gate_up_small(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias,
                                       b->top_e, b->e_start, b->e_slots, T, b->TK, b->E, b->I, H,
-                                      c->swiglu_limit, &ah_dn, s),
+                                      c->swiglu_limit, s),
                "moe gate_up");
         } else {
             CK(cuda_moe_gate_up(b->act, b->xn, L->gu_blocks, L->gu_scales, L->gu_bias, b->e_start,
@@ -420,7 +408,7 @@ static mg_status enqueue_kernels(cuda *b, const step_shape *sh, int n_rows) {
         if (OMIT(P_DN)) {
         } else if (v7) { /* the slots' rows weighted and added into x in slot order */
             CK(cuda_moe_down_res(b->x, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->top_e,
-                                 b->top_w, T, b->TK, H, b->I, &ah_qkv, s),
+                                 b->top_w, T, b->TK, H, b->I, s),
                "moe down residual");
         } else {
             CK(cuda_moe_down(b->y, b->act, L->dn_blocks, L->dn_scales, L->dn_bias, b->e_start,
@@ -947,9 +935,6 @@ static mg_status create_common(const mg_model_config *c, const cuda_backend_opts
     if (cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking) != cudaSuccess)
         TRY(MG_ERRF(MG_ECUDA, "cuda backend: stream creation failed"));
     b->pdl_max_tokens = o->pdl_max_tokens;
-    b->att_max_splits = o->att_max_splits > 0 && o->att_max_splits < CUDA_ATT_MAX_SPLITS
-                            ? o->att_max_splits
-                            : CUDA_ATT_MAX_SPLITS;
     TRY(cuda_gemm_create((size_t)32 << 20, &b->gemm));
     cuda_gemm_set_autotune(b->gemm, o->gemm_autotune);
     cuda_gemm_set_gemv(b->gemm, !o->gemm_no_gemv);

@@ -74,9 +74,6 @@ typedef struct cuda_backend_opts {
      * with programmatic dependent launch (each may start while the one before it finishes;
      * cuda_pdl_step); 0: none. The worker uses CUDA_PDL_MAX_TOKENS. */
     int pdl_max_tokens;
-    /* Split-KV attention (steps of up to CUDA_ATT_SPLIT_MAX_T tokens): at most this many CTAs a
-     * token and kv head (about 64 keys each below it); 0: CUDA_ATT_MAX_SPLITS. */
-    int att_max_splits;
 } cuda_backend_opts;
 
 /* pdl_max_tokens where it measured faster: single-sequence steps (H100, NOTES.md). */

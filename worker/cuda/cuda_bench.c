@@ -21,18 +21,10 @@
  *                                    both; 0 in waves)
  *              [--trigger MASK]     (1: o_proj at one token lets the router launch from its
  *                                    start; 2: the router on a cluster; 3, the default, both:
- *                                    cuda_small_trigger; 4: attention lets o_proj launch only
- *                                    after its keys; 8: down lets q/k/v launch after its math;
- *                                    16: the cluster router's top-k by rank)
- *              [--pre DOWN,QKV,L1]  (loads before the waits, cuda_small_pre: the down
- *                                    projection's super-chunks 0-7, q/k/v's shared part 0|1;
- *                                    gate_up's token row through L1 0|1; default 7,1,1)
- *              [--att-splits N]     (split-KV attention: at most N CTAs a token and kv head;
- *                                    default 32)
- *              [--ahead MASK]       (one-token kernels asking L2 for the weights of a kernel
- *                                    to come, cuda_small_ahead: 1 gate_up for down's, 2 down
- *                                    for the next q/k/v, 4 q/k/v for o_proj; 8 evict_last;
- *                                    0, the default, none)
+ *                                    cuda_small_trigger; 16: the cluster router's top-k by
+ *                                    rank, not the default)
+ *              [--row-l1 0|1]       (gate_up at a few tokens stages its token rows through L1,
+ *                                    the default, or from L2: cuda_small_row_l1)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
  *                                    worker's --cuda-gemm-autotune)
@@ -240,7 +232,7 @@ int main(int argc, char **argv) {
     int ctx_req = 1024, steps = 20, version = 1, graphs = 0, host_sampling = 0, window_pool = 0,
         sample_split = 1;
     int autotune = 0, gemv = 1, pf_seqs = 0, pf_len = 128, pdl_max_tokens = CUDA_PDL_MAX_TOKENS,
-        att_max_splits = 0, pdl_all = 0;
+        pdl_all = 0;
     float temperature = 0.0f;
     double kv_fraction = 0.9;
     double bw = 3.35e12, peak = 989e12;
@@ -305,48 +297,23 @@ int main(int argc, char **argv) {
             cuda_small_persist(m);
         } else if (!strcmp(argv[i], "--trigger")) {
             int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 31) {
+            if (m < 0 || m > 31 || (m & 12)) {
                 fprintf(stderr,
                         "cuda-bench: --trigger %s: a mask of 1 (o_proj lets the router launch "
-                        "from its start), 2 (the router on a cluster), 4 (attention lets "
-                        "o_proj launch only after its keys), 8 (down lets q/k/v launch after its "
-                        "math) and 16 (the cluster router's top-k by rank)\n",
+                        "from its start), 2 (the router on a cluster) and 16 (the cluster "
+                        "router's top-k by rank)\n",
                         argv[i + 1]);
                 return 2;
             }
             cuda_small_trigger(m);
-        } else if (!strcmp(argv[i], "--pre")) {
-            int d = 7, q = 1, c = 1;
-            if (sscanf(argv[i + 1], "%d,%d,%d", &d, &q, &c) != 3 || d < 0 || d > 7 || q < 0 ||
-                q > 1 || c < 0 || c > 1) {
-                fprintf(stderr,
-                        "cuda-bench: --pre %s: DOWN,QKV,L1: the down projection's super-chunks "
-                        "loaded before its wait (0-7), whether q/k/v loads its rows' shared "
-                        "part before its wait (0|1), whether gate_up stages its token row "
-                        "through L1 (0|1)\n",
-                        argv[i + 1]);
-                return 2;
-            }
-            cuda_small_pre(d, q, c);
-        } else if (!strcmp(argv[i], "--ahead")) {
-            int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 31) {
-                fprintf(stderr,
-                        "cuda-bench: --ahead %s: a mask of 1 (gate_up asks L2 for the down "
-                        "projection's rows), 2 (down for the next q/k/v), 4 (q/k/v for o_proj) "
-                        "and 8 (the evict_last policy)\n",
-                        argv[i + 1]);
-                return 2;
-            }
-            cuda_small_ahead(m);
-        } else if (!strcmp(argv[i], "--omit"))
+        } else if (!strcmp(argv[i], "--row-l1"))
+            cuda_small_row_l1(atoi(argv[i + 1]));
+        else if (!strcmp(argv[i], "--omit"))
             omit = argv[i + 1];
         else if (!strcmp(argv[i], "--timeline"))
             timeline = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--pdl-max-tokens"))
             pdl_max_tokens = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--att-splits"))
-            att_max_splits = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--pdl"))
             cuda_set_pdl(pdl_all = atoi(argv[i + 1]));
         else {
@@ -399,8 +366,7 @@ int main(int argc, char **argv) {
                            .window_pool = window_pool != 0,
                            .gemm_autotune = autotune != 0,
                            .gemm_no_gemv = gemv == 0,
-                           .pdl_max_tokens = pdl_max_tokens,
-                           .att_max_splits = att_max_splits};
+                           .pdl_max_tokens = pdl_max_tokens};
     mg_backend *b;
     double t0 = now_ms();
     if (cuda_backend_create_random(&c, 1, &o, &b) || cuda_backend_fill_kv(b, 2)) {

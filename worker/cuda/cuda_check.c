@@ -16,10 +16,10 @@
  *              [--split 0|1]               (the whole-model checks with version 7's expert
  *                                           kernels in their split form or not; default:
  *                                           the backend's, split)
- *              [--persist 0|2|16|18] [--trigger 0-31] [--pre DOWN,QKV,L1]
+ *              [--persist 0|2|16|18] [--trigger 0-3|16-19] [--row-l1 0|1]
  *                                          (the one-token forms of the whole-model checks:
  *                                           cuda_small_persist, cuda_small_trigger,
- *                                           cuda_small_pre) */
+ *                                           cuda_small_row_l1) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -720,7 +720,7 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     CU(cuda_qkv_rope(q_a, k_a, v_a, tmp_d, qb_d, pos_d, slot_d, inv_d, conc, T, nh, nkv, D, bs, 0));
 #define QKV7()                                                                                     \
     cuda_qkv7(q_b, k_b, v_b, x_d, g_d, table_d, qb_d, pos_d, slot_d, inv_d, conc, T, H, nh, nkv,   \
-              D, bs, eps, NULL, 0)
+              D, bs, eps, 0)
     CU(QKV7());
     TIME_US(us, CU(QKV7()));
     snprintf(name, sizeof(name), "v7 qkv7 T=%d: q", T);
@@ -736,7 +736,7 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         uint16_t *k_c = dev_poisoned(2 * cache), *v_c = dev_poisoned(2 * cache);
 #define QKV7C()                                                                                    \
     cuda_qkv7(q_c, k_c, v_c, x_d, g_d, table_d, qb_d, pos_d, slot_d, inv_d, conc, T, H, nh, nkv,   \
-              D, bs, eps, NULL, 0)
+              D, bs, eps, 0)
         CU(QKV7C());
         TIME_US(us, CU(QKV7C()));
 #undef QKV7C
@@ -841,7 +841,7 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     CU(cuda_rmsnorm(xn_a, xa_d, y_d, TK, NULL, g_d, T, H, eps, 0));
 #define DOWN7(dst)                                                                                 \
     cuda_moe_down_res(dst, act_d, xp->dn_bt_d, xp->dn_st_d, xp->dn_bias_d, te_b, tw_b, T, TK, H,   \
-                      I, NULL, 0)
+                      I, 0)
     RESET(xb_d);
     CU(DOWN7(xb_d));
     TIME_US(us, CU(DOWN7(tmp_d)));
@@ -863,13 +863,22 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
                         I, H, C.swiglu_limit, 6, 0));
 #define GATE7(dst)                                                                                 \
     cuda_moe_gate_up_small(dst, xn_b, xp->gu_bt_d, xp->gu_st_d, xp->gu_bias_d, te_b, es_b, sl_b,   \
-                           T, TK, E, I, H, C.swiglu_limit, NULL, 0)
+                           T, TK, E, I, H, C.swiglu_limit, 0)
     CU(GATE7(ub_d));
     uint16_t *ua = host_from(ua_d, 2 * (size_t)S * I), *ub = host_from(ub_d, 2 * (size_t)S * I);
     TIME_US(us, CU(GATE7(ua_d)));
     float *uaf = bf16_to_float(ua, (size_t)S * I);
     snprintf(name, sizeof(name), "v7 split gate_up T=%d: act", T);
     compare_bf16(name, ub, uaf, (size_t)S * I, 1e-2, us);
+    /* its token rows from L2 instead of through L1 (cuda_small_row_l1 0): the same bits */
+    int l1_was = cuda_small_row_l1(0);
+    uint16_t *uc_d = dev_poisoned(2 * (size_t)S * I);
+    CU(GATE7(uc_d));
+    TIME_US(us, CU(GATE7(ua_d)));
+    snprintf(name, sizeof(name), "v7 split gate_up T=%d, rows from L2: act", T);
+    same_bits(name, ub_d, uc_d, 2 * (size_t)S * I, 2, us);
+    cuda_small_row_l1(l1_was);
+    cudaFree(uc_d);
     cuda_small_split(split_was);
     cuda_small_persist(p_was);
     cudaFree(ua_d), cudaFree(ub_d), free(ua), free(ub), free(uaf);
@@ -1456,29 +1465,22 @@ int main(int argc, char **argv) {
             }
         } else if (!strcmp(argv[i], "--trigger") && i + 1 < argc) {
             int m = atoi(argv[++i]);
-            if (m < 0 || m > 31) {
+            if (m < 0 || m > 31 || (m & 12)) {
                 fprintf(stderr,
                         "cuda-check: --trigger %s: a mask of 1 (o_proj lets the router launch "
-                        "from its start), 2 (the router on a cluster), 4 (attention lets "
-                        "o_proj launch after its keys), 8 (down lets q/k/v launch after its "
-                        "math) and 16 (the cluster router's top-k by rank)\n",
+                        "from its start), 2 (the router on a cluster) and 16 (the cluster "
+                        "router's top-k by rank)\n",
                         argv[i]);
                 return 2;
             }
             cuda_small_trigger(m);
-        } else if (!strcmp(argv[i], "--pre") && i + 1 < argc) {
-            int d = 7, q = 1, c = 1;
-            if (sscanf(argv[++i], "%d,%d,%d", &d, &q, &c) != 3 || d < 0 || d > 7 || q < 0 ||
-                q > 1 || c < 0 || c > 1) {
-                fprintf(stderr, "cuda-check: --pre %s: DOWN,QKV,L1 as cuda_small_pre's\n", argv[i]);
-                return 2;
-            }
-            cuda_small_pre(d, q, c);
+        } else if (!strcmp(argv[i], "--row-l1") && i + 1 < argc) {
+            cuda_small_row_l1(atoi(argv[++i]));
         } else {
             fprintf(stderr,
                     "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
-                    "[--versions V,...] [--split 0|1] [--persist 0|2|16|18] [--trigger 0-31]\n"
-                    "       [--pre DOWN,QKV,L1]\n"
+                    "[--versions V,...] [--split 0|1] [--persist 0|2|16|18]\n"
+                    "       [--trigger 0-3|16-19] [--row-l1 0|1]\n"
                     "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;
         }

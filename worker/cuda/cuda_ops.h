@@ -156,30 +156,7 @@ int cuda_moe_down(float *y, const uint16_t *act, const uint8_t *blocks, const ui
                   cudaStream_t s);
 
 /* ---- kernel version 7: a step of up to CUDA_GEMV_MAX_T tokens (small.cuh) ----
- *
- * Weights a one-token kernel may ask L2 for on behalf of a kernel to come (cuda_small_ahead):
- * the asking kernel's CTAs split each region evenly and ask for their share's 128-byte lines
- * once their own loads have landed. A region of per_expert bytes a routed expert (p + e *
- * bytes, e the asking CTA's expert), else of bytes; a NULL region asks for nothing. Hints only:
- * no result depends on them. */
-typedef struct {
-    const void *p[2];
-    size_t bytes[2];
-    int per_expert;
-} cuda_ahead;
-/* Which one-token kernels ask L2 ahead (mask; 0, none, by default): 1, gate_up for the down
- * projection's codes and scales of its expert; 2, the down projection for the next layer's
- * q/k/v rows; 4, q/k/v for o_proj's rows; 8, with the evict_last policy (else normal). Results
- * are unchanged. Returns the mask before. */
-int cuda_small_ahead(int mask);
-/* What one-token kernels load before their waits, and how: the down projection's first `down`
- * super-chunks of each warp's ring (0 to 7; 7 by default, the rest right after the wait), q/k/v
- * the shared-memory part of its rows too (qkv 1, the default) or only the register part (0);
- * stage_l1 1 (the default): gate_up stages the token row through L1 (cp.async.ca, so that an
- * SM's later CTAs find it there), 0 from L2. Results are unchanged. */
-void cuda_small_pre(int down, int qkv, int stage_l1);
-
-/* Each does the work of version-6 kernels with their arithmetic in their order: the results
+ * Each does the work of version-6 kernels with their arithmetic in their order: the results
  * are theirs bit for bit (the expert kernels' split form, cuda_small_split: to float rounding). x
  * (T, H) float is the residual stream; H at most 3072, a multiple of 8.
  *
@@ -189,8 +166,7 @@ void cuda_small_pre(int down, int qkv, int stage_l1);
 int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
               const uint16_t *w, const uint16_t *bias, const int32_t *positions,
               const int32_t *slots, const float *inv_freq, float concentration, int T, int H,
-              int n_heads, int n_kv_heads, int D, int block_size, float eps,
-              const cuda_ahead *ahead, cudaStream_t s);
+              int n_heads, int n_kv_heads, int D, int block_size, float eps, cudaStream_t s);
 /* x (T, N) += in (T, K) · W^T, then + bias (N) bf16: the GEMV and cuda_rmsnorm's residual add. */
 int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int T,
                   int N, int K, cudaStream_t s);
@@ -205,7 +181,7 @@ int cuda_router7(float *logits, int *count, uint16_t *xn, const float *x, const 
  * scales tiled (cuda_mxfp4_tile). */
 int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
                       const uint16_t *bias, const int32_t *top_e, const float *top_w, int T,
-                      int top_k, int H, int I, const cuda_ahead *ahead, cudaStream_t s);
+                      int top_k, int H, int I, cudaStream_t s);
 
 /* Steps of a few tokens (version 7): the split form of the expert kernels (small.cuh: a tile's
  * K over several warps, their sums added at the end) when on (the default), else version 3's
@@ -225,12 +201,14 @@ int cuda_small_persist(int mask);
 /* Latency switches of the one-token kernels (mask; 3, both, by default): 1, o_proj's split form
  * lets the router launch from its start instead of after its math; 2, the router on a cluster of
  * CTAs, its top-k reading the logits from distributed shared memory instead of after a ticket;
- * 4 (off by default), split-KV attention lets o_proj launch only once its CTAs have taken their
- * keys; 8 (off by default), the down projection lets the next q/k/v launch only after its math;
  * 16 (off by default), the cluster router's first CTA picks the experts by rank, a thread an
  * expert, instead of in rounds over one warp. Results are unchanged, bit for bit. Returns the
  * mask before. */
 int cuda_small_trigger(int mask);
+/* Whether gate_up at a few tokens stages its token rows through L1 (on, the default: cp.async.ca,
+ * so that an SM's later CTAs find them there) or from L2 (0). Results are unchanged. Returns the
+ * setting before. */
+int cuda_small_row_l1(int on);
 /* The timeline of a one-token layer's kernels (a build with MG_CUDA_TIMELINE): per kernel
  * (q/k/v, attention, o_proj, router, gate_up, down), per CTA, %globaltimer ns at its start,
  * past its pdl_wait, at its end and at two points of its work in between (phases 0, 1, 2, 3,
@@ -259,7 +237,7 @@ int cuda_small_topk_only(int T, int top_k, int H, int I);
 int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                            const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
                            const int32_t *e_start, const int32_t *e_slots, int T, int top_k, int E,
-                           int I, int H, float limit, const cuda_ahead *ahead, cudaStream_t s);
+                           int I, int H, float limit, cudaStream_t s);
 
 /* out (n) = argmax of each logits row (n, V): lowest id on ties, NaN never wins, 0 when every
  * entry is -inf or NaN (sampling_argmax's rule). */

@@ -208,7 +208,7 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 3)
     qkv7_res_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
                     const uint16_t *w, const uint16_t *bias, const int32_t *positions,
                     const int32_t *slots, const float *inv_freq, float conc, int H, int n_heads,
-                    int n_kv, int D, int bs, float eps, cuda_ahead ah, int ah_last, int pre_smem) {
+                    int n_kv, int D, int bs, float eps) {
     extern __shared__ __align__(16) uint16_t xs[]; /* qkv_res_smem's layout */
     __shared__ float red[32];
     TL_MARK(CUDA_TL_QKV, 0);
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 3)
     uint4 *ws = reinterpret_cast<uint4 *>(xs + H) + (size_t)warp * 2 * kr; /* (2, kr) units */
     uint4 wv[2][QKV_RES_REG];
     rows_load<2, QKV_RES_REG>(wv, wr, 0, ku, live, lane);
-    if (live && pre_smem)
+    if (live)
         for (int u = lane; u < kr; u += 32)
 #pragma unroll
             for (int r = 0; r < 2; r++) cp_async16(ws + r * kr + u, wr[r] + 32 * QKV_RES_REG + u);
@@ -238,12 +238,6 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 3)
     pdl_wait();
     TL_MARK(CUDA_TL_QKV, 1);
     pdl_trigger();
-    if (live && !pre_smem) { /* the rows' shared part only now (cuda_small_pre) */
-        for (int u = lane; u < kr; u += 32)
-#pragma unroll
-            for (int r = 0; r < 2; r++) cp_async16(ws + r * kr + u, wr[r] + 32 * QKV_RES_REG + u);
-        cp_async_commit();
-    }
     norm_rows<1>(xs, x, g, H, eps, red);
     TL_MARK(CUDA_TL_QKV, 3);
     cp_async_wait0(); /* each lane reads back only the units it copied */
@@ -261,7 +255,6 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 3)
 #pragma unroll
         for (int r = 0; r < 2; r++) acc[r] = dot8(acc[r], ws[r * kr + u], xu);
     }
-    ahead_l2(ah, 0, blockIdx.x, gridDim.x, ah_last); /* o_proj's rows (cuda_small_ahead) */
     float v1 = warp_sum(acc[0]), v2 = warp_sum(acc[1]);
     if (lane > 0) return;
     TL_MARK(CUDA_TL_QKV, 4);
@@ -496,7 +489,7 @@ template <int KS>
 __global__ void __launch_bounds__(512)
     down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
                     const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
-                    int N, int K, cuda_ahead ah, int ah_last, int pre, int late) {
+                    int N, int K) {
     constexpr int STAGES = 8;
     /* (S rounded up to 8, moe3_kpad(K) + 16), then with KS > 1 the parts' sums (4, 32, 4) */
     extern __shared__ __align__(16) uint16_t xs8[];
@@ -523,8 +516,7 @@ __global__ void __launch_bounds__(512)
         }
     };
 #pragma unroll
-    for (int st = 0; st < STAGES - 1; st++)
-        if (st < pre) load(wr[st], sr[st], cb + st); /* the rest of the ring after the wait */
+    for (int st = 0; st < STAGES - 1; st++) load(wr[st], sr[st], cb + st);
     /* x too: its last writer, o_res, was done before the router passed its wait, which came
      * before its trigger, and gate_up's, which launched this kernel, came after gate_up's wait */
     float xo = 0.0f;
@@ -534,10 +526,7 @@ __global__ void __launch_bounds__(512)
     if (threadIdx.x == 0) prefetch_l1(top_w);
     pdl_wait();
     TL_MARK(CUDA_TL_DOWN, 1);
-    if (!late) pdl_trigger(); /* else after the math (cuda_small_trigger bit 8) */
-#pragma unroll
-    for (int st = 0; st < STAGES - 1; st++)
-        if (st >= pre) load(wr[st], sr[st], cb + st);
+    pdl_trigger();
     if (threadIdx.x < 16) slot_s[threadIdx.x] = threadIdx.x < S ? (int)threadIdx.x : -1;
     __syncthreads();
     moe3_stage_tokens<true>(xs8, slot_s, act, slot_s, S, (S + 7) / 8, 1, K, ld);
@@ -557,8 +546,6 @@ __global__ void __launch_bounds__(512)
         }
     }
     TL_MARK(CUDA_TL_DOWN, 4);
-    if (late) pdl_trigger();
-    ahead_l2(ah, 0, blockIdx.x, gridDim.x, ah_last); /* the next layer's q/k/v rows */
     if (KS > 1) { /* the later parts' sums onto part 0's, in part order */
         auto part = reinterpret_cast<float(*)[32][4]>(xs8 + (S + 7) / 8 * 8 * ld);
         if (kp > 0)
@@ -636,7 +623,6 @@ static int small_trigger = 3;
 extern "C" int cuda_small_trigger(int mask) {
     int was = small_trigger;
     small_trigger = mask;
-    att_late_trigger = (mask & 4) != 0;
     return was;
 }
 
@@ -655,34 +641,14 @@ extern "C" int cuda_small_persist(int mask) {
     return was;
 }
 
-/* What the one-token kernels load before their waits, and how (cuda_small_pre): the down
- * projection's first super-chunks of its ring (0 to 7, all 7 by default), q/k/v the
- * shared-memory part of its rows (1, the default) or only the register part (0), and whether
- * gate_up stages its token row through L1 (1, the default: measured faster, worker/cuda/NOTES.md)
- * or from L2. */
-static int small_down_pre = 7, small_qkv_pre = 1, small_stage_l1 = 1;
+/* Whether gate_up at a few tokens stages its token rows through L1 (cuda_small_row_l1): on by
+ * default, measured faster (worker/cuda/NOTES.md). */
+static int small_row_l1 = 1;
 
-extern "C" void cuda_small_pre(int down, int qkv, int stage_l1) {
-    small_down_pre = down < 0 ? 0 : (down > 7 ? 7 : down);
-    small_qkv_pre = qkv != 0;
-    small_stage_l1 = stage_l1 != 0;
-}
-
-/* Which one-token kernels ask L2 for the weights of a kernel to come (cuda_small_ahead): bit 1
- * gate_up, 2 down, 4 q/k/v; 8 the evict_last policy. Off by default. */
-static int small_ahead = 0;
-
-extern "C" int cuda_small_ahead(int mask) {
-    int was = small_ahead;
-    small_ahead = mask;
+extern "C" int cuda_small_row_l1(int on) {
+    int was = small_row_l1;
+    small_row_l1 = on != 0;
     return was;
-}
-
-/* The region a one-token kernel asks for when bit `bit` of cuda_small_ahead is set: *a, else
- * nothing. */
-static cuda_ahead ahead_for(const cuda_ahead *a, int bit) {
-    cuda_ahead none = {};
-    return a && (small_ahead & bit) ? *a : none;
 }
 
 /* CTAs of kernel k (block threads, smem bytes) that fit the GPU at once; the engine thread is
@@ -717,7 +683,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     gate_up_split_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                          const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
                          const int32_t *e_start, const int32_t *e_slots, int S, int top_k, int E,
-                         int N, int K, float limit, cuda_ahead ah, int ah_last, int stage_l1) {
+                         int N, int K, float limit, int row_l1) {
     constexpr int CH = SPLIT_CH, LDW = split_ldw(CH);
     extern __shared__ __align__(16) uint16_t sxs[]; /* split_smem's layout */
     __shared__ float part[SPLIT_KS - 1][32][4];
@@ -769,7 +735,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
                 uint16_t *dst = xw + r * LDW + moe3_unit_at(gu) - cb * 128;
                 if (gu >= K / 8)
                     *reinterpret_cast<uint4 *>(dst) = zero4;
-                else if (stage_l1) /* every CTA of the SM reads the same rows (cuda_small_pre) */
+                else if (row_l1) /* every CTA of the SM reads the same rows (cuda_small_row_l1) */
                     cp_async16_ca(dst, xn + (size_t)src * K + gu * 8);
                 else
                     cp_async16(dst, xn + (size_t)src * K + gu * 8);
@@ -793,7 +759,6 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
         }
         pdl_trigger(); /* the down projection's CTAs now, beside this one's sums and stores */
         TL_MARK(CUDA_TL_GATE_UP, 4);
-        if (c0 == 0) ahead_l2(ah, e, blockIdx.x, gridDim.x, ah_last); /* the expert's down rows */
         if (warp > 0)
 #pragma unroll
             for (int i = 0; i < 4; i++) part[warp - 1][lane][i] = acc[0][0][i];
@@ -816,7 +781,7 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
                          const uint16_t *g, const uint16_t *w, const uint16_t *bias,
                          const int32_t *positions, const int32_t *slots, const float *inv_freq,
                          float concentration, int T, int H, int n_heads, int n_kv_heads, int D,
-                         int block_size, float eps, const cuda_ahead *ahead, cudaStream_t s) {
+                         int block_size, float eps, cudaStream_t s) {
     if (T < 1 || T > GEMV_MAX_T || H < 8 || H % 8 || H > RMSNORM_PER * RMSNORM_THREADS || D < 2 ||
         D % 2 || D / 2 > ROPE_MAX_HALF)
         return (int)cudaErrorInvalidValue;
@@ -833,8 +798,7 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
         if (e) return e;
         return pdl_launch(qkv7_res_kernel, grid, RMSNORM_THREADS, qkv_res_smem(H), s, q, kcache,
                           vcache, x, g, w, bias, positions, slots, inv_freq, concentration, H,
-                          n_heads, n_kv_heads, D, block_size, eps, ahead_for(ahead, 4),
-                          small_ahead & 8 ? 1 : 0, small_qkv_pre);
+                          n_heads, n_kv_heads, D, block_size, eps);
     }
     if (T == 1 && (small_persist & 2)) { /* the CTAs that fit at once, looping over the pairs */
         static int fit; /* bound by the kernel's registers (2 CTAs an SM), not by H's smem */
@@ -887,10 +851,8 @@ extern "C" int cuda_router7(float *logits, int *count, uint16_t *xn, const float
 extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *blocks,
                                  const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
                                  const float *top_w, int T, int top_k, int H, int I,
-                                 const cuda_ahead *ahead, cudaStream_t s) {
+                                 cudaStream_t s) {
     int S = T * top_k;
-    cuda_ahead ah = ahead_for(T == 1 ? ahead : NULL, 2);
-    int last = small_ahead & 8 ? 1 : 0;
     if (T < 1 || S > 16 || I % 32 || H % 16 || I > 8192) return (int)cudaErrorInvalidValue;
     size_t smem = (size_t)(S + 7) / 8 * 8 * (moe3_kpad(I) + 16) * 2;
     if (small_split && S <= 4) { /* two parts of K: 8 warps a CTA at one token */
@@ -899,34 +861,32 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
         int e = smem_limit(down_res_kernel<2>, smem, &set2);
         if (e) return e;
         return pdl_launch(down_res_kernel<2>, H / 16, 32 * S * 2, smem, s, x, act, blocks, scales,
-                          bias, top_e, top_w, top_k, H, I, ah, last, small_down_pre,
-                          small_trigger & 8 ? 1 : 0);
+                          bias, top_e, top_w, top_k, H, I);
     }
     static size_t set;
     int e = smem_limit(down_res_kernel<1>, smem, &set);
     if (e) return e;
     return pdl_launch(down_res_kernel<1>, H / 16, 32 * S, smem, s, x, act, blocks, scales, bias,
-                      top_e, top_w, top_k, H, I, ah, last, small_down_pre,
-                      small_trigger & 8 ? 1 : 0);
+                      top_e, top_w, top_k, H, I);
 }
 
 template <int KS, int CH, int MINB>
 static int gate_up_split_launch(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                                 const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
                                 const int32_t *e_start, const int32_t *e_slots, int S, int top_k,
-                                int E, int N, int H, float limit, cuda_ahead ah, cudaStream_t s) {
+                                int E, int N, int H, float limit, cudaStream_t s) {
     static_assert(KS * CH == SPLIT_MAX_SC, "split_serves' bound on K");
     dim3 grid(N / 16, S < E ? S : E);
     return pdl_launch(gate_up_split_kernel<KS, CH, MINB>, grid, 32 * KS, split_smem(KS, CH), s, act,
                       xn, blocks, scales, bias, top_e, e_start, e_slots, S, top_k, E, N, H, limit,
-                      ah, small_ahead & 8 ? 1 : 0, small_stage_l1);
+                      small_row_l1);
 }
 
 extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                                       const uint8_t *scales, const uint16_t *bias,
                                       const int32_t *top_e, const int32_t *e_start,
                                       const int32_t *e_slots, int T, int top_k, int E, int I, int H,
-                                      float limit, const cuda_ahead *ahead, cudaStream_t s) {
+                                      float limit, cudaStream_t s) {
     if (!split_serves(T, top_k, H, I))
         return cuda_moe_gate_up(act, xn, blocks, scales, bias, e_start, e_slots, T, top_k, E, I, H,
                                 limit, 7, s);
@@ -934,9 +894,7 @@ extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const u
      * of 6 (worker/cuda/NOTES.md) */
     if (T == 1)
         return gate_up_split_launch<8, 3, 3>(act, xn, blocks, scales, bias, top_e, e_start, e_slots,
-                                             top_k, top_k, E, 2 * I, H, limit, ahead_for(ahead, 1),
-                                             s);
+                                             top_k, top_k, E, 2 * I, H, limit, s);
     return gate_up_split_launch<4, 6, 5>(act, xn, blocks, scales, bias, top_e, e_start, e_slots,
-                                         T * top_k, top_k, E, 2 * I, H, limit, ahead_for(NULL, 1),
-                                         s);
+                                         T * top_k, top_k, E, 2 * I, H, limit, s);
 }
