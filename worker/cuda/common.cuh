@@ -6,8 +6,6 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "cuda_ops.h" /* CUDA_TL_* */
-
 /* bf16 bits → float: the high half of the float's bits (exact). */
 __device__ __forceinline__ float bf16f(uint16_t h) {
     return __uint_as_float((uint32_t)h << 16);
@@ -58,16 +56,16 @@ __device__ __forceinline__ bool last_cta(int *count, int n) {
 }
 
 /* cp.async: 16 bytes global → shared without a register round trip; groups committed and
- * waited for in order (wait1: all but the newest group have landed). */
+ * waited for in order (wait1: all but the newest group have landed). From L2 (.cg), or with L1
+ * through this SM's L1 (.ca: for rows many CTAs of an SM read, once the kernel is past its wait,
+ * the writer's grid then done). */
+template <bool L1 = false>
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
     uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(gmem));
-}
-/* The same through this SM's L1 (cp.async.ca): for rows many CTAs of an SM read, once the kernel
- * is past its wait (the writer's grid is then done). */
-__device__ __forceinline__ void cp_async16_ca(void *smem, const void *gmem) {
-    unsigned a = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(gmem));
+    if (L1)
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(gmem));
+    else
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(gmem));
 }
 __device__ __forceinline__ void cp_async_commit() {
     asm volatile("cp.async.commit_group;\n" ::);
@@ -141,6 +139,7 @@ template <typename K> static int smem_limit(K k, size_t smem, size_t *set) {
  * places, so after a step they hold the last layer's. cuda-bench --timeline reads them
  * (cuda_timeline, cuda_ops.cu). */
 #ifdef MG_TIMELINE
+#include "cuda_ops.h" /* CUDA_TL_* */
 __device__ unsigned long long tl_stamps[CUDA_TL_KERNELS][CUDA_TL_CTAS][CUDA_TL_PHASES];
 #define TL_MARK(k, ph)                                                                             \
     do {                                                                                           \

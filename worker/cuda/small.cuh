@@ -736,7 +736,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
                 if (gu >= K / 8)
                     *reinterpret_cast<uint4 *>(dst) = zero4;
                 else if (row_l1) /* every CTA of the SM reads the same rows (cuda_small_row_l1) */
-                    cp_async16_ca(dst, xn + (size_t)src * K + gu * 8);
+                    cp_async16<true>(dst, xn + (size_t)src * K + gu * 8);
                 else
                     cp_async16(dst, xn + (size_t)src * K + gu * 8);
             }
