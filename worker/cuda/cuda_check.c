@@ -16,10 +16,10 @@
  *              [--split 0|1]               (the whole-model checks with version 7's expert
  *                                           kernels in their split form or not; default:
  *                                           the backend's, split)
- *              [--persist 0|2|16|18] [--trigger 0-3|16-19] [--row-l1 0|1]
+ *              [--persist MASK] [--trigger MASK] [--rows 0-7]
  *                                          (the one-token forms of the whole-model checks:
  *                                           cuda_small_persist, cuda_small_trigger,
- *                                           cuda_small_row_l1) */
+ *                                           cuda_small_rows) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -776,6 +776,24 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
             free(ob);
         }
         free(oa);
+        /* two CTAs' rows a CTA, the second's weights through shared memory (cuda_small_persist
+         * 4): the same bits at each warp count */
+        float *xc_d = dev_poisoned(xbytes);
+        for (int i = 0; i < 3; i++) {
+            cuda_small_o_split(ks[i]);
+            cuda_small_persist(0);
+            RESET(xb_d);
+            CU(cuda_gemv_res(xb_d, att_d, table_d, ob_d, T, H, Q, 0));
+            cuda_small_persist(4);
+            RESET(xc_d);
+            CU(cuda_gemv_res(xc_d, att_d, table_d, ob_d, T, H, Q, 0));
+            TIME_US(us, CU(cuda_gemv_res(tmp_d, att_d, table_d, ob_d, T, H, Q, 0)));
+            snprintf(name, sizeof(name), "v7 split o_proj T=1 (%d warps a row), two rows a CTA: x",
+                     ks[i]);
+            same_bits(name, xb_d, xc_d, xbytes, 4, us);
+        }
+        cuda_small_persist(0);
+        cudaFree(xc_d);
         cuda_small_o_split(o_was);
         cuda_small_split(0);
     }
@@ -847,6 +865,22 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     TIME_US(us, CU(DOWN7(tmp_d)));
     snprintf(name, sizeof(name), "v7 moe down residual T=%d: x", T);
     same_bits(name, xa_d, xb_d, xbytes, 4, us);
+    /* act staged by each warp for itself (cuda_small_rows 4): the same bits, split or not */
+    for (int sp = 0; sp <= 1; sp++) {
+        int sp_was = cuda_small_split(sp), r_was = cuda_small_rows(1);
+        float *xc_d = dev_poisoned(xbytes);
+        RESET(xb_d);
+        CU(DOWN7(xb_d));
+        cuda_small_rows(5);
+        RESET(xc_d);
+        CU(DOWN7(xc_d));
+        TIME_US(us, CU(DOWN7(tmp_d)));
+        snprintf(name, sizeof(name), "v7 %sdown residual T=%d, rows a warp's own: x",
+                 sp ? "split " : "", T);
+        same_bits(name, xb_d, xc_d, xbytes, 4, us);
+        cudaFree(xc_d);
+        cuda_small_rows(r_was), cuda_small_split(sp_was);
+    }
 
     /* the split form of the expert kernels (cuda_small_split): version 6's results to float
      * rounding (only the order of the parts' sums differs) */
@@ -870,15 +904,51 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     float *uaf = bf16_to_float(ua, (size_t)S * I);
     snprintf(name, sizeof(name), "v7 split gate_up T=%d: act", T);
     compare_bf16(name, ub, uaf, (size_t)S * I, 1e-2, us);
-    /* its token rows from L2 instead of through L1 (cuda_small_row_l1 0): the same bits */
-    int l1_was = cuda_small_row_l1(0);
-    uint16_t *uc_d = dev_poisoned(2 * (size_t)S * I);
-    CU(GATE7(uc_d));
-    TIME_US(us, CU(GATE7(ua_d)));
-    snprintf(name, sizeof(name), "v7 split gate_up T=%d, rows from L2: act", T);
-    same_bits(name, ub_d, uc_d, 2 * (size_t)S * I, 2, us);
-    cuda_small_row_l1(l1_was);
-    cudaFree(uc_d);
+    /* its token rows from L2 instead of through L1 (cuda_small_rows 0), or at one token asked
+     * for before the weights (3): the same bits */
+    int l1_was = cuda_small_rows(1);
+    for (int m = 0; m <= 3; m += 3) {
+        if (m == 3 && T > 1) break;
+        cuda_small_rows(m);
+        uint16_t *uc_d = dev_poisoned(2 * (size_t)S * I);
+        CU(GATE7(uc_d));
+        TIME_US(us, CU(GATE7(ua_d)));
+        snprintf(name, sizeof(name), "v7 split gate_up T=%d, rows %s: act", T,
+                 m == 0 ? "from L2" : "before the weights");
+        same_bits(name, ub_d, uc_d, 2 * (size_t)S * I, 2, us);
+        cudaFree(uc_d);
+    }
+    cuda_small_rows(l1_was);
+    /* the down projection taking its parts of act as gate_up's CTAs count them (cuda_small_trigger
+     * 32), after the router that clears the counters and the gate_up that counts: the same bits,
+     * and each counter at its part's tiles */
+    if (T == 1) {
+        int t_was = cuda_small_trigger(0);
+        cuda_small_trigger(t_was & ~32);
+        RESET(xb_d);
+        CU(DOWN7(xb_d));
+        cuda_small_trigger(t_was | 32);
+        int cnt[16], n = 2 * TK, tiles = ((I / 32 + 3) / 4 + 1) / 2 * 16, bad = 0;
+        CU(ROUTER7());
+        CU(cuda_act_ready(cnt, n));
+        for (int i = 0; i < n; i++) bad += cnt[i] != 0;
+        snprintf(name, sizeof(name), "v7 router7 T=1: act counters cleared");
+        verdict(name, bad == 0, "every counter 0 after the router");
+        uint16_t *ud_d = dev_poisoned(2 * (size_t)S * I);
+        CU(GATE7(ud_d));
+        CU(cuda_act_ready(cnt, n));
+        for (int i = 0; i < n; i++) bad += cnt[i] != (i % 2 ? I / 8 - tiles : tiles);
+        snprintf(name, sizeof(name), "v7 split gate_up T=1: act counted");
+        verdict(name, bad == 0, "each slot's parts at their gate_up tiles");
+        float *xc_d = dev_poisoned(xbytes);
+        RESET(xc_d);
+        CU(DOWN7(xc_d));
+        TIME_US(us, CU(DOWN7(tmp_d)));
+        snprintf(name, sizeof(name), "v7 split down residual T=1, act counted: x");
+        same_bits(name, xb_d, xc_d, xbytes, 4, us);
+        cudaFree(ud_d), cudaFree(xc_d);
+        cuda_small_trigger(t_was);
+    }
     cuda_small_split(split_was);
     cuda_small_persist(p_was);
     cudaFree(ua_d), cudaFree(ub_d), free(ua), free(ub), free(uaf);
@@ -1455,32 +1525,31 @@ int main(int argc, char **argv) {
             model_split = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--persist") && i + 1 < argc) {
             model_persist = atoi(argv[++i]);
-            if (model_persist != 0 && model_persist != 2 && model_persist != 16 &&
-                model_persist != 18) {
+            if (model_persist < 0 || model_persist > 31 || (model_persist & 9)) {
                 fprintf(stderr,
-                        "cuda-check: --persist %s: a mask of 2 (q/k/v looping) and 16 (q/k/v a "
-                        "pair a warp)\n",
+                        "cuda-check: --persist %s: a mask of 2 (q/k/v looping), 4 (o_proj two "
+                        "rows a CTA) and 16 (q/k/v a pair a warp)\n",
                         argv[i]);
                 return 2;
             }
         } else if (!strcmp(argv[i], "--trigger") && i + 1 < argc) {
             int m = atoi(argv[++i]);
-            if (m < 0 || m > 31 || (m & 12)) {
+            if (m < 0 || m > 63 || (m & 12)) {
                 fprintf(stderr,
                         "cuda-check: --trigger %s: a mask of 1 (o_proj lets the router launch "
-                        "from its start), 2 (the router on a cluster) and 16 (the cluster "
-                        "router's top-k by rank)\n",
+                        "from its start), 2 (the router on a cluster), 16 (the cluster "
+                        "router's top-k by rank) and 32 (down waits for act by counters)\n",
                         argv[i]);
                 return 2;
             }
             cuda_small_trigger(m);
-        } else if (!strcmp(argv[i], "--row-l1") && i + 1 < argc) {
-            cuda_small_row_l1(atoi(argv[++i]));
+        } else if (!strcmp(argv[i], "--rows") && i + 1 < argc) {
+            cuda_small_rows(atoi(argv[++i]));
         } else {
             fprintf(stderr,
                     "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
-                    "[--versions V,...] [--split 0|1] [--persist 0|2|16|18]\n"
-                    "       [--trigger 0-3|16-19] [--row-l1 0|1]\n"
+                    "[--versions V,...] [--split 0|1] [--persist MASK]\n"
+                    "       [--trigger MASK] [--rows 0-7]\n"
                     "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;
         }

@@ -10,8 +10,8 @@
 # o_proj a warp a row and q/k/v in waves (--o-split 1 --persist 0), and with the previous
 # one-token forms (--persist 2 --trigger 0; also through the whole-model check; the token
 # choice a CTA a row, --sample-split 0, at temperatures 0 and 1; gate_up's token row from L2,
-# --row-l1 0, also through the whole-model check; the cluster router's top-k by rank, --trigger
-# 19, not the default yet). Logs go
+# --rows 0, also through the whole-model check; the cluster router's top-k in rounds instead
+# of by rank, --trigger 3). Logs go
 # to $OUT (or ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any
 # check fails.
 #
@@ -55,7 +55,7 @@ timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --pe
     --trigger 0 >"$OUT/check-p2-t0.log" 2>&1 || status=1
 grep -E "FAIL|passed" "$OUT/check-p2-t0.log"
 echo "== whole model (tiny), version 7: gate_up's token row from L2"
-timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --row-l1 0 \
+timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --rows 0 \
     >"$OUT/check-row-l2.log" 2>&1 || status=1
 grep -E "FAIL|passed" "$OUT/check-row-l2.log"
 
@@ -89,12 +89,12 @@ timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --st
 grep RESULT "$log" | sed "s/^/one token, q\/k\/v looping, late trigger, one-CTA top-k: /"
 log="$OUT/bench-small-v7-row-l2.log"
 timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
-    --version 7 --graphs 1 --row-l1 0 >"$log" 2>&1 || status=1
+    --version 7 --graphs 1 --rows 0 >"$log" 2>&1 || status=1
 grep RESULT "$log" | sed "s/^/one token, gate_up's token row from L2: /"
-log="$OUT/bench-small-v7-topk-rank.log"
+log="$OUT/bench-small-v7-topk-rounds.log"
 timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
-    --version 7 --graphs 1 --trigger 19 >"$log" 2>&1 || status=1
-grep RESULT "$log" | sed "s/^/one token, the router's top-k by rank: /"
+    --version 7 --graphs 1 --trigger 3 >"$log" 2>&1 || status=1
+grep RESULT "$log" | sed "s/^/one token, the router's top-k in rounds: /"
 for t in 0 1; do
     log="$OUT/bench-small-v7-sample-cta-t$t.log"
     timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
