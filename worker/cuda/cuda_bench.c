@@ -15,19 +15,18 @@
  *              [--split 0|1]        (version 7's expert kernels in their split form, the
  *                                    default, or version 3's small tile; with it, o_proj at
  *                                    one token too)   [--o-split 1|2|4|8] (warps a row there)
- *              [--persist MASK]     (one-token kernels on a grid that fits at once,
- *                                    cuda_small_persist: 2 q/k/v looping; 16 q/k/v a pair a
- *                                    warp with rows partly in shared memory; 18, the
- *                                    default, both; 0 in waves; 4 o_proj two rows a CTA,
- *                                    the second's weights through shared memory)
+ *              [--persist MASK]     (one-token q/k/v on a grid that fits at once,
+ *                                    cuda_small_persist: 2 looping; 16 a pair a warp
+ *                                    with rows partly in shared memory; 18, the default,
+ *                                    both; 0 in waves)
  *              [--trigger MASK]     (1: o_proj at one token lets the router launch from its
  *                                    start; 2: the router on a cluster; 16: the cluster
  *                                    router's top-k by rank, else in rounds; 19, the
- *                                    default, all three: cuda_small_trigger)
+ *                                    default, all three; 32: the ranks four threads an
+ *                                    expert instead of one: cuda_small_trigger)
  *              [--rows MASK]        (how the expert kernels at a few tokens stage their token
  *                                    rows, cuda_small_rows: 1, the default, gate_up's through
- *                                    L1, else from L2; 2 gate_up's at one token asked for
- *                                    before the weights; 4 down's by each warp for itself)
+ *                                    L1, else from L2; 4 down's by each warp for itself)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
  *                                    worker's --cuda-gemm-autotune)
@@ -290,11 +289,10 @@ int main(int argc, char **argv) {
             cuda_small_o_split(ks);
         } else if (!strcmp(argv[i], "--persist")) {
             int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 31 || (m & 9)) {
+            if (m < 0 || m > 31 || (m & 13)) {
                 fprintf(stderr,
-                        "cuda-bench: --persist %s: a mask of 2 (q/k/v looping), 4 (o_proj two "
-                        "rows a CTA) and 16 (q/k/v a pair a warp, rows partly in shared "
-                        "memory)\n",
+                        "cuda-bench: --persist %s: a mask of 2 (q/k/v looping) and 16 (q/k/v a "
+                        "pair a warp, rows partly in shared memory)\n",
                         argv[i + 1]);
                 return 2;
             }
@@ -305,7 +303,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr,
                         "cuda-bench: --trigger %s: a mask of 1 (o_proj lets the router launch "
                         "from its start), 2 (the router on a cluster), 16 (the cluster "
-                        "router's top-k by rank) and 32 (down waits for act by counters)\n",
+                        "router's top-k by rank) and 32 (its ranks four threads an expert)\n",
                         argv[i + 1]);
                 return 2;
             }

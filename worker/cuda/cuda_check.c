@@ -16,7 +16,7 @@
  *              [--split 0|1]               (the whole-model checks with version 7's expert
  *                                           kernels in their split form or not; default:
  *                                           the backend's, split)
- *              [--persist MASK] [--trigger MASK] [--rows 0-7]
+ *              [--persist MASK] [--trigger MASK] [--rows MASK]
  *                                          (the one-token forms of the whole-model checks:
  *                                           cuda_small_persist, cuda_small_trigger,
  *                                           cuda_small_rows) */
@@ -776,24 +776,6 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
             free(ob);
         }
         free(oa);
-        /* two CTAs' rows a CTA, the second's weights through shared memory (cuda_small_persist
-         * 4): the same bits at each warp count */
-        float *xc_d = dev_poisoned(xbytes);
-        for (int i = 0; i < 3; i++) {
-            cuda_small_o_split(ks[i]);
-            cuda_small_persist(0);
-            RESET(xb_d);
-            CU(cuda_gemv_res(xb_d, att_d, table_d, ob_d, T, H, Q, 0));
-            cuda_small_persist(4);
-            RESET(xc_d);
-            CU(cuda_gemv_res(xc_d, att_d, table_d, ob_d, T, H, Q, 0));
-            TIME_US(us, CU(cuda_gemv_res(tmp_d, att_d, table_d, ob_d, T, H, Q, 0)));
-            snprintf(name, sizeof(name), "v7 split o_proj T=1 (%d warps a row), two rows a CTA: x",
-                     ks[i]);
-            same_bits(name, xb_d, xc_d, xbytes, 4, us);
-        }
-        cuda_small_persist(0);
-        cudaFree(xc_d);
         cuda_small_o_split(o_was);
         cuda_small_split(0);
     }
@@ -827,9 +809,10 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     snprintf(name, sizeof(name), "v7 router7 T=%d: grouping", T);
     verdict(name, !memcmp(sa, sb, 4 * (size_t)S), "each expert's slots as version 6's");
     /* on a cluster (cuda_small_trigger 2; no grouping at one token), its top-k in rounds or by
-     * rank (18): the same bits */
-    for (int m = 2; T == 1 && m <= 18; m += 16) {
-        int was = cuda_small_trigger(m);
+     * rank, a thread an expert (18) or four (50): the same bits */
+    static const int rmask[] = {2, 18, 50};
+    for (int ri = 0; T == 1 && ri < 3; ri++) {
+        int m = rmask[ri], was = cuda_small_trigger(m);
         float *lg_c = dev_poisoned(4 * (size_t)E), *tw_c = dev_poisoned(4 * (size_t)S);
         int32_t *te_c = dev_poisoned(4 * (size_t)S);
         uint16_t *xn_c = dev_poisoned(2 * (size_t)H);
@@ -839,7 +822,9 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         CU(ROUTER7C());
         TIME_US(us, CU(ROUTER7C()));
 #undef ROUTER7C
-        const char *form = m == 2 ? "cluster" : "cluster, top-k by rank";
+        const char *form = m == 2    ? "cluster"
+                           : m == 18 ? "cluster, top-k by rank"
+                                     : "cluster, top-k by rank four threads an expert";
         snprintf(name, sizeof(name), "v7 router7 T=1, %s: xn, logits", form);
         same_bits(name, xn_a, xn_c, 2 * (size_t)H, 2, us);
         same_bits(name, lg_a, lg_c, 4 * (size_t)E, 4, 0);
@@ -904,51 +889,15 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     float *uaf = bf16_to_float(ua, (size_t)S * I);
     snprintf(name, sizeof(name), "v7 split gate_up T=%d: act", T);
     compare_bf16(name, ub, uaf, (size_t)S * I, 1e-2, us);
-    /* its token rows from L2 instead of through L1 (cuda_small_rows 0), or at one token asked
-     * for before the weights (3): the same bits */
-    int l1_was = cuda_small_rows(1);
-    for (int m = 0; m <= 3; m += 3) {
-        if (m == 3 && T > 1) break;
-        cuda_small_rows(m);
-        uint16_t *uc_d = dev_poisoned(2 * (size_t)S * I);
-        CU(GATE7(uc_d));
-        TIME_US(us, CU(GATE7(ua_d)));
-        snprintf(name, sizeof(name), "v7 split gate_up T=%d, rows %s: act", T,
-                 m == 0 ? "from L2" : "before the weights");
-        same_bits(name, ub_d, uc_d, 2 * (size_t)S * I, 2, us);
-        cudaFree(uc_d);
-    }
+    /* its token rows from L2 instead of through L1 (cuda_small_rows 0): the same bits */
+    int l1_was = cuda_small_rows(0);
+    uint16_t *uc_d = dev_poisoned(2 * (size_t)S * I);
+    CU(GATE7(uc_d));
+    TIME_US(us, CU(GATE7(ua_d)));
+    snprintf(name, sizeof(name), "v7 split gate_up T=%d, rows from L2: act", T);
+    same_bits(name, ub_d, uc_d, 2 * (size_t)S * I, 2, us);
     cuda_small_rows(l1_was);
-    /* the down projection taking its parts of act as gate_up's CTAs count them (cuda_small_trigger
-     * 32), after the router that clears the counters and the gate_up that counts: the same bits,
-     * and each counter at its part's tiles */
-    if (T == 1) {
-        int t_was = cuda_small_trigger(0);
-        cuda_small_trigger(t_was & ~32);
-        RESET(xb_d);
-        CU(DOWN7(xb_d));
-        cuda_small_trigger(t_was | 32);
-        int cnt[16], n = 2 * TK, tiles = ((I / 32 + 3) / 4 + 1) / 2 * 16, bad = 0;
-        CU(ROUTER7());
-        CU(cuda_act_ready(cnt, n));
-        for (int i = 0; i < n; i++) bad += cnt[i] != 0;
-        snprintf(name, sizeof(name), "v7 router7 T=1: act counters cleared");
-        verdict(name, bad == 0, "every counter 0 after the router");
-        uint16_t *ud_d = dev_poisoned(2 * (size_t)S * I);
-        CU(GATE7(ud_d));
-        CU(cuda_act_ready(cnt, n));
-        for (int i = 0; i < n; i++) bad += cnt[i] != (i % 2 ? I / 8 - tiles : tiles);
-        snprintf(name, sizeof(name), "v7 split gate_up T=1: act counted");
-        verdict(name, bad == 0, "each slot's parts at their gate_up tiles");
-        float *xc_d = dev_poisoned(xbytes);
-        RESET(xc_d);
-        CU(DOWN7(xc_d));
-        TIME_US(us, CU(DOWN7(tmp_d)));
-        snprintf(name, sizeof(name), "v7 split down residual T=1, act counted: x");
-        same_bits(name, xb_d, xc_d, xbytes, 4, us);
-        cudaFree(ud_d), cudaFree(xc_d);
-        cuda_small_trigger(t_was);
-    }
+    cudaFree(uc_d);
     cuda_small_split(split_was);
     cuda_small_persist(p_was);
     cudaFree(ua_d), cudaFree(ub_d), free(ua), free(ub), free(uaf);
@@ -1525,10 +1474,10 @@ int main(int argc, char **argv) {
             model_split = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--persist") && i + 1 < argc) {
             model_persist = atoi(argv[++i]);
-            if (model_persist < 0 || model_persist > 31 || (model_persist & 9)) {
+            if (model_persist < 0 || model_persist > 31 || (model_persist & 13)) {
                 fprintf(stderr,
-                        "cuda-check: --persist %s: a mask of 2 (q/k/v looping), 4 (o_proj two "
-                        "rows a CTA) and 16 (q/k/v a pair a warp)\n",
+                        "cuda-check: --persist %s: a mask of 2 (q/k/v looping) and 16 (q/k/v a "
+                        "pair a warp)\n",
                         argv[i]);
                 return 2;
             }
@@ -1538,7 +1487,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr,
                         "cuda-check: --trigger %s: a mask of 1 (o_proj lets the router launch "
                         "from its start), 2 (the router on a cluster), 16 (the cluster "
-                        "router's top-k by rank) and 32 (down waits for act by counters)\n",
+                        "router's top-k by rank) and 32 (its ranks four threads an expert)\n",
                         argv[i]);
                 return 2;
             }
@@ -1549,7 +1498,7 @@ int main(int argc, char **argv) {
             fprintf(stderr,
                     "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
                     "[--versions V,...] [--split 0|1] [--persist MASK]\n"
-                    "       [--trigger MASK] [--rows 0-7]\n"
+                    "       [--trigger MASK] [--rows MASK]\n"
                     "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;
         }

@@ -195,26 +195,20 @@ int cuda_small_split(int on);
 int cuda_small_o_split(int ks);
 /* One-token kernels whose CTAs all fit the GPU at once instead of running in waves (mask: 2,
  * q/k/v looping over its pairs; 16, q/k/v with a pair a warp, three CTAs an SM and part of each
- * row in shared memory, over 2 where both are set; 18, the default; 4, o_proj's split form with
- * two CTAs' rows a CTA, the second's weights through shared memory); results bit for bit those
+ * row in shared memory, over 2 where both are set; 18, the default); results bit for bit those
  * without. Returns the mask before. */
 int cuda_small_persist(int mask);
 /* Latency switches of the one-token kernels (mask; 19 by default): 1, o_proj's split form lets
  * the router launch from its start instead of after its math; 2, the router on a cluster of
  * CTAs, its top-k reading the logits from distributed shared memory instead of after a ticket;
- * 16, the cluster router's first CTA picks the experts by rank, a thread an expert, instead of in
- * rounds over one warp; 32 (off by default), the down projection's warps take their part of act
- * as soon as gate_up's CTAs have counted it, instead of after gate_up's grid. Results are
- * unchanged, bit for bit. Returns the mask before. */
+ * 16, the cluster router's first CTA picks the experts by rank, a thread an expert (with 32,
+ * off by default: four), instead of in rounds over one warp. Results are unchanged, bit for bit.
+ * Returns the mask before. */
 int cuda_small_trigger(int mask);
-/* The counters of act rows ready (cuda_small_trigger bit 32): counts[i] = counter i (slot i / 2,
- * part i % 2 of the down projection's K), n at most 16. For checks. */
-int cuda_act_ready(int *counts, int n);
 /* How the expert kernels at a few tokens stage their token rows, a mask: 1, gate_up's through L1
- * (cp.async.ca, so that an SM's later CTAs find them there; else from L2); 2, gate_up's at one
- * token asked for right after its wait, ahead of the weights; 4, the down projection's act rows
- * by each warp for itself, with no CTA barrier. 1 is the default. Results are unchanged, bit for
- * bit. Returns the mask before. */
+ * (cp.async.ca, so that an SM's later CTAs find them there; else from L2); 4, the down
+ * projection's act rows by each warp for itself, with no CTA barrier. 1 is the default. Results
+ * are unchanged, bit for bit. Returns the mask before. */
 int cuda_small_rows(int mask);
 /* The timeline of a one-token layer's kernels (a build with MG_CUDA_TIMELINE): per kernel
  * (q/k/v, attention, o_proj, router, gate_up, down), per CTA, %globaltimer ns at its start,

@@ -89,33 +89,50 @@ __device__ __forceinline__ void router_topk_token(int32_t *top_e, float *top_w, 
     }
 }
 
+/* Whether router_topk_rank counts each expert's rank with four threads, each over a quarter of
+ * the values (by 2, where the CTA has 4E threads and E is a multiple of 16), or with one (by 1);
+ * and the expert whose rank this thread counts. */
+__device__ __forceinline__ bool rank_four(int E, int by) {
+    return by == 2 && (int)blockDim.x >= 4 * E && E % 16 == 0;
+}
+__device__ __forceinline__ int rank_expert(int E, int by) {
+    return rank_four(E, by) ? (int)threadIdx.x >> 2 : (int)threadIdx.x;
+}
+
 /* router_topk_token's choices and weights for one token by every thread of the CTA at once,
- * expert e < E (E <= blockDim.x, a multiple of 4, E <= 256) on thread e: its rank is the number of
- * experts ahead of it, a larger value or the same value at a lower index, the order in which
+ * expert e < E (E <= blockDim.x, a multiple of 4, E <= 256) on thread rank_expert(E, by), be its
+ * router bias (read by the caller before its wait: a weight): its rank is the number of experts
+ * ahead of it, a larger value or the same value at a lower index, the order in which
  * router_topk_token's rounds pick them, so that the K first are the same experts in the same
  * slots (for values that are not NaN); their weights are formed as there. logits in shared
- * memory. One pass over E values a thread instead of K rounds of warp reductions in a row. Every
- * thread of the CTA calls it. */
+ * memory. One pass over E values (or a quarter of them a thread, the four counts added) instead
+ * of K rounds of warp reductions in a row. Every thread of the CTA calls it. */
 __device__ __forceinline__ void router_topk_rank(int32_t *top_e, float *top_w, const float *lg,
-                                                 const uint16_t *bias, int E, int K) {
+                                                 float be, int E, int K, int by) {
     __shared__ __align__(16) float vs[256];
     __shared__ float kv[8];
-    int e = threadIdx.x;
-    float v = e < E ? lg[e] + bf16f(bias[e]) : 0.0f;
-    if (e < E) vs[e] = v;
+    bool four = rank_four(E, by);
+    int e = rank_expert(E, by), span = four ? E / 4 : E,
+        j0 = four ? ((int)threadIdx.x & 3) * span : 0;
+    bool lead = !four || (threadIdx.x & 3) == 0; /* the thread that stores e's results */
+    float v = e < E ? lg[e] + be : 0.0f;
+    if (e < E && lead) vs[e] = v;
     __syncthreads();
-    int rank = K;
-    if (e < E) {
-        rank = 0;
-        for (int j = 0; j < E; j += 4) {
+    int rank = 0;
+    if (e < E)
+        for (int j = j0; j < j0 + span; j += 4) {
             float4 u = *reinterpret_cast<const float4 *>(vs + j);
             rank += (u.x > v || (u.x == v && j < e)) + (u.y > v || (u.y == v && j + 1 < e)) +
                     (u.z > v || (u.z == v && j + 2 < e)) + (u.w > v || (u.w == v && j + 3 < e));
         }
+    if (four) { /* the four quarters' counts; every lane of the warp takes part */
+        rank += __shfl_xor_sync(0xffffffffu, rank, 1);
+        rank += __shfl_xor_sync(0xffffffffu, rank, 2);
     }
-    if (rank < K) kv[rank] = v;
+    bool mine = e < E && lead && rank < K;
+    if (mine) kv[rank] = v;
     __syncthreads();
-    if (rank < K) {
+    if (mine) {
         float mx = kv[0], sum = 0.0f, w = 0.0f;
         for (int k = 0; k < K; k++) {
             float wk = expf(kv[k] - mx);

@@ -296,128 +296,52 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
  * it in one pass of 16 / KS units a lane (a 4096-wide row in one pass for KS of 2 to 8), where
  * gemv_row takes a warp through two passes of 12 units a lane. The parts' sums go through shared
  * memory to the row's first warp, which adds them in part order: x to float rounding as version
- * 6's. The lane's x element and bias load before the wait, as in gemv_res_kernel. With ITEMS 2
- * (cuda_small_persist bit 4) a CTA serves the rows of CTA b and of CTA b + gridDim.x, so that the
- * grid fits the GPU at once: the second rows' units go into shared memory with cp.async beside
- * the first's into registers, all before the wait (one pass only: span <= 32 U); each row's sums
- * are the same as in a CTA of its own. */
-template <int KS, int ITEMS>
-__global__ void __launch_bounds__(32 * GEMV_WARPS, KS == 2 ? 1 : 6)
+ * 6's. The lane's x element and bias load before the wait, as in gemv_res_kernel. */
+template <int KS>
+__global__ void __launch_bounds__(32 * GEMV_WARPS)
     o_res_split_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
                        int K, int early) {
     static_assert(GEMV_WARPS % KS == 0, "whole rows a CTA");
-    static_assert(ITEMS == 1 || ITEMS == 2, "one CTA's rows or two");
-    constexpr int U = 16 / KS;
-    __shared__ float psum[ITEMS][GEMV_WARPS];
-    __shared__ __align__(16) uint4 ws[ITEMS == 2 ? GEMV_WARPS * U * 32 : 1];
+    __shared__ float psum[GEMV_WARPS];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, kp = warp % KS;
+    int n = blockIdx.x * (GEMV_WARPS / KS) + warp / KS;
+    bool live = n < N;
     int ku = K / 8, span = (ku + KS - 1) / KS, k0 = min(ku, kp * span);
+    int kn = live ? min(span, ku - k0) : 0;
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)(live ? n : 0) * K) + k0;
     const uint4 *xr = reinterpret_cast<const uint4 *>(in) + k0;
-    int n[ITEMS], kn[ITEMS];
-    const uint4 *wr[ITEMS];
-    float xo[ITEMS], bn[ITEMS], acc[ITEMS];
-#pragma unroll
-    for (int i = 0; i < ITEMS; i++) {
-        n[i] = (blockIdx.x + i * gridDim.x) * (GEMV_WARPS / KS) + warp / KS;
-        bool live = n[i] < N;
-        kn[i] = live ? min(span, ku - k0) : 0;
-        wr[i] = reinterpret_cast<const uint4 *>(w + (size_t)(live ? n[i] : 0) * K) + k0;
-        xo[i] = bn[i] = acc[i] = 0.0f;
-    }
+    constexpr int U = 16 / KS;
+    float xo = 0.0f, bn = 0.0f, acc = 0.0f;
     TL_MARK(CUDA_TL_O, 0);
     if (early) pdl_trigger(); /* the router's CTAs as soon as the last of these has started */
-#pragma unroll
-    for (int i = 0; i < ITEMS; i++)
-        if (n[i] < N && kp == 0 && lane == 0) xo[i] = __ldcg(x + n[i]), bn[i] = bf16f(bias[n[i]]);
-    uint4 *wl = ws + warp * U * 32 + lane;               /* this lane's units of the second rows */
-    for (int u0 = 0; u0 < max(kn[0], 1); u0 += 32 * U) { /* once at least: every warp waits */
+    if (live && kp == 0 && lane == 0) xo = __ldcg(x + n), bn = bf16f(bias[n]);
+    for (int u0 = 0; u0 < max(kn, 1); u0 += 32 * U) { /* once at least: every warp waits */
         uint4 wv[U];
 #pragma unroll
         for (int j = 0; j < U; j++) {
             int u = u0 + j * 32 + lane;
-            wv[j] = u < kn[0] ? ld_stream(wr[0] + u) : make_uint4(0, 0, 0, 0);
+            wv[j] = u < kn ? ld_stream(wr + u) : make_uint4(0, 0, 0, 0);
         }
         if (u0 == 0) {
-            if (ITEMS == 2) {
-#pragma unroll
-                for (int j = 0; j < U; j++)
-                    if (j * 32 + lane < kn[1]) cp_async16(wl + j * 32, wr[1] + j * 32 + lane);
-                cp_async_commit();
-            }
             pdl_wait();
             TL_MARK(CUDA_TL_O, 1);
         }
 #pragma unroll
         for (int j = 0; j < U; j++) {
             int u = u0 + j * 32 + lane;
-            if (u >= kn[0]) break;
-            acc[0] = dot8(acc[0], wv[j], __ldg(xr + u));
-        }
-    }
-    if (ITEMS == 2) {
-        cp_async_wait0(); /* this lane's own units: no barrier */
-#pragma unroll
-        for (int j = 0; j < U; j++) {
-            int u = j * 32 + lane;
-            if (u >= kn[ITEMS - 1]) break;
-            acc[ITEMS - 1] = dot8(acc[ITEMS - 1], wl[j * 32], __ldg(xr + u));
+            if (u >= kn) break;
+            acc = dot8(acc, wv[j], __ldg(xr + u));
         }
     }
     TL_MARK(CUDA_TL_O, 3);
-#pragma unroll
-    for (int i = 0; i < ITEMS; i++) acc[i] = warp_sum(acc[i]);
+    acc = warp_sum(acc);
     if (!early) pdl_trigger();
-    if (lane == 0)
-#pragma unroll
-        for (int i = 0; i < ITEMS; i++) psum[i][warp] = acc[i];
+    if (lane == 0) psum[warp] = acc;
     __syncthreads();
     TL_MARK(CUDA_TL_O, 2);
-    if (kp > 0 || lane > 0) return;
-#pragma unroll
-    for (int i = 0; i < ITEMS; i++) {
-        if (n[i] >= N) continue;
-        float a = acc[i];
-        for (int p = 1; p < KS; p++) a += psum[i][warp + p];
-        x[n[i]] = (xo[i] + a) + bn[i];
-    }
-}
-
-/* ---- act rows ready, counted (cuda_small_trigger bit 32) ----
- *
- * At one token the down projection may take each slot's part of act as soon as the gate_up CTAs
- * that write it are done, instead of waiting for gate_up's whole grid (pdl_wait): each gate_up
- * CTA counts its tile into act_ready[slot][part] once its stores are visible, and each down warp
- * waits for its own counter. The routers set the counters back to zero after their wait: the
- * last down of the layer before was done by then (q/k/v passed its wait on it before it let the
- * kernels after it launch), and gate_up counts only after its wait on the router. Each counter on
- * its own 128-byte line, so that the warps' polls spread over L2. */
-enum { ACT_READY_MAX = 16, ACT_READY_STRIDE = 32 };
-
-__device__ int act_ready[ACT_READY_MAX * ACT_READY_STRIDE];
-
-__device__ __forceinline__ void act_ready_clear() {
-    if (threadIdx.x < ACT_READY_MAX) act_ready[threadIdx.x * ACT_READY_STRIDE] = 0;
-}
-
-/* Lane 0 polls counter i until it reaches want, then the warp goes on; if it does not within
- * about a millisecond (a step that left gate_up out), the grid's wait instead. */
-__device__ __forceinline__ void act_ready_wait(int i, int want) {
-    int lane = threadIdx.x & 31, ok = 1;
-    if (lane == 0) {
-        const int *c = act_ready + i * ACT_READY_STRIDE;
-        int v, n = 0;
-        for (;;) {
-            asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(c) : "memory");
-            if (v >= want) break;
-            if (++n == 4096) {
-                ok = 0;
-                break;
-            }
-            __nanosleep(64);
-        }
-    }
-    if (!__shfl_sync(0xffffffffu, ok, 0)) pdl_wait();
-    __syncwarp();
+    if (!live || kp > 0 || lane > 0) return;
+    for (int p = 1; p < KS; p++) acc += psum[warp + p];
+    x[n] = (xo + acc) + bn;
 }
 
 /* The router's first steps before its wait: expert row n's weights (wr, their first pass in wv;
@@ -454,7 +378,6 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
     pdl_wait();
     TL_MARK(CUDA_TL_ROUTER, 1);
     pdl_trigger();
-    if (blockIdx.x == 0) act_ready_clear();
     norm_rows<T>(xs, x, g, H, eps, red);
     if (blockIdx.x == 0)
         for (int i = threadIdx.x; i < T * ku; i += blockDim.x)
@@ -501,13 +424,16 @@ __global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_
     uint4 wv[1][GEMV_UNITS];
     TL_MARK(CUDA_TL_ROUTER, 0);
     router_rows_begin(wv, wr, w, g, bias, n, E, H, lane);
+    /* the top-k by rank: the bias of this thread's expert now (a weight), not after the barrier */
+    float be = 0.0f;
+    if (by_rank && cl.block_rank() == 0 && rank_expert(E, by_rank) < E)
+        be = bf16f(bias[rank_expert(E, by_rank)]);
     float *lg0 = cl.map_shared_rank(lg, 0);
     /* CTA 0's shared memory may be written only once it runs: arrive now, wait before the write */
     asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
     pdl_wait();
     TL_MARK(CUDA_TL_ROUTER, 1);
     pdl_trigger();
-    if (blockIdx.x == 0) act_ready_clear();
     norm_rows<1, 32 * ROUTER_CL_WARPS>(xs7, x, g, H, eps, red);
     TL_MARK(CUDA_TL_ROUTER, 3);
     if (blockIdx.x == 0)
@@ -521,8 +447,8 @@ __global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_
     cl.sync(); /* every CTA's logits are in CTA 0's lg */
     TL_MARK(CUDA_TL_ROUTER, 4);
     if (cl.block_rank() == 0) {
-        if (by_rank) /* every thread an expert (cuda_small_trigger bit 16) */
-            router_topk_rank(top_e, top_w, lg, bias, E, top_k);
+        if (by_rank) /* every expert's rank at once (cuda_small_trigger bit 16) */
+            router_topk_rank(top_e, top_w, lg, be, E, top_k, by_rank);
         else if (warp == 0)
             router_topk_token<true>(top_e, top_w, lg, bias, 0, E, top_k);
     }
@@ -562,9 +488,8 @@ __device__ __forceinline__ void down_res_add(float *x, float xo, const float (&a
  * of 8 super-chunks in registers, 7 of them loaded before the wait (top_e is complete: the router
  * ran two kernels back, and gate_up passes its trigger only after its own wait), each act row
  * staged as a B column of its own 8-row tile (by the whole CTA, or with own_rows by each warp,
- * only the slice of its slot's row that it reads: cuda_small_rows bit 4; own_rows 2: that slice
- * as soon as act_ready counts it, cuda_small_trigger bit 32); the parts' sums added in part
- * order, then down_res_add. */
+ * only the slice of its slot's row that it reads: cuda_small_rows bit 4); the parts' sums added
+ * in part order, then down_res_add. */
 template <int KS>
 __global__ void __launch_bounds__(512)
     down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
@@ -604,10 +529,7 @@ __global__ void __launch_bounds__(512)
         xo = __ldcg(x + (size_t)(threadIdx.x >> 4) * N + blockIdx.x * 16 + (threadIdx.x & 15));
     if (kp == 0 && lane == 0) prefetch_l1(bias + (size_t)e * N + blockIdx.x * 16);
     if (threadIdx.x == 0) prefetch_l1(top_w);
-    if (own_rows > 1) /* the gate_up tiles of this slot's part of act, counted */
-        act_ready_wait(slot * KS + kp, min(ce * 16, K / 8) - cb * 16);
-    else
-        pdl_wait();
+    pdl_wait();
     TL_MARK(CUDA_TL_DOWN, 1);
     pdl_trigger();
     if (own_rows) { /* the warp's slice of its slot's row, at moe3_stage_tokens' places */
@@ -716,8 +638,8 @@ extern "C" int cuda_small_o_split(int ks) {
  * load during o_proj's last wave); bit 2, the router on a cluster (router7c_kernel); bit 16, the
  * cluster router's top-k by rank (router_topk_rank) instead of in rounds. All three on by
  * default (19): measured faster and checked bit for bit on a GPU (worker/cuda/NOTES.md). Bit 32:
- * the down projection's warps take their part of act as soon as gate_up's CTAs have counted it
- * (act_ready) instead of after gate_up's whole grid. */
+ * each expert's rank counted by four threads, over a quarter of the logits each, instead of
+ * one. */
 static int small_trigger = 19;
 
 extern "C" int cuda_small_trigger(int mask) {
@@ -730,10 +652,9 @@ extern "C" int cuda_small_trigger(int mask) {
  * looping over its pairs (qkv7_kernel on a grid that fits at once); bit 16, q/k/v with a pair a
  * warp, three CTAs an SM and part of each row in shared memory (qkv7_res_kernel; over bit 2
  * where both are set and H allows it). Both on by default (18), each measured in
- * worker/cuda/NOTES.md. Bit 4: o_proj's split form with two CTAs' rows a CTA, the second's
- * weights loaded into shared memory before the wait (o_res_split_kernel's ITEMS 2). The looping
- * forms of gate_up (also with the next item's weights in shared memory) and o_proj (its second
- * row loaded after the first's math) measured slower and are gone. */
+ * worker/cuda/NOTES.md. The looping forms of gate_up (also with the next item's weights in shared
+ * memory) and o_proj (its second row loaded after the first's math, or before the wait through
+ * shared memory) measured slower and are gone. */
 static int small_persist = 18;
 
 extern "C" int cuda_small_persist(int mask) {
@@ -744,13 +665,12 @@ extern "C" int cuda_small_persist(int mask) {
 
 /* How the expert kernels at a few tokens stage their token rows (cuda_small_rows): bit 1,
  * gate_up's through L1 (on by default, measured faster: worker/cuda/NOTES.md), else from L2;
- * bit 2, gate_up's at one token asked for right after the wait, beside top_e and ahead of the
- * weights; bit 4, down's act rows by each warp for itself, with no CTA barrier. */
+ * bit 4, down's act rows by each warp for itself, with no CTA barrier. */
 static int small_rows = 1;
 
 extern "C" int cuda_small_rows(int mask) {
     int was = small_rows;
-    small_rows = mask & 7;
+    small_rows = mask & 5;
     return was;
 }
 
@@ -776,24 +696,6 @@ extern "C" int cuda_small_topk_only(int T, int top_k, int H, int I) {
     return T == 1 && split_serves(T, top_k, H, I);
 }
 
-/* A warp's slice of token row src of xn (super-chunks cb to cb + CH) into dst, each unit at
- * moe3_stage_tokens' place, zeros past K; through L1 where l1 (every CTA of an SM reads the
- * same rows: cuda_small_rows), else from L2. The caller commits. */
-template <int CH>
-__device__ __forceinline__ void gate_up_stage_row(uint16_t *dst, const uint16_t *xn, int cb, int K,
-                                                  int src, int lane, int l1) {
-    for (int q = lane; q < CH * 16; q += 32) {
-        int gu = cb * 16 + q; /* the unit in the whole row; the slice starts at cb */
-        uint16_t *d = dst + moe3_unit_at(gu) - cb * 128;
-        if (gu >= K / 8)
-            *reinterpret_cast<uint4 *>(d) = make_uint4(0, 0, 0, 0);
-        else if (l1)
-            cp_async16<true>(d, xn + (size_t)src * K + gu * 8);
-        else
-            cp_async16(d, xn + (size_t)src * K + gu * 8);
-    }
-}
-
 /* gate_up, split: grid (N / 16 tiles, min(S, E) experts), SPLIT_KS warps. One token (S ==
  * top_k): CTA y serves slot y and its expert top_e[y] (no grouping needed); more: the y-th
  * touched expert (moe_expert), its tokens SPLIT_TOK at a time. K at most SPLIT_KS * SPLIT_CH
@@ -804,7 +706,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     gate_up_split_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                          const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
                          const int32_t *e_start, const int32_t *e_slots, int S, int top_k, int E,
-                         int N, int K, float limit, int rows, int ready_tiles) {
+                         int N, int K, float limit, int rows) {
     constexpr int CH = SPLIT_CH, LDW = split_ldw(CH);
     extern __shared__ __align__(16) uint16_t sxs[]; /* split_smem's layout */
     __shared__ float part[SPLIT_KS - 1][32][4];
@@ -821,13 +723,6 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     TL_MARK(CUDA_TL_GATE_UP, 1);
     int e, beg, cnt;
     bool one = S == top_k;
-    /* One token's row is row 0 whatever the experts: asked for beside top_e (cuda_small_rows bit
-     * 2), ahead of the weights, instead of behind them */
-    bool early = one && (rows & 2);
-    if (early) {
-        gate_up_stage_row<CH>(xw, xn, cb, K, 0, lane, rows & 1);
-        cp_async_commit();
-    }
     if (one) {
         e = top_e[blockIdx.y], beg = 0, cnt = 1;
     } else if (!moe_expert(e_start, E, e, beg, cnt)) {
@@ -855,12 +750,21 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
         int myslot = lane < n ? (one ? (int)blockIdx.y : e_slots[beg + c0 + lane]) : 0;
         if (warp == 0 && lane < n) slot_s[lane] = myslot;
         __syncwarp();
-        if (!early) {
-            for (int r = 0; r < n; r++)
-                gate_up_stage_row<CH>(xw + r * LDW, xn, cb, K,
-                                      __shfl_sync(0xffffffffu, myslot, r) / top_k, lane, rows & 1);
-            cp_async_commit();
+        /* this warp's slice of each token row, each unit at moe3_stage_tokens' place */
+        for (int r = 0; r < n; r++) {
+            int src = __shfl_sync(0xffffffffu, myslot, r) / top_k;
+            for (int q = lane; q < CH * 16; q += 32) {
+                int gu = cb * 16 + q; /* the unit in the whole row; the slice starts at cb */
+                uint16_t *dst = xw + r * LDW + moe3_unit_at(gu) - cb * 128;
+                if (gu >= K / 8)
+                    *reinterpret_cast<uint4 *>(dst) = zero4;
+                else if (rows & 1) /* every CTA of the SM reads the same rows (cuda_small_rows) */
+                    cp_async16<true>(dst, xn + (size_t)src * K + gu * 8);
+                else
+                    cp_async16(dst, xn + (size_t)src * K + gu * 8);
+            }
         }
+        cp_async_commit();
         cp_async_wait0();
         __syncwarp();
         TL_MARK(CUDA_TL_GATE_UP, 3);
@@ -890,13 +794,6 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
                                        NULL, limit, gq, tq);
         }
         __syncthreads(); /* part and slot_s are free again; the rows are each warp's own */
-    }
-    if (ready_tiles > 0) { /* act_ready: this tile of the slot's part, once its stores are out */
-        __threadfence();
-        __syncthreads();
-        if (threadIdx.x == 0)
-            atomicAdd(act_ready + (blockIdx.y * 2 + blockIdx.x / ready_tiles) * ACT_READY_STRIDE,
-                      1);
     }
     TL_MARK(CUDA_TL_GATE_UP, 2);
 }
@@ -943,20 +840,12 @@ extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, co
                                        const uint16_t *, int, int) = {
         gemv_res_kernel<1>, gemv_res_kernel<2>, gemv_res_kernel<3>, gemv_res_kernel<4>};
     if (small_split && T == 1 && o_split > 1) {
-        typedef void (*okern)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int,
-                              int, int);
-        okern ks = o_split == 2
-                       ? o_res_split_kernel<2, 1>
-                       : (o_split == 4 ? o_res_split_kernel<4, 1> : o_res_split_kernel<8, 1>);
-        int rows = GEMV_WARPS / o_split, grid = (N + rows - 1) / rows;
-        /* two CTAs' rows a CTA (a grid that fits at once) where a row part is one pass */
-        if ((small_persist & 4) && (K / 8 + o_split - 1) / o_split <= 32 * (16 / o_split)) {
-            ks = o_split == 2
-                     ? o_res_split_kernel<2, 2>
-                     : (o_split == 4 ? o_res_split_kernel<4, 2> : o_res_split_kernel<8, 2>);
-            grid = (grid + 1) / 2;
-        }
-        return pdl_launch(ks, grid, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K, small_trigger & 1);
+        void (*ks)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int, int, int) =
+            o_split == 2 ? o_res_split_kernel<2>
+                         : (o_split == 4 ? o_res_split_kernel<4> : o_res_split_kernel<8>);
+        int rows = GEMV_WARPS / o_split;
+        return pdl_launch(ks, (N + rows - 1) / rows, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K,
+                          small_trigger & 1);
     }
     return pdl_launch(k[T - 1], (N + GEMV_WARPS - 1) / GEMV_WARPS, 32 * GEMV_WARPS, 0, s, x, in, w,
                       bias, N, K);
@@ -976,26 +865,10 @@ extern "C" int cuda_router7(float *logits, int *count, uint16_t *xn, const float
     if (T == 1 && !e_start && (small_trigger & 2) && E <= ROUTER_CL * ROUTER_CL_WARPS)
         return pdl_launch(router7c_kernel, ROUTER_CL, 32 * ROUTER_CL_WARPS, (size_t)H * 2, s,
                           logits, xn, x, g, w, bias, top_e, top_w, E, H, eps, top_k,
-                          (small_trigger & 16) && E % 4 == 0 ? 1 : 0);
+                          (small_trigger & 16) && E % 4 == 0 ? (small_trigger & 32 ? 2 : 1) : 0);
     size_t smem = (size_t)((2 * E + 32 + 3) & ~3) * sizeof(int) + (size_t)T * H * 2;
     return pdl_launch(k[T - 1], (E + GEMV_WARPS - 1) / GEMV_WARPS, RMSNORM_THREADS, smem, s, logits,
                       count, xn, x, g, w, bias, top_e, top_w, e_start, e_slots, E, H, eps, top_k);
-}
-
-extern "C" int cuda_act_ready(int *counts, int n) {
-    int v[ACT_READY_MAX * ACT_READY_STRIDE];
-    if (n < 0 || n > ACT_READY_MAX) return (int)cudaErrorInvalidValue;
-    cudaError_t e = cudaMemcpyFromSymbol(v, act_ready, sizeof(v));
-    for (int i = 0; i < n && e == cudaSuccess; i++) counts[i] = v[i * ACT_READY_STRIDE];
-    return (int)e;
-}
-
-/* gate_up tiles in each part of K of the down projection at one token when the two count act's
- * rows (act_ready, cuda_small_trigger bit 32), else 0: down_res_kernel<2>'s parts of I. */
-static int act_counted(int T, int top_k, int H, int I) {
-    if (!(small_trigger & 32) || T != 1 || top_k > 4 || !split_serves(T, top_k, H, I)) return 0;
-    int nc = (I / 32 + 3) / 4;
-    return (nc + 1) / 2 * 16;
 }
 
 extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *blocks,
@@ -1010,9 +883,8 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
         smem += (size_t)S * 32 * 4 * sizeof(float); /* part 1's sums, (S, 32 lanes, 4) */
         int e = smem_limit(down_res_kernel<2>, smem, &set2);
         if (e) return e;
-        int own = act_counted(T, top_k, H, I) ? 2 : (small_rows & 4) ? 1 : 0;
         return pdl_launch(down_res_kernel<2>, H / 16, 32 * S * 2, smem, s, x, act, blocks, scales,
-                          bias, top_e, top_w, top_k, H, I, own);
+                          bias, top_e, top_w, top_k, H, I, (small_rows & 4) ? 1 : 0);
     }
     static size_t set;
     int e = smem_limit(down_res_kernel<1>, smem, &set);
@@ -1030,7 +902,7 @@ static int gate_up_split_launch(uint16_t *act, const uint16_t *xn, const uint8_t
     dim3 grid(N / 16, S < E ? S : E);
     return pdl_launch(gate_up_split_kernel<KS, CH, MINB>, grid, 32 * KS, split_smem(KS, CH), s, act,
                       xn, blocks, scales, bias, top_e, e_start, e_slots, S, top_k, E, N, H, limit,
-                      small_rows, S == top_k ? act_counted(1, top_k, H, N / 2) : 0);
+                      small_rows);
 }
 
 extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
