@@ -11,7 +11,9 @@
 # one-token forms (--persist 2 --trigger 0; also through the whole-model check; the token
 # choice a CTA a row, --sample-split 0, at temperatures 0 and 1; gate_up's token row from L2,
 # --rows 0, also through the whole-model check; the cluster router's top-k in rounds instead
-# of by rank, --trigger 3). Logs go
+# of by rank, --trigger 3), and with two forms not yet the default (the rank top-k four threads
+# an expert, --trigger 51; down's act rows staged by each warp for itself, --rows 5; both also
+# through the whole-model check). Logs go
 # to $OUT (or ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any
 # check fails.
 #
@@ -58,6 +60,10 @@ echo "== whole model (tiny), version 7: gate_up's token row from L2"
 timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --rows 0 \
     >"$OUT/check-row-l2.log" 2>&1 || status=1
 grep -E "FAIL|passed" "$OUT/check-row-l2.log"
+echo "== whole model (tiny), version 7: rank top-k four threads an expert, down's rows a warp's"
+timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --trigger 51 \
+    --rows 5 >"$OUT/check-t51-r5.log" 2>&1 || status=1
+grep -E "FAIL|passed" "$OUT/check-t51-r5.log"
 
 echo "== decode-step benchmark, 120b shape, random weights, kernel versions 7 and 6 with graphs"
 for run in ${MG_BENCH_RUNS:-7:1 6:1}; do
@@ -95,6 +101,14 @@ log="$OUT/bench-small-v7-topk-rounds.log"
 timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
     --version 7 --graphs 1 --trigger 3 >"$log" 2>&1 || status=1
 grep RESULT "$log" | sed "s/^/one token, the router's top-k in rounds: /"
+log="$OUT/bench-small-v7-topk-four.log"
+timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
+    --version 7 --graphs 1 --trigger 51 >"$log" 2>&1 || status=1
+grep RESULT "$log" | sed "s/^/one token, the rank top-k four threads an expert: /"
+log="$OUT/bench-small-v7-down-rows.log"
+timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
+    --version 7 --graphs 1 --rows 5 >"$log" 2>&1 || status=1
+grep RESULT "$log" | sed "s/^/one token, down's act rows a warp's own: /"
 for t in 0 1; do
     log="$OUT/bench-small-v7-sample-cta-t$t.log"
     timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
