@@ -85,35 +85,23 @@ log="$OUT/bench-small-v7-unsplit.log"
 timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1,2,4 --ctx 1024 --steps 10 \
     --version 7 --graphs 1 --split 0 >"$log" 2>&1 || status=1
 grep RESULT "$log" | sed "s/^/small steps, expert kernels unsplit: /"
-log="$OUT/bench-small-v7-o1p0.log"
-timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
-    --version 7 --graphs 1 --o-split 1 --persist 0 >"$log" 2>&1 || status=1
-grep RESULT "$log" | sed "s/^/one token, o_proj a warp a row, q\/k\/v in waves: /"
-log="$OUT/bench-small-v7-p2t0.log"
-timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
-    --version 7 --graphs 1 --persist 2 --trigger 0 >"$log" 2>&1 || status=1
-grep RESULT "$log" | sed "s/^/one token, q\/k\/v looping, late trigger, one-CTA top-k: /"
-log="$OUT/bench-small-v7-row-l2.log"
-timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
-    --version 7 --graphs 1 --rows 0 >"$log" 2>&1 || status=1
-grep RESULT "$log" | sed "s/^/one token, gate_up's token row from L2: /"
-log="$OUT/bench-small-v7-topk-rounds.log"
-timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
-    --version 7 --graphs 1 --trigger 3 >"$log" 2>&1 || status=1
-grep RESULT "$log" | sed "s/^/one token, the router's top-k in rounds: /"
-log="$OUT/bench-small-v7-topk-four.log"
-timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
-    --version 7 --graphs 1 --trigger 51 >"$log" 2>&1 || status=1
-grep RESULT "$log" | sed "s/^/one token, the rank top-k four threads an expert: /"
-log="$OUT/bench-small-v7-down-rows.log"
-timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
-    --version 7 --graphs 1 --rows 5 >"$log" 2>&1 || status=1
-grep RESULT "$log" | sed "s/^/one token, down's act rows a warp's own: /"
-for t in 0 1; do
-    log="$OUT/bench-small-v7-sample-cta-t$t.log"
+# one_token NAME LABEL ARGS...: version 7 at one token with ARGS, its RESULT line labelled
+one_token() {
+    local log="$OUT/bench-small-v7-$1.log" label="$2"
+    shift 2
     timeout 60 "$B/worker/cuda/cuda-bench" --preset 120b --batches 1 --ctx 1024 --steps 10 \
-        --version 7 --graphs 1 --temperature "$t" --sample-split 0 >"$log" 2>&1 || status=1
-    grep RESULT "$log" | sed "s/^/one token, temperature $t, token choice a CTA a row: /"
+        --version 7 --graphs 1 "$@" >"$log" 2>&1 || status=1
+    grep RESULT "$log" | sed "s|^|one token, $label: |"
+}
+one_token o1p0 "o_proj a warp a row, q/k/v in waves" --o-split 1 --persist 0
+one_token p2t0 "q/k/v looping, late trigger, one-CTA top-k" --persist 2 --trigger 0
+one_token row-l2 "gate_up's token row from L2" --rows 0
+one_token topk-rounds "the router's top-k in rounds" --trigger 3
+one_token topk-four "the rank top-k four threads an expert" --trigger 51
+one_token down-rows "down's act rows a warp's own" --rows 5
+for t in 0 1; do
+    one_token "sample-cta-t$t" "temperature $t, token choice a CTA a row" --temperature "$t" \
+        --sample-split 0
 done
 
 echo "== decode step at batch 256 with temperature 1: sampling on the device, then on the host"
