@@ -100,6 +100,49 @@ __device__ __forceinline__ void prefetch_span(const void *p, size_t n) {
         prefetch_l1(reinterpret_cast<const void *>(a));
 }
 
+/* ---- bulk copies: global → shared by the SM's copy engine, completion counted in bytes on an
+ * mbarrier (Hopper) ----
+ *
+ * For a small row that a kernel reads right after its wait (x, act): issued by one thread, it
+ * is not queued behind the weight loads that the CTA's threads have in flight. A barrier here is
+ * used once a launch: it expects one arrival (mbar_expect, which also announces the bytes on
+ * their way) and completes phase 0 when they have landed. */
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+/* Thread 0 readies bar for one arrival; the caller syncs the CTA before anyone names it. */
+__device__ __forceinline__ void mbar_init(uint64_t *bar) {
+    if (threadIdx.x == 0) {
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_u32(bar)) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+}
+/* bytes (a multiple of 16; both addresses 16-byte aligned) from src to dst, counted on bar. */
+__device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t bytes,
+                                          uint64_t *bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], "
+                 "%2, [%3];\n" ::"r"(smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(bar))
+                 : "memory");
+}
+/* Thread 0: announce the bytes that bulk_load calls after this will bring. */
+__device__ __forceinline__ void mbar_expect(uint64_t *bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)),
+                 "r"(bytes)
+                 : "memory");
+}
+/* Until phase 0 of bar has completed: the bytes are in shared memory. */
+__device__ __forceinline__ void mbar_wait0(uint64_t *bar) {
+    uint32_t done;
+    do {
+        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n"
+                     " selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(smem_u32(bar))
+                     : "memory");
+    } while (!done);
+}
+
 /* At most N of this thread's groups still in flight. */
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");

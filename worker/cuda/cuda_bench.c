@@ -27,6 +27,11 @@
  *              [--rows MASK]        (how the expert kernels at a few tokens stage their token
  *                                    rows, cuda_small_rows: 1, the default, gate_up's through
  *                                    L1, else from L2; 4 down's by each warp for itself)
+ *              [--bulk MASK]        (small rows read after the wait by one bulk copy,
+ *                                    cuda_small_bulk: 1 q/k/v's x, 2 the router's x, 4
+ *                                    down's act rows; 0, the default, the threads' loads)
+ *              [--no-math MASK]     (one-token expert kernels without their arithmetic, loads
+ *                                    kept: 1 gate_up, 2 down; the tokens are meaningless)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the
  *                                    worker's --cuda-gemm-autotune)
@@ -310,7 +315,25 @@ int main(int argc, char **argv) {
             cuda_small_trigger(m);
         } else if (!strcmp(argv[i], "--rows"))
             cuda_small_rows(atoi(argv[i + 1]));
-        else if (!strcmp(argv[i], "--omit"))
+        else if (!strcmp(argv[i], "--bulk")) {
+            int m = atoi(argv[i + 1]);
+            if (m < 0 || m > 7) {
+                fprintf(stderr,
+                        "cuda-bench: --bulk %s: a mask of 1 (q/k/v's x), 2 (the router's x) and "
+                        "4 (down's act rows)\n",
+                        argv[i + 1]);
+                return 2;
+            }
+            cuda_small_bulk(m);
+        } else if (!strcmp(argv[i], "--no-math")) {
+            int m = atoi(argv[i + 1]);
+            if (m < 0 || m > 3) {
+                fprintf(stderr, "cuda-bench: --no-math %s: a mask of 1 (gate_up) and 2 (down)\n",
+                        argv[i + 1]);
+                return 2;
+            }
+            cuda_small_nomath(m);
+        } else if (!strcmp(argv[i], "--omit"))
             omit = argv[i + 1];
         else if (!strcmp(argv[i], "--timeline"))
             timeline = atoi(argv[i + 1]);

@@ -16,10 +16,10 @@
  *              [--split 0|1]               (the whole-model checks with version 7's expert
  *                                           kernels in their split form or not; default:
  *                                           the backend's, split)
- *              [--persist MASK] [--trigger MASK] [--rows MASK]
+ *              [--persist MASK] [--trigger MASK] [--rows MASK] [--bulk MASK]
  *                                          (the one-token forms of the whole-model checks:
  *                                           cuda_small_persist, cuda_small_trigger,
- *                                           cuda_small_rows) */
+ *                                           cuda_small_rows, cuda_small_bulk) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -730,8 +730,8 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     same_bits(name, v_a, v_b, 2 * cache, 0, 0);
     /* at one token on a grid that fits at once, looping (cuda_small_persist 2) or a pair a warp
      * with part of each row in shared memory (16): the same bits */
-    for (int m = 2; T == 1 && m <= 16; m += 14) {
-        int was = cuda_small_persist(m);
+    for (int m = 2; T == 1 && m <= 17; m += m == 2 ? 14 : 1) { /* 17: 16 with x by bulk copy */
+        int was = cuda_small_persist(m & ~1), b_was = cuda_small_bulk(m & 1);
         float *q_c = dev_poisoned(4 * (size_t)T * Q);
         uint16_t *k_c = dev_poisoned(2 * cache), *v_c = dev_poisoned(2 * cache);
 #define QKV7C()                                                                                    \
@@ -740,14 +740,16 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         CU(QKV7C());
         TIME_US(us, CU(QKV7C()));
 #undef QKV7C
-        const char *form = m == 2 ? "resident grid" : "a pair a warp";
+        const char *form = m == 2    ? "resident grid"
+                           : m == 16 ? "a pair a warp"
+                                     : "a pair a warp, x by bulk copy";
         snprintf(name, sizeof(name), "v7 qkv7 T=1, %s: q", form);
         same_bits(name, q_b, q_c, 4 * (size_t)T * Q, 4, us);
         snprintf(name, sizeof(name), "v7 qkv7 T=1, %s: K and V caches", form);
         same_bits(name, k_b, k_c, 2 * cache, 0, 0);
         same_bits(name, v_b, v_c, 2 * cache, 0, 0);
         cudaFree(q_c), cudaFree(k_c), cudaFree(v_c);
-        cuda_small_persist(was);
+        cuda_small_persist(was), cuda_small_bulk(b_was);
     }
     cudaFree(q_a), cudaFree(q_b), cudaFree(k_a), cudaFree(v_a), cudaFree(k_b), cudaFree(v_b);
 
@@ -810,9 +812,10 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     verdict(name, !memcmp(sa, sb, 4 * (size_t)S), "each expert's slots as version 6's");
     /* on a cluster (cuda_small_trigger 2; no grouping at one token), its top-k in rounds or by
      * rank, a thread an expert (18) or four (50): the same bits */
-    static const int rmask[] = {2, 18, 50};
-    for (int ri = 0; T == 1 && ri < 3; ri++) {
-        int m = rmask[ri], was = cuda_small_trigger(m);
+    static const int rmask[] = {2, 18, 50, 19}; /* the last with x by bulk copy */
+    for (int ri = 0; T == 1 && ri < 4; ri++) {
+        int m = rmask[ri], was = cuda_small_trigger(m & ~1),
+            b_was = cuda_small_bulk(ri == 3 ? 2 : 0);
         float *lg_c = dev_poisoned(4 * (size_t)E), *tw_c = dev_poisoned(4 * (size_t)S);
         int32_t *te_c = dev_poisoned(4 * (size_t)S);
         uint16_t *xn_c = dev_poisoned(2 * (size_t)H);
@@ -824,7 +827,8 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
 #undef ROUTER7C
         const char *form = m == 2    ? "cluster"
                            : m == 18 ? "cluster, top-k by rank"
-                                     : "cluster, top-k by rank four threads an expert";
+                           : m == 50 ? "cluster, top-k by rank four threads an expert"
+                                     : "cluster, top-k by rank, x by bulk copy";
         snprintf(name, sizeof(name), "v7 router7 T=1, %s: xn, logits", form);
         same_bits(name, xn_a, xn_c, 2 * (size_t)H, 2, us);
         same_bits(name, lg_a, lg_c, 4 * (size_t)E, 4, 0);
@@ -832,7 +836,7 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         same_bits(name, te_a, te_c, 4 * (size_t)S, 4, 0);
         same_bits(name, tw_a, tw_c, 4 * (size_t)S, 4, 0);
         cudaFree(lg_c), cudaFree(tw_c), cudaFree(te_c), cudaFree(xn_c);
-        cuda_small_trigger(was);
+        cuda_small_trigger(was), cuda_small_bulk(b_was);
     }
     tickets_done("  router7 counter reset", tk_d, 1);
 
@@ -863,6 +867,15 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         snprintf(name, sizeof(name), "v7 %sdown residual T=%d, rows a warp's own: x",
                  sp ? "split " : "", T);
         same_bits(name, xb_d, xc_d, xbytes, 4, us);
+        if (sp && T == 1) { /* act rows by bulk copies (cuda_small_bulk 4) */
+            int b_was = cuda_small_bulk(4);
+            cuda_small_rows(1);
+            RESET(xc_d);
+            CU(DOWN7(xc_d));
+            TIME_US(us, CU(DOWN7(tmp_d)));
+            same_bits("v7 split down residual T=1, act by bulk copy: x", xb_d, xc_d, xbytes, 4, us);
+            cuda_small_bulk(b_was);
+        }
         cudaFree(xc_d);
         cuda_small_rows(r_was), cuda_small_split(sp_was);
     }
@@ -1494,11 +1507,21 @@ int main(int argc, char **argv) {
             cuda_small_trigger(m);
         } else if (!strcmp(argv[i], "--rows") && i + 1 < argc) {
             cuda_small_rows(atoi(argv[++i]));
+        } else if (!strcmp(argv[i], "--bulk") && i + 1 < argc) {
+            int m = atoi(argv[++i]);
+            if (m < 0 || m > 7) {
+                fprintf(stderr,
+                        "cuda-check: --bulk %s: a mask of 1 (q/k/v's x), 2 (the router's x) and "
+                        "4 (down's act rows)\n",
+                        argv[i]);
+                return 2;
+            }
+            cuda_small_bulk(m);
         } else {
             fprintf(stderr,
                     "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
                     "[--versions V,...] [--split 0|1] [--persist MASK]\n"
-                    "       [--trigger MASK] [--rows MASK]\n"
+                    "       [--trigger MASK] [--rows MASK] [--bulk MASK]\n"
                     "  groups: norm gemm rope attention router moe small argmax sampling\n");
             return 2;
         }

@@ -210,6 +210,15 @@ int cuda_small_trigger(int mask);
  * projection's act rows by each warp for itself, with no CTA barrier. 1 is the default. Results
  * are unchanged, bit for bit. Returns the mask before. */
 int cuda_small_rows(int mask);
+/* Small rows that the one-token kernels read right after their wait, by one bulk copy of the
+ * SM's copy engine instead of the threads' loads, which queue behind the weights in flight (a
+ * mask: 1, x for q/k/v's norm; 2, x for the cluster router's norm; 4, the down projection's act
+ * rows). 0 is the default. Results are unchanged, bit for bit. Returns the mask before. */
+int cuda_small_bulk(int mask);
+/* Measurement only: the expert kernels at one token keep their loads, stores and barriers but
+ * not their arithmetic (mask: 1, gate_up; 2, down), so that a step's time without the math
+ * shows how much of it the loads hide. The results are meaningless. Returns the mask before. */
+int cuda_small_nomath(int mask);
 /* The timeline of a one-token layer's kernels (a build with MG_CUDA_TIMELINE): per kernel
  * (q/k/v, attention, o_proj, router, gate_up, down), per CTA, %globaltimer ns at its start,
  * past its pdl_wait, at its end and at two points of its work in between (phases 0, 1, 2, 3,

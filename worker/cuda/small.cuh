@@ -204,6 +204,7 @@ __host__ __device__ constexpr size_t qkv_res_smem(int H) {
     return (size_t)H * 2 + (size_t)(RMSNORM_THREADS / 32) * 2 * (H / 8 - 32 * QKV_RES_REG) * 16;
 }
 
+template <bool BULK = false> /* x by a bulk copy (cuda_small_bulk bit 1), after qkv_res_smem(H) */
 __global__ void __launch_bounds__(RMSNORM_THREADS, 3)
     qkv7_res_kernel(float *q, uint16_t *kcache, uint16_t *vcache, const float *x, const uint16_t *g,
                     const uint16_t *w, const uint16_t *bias, const int32_t *positions,
@@ -235,10 +236,15 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 3)
     }
     prefetch_span(g, (size_t)H * 2);
     if (threadIdx.x == 0) prefetch_l1(slots);
+    __shared__ __align__(8) uint64_t xbar;
+    float *xf = reinterpret_cast<float *>(reinterpret_cast<char *>(xs) + qkv_res_smem(H));
+    if (BULK) mbar_init(&xbar), __syncthreads();
     pdl_wait();
     TL_MARK(CUDA_TL_QKV, 1);
+    if (BULK && threadIdx.x == 0) mbar_expect(&xbar, H * 4), bulk_load(xf, x, H * 4, &xbar);
     pdl_trigger();
-    norm_rows<1>(xs, x, g, H, eps, red);
+    if (BULK) mbar_wait0(&xbar);
+    norm_rows<1>(xs, BULK ? xf : x, g, H, eps, red);
     TL_MARK(CUDA_TL_QKV, 3);
     cp_async_wait0(); /* each lane reads back only the units it copied */
     if (!live) return;
@@ -409,6 +415,7 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
  * no round trip to L2 before CTA 0 takes the top-k. The same bits as router7_kernel<1>. */
 enum { ROUTER_CL = 8, ROUTER_CL_WARPS = 16 };
 
+template <bool BULK = false> /* x by a bulk copy (cuda_small_bulk bit 2), after xs7 */
 __global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_CL_WARPS)
     router7c_kernel(float *logits, uint16_t *xn, const float *x, const uint16_t *g,
                     const uint16_t *w, const uint16_t *bias, int32_t *top_e, float *top_w, int E,
@@ -429,12 +436,17 @@ __global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_
     if (by_rank && cl.block_rank() == 0 && rank_expert(E, by_rank) < E)
         be = bf16f(bias[rank_expert(E, by_rank)]);
     float *lg0 = cl.map_shared_rank(lg, 0);
+    __shared__ __align__(8) uint64_t xbar;
+    float *xf = reinterpret_cast<float *>(xs7 + H);
+    if (BULK) mbar_init(&xbar), __syncthreads();
     /* CTA 0's shared memory may be written only once it runs: arrive now, wait before the write */
     asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
     pdl_wait();
     TL_MARK(CUDA_TL_ROUTER, 1);
+    if (BULK && threadIdx.x == 0) mbar_expect(&xbar, H * 4), bulk_load(xf, x, H * 4, &xbar);
     pdl_trigger();
-    norm_rows<1, 32 * ROUTER_CL_WARPS>(xs7, x, g, H, eps, red);
+    if (BULK) mbar_wait0(&xbar);
+    norm_rows<1, 32 * ROUTER_CL_WARPS>(xs7, BULK ? xf : x, g, H, eps, red);
     TL_MARK(CUDA_TL_ROUTER, 3);
     if (blockIdx.x == 0)
         for (int i = threadIdx.x; i < ku; i += blockDim.x)
@@ -482,6 +494,15 @@ __device__ __forceinline__ void down_res_add(float *x, float xo, const float (&a
     }
 }
 
+/* cuda_small_nomath's stand-in for a super-chunk's arithmetic: a value that depends on every
+ * word of the weights and scales and on the staged token row, so that no load is dropped. */
+__device__ __forceinline__ float nomath_fold(const uint4 (&w)[2], const uint32_t (&sc)[2],
+                                             const char *xrow) {
+    uint32_t f = w[0].x ^ w[0].y ^ w[0].z ^ w[0].w ^ w[1].x ^ w[1].y ^ w[1].z ^ w[1].w ^ sc[0] ^
+                 sc[1] ^ *reinterpret_cast<const uint32_t *>(xrow);
+    return (float)(f & 1u);
+}
+
 /* down_res: a CTA per 16-row tile of the output, a warp per slot of the step (S = T * top_k of
  * them, slot s = token s / top_k's choice s % top_k) and part of K (KS parts of whole
  * super-chunks; KS > 1 is the split form, cuda_small_split) on version 3's small tile: the ring
@@ -490,7 +511,7 @@ __device__ __forceinline__ void down_res_add(float *x, float xo, const float (&a
  * staged as a B column of its own 8-row tile (by the whole CTA, or with own_rows by each warp,
  * only the slice of its slot's row that it reads: cuda_small_rows bit 4); the parts' sums added
  * in part order, then down_res_add. */
-template <int KS>
+template <int KS, bool NOMATH = false, bool BULK = false> /* BULK: cuda_small_bulk bit 4 */
 __global__ void __launch_bounds__(512)
     down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
                     const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
@@ -529,10 +550,23 @@ __global__ void __launch_bounds__(512)
         xo = __ldcg(x + (size_t)(threadIdx.x >> 4) * N + blockIdx.x * 16 + (threadIdx.x & 15));
     if (kp == 0 && lane == 0) prefetch_l1(bias + (size_t)e * N + blockIdx.x * 16);
     if (threadIdx.x == 0) prefetch_l1(top_w);
+    __shared__ __align__(8) uint64_t abar;
+    if (BULK) { /* each slot's act row whole and unswizzled by bulk copies; zeros past K now */
+        for (int i = threadIdx.x; i < S * (ld - 16 - K); i += blockDim.x)
+            xs8[(i / (ld - 16 - K)) * ld + K + i % (ld - 16 - K)] = 0;
+        mbar_init(&abar);
+        __syncthreads();
+    }
     pdl_wait();
     TL_MARK(CUDA_TL_DOWN, 1);
     pdl_trigger();
-    if (own_rows) { /* the warp's slice of its slot's row, at moe3_stage_tokens' places */
+    if (BULK) {
+        if (threadIdx.x == 0) {
+            mbar_expect(&abar, S * K * 2);
+            for (int r = 0; r < S; r++) bulk_load(xs8 + r * ld, act + (size_t)r * K, K * 2, &abar);
+        }
+        mbar_wait0(&abar);
+    } else if (own_rows) { /* the warp's slice of its slot's row, at moe3_stage_tokens' places */
         uint16_t *row = xs8 + slot * ld;
         for (int q = cb * 16 + lane; q < ce * 16; q += 32) {
             uint16_t *d = row + moe3_unit_at(q);
@@ -561,7 +595,11 @@ __global__ void __launch_bounds__(512)
             int c = c0 + st;
             if (c >= ce) break;
             load(wr[(st + STAGES - 1) % STAGES], sr[(st + STAGES - 1) % STAGES], c + STAGES - 1);
-            moe3_superchunk<1, 1>(acc, wr[st], sr[st], xrow + c * 256, 16 * ld, moe3_swz(tq), 1);
+            if (NOMATH) /* cuda_small_nomath: the loads kept, the arithmetic a fold */
+                acc[0][0][0] += nomath_fold(wr[st][0], sr[st][0], xrow + c * 256);
+            else
+                moe3_superchunk<1, 1>(acc, wr[st], sr[st], xrow + c * 256, 16 * ld,
+                                      BULK ? 0 : moe3_swz(tq), 1);
         }
     }
     TL_MARK(CUDA_TL_DOWN, 4);
@@ -612,6 +650,27 @@ __device__ __forceinline__ void fence_regs(uint4 (&w)[2], uint32_t (&sc)[2]) {
     asm volatile(""
                  : "+r"(w[0].x), "+r"(w[0].y), "+r"(w[0].z), "+r"(w[0].w), "+r"(w[1].x),
                    "+r"(w[1].y), "+r"(w[1].z), "+r"(w[1].w), "+r"(sc[0]), "+r"(sc[1]));
+}
+
+/* Small rows read right after the wait by one bulk copy (cuda_small_bulk), a mask: bit 1, x
+ * for q/k/v's norm (qkv7_res_kernel); bit 2, x for the cluster router's norm; bit 4, the down
+ * projection's act rows at one token. Results are unchanged, bit for bit. */
+static int small_bulk = 0;
+
+extern "C" int cuda_small_bulk(int mask) {
+    int was = small_bulk;
+    small_bulk = mask & 7;
+    return was;
+}
+
+/* Measurement only (cuda_small_nomath): bit 1, gate_up at one token without its arithmetic;
+ * bit 2, down likewise. The loads, stores and barriers stay; the results are meaningless. */
+static int small_nomath = 0;
+
+extern "C" int cuda_small_nomath(int mask) {
+    int was = small_nomath;
+    small_nomath = mask & 3;
+    return was;
 }
 
 /* Whether the split form serves steps of a few tokens (cuda_small_split; on by default). */
@@ -701,7 +760,7 @@ extern "C" int cuda_small_topk_only(int T, int top_k, int H, int I) {
  * touched expert (moe_expert), its tokens SPLIT_TOK at a time. K at most SPLIT_KS * SPLIT_CH
  * super-chunks. Each super-chunk's weights are fenced (fence_regs) so that the compiler decodes
  * one at a time: unfenced, it decoded them all ahead of the MMA chain and spilled. */
-template <int SPLIT_KS, int SPLIT_CH, int MINB>
+template <int SPLIT_KS, int SPLIT_CH, int MINB, bool NOMATH = false>
 __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     gate_up_split_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                          const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
@@ -777,7 +836,9 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
              * ahead of the MMA chain, into registers the weights need (ordered after the MMAs
              * before it, as every asm volatile) */
             fence_regs(wv[j][0], sv[j][0]);
-            if (cb + j < ce)
+            if (NOMATH) /* cuda_small_nomath: the loads kept, the arithmetic a fold */
+                acc[0][0][0] += nomath_fold(wv[j][0], sv[j][0], xrow + j * 256);
+            else if (cb + j < ce)
                 moe3_superchunk<1, 1>(acc, wv[j], sv[j], xrow + j * 256, 0, moe3_swz(tq), 1);
         }
         pdl_trigger(); /* the down projection's CTAs now, beside this one's sums and stores */
@@ -816,12 +877,16 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
     int pairs = (n_heads + 2 * n_kv_heads) * (D / 2), per = RMSNORM_THREADS / 32;
     int grid = (pairs + per - 1) / per;
     if (T == 1 && (small_persist & 16) && H / 8 > 32 * QKV_RES_REG) { /* a pair a warp, at once */
-        static size_t set;
-        int e = smem_limit(qkv7_res_kernel, qkv_res_smem(H), &set);
+        static size_t set, setb;
+        bool bulk = small_bulk & 1;
+        size_t smem = qkv_res_smem(H) + (bulk ? (size_t)H * 4 : 0);
+        int e = bulk ? smem_limit(qkv7_res_kernel<true>, smem, &setb)
+                     : smem_limit(qkv7_res_kernel<false>, smem, &set);
         if (e) return e;
-        return pdl_launch(qkv7_res_kernel, grid, RMSNORM_THREADS, qkv_res_smem(H), s, q, kcache,
-                          vcache, x, g, w, bias, positions, slots, inv_freq, concentration, H,
-                          n_heads, n_kv_heads, D, block_size, eps);
+        return pdl_launch(bulk ? qkv7_res_kernel<true> : qkv7_res_kernel<false>, grid,
+                          RMSNORM_THREADS, smem, s, q, kcache, vcache, x, g, w, bias, positions,
+                          slots, inv_freq, concentration, H, n_heads, n_kv_heads, D, block_size,
+                          eps);
     }
     if (T == 1 && (small_persist & 2)) { /* the CTAs that fit at once, looping over the pairs */
         static int fit; /* bound by the kernel's registers (2 CTAs an SM), not by H's smem */
@@ -862,10 +927,13 @@ extern "C" int cuda_router7(float *logits, int *count, uint16_t *xn, const float
                                        const uint16_t *, const uint16_t *, int32_t *, float *,
                                        int32_t *, int32_t *, int, int, float, int) = {
         router7_kernel<1>, router7_kernel<2>, router7_kernel<3>, router7_kernel<4>};
-    if (T == 1 && !e_start && (small_trigger & 2) && E <= ROUTER_CL * ROUTER_CL_WARPS)
-        return pdl_launch(router7c_kernel, ROUTER_CL, 32 * ROUTER_CL_WARPS, (size_t)H * 2, s,
-                          logits, xn, x, g, w, bias, top_e, top_w, E, H, eps, top_k,
+    if (T == 1 && !e_start && (small_trigger & 2) && E <= ROUTER_CL * ROUTER_CL_WARPS) {
+        bool bulk = small_bulk & 2;
+        return pdl_launch(bulk ? router7c_kernel<true> : router7c_kernel<false>, ROUTER_CL,
+                          32 * ROUTER_CL_WARPS, (size_t)H * (bulk ? 6 : 2), s, logits, xn, x, g, w,
+                          bias, top_e, top_w, E, H, eps, top_k,
                           (small_trigger & 16) && E % 4 == 0 ? (small_trigger & 32 ? 2 : 1) : 0);
+    }
     size_t smem = (size_t)((2 * E + 32 + 3) & ~3) * sizeof(int) + (size_t)T * H * 2;
     return pdl_launch(k[T - 1], (E + GEMV_WARPS - 1) / GEMV_WARPS, RMSNORM_THREADS, smem, s, logits,
                       count, xn, x, g, w, bias, top_e, top_w, e_start, e_slots, E, H, eps, top_k);
@@ -879,12 +947,18 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
     if (T < 1 || S > 16 || I % 32 || H % 16 || I > 8192) return (int)cudaErrorInvalidValue;
     size_t smem = (size_t)(S + 7) / 8 * 8 * (moe3_kpad(I) + 16) * 2;
     if (small_split && S <= 4) { /* two parts of K: 8 warps a CTA at one token */
-        static size_t set2;
+        static size_t set2, set2n, set2b;
         smem += (size_t)S * 32 * 4 * sizeof(float); /* part 1's sums, (S, 32 lanes, 4) */
-        int e = smem_limit(down_res_kernel<2>, smem, &set2);
+        bool nm = T == 1 && (small_nomath & 2), bulk = T == 1 && (small_bulk & 4);
+        void (*k)(float *, const uint16_t *, const uint8_t *, const uint8_t *, const uint16_t *,
+                  const int32_t *, const float *, int, int, int, int) =
+            nm     ? down_res_kernel<2, true>
+            : bulk ? down_res_kernel<2, false, true>
+                   : down_res_kernel<2>;
+        int e = smem_limit(k, smem, nm ? &set2n : bulk ? &set2b : &set2);
         if (e) return e;
-        return pdl_launch(down_res_kernel<2>, H / 16, 32 * S * 2, smem, s, x, act, blocks, scales,
-                          bias, top_e, top_w, top_k, H, I, (small_rows & 4) ? 1 : 0);
+        return pdl_launch(k, H / 16, 32 * S * 2, smem, s, x, act, blocks, scales, bias, top_e,
+                          top_w, top_k, H, I, (small_rows & 4) ? 1 : 0);
     }
     static size_t set;
     int e = smem_limit(down_res_kernel<1>, smem, &set);
@@ -900,9 +974,10 @@ static int gate_up_split_launch(uint16_t *act, const uint16_t *xn, const uint8_t
                                 int E, int N, int H, float limit, cudaStream_t s) {
     static_assert(KS * CH == SPLIT_MAX_SC, "split_serves' bound on K");
     dim3 grid(N / 16, S < E ? S : E);
-    return pdl_launch(gate_up_split_kernel<KS, CH, MINB>, grid, 32 * KS, split_smem(KS, CH), s, act,
-                      xn, blocks, scales, bias, top_e, e_start, e_slots, S, top_k, E, N, H, limit,
-                      small_rows);
+    return pdl_launch(S == top_k && (small_nomath & 1) ? gate_up_split_kernel<KS, CH, MINB, true>
+                                                       : gate_up_split_kernel<KS, CH, MINB>,
+                      grid, 32 * KS, split_smem(KS, CH), s, act, xn, blocks, scales, bias, top_e,
+                      e_start, e_slots, S, top_k, E, N, H, limit, small_rows);
 }
 
 extern "C" int cuda_moe_gate_up_small(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
