@@ -264,12 +264,12 @@ __device__ __forceinline__ void attention_combine_head(uint16_t *out, const floa
  * per head, which saves a launch per layer where the step is all latency; without,
  * attention_combine_kernel does. For small batches, where (T, n_kv) alone would leave most SMs
  * idle. */
-__global__ void attention_split_kernel(uint16_t *out, float *part, int *count, const float *q,
-                                       const uint16_t *kc, const uint16_t *vc,
-                                       const uint16_t *sinks, const int32_t *block_table,
-                                       int max_blocks, const int32_t *token_seq,
-                                       const int32_t *positions, int n_heads, int n_kv, int bs,
-                                       int window, int chunk) {
+template <bool BULK = false> /* the group's query heads by a bulk copy (cuda_small_bulk bit 16) */
+__global__ void
+attention_split_kernel(uint16_t *out, float *part, int *count, const float *q, const uint16_t *kc,
+                       const uint16_t *vc, const uint16_t *sinks, const int32_t *block_table,
+                       int max_blocks, const int32_t *token_seq, const int32_t *positions,
+                       int n_heads, int n_kv, int bs, int window, int chunk) {
     TL_MARK(CUDA_TL_ATT, 0);
     pdl_trigger();
     __shared__ __align__(16) float qs[32][64];
@@ -297,9 +297,22 @@ __global__ void attention_split_kernel(uint16_t *out, float *part, int *count, c
         }
     }
     if (lane == 0) prefetch_l1(sinks + h); /* the merge's, in the last CTA */
+    __shared__ __align__(8) uint64_t qbar;
+    if (BULK) mbar_init(&qbar), __syncthreads();
     pdl_wait();
     TL_MARK(CUDA_TL_ATT, 1);
-    load_q(qs[warp], q, t, n_heads, h);
+    if (BULK) { /* the group's heads are contiguous in q: one copy, then each warp scales its own */
+        int hb = g * (n_heads / n_kv);
+        if (threadIdx.x == 0) {
+            mbar_expect(&qbar, (n_heads / n_kv) * 256);
+            bulk_load(qs[0], q + ((size_t)t * n_heads + hb) * 64, (n_heads / n_kv) * 256, &qbar);
+        }
+        mbar_wait0(&qbar);
+        qs[warp][lane] *= 0.125f, qs[warp][lane + 32] *= 0.125f; /* as load_q */
+        __syncwarp();
+    } else {
+        load_q(qs[warp], q, t, n_heads, h);
+    }
     float m, l, acc0, acc1;
     attend_range(&sm, qs[warp], kc, vc, brow, g, n_kv, bs, jb, je, m, l, acc0, acc1, pre);
     TL_MARK(CUDA_TL_ATT, 3);
@@ -562,9 +575,10 @@ extern "C" int cuda_attention_split(uint16_t *out, float *part, int *count, cons
     chunk = (chunk + 31) / 32 * 32;
     splits = (span + chunk - 1) / chunk; /* no split left empty for the longest context */
     dim3 grid(T, n_kv_heads, splits);
-    int e = pdl_launch(attention_split_kernel, grid, 32 * group, 0, s, out, part, count, q, kcache,
-                       vcache, sinks, block_table, max_blocks, token_seq, positions, n_heads,
-                       n_kv_heads, block_size, window, per_token ? 0 : chunk);
+    int e = pdl_launch(
+        (small_bulk & 16) && T == 1 ? attention_split_kernel<true> : attention_split_kernel<false>,
+        grid, 32 * group, 0, s, out, part, count, q, kcache, vcache, sinks, block_table, max_blocks,
+        token_seq, positions, n_heads, n_kv_heads, block_size, window, per_token ? 0 : chunk);
     if (e || count) return e;
     return pdl_launch(attention_combine_kernel, dim3(T, n_heads), 32, 0, s, out, part, sinks,
                       n_heads, splits);

@@ -29,7 +29,8 @@
  *                                    L1, else from L2; 4 down's by each warp for itself)
  *              [--bulk MASK]        (small rows read after the wait by one bulk copy,
  *                                    cuda_small_bulk: 1 q/k/v's x, 2 the router's x, 4
- *                                    down's act rows; 0, the default, the threads' loads)
+ *                                    down's act rows, 8 o_proj's input row, 16
+ *                                    attention's q; 0, the default, the threads' loads)
  *              [--no-math MASK]     (one-token expert kernels without their arithmetic, loads
  *                                    kept: 1 gate_up, 2 down; the tokens are meaningless)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
@@ -317,10 +318,10 @@ int main(int argc, char **argv) {
             cuda_small_rows(atoi(argv[i + 1]));
         else if (!strcmp(argv[i], "--bulk")) {
             int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 7) {
+            if (m < 0 || m > 31) {
                 fprintf(stderr,
-                        "cuda-bench: --bulk %s: a mask of 1 (q/k/v's x), 2 (the router's x) and "
-                        "4 (down's act rows)\n",
+                        "cuda-bench: --bulk %s: a mask of 1 (q/k/v's x), 2 (the router's x), 4 "
+                        "(down's act rows), 8 (o_proj's input row) and 16 (attention's q)\n",
                         argv[i + 1]);
                 return 2;
             }

@@ -335,6 +335,9 @@ static void check_rope(void) {
  * splits by its own context) or as before (the merge by its own kernel, one chunk length). */
 static bool att_merge_in_kernel;
 
+static void same_bits(const char *name, const void *a_d, const void *b_d, size_t n, int elem,
+                      double us);
+
 /* One batch: n_dec decode sequences (random contexts up to max_ctx) and, when pf_len > 0, one
  * prefill chunk of pf_len tokens ending at position pf_end - 1. splits > 0: the split-KV
  * kernels; -1: the tensor-core kernel (version 5); 0: the plain one. */
@@ -408,8 +411,20 @@ static void check_attention_case(const char *name, int n_dec, int max_ctx, int p
         }
     double us;
     TIME_US(us, CU(ATT_RUN()));
-#undef ATT_RUN
     compare_bf16(name, o, ref, (size_t)T * Q, 1e-2, us);
+    if (splits > 0 && T == 1) { /* the query heads by a bulk copy (cuda_small_bulk 16) */
+        int b_was = cuda_small_bulk(16);
+        uint16_t *o_b = o_d;
+        o_d = dev_poisoned(2 * (size_t)Q);
+        CU(ATT_RUN());
+        TIME_US(us, CU(ATT_RUN()));
+        char bn[160];
+        snprintf(bn, sizeof(bn), "%s, q by bulk copy", name);
+        same_bits(bn, o_b, o_d, 2 * (size_t)Q, 2, us);
+        cudaFree(o_b);
+        cuda_small_bulk(b_was);
+    }
+#undef ATT_RUN
     if (count_d) tickets_done("  split-KV counters reset", count_d, T * nkv);
     if (part_d) cudaFree(part_d);
     cudaFree(k_d), cudaFree(v_d), cudaFree(s_d), cudaFree(bt_d), cudaFree(seq_d), cudaFree(pos_d);
@@ -776,6 +791,17 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
             snprintf(name, sizeof(name), "v7 split o_proj residual T=1 (%d warps a row): x", ks[i]);
             compare(name, ob, oa, (size_t)H, 1e-5, us);
             free(ob);
+            if (ks[i] == 4) { /* its input row by a bulk copy (cuda_small_bulk 8): the same bits */
+                int b_was = cuda_small_bulk(8);
+                float *xc_d = dev_poisoned(xbytes);
+                RESET(xc_d);
+                CU(cuda_gemv_res(xc_d, att_d, table_d, ob_d, T, H, Q, 0));
+                TIME_US(us, CU(cuda_gemv_res(tmp_d, att_d, table_d, ob_d, T, H, Q, 0)));
+                same_bits("v7 split o_proj residual T=1 (4 warps a row), in by bulk copy: x", xb_d,
+                          xc_d, xbytes, 4, us);
+                cudaFree(xc_d);
+                cuda_small_bulk(b_was);
+            }
         }
         free(oa);
         cuda_small_o_split(o_was);
@@ -1509,10 +1535,10 @@ int main(int argc, char **argv) {
             cuda_small_rows(atoi(argv[++i]));
         } else if (!strcmp(argv[i], "--bulk") && i + 1 < argc) {
             int m = atoi(argv[++i]);
-            if (m < 0 || m > 7) {
+            if (m < 0 || m > 31) {
                 fprintf(stderr,
-                        "cuda-check: --bulk %s: a mask of 1 (q/k/v's x), 2 (the router's x) and "
-                        "4 (down's act rows)\n",
+                        "cuda-check: --bulk %s: a mask of 1 (q/k/v's x), 2 (the router's x), 4 "
+                        "(down's act rows), 8 (o_proj's input row) and 16 (attention's q)\n",
                         argv[i]);
                 return 2;
             }

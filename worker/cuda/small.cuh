@@ -303,10 +303,12 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
  * gemv_row takes a warp through two passes of 12 units a lane. The parts' sums go through shared
  * memory to the row's first warp, which adds them in part order: x to float rounding as version
  * 6's. The lane's x element and bias load before the wait, as in gemv_res_kernel. */
-template <int KS>
+template <int KS, bool BULK = false> /* BULK: in by a bulk copy (cuda_small_bulk bit 8) */
 __global__ void __launch_bounds__(32 * GEMV_WARPS)
     o_res_split_kernel(float *x, const uint16_t *in, const uint16_t *w, const uint16_t *bias, int N,
                        int K, int early) {
+    extern __shared__ __align__(16) uint4 ins[]; /* BULK: in (K bf16) */
+    __shared__ __align__(8) uint64_t ibar;
     static_assert(GEMV_WARPS % KS == 0, "whole rows a CTA");
     __shared__ float psum[GEMV_WARPS];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, kp = warp % KS;
@@ -321,6 +323,7 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
     TL_MARK(CUDA_TL_O, 0);
     if (early) pdl_trigger(); /* the router's CTAs as soon as the last of these has started */
     if (live && kp == 0 && lane == 0) xo = __ldcg(x + n), bn = bf16f(bias[n]);
+    if (BULK) mbar_init(&ibar), __syncthreads();
     for (int u0 = 0; u0 < max(kn, 1); u0 += 32 * U) { /* once at least: every warp waits */
         uint4 wv[U];
 #pragma unroll
@@ -331,12 +334,15 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
         if (u0 == 0) {
             pdl_wait();
             TL_MARK(CUDA_TL_O, 1);
+            if (BULK && threadIdx.x == 0)
+                mbar_expect(&ibar, K * 2), bulk_load(ins, in, K * 2, &ibar);
+            if (BULK) mbar_wait0(&ibar);
         }
 #pragma unroll
         for (int j = 0; j < U; j++) {
             int u = u0 + j * 32 + lane;
             if (u >= kn) break;
-            acc = dot8(acc, wv[j], __ldg(xr + u));
+            acc = dot8(acc, wv[j], BULK ? ins[k0 + u] : __ldg(xr + u));
         }
     }
     TL_MARK(CUDA_TL_O, 3);
@@ -652,14 +658,9 @@ __device__ __forceinline__ void fence_regs(uint4 (&w)[2], uint32_t (&sc)[2]) {
                    "+r"(w[1].y), "+r"(w[1].z), "+r"(w[1].w), "+r"(sc[0]), "+r"(sc[1]));
 }
 
-/* Small rows read right after the wait by one bulk copy (cuda_small_bulk), a mask: bit 1, x
- * for q/k/v's norm (qkv7_res_kernel); bit 2, x for the cluster router's norm; bit 4, the down
- * projection's act rows at one token. Results are unchanged, bit for bit. */
-static int small_bulk = 0;
-
-extern "C" int cuda_small_bulk(int mask) {
+extern "C" int cuda_small_bulk(int mask) { /* small_bulk's switch (common.cuh) */
     int was = small_bulk;
-    small_bulk = mask & 7;
+    small_bulk = mask & 31;
     return was;
 }
 
@@ -905,12 +906,14 @@ extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, co
                                        const uint16_t *, int, int) = {
         gemv_res_kernel<1>, gemv_res_kernel<2>, gemv_res_kernel<3>, gemv_res_kernel<4>};
     if (small_split && T == 1 && o_split > 1) {
+        bool bulk = (small_bulk & 8) && o_split == 4 && K % 8 == 0 && K <= 16384;
         void (*ks)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int, int, int) =
-            o_split == 2 ? o_res_split_kernel<2>
-                         : (o_split == 4 ? o_res_split_kernel<4> : o_res_split_kernel<8>);
+            bulk           ? o_res_split_kernel<4, true>
+            : o_split == 2 ? o_res_split_kernel<2>
+                           : (o_split == 4 ? o_res_split_kernel<4> : o_res_split_kernel<8>);
         int rows = GEMV_WARPS / o_split;
-        return pdl_launch(ks, (N + rows - 1) / rows, 32 * GEMV_WARPS, 0, s, x, in, w, bias, N, K,
-                          small_trigger & 1);
+        return pdl_launch(ks, (N + rows - 1) / rows, 32 * GEMV_WARPS, bulk ? (size_t)K * 2 : 0, s,
+                          x, in, w, bias, N, K, small_trigger & 1);
     }
     return pdl_launch(k[T - 1], (N + GEMV_WARPS - 1) / GEMV_WARPS, 32 * GEMV_WARPS, 0, s, x, in, w,
                       bias, N, K);
