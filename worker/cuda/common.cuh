@@ -146,8 +146,8 @@ __device__ __forceinline__ void mbar_wait0(uint64_t *bar) {
 /* Small rows read right after the wait by one bulk copy (cuda_small_bulk), a mask: bit 1, x
  * for q/k/v's norm (qkv7_res_kernel); bit 2, x for the cluster router's norm; bit 4, the down
  * projection's act rows at one token; bit 8, o_proj's input row (o_res_split_kernel at four
- * warps a row); bit 16, attention's query heads at one token (attention_split_kernel). Results
- * are unchanged, bit for bit. */
+ * warps a row); bit 16, attention's query heads at one token (attention_split_kernel); bit 32,
+ * gate_up's token row at one token. Results are unchanged, bit for bit. */
 __attribute__((unused)) static int small_bulk = 0; /* set by cuda_small_bulk (small.cuh) */
 
 /* At most N of this thread's groups still in flight. */

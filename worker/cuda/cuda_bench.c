@@ -30,7 +30,8 @@
  *              [--bulk MASK]        (small rows read after the wait by one bulk copy,
  *                                    cuda_small_bulk: 1 q/k/v's x, 2 the router's x, 4
  *                                    down's act rows, 8 o_proj's input row, 16
- *                                    attention's q; 0, the default, the threads' loads)
+ *                                    attention's q, 32 gate_up's token row; 0, the default,
+ *                                    the threads' loads)
  *              [--no-math MASK]     (one-token expert kernels without their arithmetic, loads
  *                                    kept: 1 gate_up, 2 down; the tokens are meaningless)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
@@ -318,10 +319,11 @@ int main(int argc, char **argv) {
             cuda_small_rows(atoi(argv[i + 1]));
         else if (!strcmp(argv[i], "--bulk")) {
             int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 31) {
+            if (m < 0 || m > 63) {
                 fprintf(stderr,
                         "cuda-bench: --bulk %s: a mask of 1 (q/k/v's x), 2 (the router's x), 4 "
-                        "(down's act rows), 8 (o_proj's input row) and 16 (attention's q)\n",
+                        "(down's act rows), 8 (o_proj's input row), 16 (attention's q) and 32 "
+                        "(gate_up's token row)\n",
                         argv[i + 1]);
                 return 2;
             }

@@ -936,6 +936,15 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
     snprintf(name, sizeof(name), "v7 split gate_up T=%d, rows from L2: act", T);
     same_bits(name, ub_d, uc_d, 2 * (size_t)S * I, 2, us);
     cuda_small_rows(l1_was);
+    if (T == 1) { /* its token row by a bulk copy (cuda_small_bulk 32): the same bits */
+        int b_was = cuda_small_bulk(32);
+        CU(cudaMemset(uc_d, 0xFF, 2 * (size_t)S * I));
+        CU(GATE7(uc_d));
+        TIME_US(us, CU(GATE7(ua_d)));
+        same_bits("v7 split gate_up T=1, row by bulk copy: act", ub_d, uc_d, 2 * (size_t)S * I, 2,
+                  us);
+        cuda_small_bulk(b_was);
+    }
     cudaFree(uc_d);
     cuda_small_split(split_was);
     cuda_small_persist(p_was);
@@ -1535,10 +1544,11 @@ int main(int argc, char **argv) {
             cuda_small_rows(atoi(argv[++i]));
         } else if (!strcmp(argv[i], "--bulk") && i + 1 < argc) {
             int m = atoi(argv[++i]);
-            if (m < 0 || m > 31) {
+            if (m < 0 || m > 63) {
                 fprintf(stderr,
                         "cuda-check: --bulk %s: a mask of 1 (q/k/v's x), 2 (the router's x), 4 "
-                        "(down's act rows), 8 (o_proj's input row) and 16 (attention's q)\n",
+                        "(down's act rows), 8 (o_proj's input row), 16 (attention's q) and 32 "
+                        "(gate_up's token row)\n",
                         argv[i]);
                 return 2;
             }

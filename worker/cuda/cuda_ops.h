@@ -213,7 +213,8 @@ int cuda_small_rows(int mask);
 /* Small rows that the one-token kernels read right after their wait, by one bulk copy of the
  * SM's copy engine instead of the threads' loads, which queue behind the weights in flight (a
  * mask: 1, x for q/k/v's norm; 2, x for the cluster router's norm; 4, the down projection's act
- * rows; 8, o_proj's input row; 16, attention's query heads). 0 is the default. Results are
+ * rows; 8, o_proj's input row; 16, attention's query heads; 32, gate_up's token row). 0 is the
+ * default. Results are
  * unchanged, bit for bit. Returns the mask before. */
 int cuda_small_bulk(int mask);
 /* Measurement only: the expert kernels at one token keep their loads, stores and barriers but

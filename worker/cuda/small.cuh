@@ -660,7 +660,7 @@ __device__ __forceinline__ void fence_regs(uint4 (&w)[2], uint32_t (&sc)[2]) {
 
 extern "C" int cuda_small_bulk(int mask) { /* small_bulk's switch (common.cuh) */
     int was = small_bulk;
-    small_bulk = mask & 31;
+    small_bulk = mask & 63;
     return was;
 }
 
@@ -761,7 +761,7 @@ extern "C" int cuda_small_topk_only(int T, int top_k, int H, int I) {
  * touched expert (moe_expert), its tokens SPLIT_TOK at a time. K at most SPLIT_KS * SPLIT_CH
  * super-chunks. Each super-chunk's weights are fenced (fence_regs) so that the compiler decodes
  * one at a time: unfenced, it decoded them all ahead of the MMA chain and spilled. */
-template <int SPLIT_KS, int SPLIT_CH, int MINB, bool NOMATH = false>
+template <int SPLIT_KS, int SPLIT_CH, int MINB, bool NOMATH = false, bool BULK = false>
 __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     gate_up_split_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                          const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
@@ -778,9 +778,18 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     TL_MARK(CUDA_TL_GATE_UP, 0);
     for (int i = threadIdx.x; i < CH * 16; i += blockDim.x)
         reinterpret_cast<uint4 *>(zrow)[i] = zero4;
+    /* BULK (one token only, cuda_small_bulk bit 32): the token row whole and unswizzled after the
+     * zero row, by one bulk copy right after the wait; zeros past K now */
+    __shared__ __align__(8) uint64_t rbar;
+    uint16_t *rowb = sxs + CH * 128;
+    if (BULK) {
+        for (int i = K + threadIdx.x; i < SPLIT_KS * CH * 128; i += blockDim.x) rowb[i] = 0;
+        mbar_init(&rbar);
+    }
     __syncthreads(); /* the zero row is read by every warp's lanes past the tokens */
     pdl_wait();
     TL_MARK(CUDA_TL_GATE_UP, 1);
+    if (BULK && threadIdx.x == 0) mbar_expect(&rbar, K * 2), bulk_load(rowb, xn, K * 2, &rbar);
     int e, beg, cnt;
     bool one = S == top_k;
     if (one) {
@@ -811,7 +820,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
         if (warp == 0 && lane < n) slot_s[lane] = myslot;
         __syncwarp();
         /* this warp's slice of each token row, each unit at moe3_stage_tokens' place */
-        for (int r = 0; r < n; r++) {
+        for (int r = 0; !BULK && r < n; r++) {
             int src = __shfl_sync(0xffffffffu, myslot, r) / top_k;
             for (int q = lane; q < CH * 16; q += 32) {
                 int gu = cb * 16 + q; /* the unit in the whole row; the slice starts at cb */
@@ -824,11 +833,16 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
                     cp_async16(dst, xn + (size_t)src * K + gu * 8);
             }
         }
-        cp_async_commit();
-        cp_async_wait0();
-        __syncwarp();
+        if (BULK) {
+            mbar_wait0(&rbar);
+        } else {
+            cp_async_commit();
+            cp_async_wait0();
+            __syncwarp();
+        }
         TL_MARK(CUDA_TL_GATE_UP, 3);
-        const char *xrow = reinterpret_cast<const char *>(gq < n ? xw + gq * LDW : zrow) + tq * 64;
+        const uint16_t *xr0 = BULK ? rowb + cb * 128 : xw;
+        const char *xrow = reinterpret_cast<const char *>(gq < n ? xr0 + gq * LDW : zrow) + tq * 64;
         float acc[1][1][4];
         moe3_zero<1, 1>(acc);
 #pragma unroll
@@ -840,7 +854,8 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
             if (NOMATH) /* cuda_small_nomath: the loads kept, the arithmetic a fold */
                 acc[0][0][0] += nomath_fold(wv[j][0], sv[j][0], xrow + j * 256);
             else if (cb + j < ce)
-                moe3_superchunk<1, 1>(acc, wv[j], sv[j], xrow + j * 256, 0, moe3_swz(tq), 1);
+                moe3_superchunk<1, 1>(acc, wv[j], sv[j], xrow + j * 256, 0, BULK ? 0 : moe3_swz(tq),
+                                      1);
         }
         pdl_trigger(); /* the down projection's CTAs now, beside this one's sums and stores */
         TL_MARK(CUDA_TL_GATE_UP, 4);
@@ -977,8 +992,11 @@ static int gate_up_split_launch(uint16_t *act, const uint16_t *xn, const uint8_t
                                 int E, int N, int H, float limit, cudaStream_t s) {
     static_assert(KS * CH == SPLIT_MAX_SC, "split_serves' bound on K");
     dim3 grid(N / 16, S < E ? S : E);
-    return pdl_launch(S == top_k && (small_nomath & 1) ? gate_up_split_kernel<KS, CH, MINB, true>
-                                                       : gate_up_split_kernel<KS, CH, MINB>,
+    bool one = S == top_k, bulk = one && (small_bulk & 32) && H % 8 == 0 &&
+                                  KS * CH * 128 <= SPLIT_TOK * KS * split_ldw(CH);
+    return pdl_launch(one && (small_nomath & 1) ? gate_up_split_kernel<KS, CH, MINB, true>
+                      : bulk                    ? gate_up_split_kernel<KS, CH, MINB, false, true>
+                                                : gate_up_split_kernel<KS, CH, MINB>,
                       grid, 32 * KS, split_smem(KS, CH), s, act, xn, blocks, scales, bias, top_e,
                       e_start, e_slots, S, top_k, E, N, H, limit, small_rows);
 }
