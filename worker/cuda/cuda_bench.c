@@ -26,7 +26,8 @@
  *                                    expert instead of one: cuda_small_trigger)
  *              [--rows MASK]        (how the expert kernels at a few tokens stage their token
  *                                    rows, cuda_small_rows: 1, the default, gate_up's through
- *                                    L1, else from L2; 4 down's by each warp for itself)
+ *                                    L1, else from L2; 4 down's by each warp for itself; 16
+ *                                    down at one token 8 rows a CTA)
  *              [--bulk MASK]        (small rows read after the wait by one bulk copy,
  *                                    cuda_small_bulk: 1 q/k/v's x, 2 the router's x, 4
  *                                    down's act rows, 8 o_proj's input row, 16
@@ -315,9 +316,17 @@ int main(int argc, char **argv) {
                 return 2;
             }
             cuda_small_trigger(m);
-        } else if (!strcmp(argv[i], "--rows"))
-            cuda_small_rows(atoi(argv[i + 1]));
-        else if (!strcmp(argv[i], "--bulk")) {
+        } else if (!strcmp(argv[i], "--rows")) {
+            int m = atoi(argv[i + 1]);
+            if (m < 0 || m > 21 || (m & 10)) {
+                fprintf(stderr,
+                        "cuda-bench: --rows %s: a mask of 1 (gate_up's token row through L1), 4 "
+                        "(down's act rows a warp's own) and 16 (down 8 rows a CTA)\n",
+                        argv[i + 1]);
+                return 2;
+            }
+            cuda_small_rows(m);
+        } else if (!strcmp(argv[i], "--bulk")) {
             int m = atoi(argv[i + 1]);
             if (m < 0 || m > 63) {
                 fprintf(stderr,

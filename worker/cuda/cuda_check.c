@@ -893,14 +893,21 @@ static void check_small(const uint16_t *table_d, const experts *xp, int T) {
         snprintf(name, sizeof(name), "v7 %sdown residual T=%d, rows a warp's own: x",
                  sp ? "split " : "", T);
         same_bits(name, xb_d, xc_d, xbytes, 4, us);
-        if (sp && T == 1) { /* act rows by bulk copies (cuda_small_bulk 4) */
-            int b_was = cuda_small_bulk(4);
-            cuda_small_rows(1);
-            RESET(xc_d);
-            CU(DOWN7(xc_d));
-            TIME_US(us, CU(DOWN7(tmp_d)));
-            same_bits("v7 split down residual T=1, act by bulk copy: x", xb_d, xc_d, xbytes, 4, us);
-            cuda_small_bulk(b_was);
+        if (sp && T == 1) { /* act rows by bulk copies (cuda_small_bulk 4); 8 rows a CTA (rows
+                             * 16), alone and with them: the same bits */
+            static const int bk[] = {4, 0, 4}, rw[] = {1, 17, 17};
+            static const char *const what[] = {"act by bulk copy", "8 rows a CTA",
+                                               "8 rows a CTA, act by bulk copy"};
+            for (int f = 0; f < 3; f++) {
+                int b_was = cuda_small_bulk(bk[f]);
+                cuda_small_rows(rw[f]);
+                RESET(xc_d);
+                CU(DOWN7(xc_d));
+                TIME_US(us, CU(DOWN7(tmp_d)));
+                snprintf(name, sizeof(name), "v7 split down residual T=1, %s: x", what[f]);
+                same_bits(name, xb_d, xc_d, xbytes, 4, us);
+                cuda_small_bulk(b_was);
+            }
         }
         cudaFree(xc_d);
         cuda_small_rows(r_was), cuda_small_split(sp_was);
@@ -1541,7 +1548,15 @@ int main(int argc, char **argv) {
             }
             cuda_small_trigger(m);
         } else if (!strcmp(argv[i], "--rows") && i + 1 < argc) {
-            cuda_small_rows(atoi(argv[++i]));
+            int m = atoi(argv[++i]);
+            if (m < 0 || m > 21 || (m & 10)) {
+                fprintf(stderr,
+                        "cuda-check: --rows %s: a mask of 1 (gate_up's token row through L1), 4 "
+                        "(down's act rows a warp's own) and 16 (down 8 rows a CTA)\n",
+                        argv[i]);
+                return 2;
+            }
+            cuda_small_rows(m);
         } else if (!strcmp(argv[i], "--bulk") && i + 1 < argc) {
             int m = atoi(argv[++i]);
             if (m < 0 || m > 63) {

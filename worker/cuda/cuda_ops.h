@@ -207,8 +207,9 @@ int cuda_small_persist(int mask);
 int cuda_small_trigger(int mask);
 /* How the expert kernels at a few tokens stage their token rows, a mask: 1, gate_up's through L1
  * (cp.async.ca, so that an SM's later CTAs find them there; else from L2); 4, the down
- * projection's act rows by each warp for itself, with no CTA barrier. 1 is the default. Results
- * are unchanged, bit for bit. Returns the mask before. */
+ * projection's act rows by each warp for itself, with no CTA barrier; 16, the down projection at
+ * one token a CTA per 8 output rows instead of 16 (a grid twice as large, spread more evenly
+ * over the SMs). 1 is the default. Results are unchanged, bit for bit. Returns the mask before. */
 int cuda_small_rows(int mask);
 /* Small rows that the one-token kernels read right after their wait, by one bulk copy of the
  * SM's copy engine instead of the threads' loads, which queue behind the weights in flight (a

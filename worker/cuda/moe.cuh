@@ -615,16 +615,18 @@ __device__ __forceinline__ void moe3_stage_tokens(uint16_t *xs, int *slot_s, con
 }
 
 /* Versions 3 and 4: where this warp's row tiles start in the tiled layout (mxfp4_tile_kernel).
- * Tile mt of the warp is tile (blockIdx.x * ROWS/16 + warp * MT + mt) of expert e; tv[mt] says
- * whether it lies inside the N rows (a tile past them reads tile 0 and is never stored). wp[mt]
- * = its blocks at super-chunk 0, plus w_off 16-byte units; sp[mt] its scales plus s_off bytes. */
+ * Tile mt of the warp is tile (bx * ROWS/16 + warp * MT + mt) of expert e, bx the CTA's index
+ * (blockIdx.x unless given); tv[mt] says whether it lies inside the N rows (a tile past them
+ * reads tile 0 and is never stored). wp[mt] = its blocks at super-chunk 0, plus w_off 16-byte
+ * units; sp[mt] its scales plus s_off bytes. */
 template <int MT, int ROWS>
-__device__ __forceinline__ void
-moe3_tiles(const uint4 *(&wp)[MT], const uint8_t *(&sp)[MT], bool (&tv)[MT], const uint8_t *blocks,
-           const uint8_t *scales, int e, int N, int nc, int warp, int w_off, int s_off) {
+__device__ __forceinline__ void moe3_tiles(const uint4 *(&wp)[MT], const uint8_t *(&sp)[MT],
+                                           bool (&tv)[MT], const uint8_t *blocks,
+                                           const uint8_t *scales, int e, int N, int nc, int warp,
+                                           int w_off, int s_off, int bx = -1) {
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
-        int tile = blockIdx.x * (ROWS / 16) + warp * MT + mt;
+        int tile = (bx < 0 ? (int)blockIdx.x : bx) * (ROWS / 16) + warp * MT + mt;
         tv[mt] = tile * 16 < N;
         size_t base = ((size_t)e * (N / 16) + (tv[mt] ? tile : 0)) * nc * 64;
         wp[mt] = reinterpret_cast<const uint4 *>(blocks) + base + w_off;

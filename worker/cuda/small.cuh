@@ -475,25 +475,27 @@ __global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_
 
 /* ---- the down projection into the residual ---- */
 
-/* The end of down_res: the S slot warps' rows of the CTA's tile (lane (gq, 0) holds column 0
- * of rows gq and gq + 8), weighted as moe_store's y, then added into x token by token in slot
- * order, as rmsnorm_kernel adds the deltas; xo: thread (t, r)'s element of x, read before. Every
- * thread of the CTA calls it; warps from S on (the other parts of a split K) only wait. */
+/* The end of down_res: the S slot warps' ROWS rows of the CTA's tile from row0 (lane (gq, 0)
+ * holds column 0 of rows gq and, at 16 rows, gq + 8), weighted as moe_store's y, then added into
+ * x token by token in slot order, as rmsnorm_kernel adds the deltas; xo: thread (t, r)'s element
+ * of x, read before. Every thread of the CTA calls it; warps from S on (the other parts of a
+ * split K) only wait. */
+template <int ROWS = 16>
 __device__ __forceinline__ void down_res_add(float *x, float xo, const float (&acc)[1][1][4],
                                              const uint16_t *bias, const float *top_w, int e,
-                                             int top_k, int N, int S) {
-    __shared__ float ys[16][16];
+                                             int top_k, int N, int S, int row0) {
+    __shared__ float ys[16][ROWS];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2;
-    int row0 = blockIdx.x * 16;
     if (warp < S && (lane & 3) == 0) {
         float tw = top_w[warp];
         ys[warp][gq] = tw * (acc[0][0][0] + bf16f(bias[(size_t)e * N + row0 + gq]));
-        ys[warp][gq + 8] = tw * (acc[0][0][2] + bf16f(bias[(size_t)e * N + row0 + gq + 8]));
+        if (ROWS == 16)
+            ys[warp][gq + 8] = tw * (acc[0][0][2] + bf16f(bias[(size_t)e * N + row0 + gq + 8]));
     }
     __syncthreads();
     int T = S / top_k;
-    if (threadIdx.x < T * 16) {
-        int t = threadIdx.x >> 4, r = threadIdx.x & 15;
+    if (threadIdx.x < T * ROWS) {
+        int t = threadIdx.x / ROWS, r = threadIdx.x % ROWS;
         float v = xo;
         for (int d = 0; d < top_k; d++) v += ys[t * top_k + d][r];
         x[(size_t)t * N + row0 + r] = v;
@@ -517,11 +519,18 @@ __device__ __forceinline__ float nomath_fold(const uint4 (&w)[2], const uint32_t
  * staged as a B column of its own 8-row tile (by the whole CTA, or with own_rows by each warp,
  * only the slice of its slot's row that it reads: cuda_small_rows bit 4); the parts' sums added
  * in part order, then down_res_add. */
-template <int KS, bool NOMATH = false, bool BULK = false> /* BULK: cuda_small_bulk bit 4 */
-__global__ void __launch_bounds__(512)
+template <int KS, bool NOMATH = false, bool BULK = false, bool HALF = false>
+__global__ void __launch_bounds__(HALF ? 256 : 512, HALF ? 3 : 1) /* HALF: one token only */
     down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
                     const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
                     int N, int K, int own_rows) {
+    /* BULK: cuda_small_bulk bit 4. HALF (cuda_small_rows bit 16): a CTA per 8 rows, half of a
+     * 16-row tile (its rows in the MMA's rows g, the others zeros), so that the grid of the
+     * 120b shape is 360 CTAs, about as many on each SM, instead of 180 on 132 SMs; each row's
+     * sums are the 16-row form's. */
+    constexpr int ROWS = HALF ? 8 : 16;
+    int tile = HALF ? blockIdx.x >> 1 : blockIdx.x,
+        row0 = tile * 16 + (HALF ? (blockIdx.x & 1) * 8 : 0);
     constexpr int STAGES = 8;
     /* (S rounded up to 8, moe3_kpad(K) + 16), then with KS > 1 the parts' sums (4, 32, 4) */
     extern __shared__ __align__(16) uint16_t xs8[];
@@ -535,7 +544,8 @@ __global__ void __launch_bounds__(512)
     const uint4 *wp[1];
     const uint8_t *sp[1];
     bool tv[1];
-    moe3_tiles<1, 16>(wp, sp, tv, blocks, scales, e, N, nc, 0, lane, lane);
+    int hoff = HALF ? (blockIdx.x & 1) * 32 : 0; /* HALF: rows g + 8 are units 32.. of a block */
+    moe3_tiles<1, 16>(wp, sp, tv, blocks, scales, e, N, nc, 0, lane + hoff, lane + hoff, tile);
     const uint4 zero4 = make_uint4(0, 0, 0, 0);
     uint4 wr[STAGES][1][2];
     uint32_t sr[STAGES][1][2];
@@ -543,8 +553,8 @@ __global__ void __launch_bounds__(512)
         bool ok = c < ce && 4 * c + tq < nb && tv[0];
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            wq[0][h] = ok ? ld_stream(wp[0] + c * 64 + h * 32) : zero4;
-            sc[0][h] = ok ? __ldg(sp[0] + c * 64 + h * 32) : 0u;
+            wq[0][h] = ok && (!HALF || h == 0) ? ld_stream(wp[0] + c * 64 + h * 32) : zero4;
+            sc[0][h] = ok && (!HALF || h == 0) ? __ldg(sp[0] + c * 64 + h * 32) : 0u;
         }
     };
 #pragma unroll
@@ -552,9 +562,9 @@ __global__ void __launch_bounds__(512)
     /* x too: its last writer, o_res, was done before the router passed its wait, which came
      * before its trigger, and gate_up's, which launched this kernel, came after gate_up's wait */
     float xo = 0.0f;
-    if (threadIdx.x < S / top_k * 16)
-        xo = __ldcg(x + (size_t)(threadIdx.x >> 4) * N + blockIdx.x * 16 + (threadIdx.x & 15));
-    if (kp == 0 && lane == 0) prefetch_l1(bias + (size_t)e * N + blockIdx.x * 16);
+    if (threadIdx.x < S / top_k * ROWS)
+        xo = __ldcg(x + (size_t)(threadIdx.x / ROWS) * N + row0 + threadIdx.x % ROWS);
+    if (kp == 0 && lane == 0) prefetch_l1(bias + (size_t)e * N + row0);
     if (threadIdx.x == 0) prefetch_l1(top_w);
     __shared__ __align__(8) uint64_t abar;
     if (BULK) { /* each slot's act row whole and unswizzled by bulk copies; zeros past K now */
@@ -620,7 +630,7 @@ __global__ void __launch_bounds__(512)
 #pragma unroll
                 for (int i = 0; i < 4; i++) acc[0][0][i] += part[(p - 1) * S + slot][lane][i];
     }
-    down_res_add(x, xo, acc, bias, top_w, e, top_k, N, S);
+    down_res_add<ROWS>(x, xo, acc, bias, top_w, e, top_k, N, S, row0);
     TL_MARK(CUDA_TL_DOWN, 2);
 }
 
@@ -725,12 +735,13 @@ extern "C" int cuda_small_persist(int mask) {
 
 /* How the expert kernels at a few tokens stage their token rows (cuda_small_rows): bit 1,
  * gate_up's through L1 (on by default, measured faster: worker/cuda/NOTES.md), else from L2;
- * bit 4, down's act rows by each warp for itself, with no CTA barrier. */
+ * bit 4, down's act rows by each warp for itself, with no CTA barrier; bit 16, down at one
+ * token a CTA per 8 rows instead of 16 (down_res_kernel's HALF). */
 static int small_rows = 1;
 
 extern "C" int cuda_small_rows(int mask) {
     int was = small_rows;
-    small_rows = mask & 5;
+    small_rows = mask & 21;
     return was;
 }
 
@@ -968,15 +979,23 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
         static size_t set2, set2n, set2b;
         smem += (size_t)S * 32 * 4 * sizeof(float); /* part 1's sums, (S, 32 lanes, 4) */
         bool nm = T == 1 && (small_nomath & 2), bulk = T == 1 && (small_bulk & 4);
+        bool half = T == 1 && (small_rows & 16);
         void (*k)(float *, const uint16_t *, const uint8_t *, const uint8_t *, const uint16_t *,
                   const int32_t *, const float *, int, int, int, int) =
-            nm     ? down_res_kernel<2, true>
-            : bulk ? down_res_kernel<2, false, true>
+            nm ? down_res_kernel<2, true>
+            : bulk
+                ? (half ? down_res_kernel<2, false, true, true> : down_res_kernel<2, false, true>)
+            : half ? down_res_kernel<2, false, false, true>
                    : down_res_kernel<2>;
-        int e = smem_limit(k, smem, nm ? &set2n : bulk ? &set2b : &set2);
+        static size_t set2h, set2bh;
+        int e = smem_limit(k, smem,
+                           nm     ? &set2n
+                           : bulk ? (half ? &set2bh : &set2b)
+                           : half ? &set2h
+                                  : &set2);
         if (e) return e;
-        return pdl_launch(k, H / 16, 32 * S * 2, smem, s, x, act, blocks, scales, bias, top_e,
-                          top_w, top_k, H, I, (small_rows & 4) ? 1 : 0);
+        return pdl_launch(k, H / (half ? 8 : 16), 32 * S * 2, smem, s, x, act, blocks, scales, bias,
+                          top_e, top_w, top_k, H, I, (small_rows & 4) ? 1 : 0);
     }
     static size_t set;
     int e = smem_limit(down_res_kernel<1>, smem, &set);
