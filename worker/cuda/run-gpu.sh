@@ -11,9 +11,11 @@
 # one-token forms (--persist 2 --trigger 0; also through the whole-model check; the token
 # choice a CTA a row, --sample-split 0, at temperatures 0 and 1; gate_up's token row from L2,
 # --rows 0, also through the whole-model check; the cluster router's top-k in rounds instead
-# of by rank, --trigger 3), and with two forms not yet the default (the rank top-k four threads
-# an expert, --trigger 51; down's act rows staged by each warp for itself, --rows 5; both also
-# through the whole-model check). Logs go
+# of by rank, --trigger 3), and with forms not yet the default (the rank top-k four threads
+# an expert, --trigger 51; down's act rows staged by each warp for itself, --rows 5; down a CTA
+# per 8 rows, --rows 17; the small rows read after the waits by bulk copies, --bulk 63; all
+# also through the whole-model check) and without the expert kernels' arithmetic (--no-math
+# 3: what the loads hide of it). Logs go
 # to $OUT (or ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any
 # check fails.
 #
@@ -64,6 +66,10 @@ echo "== whole model (tiny), version 7: rank top-k four threads an expert, down'
 timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --trigger 51 \
     --rows 5 >"$OUT/check-t51-r5.log" 2>&1 || status=1
 grep -E "FAIL|passed" "$OUT/check-t51-r5.log"
+echo "== whole model (tiny), version 7: small rows by bulk copies, down 8 rows a CTA"
+timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --bulk 63 \
+    --rows 17 >"$OUT/check-bulk-half.log" 2>&1 || status=1
+grep -E "FAIL|passed" "$OUT/check-bulk-half.log"
 
 echo "== decode-step benchmark, 120b shape, random weights, kernel versions 7 and 6 with graphs"
 for run in ${MG_BENCH_RUNS:-7:1 6:1}; do
@@ -99,6 +105,9 @@ one_token row-l2 "gate_up's token row from L2" --rows 0
 one_token topk-rounds "the router's top-k in rounds" --trigger 3
 one_token topk-four "the rank top-k four threads an expert" --trigger 51
 one_token down-rows "down's act rows a warp's own" --rows 5
+one_token down-half "down 8 rows a CTA" --rows 17
+one_token bulk "small rows by bulk copies" --bulk 63
+one_token no-math "expert kernels without their arithmetic (tokens meaningless)" --no-math 3
 for t in 0 1; do
     one_token "sample-cta-t$t" "temperature $t, token choice a CTA a row" --temperature "$t" \
         --sample-split 0
