@@ -246,7 +246,14 @@ int main(int argc, char **argv) {
     float temperature = 0.0f;
     double kv_fraction = 0.9;
     double bw = 3.35e12, peak = 989e12;
+    char err[320];
     for (int i = 1; i + 1 < argc; i += 2) {
+        int r = cuda_small_option(argv[i], argv[i + 1], err, sizeof(err)); /* --persist etc. */
+        if (r < 0) {
+            fprintf(stderr, "cuda-bench: %s\n", err);
+            return 2;
+        }
+        if (r == 0) continue;
         if (!strcmp(argv[i], "--preset"))
             preset = argv[i + 1];
         else if (!strcmp(argv[i], "--batches"))
@@ -295,56 +302,6 @@ int main(int argc, char **argv) {
                 return 2;
             }
             cuda_small_o_split(ks);
-        } else if (!strcmp(argv[i], "--persist")) {
-            int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 31 || (m & 13)) {
-                fprintf(stderr,
-                        "cuda-bench: --persist %s: a mask of 2 (q/k/v looping) and 16 (q/k/v a "
-                        "pair a warp, rows partly in shared memory)\n",
-                        argv[i + 1]);
-                return 2;
-            }
-            cuda_small_persist(m);
-        } else if (!strcmp(argv[i], "--trigger")) {
-            int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 63 || (m & 12)) {
-                fprintf(stderr,
-                        "cuda-bench: --trigger %s: a mask of 1 (o_proj lets the router launch "
-                        "from its start), 2 (the router on a cluster), 16 (the cluster "
-                        "router's top-k by rank) and 32 (its ranks four threads an expert)\n",
-                        argv[i + 1]);
-                return 2;
-            }
-            cuda_small_trigger(m);
-        } else if (!strcmp(argv[i], "--rows")) {
-            int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 21 || (m & 10)) {
-                fprintf(stderr,
-                        "cuda-bench: --rows %s: a mask of 1 (gate_up's token row through L1), 4 "
-                        "(down's act rows a warp's own) and 16 (down 8 rows a CTA)\n",
-                        argv[i + 1]);
-                return 2;
-            }
-            cuda_small_rows(m);
-        } else if (!strcmp(argv[i], "--bulk")) {
-            int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 63) {
-                fprintf(stderr,
-                        "cuda-bench: --bulk %s: a mask of 1 (q/k/v's x), 2 (the router's x), 4 "
-                        "(down's act rows), 8 (o_proj's input row), 16 (attention's q) and 32 "
-                        "(gate_up's token row)\n",
-                        argv[i + 1]);
-                return 2;
-            }
-            cuda_small_bulk(m);
-        } else if (!strcmp(argv[i], "--no-math")) {
-            int m = atoi(argv[i + 1]);
-            if (m < 0 || m > 3) {
-                fprintf(stderr, "cuda-bench: --no-math %s: a mask of 1 (gate_up) and 2 (down)\n",
-                        argv[i + 1]);
-                return 2;
-            }
-            cuda_small_nomath(m);
         } else if (!strcmp(argv[i], "--omit"))
             omit = argv[i + 1];
         else if (!strcmp(argv[i], "--timeline"))

@@ -1373,9 +1373,6 @@ static int model_pdl_max_tokens;
 /* --split: cuda_small_split for the whole-model checks, -1 the backend's default (on);
  * check_small tries both forms itself. */
 static int model_split = -1;
-/* --persist: cuda_small_persist for the whole-model checks, -1 the default; check_small tries
- * each form itself. */
-static int model_persist = -1;
 
 /* The same prompts for every call with the same seed, so that the kernel versions and the
  * graph path see the same data and their results line up step by step. */
@@ -1392,7 +1389,6 @@ static void check_model(const char *dir, int version, bool graphs, uint64_t seed
     model_run mr = {0};
     mg_model *m = NULL;
     if (model_split >= 0) cuda_small_split(model_split);
-    if (model_persist >= 0) cuda_small_persist(model_persist);
     mg_status st = cpu_backend_open(dir, &co, &mr.cpu);
     if (!st) st = cuda_backend_open(dir, &go, &mr.gpu);
     if (!st && version >= 3) { /* the window pool: 3 sequences' blocks at fixed ids */
@@ -1516,7 +1512,18 @@ int main(int argc, char **argv) {
     uint64_t seed = (uint64_t)time(NULL);
     static const char *groups[] = {"norm", "gemm",  "rope",   "attention", "router",
                                    "moe",  "small", "argmax", "sampling"};
+    char err[320];
     for (int i = 1; i < argc; i++) {
+        /* --persist, --trigger, --rows, --bulk: the one-token forms of the whole-model checks */
+        int r = i + 1 < argc ? cuda_small_option(argv[i], argv[i + 1], err, sizeof(err)) : 1;
+        if (r < 0) {
+            fprintf(stderr, "cuda-check: %s\n", err);
+            return 2;
+        }
+        if (r == 0) {
+            i++;
+            continue;
+        }
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model = argv[++i];
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
@@ -1527,48 +1534,7 @@ int main(int argc, char **argv) {
             versions = argv[++i];
         else if (!strcmp(argv[i], "--split") && i + 1 < argc)
             model_split = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--persist") && i + 1 < argc) {
-            model_persist = atoi(argv[++i]);
-            if (model_persist < 0 || model_persist > 31 || (model_persist & 13)) {
-                fprintf(stderr,
-                        "cuda-check: --persist %s: a mask of 2 (q/k/v looping) and 16 (q/k/v a "
-                        "pair a warp)\n",
-                        argv[i]);
-                return 2;
-            }
-        } else if (!strcmp(argv[i], "--trigger") && i + 1 < argc) {
-            int m = atoi(argv[++i]);
-            if (m < 0 || m > 63 || (m & 12)) {
-                fprintf(stderr,
-                        "cuda-check: --trigger %s: a mask of 1 (o_proj lets the router launch "
-                        "from its start), 2 (the router on a cluster), 16 (the cluster "
-                        "router's top-k by rank) and 32 (its ranks four threads an expert)\n",
-                        argv[i]);
-                return 2;
-            }
-            cuda_small_trigger(m);
-        } else if (!strcmp(argv[i], "--rows") && i + 1 < argc) {
-            int m = atoi(argv[++i]);
-            if (m < 0 || m > 21 || (m & 10)) {
-                fprintf(stderr,
-                        "cuda-check: --rows %s: a mask of 1 (gate_up's token row through L1), 4 "
-                        "(down's act rows a warp's own) and 16 (down 8 rows a CTA)\n",
-                        argv[i]);
-                return 2;
-            }
-            cuda_small_rows(m);
-        } else if (!strcmp(argv[i], "--bulk") && i + 1 < argc) {
-            int m = atoi(argv[++i]);
-            if (m < 0 || m > 63) {
-                fprintf(stderr,
-                        "cuda-check: --bulk %s: a mask of 1 (q/k/v's x), 2 (the router's x), 4 "
-                        "(down's act rows), 8 (o_proj's input row), 16 (attention's q) and 32 "
-                        "(gate_up's token row)\n",
-                        argv[i]);
-                return 2;
-            }
-            cuda_small_bulk(m);
-        } else {
+        else {
             fprintf(stderr,
                     "usage: cuda-check [--seed N] [--model DIR] [--only GROUP,...] "
                     "[--versions V,...] [--split 0|1] [--persist MASK]\n"

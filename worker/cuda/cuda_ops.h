@@ -222,6 +222,10 @@ int cuda_small_bulk(int mask);
  * not their arithmetic (mask: 1, gate_up; 2, down), so that a step's time without the math
  * shows how much of it the loads hide. The results are meaningless. Returns the mask before. */
 int cuda_small_nomath(int mask);
+/* Sets the one-token switch named by a command-line option (--persist, --trigger, --rows,
+ * --bulk, --no-math) to value, a decimal mask. Returns 0 when set, 1 when name is none of them,
+ * -1 when value is not a mask of that switch's bits (err then says which bits it takes). */
+int cuda_small_option(const char *name, const char *value, char *err, size_t n);
 /* The timeline of a one-token layer's kernels (a build with MG_CUDA_TIMELINE): per kernel
  * (q/k/v, attention, o_proj, router, gate_up, down), per CTA, %globaltimer ns at its start,
  * past its pdl_wait, at its end and at two points of its work in between (phases 0, 1, 2, 3,

@@ -745,6 +745,42 @@ extern "C" int cuda_small_rows(int mask) {
     return was;
 }
 
+/* The one-token switches by their command-line names (cuda-bench, cuda-check): each value a
+ * decimal mask of the bits its switch knows. */
+extern "C" int cuda_small_option(const char *name, const char *value, char *err, size_t n) {
+    static const struct {
+        const char *name;
+        int bits;
+        int (*set)(int);
+        const char *what;
+    } opts[] = {
+        {"--persist", 18, cuda_small_persist,
+         "2 (q/k/v looping) and 16 (q/k/v a pair a warp, rows partly in shared memory)"},
+        {"--trigger", 51, cuda_small_trigger,
+         "1 (o_proj lets the router launch from its start), 2 (the router on a cluster), 16 (the "
+         "cluster router's top-k by rank) and 32 (its ranks four threads an expert)"},
+        {"--rows", 21, cuda_small_rows,
+         "1 (gate_up's token row through L1), 4 (down's act rows a warp's own) and 16 (down 8 "
+         "rows a CTA)"},
+        {"--bulk", 63, cuda_small_bulk,
+         "1 (q/k/v's x), 2 (the router's x), 4 (down's act rows), 8 (o_proj's input row), 16 "
+         "(attention's q) and 32 (gate_up's token row), by bulk copies"},
+        {"--no-math", 3, cuda_small_nomath, "1 (gate_up) and 2 (down) without their arithmetic"},
+    };
+    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+        if (strcmp(name, opts[i].name)) continue;
+        char *end;
+        long m = strtol(value, &end, 10);
+        if (end == value || *end || m < 0 || (m & ~(long)opts[i].bits)) {
+            snprintf(err, n, "%s %s: a mask of %s", name, value, opts[i].what);
+            return -1;
+        }
+        opts[i].set((int)m);
+        return 0;
+    }
+    return 1;
+}
+
 /* CTAs of kernel k (block threads, smem bytes) that fit the GPU at once; the engine thread is
  * the only caller. */
 template <typename K> static int resident_ctas(K k, int block, size_t smem) {
