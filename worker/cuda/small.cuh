@@ -668,10 +668,15 @@ __device__ __forceinline__ void fence_regs(uint4 (&w)[2], uint32_t (&sc)[2]) {
                    "+r"(w[1].y), "+r"(w[1].z), "+r"(w[1].w), "+r"(sc[0]), "+r"(sc[1]));
 }
 
-extern "C" int cuda_small_bulk(int mask) { /* small_bulk's switch (common.cuh) */
-    int was = small_bulk;
-    small_bulk = mask & 63;
+/* The switches below: set *sw to mask, return what it was. */
+static int swap_mask(int *sw, int mask) {
+    int was = *sw;
+    *sw = mask;
     return was;
+}
+
+extern "C" int cuda_small_bulk(int mask) { /* small_bulk's switch (common.cuh) */
+    return swap_mask(&small_bulk, mask & 63);
 }
 
 /* Measurement only (cuda_small_nomath): bit 1, gate_up at one token without its arithmetic;
@@ -679,9 +684,7 @@ extern "C" int cuda_small_bulk(int mask) { /* small_bulk's switch (common.cuh) *
 static int small_nomath = 0;
 
 extern "C" int cuda_small_nomath(int mask) {
-    int was = small_nomath;
-    small_nomath = mask & 3;
-    return was;
+    return swap_mask(&small_nomath, mask & 3);
 }
 
 /* Whether the split form serves steps of a few tokens (cuda_small_split; on by default). */
@@ -713,9 +716,7 @@ extern "C" int cuda_small_o_split(int ks) {
 static int small_trigger = 19;
 
 extern "C" int cuda_small_trigger(int mask) {
-    int was = small_trigger;
-    small_trigger = mask;
-    return was;
+    return swap_mask(&small_trigger, mask);
 }
 
 /* Which one-token kernels run with their CTAs all resident (cuda_small_persist): bit 2, q/k/v
@@ -728,9 +729,7 @@ extern "C" int cuda_small_trigger(int mask) {
 static int small_persist = 18;
 
 extern "C" int cuda_small_persist(int mask) {
-    int was = small_persist;
-    small_persist = mask;
-    return was;
+    return swap_mask(&small_persist, mask);
 }
 
 /* How the expert kernels at a few tokens stage their token rows (cuda_small_rows): bit 1,
@@ -740,9 +739,7 @@ extern "C" int cuda_small_persist(int mask) {
 static int small_rows = 1;
 
 extern "C" int cuda_small_rows(int mask) {
-    int was = small_rows;
-    small_rows = mask & 21;
-    return was;
+    return swap_mask(&small_rows, mask & 21);
 }
 
 /* The one-token switches by their command-line names (cuda-bench, cuda-check): each value a
