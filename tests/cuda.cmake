@@ -5,6 +5,22 @@
 if(TARGET mg_cuda_plan)
   mg_test(test_cuda_plan SOURCES unit/test_cuda_plan.c LIBS mg_cuda_plan LABELS unit)
 endif()
+# The one-token switches' options (cuda_small_option) before any GPU is touched: a value that is
+# not a mask of the switch's bits is refused with the bits it takes; good masks are taken, so
+# that the run goes on to the next error (an unknown preset).
+if(TARGET cuda-bench AND TARGET cuda-check)
+  add_test(NAME cuda_bench_switch_refused COMMAND cuda-bench --rows 2)
+  add_test(NAME cuda_check_switch_refused COMMAND cuda-check --trigger 4)
+  add_test(NAME cuda_bench_switch_taken
+           COMMAND cuda-bench --bulk 63 --trigger 51 --rows 21 --persist 18 --no-math 3
+                   --preset nosuch)
+  set_tests_properties(cuda_bench_switch_refused PROPERTIES LABELS unit PASS_REGULAR_EXPRESSION
+    "cuda-bench: --rows 2: a mask of 1 \\(gate_up's token row through L1\\), 4 [^\n]* and 16 \\(down 8 rows a CTA\\)")
+  set_tests_properties(cuda_check_switch_refused PROPERTIES LABELS unit PASS_REGULAR_EXPRESSION
+    "cuda-check: --trigger 4: a mask of 1 \\(o_proj")
+  set_tests_properties(cuda_bench_switch_taken PROPERTIES LABELS unit PASS_REGULAR_EXPRESSION
+    "cuda-bench: preset nosuch: unknown")
+endif()
 # cuda-agree's own logic on a machine without a GPU: a second CPU backend as backend B (--b cpu)
 # on the tiny checkpoint. Two float32 CPU backends must agree on every greedy token and on HF's
 # golden; with a fault injected into B's logits (--perturb: B's top logit lowered at the 4th
