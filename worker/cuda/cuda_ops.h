@@ -220,7 +220,9 @@ int cuda_small_rows(int mask);
 int cuda_small_bulk(int mask);
 /* Measurement only: the expert kernels at one token keep their loads, stores and barriers but
  * not their arithmetic (mask: 1, gate_up; 2, down), so that a step's time without the math
- * shows how much of it the loads hide. The results are meaningless. Returns the mask before. */
+ * shows how much of it the loads hide; the results are then meaningless. 4: gate_up at one token
+ * with every other CTA of its first wave asking for its weights 1 us late, so that an SM's CTAs
+ * no longer load and compute in step (the results are right). Returns the mask before. */
 int cuda_small_nomath(int mask);
 /* Sets the one-token switch named by a command-line option (--persist, --trigger, --rows,
  * --bulk, --no-math) to value, a decimal mask. Returns 0 when set, 1 when name is none of them,

@@ -14,8 +14,8 @@
 # of by rank, --trigger 3), and with forms not yet the default (the rank top-k four threads
 # an expert, --trigger 51; down's act rows staged by each warp for itself, --rows 5; down a CTA
 # per 8 rows, --rows 17; the small rows read after the waits by bulk copies, --bulk 63; all
-# also through the whole-model check) and without the expert kernels' arithmetic (--no-math
-# 3: what the loads hide of it). Logs go
+# also through the whole-model check), without the expert kernels' arithmetic (--no-math 3:
+# what the loads hide of it) and with gate_up's first wave half late (--no-math 4). Logs go
 # to $OUT (or ./gpu-logs); the summary prints last. Exit status: non-zero when the build or any
 # check fails.
 #
@@ -108,6 +108,7 @@ one_token down-rows "down's act rows a warp's own" --rows 5
 one_token down-half "down 8 rows a CTA" --rows 17
 one_token bulk "small rows by bulk copies" --bulk 63
 one_token no-math "expert kernels without their arithmetic (tokens meaningless)" --no-math 3
+one_token stagger "gate_up's first wave half 1 us late" --no-math 4
 for t in 0 1; do
     one_token "sample-cta-t$t" "temperature $t, token choice a CTA a row" --temperature "$t" \
         --sample-split 0

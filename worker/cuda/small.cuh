@@ -680,11 +680,12 @@ extern "C" int cuda_small_bulk(int mask) { /* small_bulk's switch (common.cuh) *
 }
 
 /* Measurement only (cuda_small_nomath): bit 1, gate_up at one token without its arithmetic;
- * bit 2, down likewise. The loads, stores and barriers stay; the results are meaningless. */
+ * bit 2, down likewise (the loads, stores and barriers stay; the results are meaningless); bit 4,
+ * gate_up at one token with half of its first wave 1 us late (the results are right). */
 static int small_nomath = 0;
 
 extern "C" int cuda_small_nomath(int mask) {
-    return swap_mask(&small_nomath, mask & 3);
+    return swap_mask(&small_nomath, mask & 7);
 }
 
 /* Whether the split form serves steps of a few tokens (cuda_small_split; on by default). */
@@ -762,7 +763,9 @@ extern "C" int cuda_small_option(const char *name, const char *value, char *err,
         {"--bulk", 63, cuda_small_bulk,
          "1 (q/k/v's x), 2 (the router's x), 4 (down's act rows), 8 (o_proj's input row), 16 "
          "(attention's q) and 32 (gate_up's token row), by bulk copies"},
-        {"--no-math", 3, cuda_small_nomath, "1 (gate_up) and 2 (down) without their arithmetic"},
+        {"--no-math", 7, cuda_small_nomath,
+         "1 (gate_up) and 2 (down) without their arithmetic, 4 (gate_up's first wave half "
+         "late)"},
     };
     for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
         if (strcmp(name, opts[i].name)) continue;
@@ -805,7 +808,7 @@ extern "C" int cuda_small_topk_only(int T, int top_k, int H, int I) {
  * touched expert (moe_expert), its tokens SPLIT_TOK at a time. K at most SPLIT_KS * SPLIT_CH
  * super-chunks. Each super-chunk's weights are fenced (fence_regs) so that the compiler decodes
  * one at a time: unfenced, it decoded them all ahead of the MMA chain and spilled. */
-template <int SPLIT_KS, int SPLIT_CH, int MINB, bool NOMATH = false, bool BULK = false>
+template <int SPLIT_KS, int SPLIT_CH, int MINB, int LAB = 0, bool BULK = false>
 __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     gate_up_split_kernel(uint16_t *act, const uint16_t *xn, const uint8_t *blocks,
                          const uint8_t *scales, const uint16_t *bias, const int32_t *top_e,
@@ -834,6 +837,10 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     pdl_wait();
     TL_MARK(CUDA_TL_GATE_UP, 1);
     if (BULK && threadIdx.x == 0) mbar_expect(&rbar, K * 2), bulk_load(rowb, xn, K * 2, &rbar);
+    /* cuda_small_nomath bit 4 (measurement): every other CTA of the first expert's row, most of
+     * the first wave, asks for its weights 1 us late, so that the SMs' CTAs no longer load and
+     * compute in step */
+    if (LAB == 2 && blockIdx.y == 0 && (blockIdx.x & 1)) __nanosleep(1000);
     int e, beg, cnt;
     bool one = S == top_k;
     if (one) {
@@ -895,7 +902,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
              * ahead of the MMA chain, into registers the weights need (ordered after the MMAs
              * before it, as every asm volatile) */
             fence_regs(wv[j][0], sv[j][0]);
-            if (NOMATH) /* cuda_small_nomath: the loads kept, the arithmetic a fold */
+            if (LAB == 1) /* cuda_small_nomath: the loads kept, the arithmetic a fold */
                 acc[0][0][0] += nomath_fold(wv[j][0], sv[j][0], xrow + j * 256);
             else if (cb + j < ce)
                 moe3_superchunk<1, 1>(acc, wv[j], sv[j], xrow + j * 256, 0, BULK ? 0 : moe3_swz(tq),
@@ -1046,9 +1053,10 @@ static int gate_up_split_launch(uint16_t *act, const uint16_t *xn, const uint8_t
     dim3 grid(N / 16, S < E ? S : E);
     bool one = S == top_k, bulk = one && (small_bulk & 32) && H % 8 == 0 &&
                                   KS * CH * 128 <= SPLIT_TOK * KS * split_ldw(CH);
-    return pdl_launch(one && (small_nomath & 1) ? gate_up_split_kernel<KS, CH, MINB, true>
-                      : bulk                    ? gate_up_split_kernel<KS, CH, MINB, false, true>
-                                                : gate_up_split_kernel<KS, CH, MINB>,
+    return pdl_launch(one && (small_nomath & 1)   ? gate_up_split_kernel<KS, CH, MINB, 1>
+                      : one && (small_nomath & 4) ? gate_up_split_kernel<KS, CH, MINB, 2>
+                      : bulk                      ? gate_up_split_kernel<KS, CH, MINB, 0, true>
+                                                  : gate_up_split_kernel<KS, CH, MINB>,
                       grid, 32 * KS, split_smem(KS, CH), s, act, xn, blocks, scales, bias, top_e,
                       e_start, e_slots, S, top_k, E, N, H, limit, small_rows);
 }
