@@ -520,7 +520,7 @@ __device__ __forceinline__ float nomath_fold(const uint4 (&w)[2], const uint32_t
  * only the slice of its slot's row that it reads: cuda_small_rows bit 4); the parts' sums added
  * in part order, then down_res_add. */
 template <int KS, bool NOMATH = false, bool BULK = false, bool HALF = false>
-__global__ void __launch_bounds__(HALF ? 256 : 512, HALF ? 3 : 1) /* HALF: one token only */
+__global__ void __launch_bounds__(HALF ? 256 : 512, HALF ? 3 : 0) /* HALF: one token only */
     down_res_kernel(float *x, const uint16_t *act, const uint8_t *blocks, const uint8_t *scales,
                     const uint16_t *bias, const int32_t *top_e, const float *top_w, int top_k,
                     int N, int K, int own_rows) {
@@ -529,8 +529,6 @@ __global__ void __launch_bounds__(HALF ? 256 : 512, HALF ? 3 : 1) /* HALF: one t
      * 120b shape is 360 CTAs, about as many on each SM, instead of 180 on 132 SMs; each row's
      * sums are the 16-row form's. */
     constexpr int ROWS = HALF ? 8 : 16;
-    int tile = HALF ? blockIdx.x >> 1 : blockIdx.x,
-        row0 = tile * 16 + (HALF ? (blockIdx.x & 1) * 8 : 0);
     constexpr int STAGES = 8;
     /* (S rounded up to 8, moe3_kpad(K) + 16), then with KS > 1 the parts' sums (4, 32, 4) */
     extern __shared__ __align__(16) uint16_t xs8[];
@@ -545,7 +543,8 @@ __global__ void __launch_bounds__(HALF ? 256 : 512, HALF ? 3 : 1) /* HALF: one t
     const uint8_t *sp[1];
     bool tv[1];
     int hoff = HALF ? (blockIdx.x & 1) * 32 : 0; /* HALF: rows g + 8 are units 32.. of a block */
-    moe3_tiles<1, 16>(wp, sp, tv, blocks, scales, e, N, nc, 0, lane + hoff, lane + hoff, tile);
+    moe3_tiles<1, 16>(wp, sp, tv, blocks, scales, e, N, nc, 0, lane + hoff, lane + hoff,
+                      HALF ? (int)blockIdx.x >> 1 : -1);
     const uint4 zero4 = make_uint4(0, 0, 0, 0);
     uint4 wr[STAGES][1][2];
     uint32_t sr[STAGES][1][2];
@@ -563,8 +562,8 @@ __global__ void __launch_bounds__(HALF ? 256 : 512, HALF ? 3 : 1) /* HALF: one t
      * before its trigger, and gate_up's, which launched this kernel, came after gate_up's wait */
     float xo = 0.0f;
     if (threadIdx.x < S / top_k * ROWS)
-        xo = __ldcg(x + (size_t)(threadIdx.x / ROWS) * N + row0 + threadIdx.x % ROWS);
-    if (kp == 0 && lane == 0) prefetch_l1(bias + (size_t)e * N + row0);
+        xo = __ldcg(x + (size_t)(threadIdx.x / ROWS) * N + blockIdx.x * ROWS + threadIdx.x % ROWS);
+    if (kp == 0 && lane == 0) prefetch_l1(bias + (size_t)e * N + blockIdx.x * ROWS);
     if (threadIdx.x == 0) prefetch_l1(top_w);
     __shared__ __align__(8) uint64_t abar;
     if (BULK) { /* each slot's act row whole and unswizzled by bulk copies; zeros past K now */
@@ -630,7 +629,7 @@ __global__ void __launch_bounds__(HALF ? 256 : 512, HALF ? 3 : 1) /* HALF: one t
 #pragma unroll
                 for (int i = 0; i < 4; i++) acc[0][0][i] += part[(p - 1) * S + slot][lane][i];
     }
-    down_res_add<ROWS>(x, xo, acc, bias, top_w, e, top_k, N, S, row0);
+    down_res_add<ROWS>(x, xo, acc, bias, top_w, e, top_k, N, S, blockIdx.x * ROWS);
     TL_MARK(CUDA_TL_DOWN, 2);
 }
 
@@ -972,7 +971,7 @@ extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, co
                                        const uint16_t *, int, int) = {
         gemv_res_kernel<1>, gemv_res_kernel<2>, gemv_res_kernel<3>, gemv_res_kernel<4>};
     if (small_split && T == 1 && o_split > 1) {
-        bool bulk = (small_bulk & 8) && o_split == 4 && K % 8 == 0 && K <= 16384;
+        bool bulk = (small_bulk & 8) && o_split == 4 && K <= 16384; /* K % 8: checked above */
         void (*ks)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int, int, int) =
             bulk           ? o_res_split_kernel<4, true>
             : o_split == 2 ? o_res_split_kernel<2>
@@ -1019,7 +1018,7 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
         static size_t set2, set2n, set2b;
         smem += (size_t)S * 32 * 4 * sizeof(float); /* part 1's sums, (S, 32 lanes, 4) */
         bool nm = T == 1 && (small_nomath & 2), bulk = T == 1 && (small_bulk & 4);
-        bool half = T == 1 && (small_rows & 16);
+        bool half = T == 1 && (small_rows & 16) && !nm; /* nm: the 16-row kernel */
         void (*k)(float *, const uint16_t *, const uint8_t *, const uint8_t *, const uint16_t *,
                   const int32_t *, const float *, int, int, int, int) =
             nm ? down_res_kernel<2, true>
@@ -1051,8 +1050,8 @@ static int gate_up_split_launch(uint16_t *act, const uint16_t *xn, const uint8_t
                                 int E, int N, int H, float limit, cudaStream_t s) {
     static_assert(KS * CH == SPLIT_MAX_SC, "split_serves' bound on K");
     dim3 grid(N / 16, S < E ? S : E);
-    bool one = S == top_k, bulk = one && (small_bulk & 32) && H % 8 == 0 &&
-                                  KS * CH * 128 <= SPLIT_TOK * KS * split_ldw(CH);
+    static_assert(KS * CH * 128 <= SPLIT_TOK * KS * split_ldw(CH), "BULK's row in the slices");
+    bool one = S == top_k, bulk = one && (small_bulk & 32); /* H % 32: split_serves */
     return pdl_launch(one && (small_nomath & 1)   ? gate_up_split_kernel<KS, CH, MINB, 1>
                       : one && (small_nomath & 4) ? gate_up_split_kernel<KS, CH, MINB, 2>
                       : bulk                      ? gate_up_split_kernel<KS, CH, MINB, 0, true>
