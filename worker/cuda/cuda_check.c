@@ -1513,6 +1513,8 @@ int main(int argc, char **argv) {
     static const char *groups[] = {"norm", "gemm",  "rope",   "attention", "router",
                                    "moe",  "small", "argmax", "sampling"};
     char err[320];
+    const char *sw[8][2];
+    int n_sw = 0;
     for (int i = 1; i < argc; i++) {
         /* --persist, --trigger, --rows, --bulk: the one-token forms of the whole-model checks
          * (--no-math, for cuda-bench's measurements only, would fail them by design) */
@@ -1523,7 +1525,12 @@ int main(int argc, char **argv) {
             fprintf(stderr, "cuda-check: %s\n", err);
             return 2;
         }
-        if (r == 0) {
+        if (r == 0) { /* applied again before the whole-model checks */
+            if (n_sw == 8) {
+                fprintf(stderr, "cuda-check: more than 8 switch options\n");
+                return 2;
+            }
+            sw[n_sw][0] = argv[i], sw[n_sw++][1] = argv[i + 1];
             i++;
             continue;
         }
@@ -1566,6 +1573,7 @@ int main(int argc, char **argv) {
     printf("cuda-check: %s, %d SMs, seed %llu\n", prop.name, prop.multiProcessorCount,
            (unsigned long long)seed);
     if (cuda_plan_preset("120b", &C)) return 2;
+    cuda_small_defaults(); /* the kernel groups hold each form to the defaults' results */
     if (!model || getenv("MG_CHECK_KERNELS")) {
         int H = C.hidden, V = C.vocab, Q = C.n_heads * C.head_dim, KV = C.n_kv_heads * C.head_dim;
         if (want("norm") || want("gemm")) {
@@ -1677,6 +1685,7 @@ int main(int argc, char **argv) {
         if (want("sampling")) check_sampling();
     }
     if (model) {
+        for (int k = 0; k < n_sw; k++) cuda_small_option(sw[k][0], sw[k][1], err, sizeof(err));
         printf("whole model, kernel version 1\n");
         uint64_t mseed = rnd();
         mcheck(1, model, false, mseed);

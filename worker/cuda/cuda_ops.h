@@ -228,6 +228,8 @@ int cuda_small_nomath(int mask);
  * --bulk, --no-math) to value, a decimal mask. Returns 0 when set, 1 when name is none of them,
  * -1 when value is not a mask of that switch's bits (err then says which bits it takes). */
 int cuda_small_option(const char *name, const char *value, char *err, size_t n);
+/* Every switch that cuda_small_option sets back to its default. */
+void cuda_small_defaults(void);
 /* The timeline of a one-token layer's kernels (a build with MG_CUDA_TIMELINE): per kernel
  * (q/k/v, attention, o_proj, router, gate_up, down), per CTA, %globaltimer ns at its start,
  * past its pdl_wait, at its end and at two points of its work in between (phases 0, 1, 2, 3,

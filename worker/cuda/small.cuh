@@ -667,6 +667,9 @@ __device__ __forceinline__ void fence_regs(uint4 (&w)[2], uint32_t (&sc)[2]) {
                    "+r"(w[1].y), "+r"(w[1].z), "+r"(w[1].w), "+r"(sc[0]), "+r"(sc[1]));
 }
 
+/* The defaults of the mask switches below (each measured in worker/cuda/NOTES.md). */
+enum { SMALL_TRIGGER_DEFAULT = 19, SMALL_PERSIST_DEFAULT = 18, SMALL_ROWS_DEFAULT = 1 };
+
 /* The switches below: set *sw to mask, return what it was. */
 static int swap_mask(int *sw, int mask) {
     int was = *sw;
@@ -713,7 +716,7 @@ extern "C" int cuda_small_o_split(int ks) {
  * default (19): measured faster and checked bit for bit on a GPU (worker/cuda/NOTES.md). Bit 32:
  * each expert's rank counted by four threads, over a quarter of the logits each, instead of
  * one. */
-static int small_trigger = 19;
+static int small_trigger = SMALL_TRIGGER_DEFAULT;
 
 extern "C" int cuda_small_trigger(int mask) {
     return swap_mask(&small_trigger, mask);
@@ -726,7 +729,7 @@ extern "C" int cuda_small_trigger(int mask) {
  * worker/cuda/NOTES.md. The looping forms of gate_up (also with the next item's weights in shared
  * memory) and o_proj (its second row loaded after the first's math, or before the wait through
  * shared memory) measured slower and are gone. */
-static int small_persist = 18;
+static int small_persist = SMALL_PERSIST_DEFAULT;
 
 extern "C" int cuda_small_persist(int mask) {
     return swap_mask(&small_persist, mask);
@@ -736,7 +739,7 @@ extern "C" int cuda_small_persist(int mask) {
  * gate_up's through L1 (on by default, measured faster: worker/cuda/NOTES.md), else from L2;
  * bit 4, down's act rows by each warp for itself, with no CTA barrier; bit 16, down at one
  * token a CTA per 8 rows instead of 16 (down_res_kernel's HALF). */
-static int small_rows = 1;
+static int small_rows = SMALL_ROWS_DEFAULT;
 
 extern "C" int cuda_small_rows(int mask) {
     return swap_mask(&small_rows, mask & 21);
@@ -778,6 +781,12 @@ extern "C" int cuda_small_option(const char *name, const char *value, char *err,
         return 0;
     }
     return 1;
+}
+
+/* Every switch that cuda_small_option sets back to its default. */
+extern "C" void cuda_small_defaults(void) {
+    small_trigger = SMALL_TRIGGER_DEFAULT, small_persist = SMALL_PERSIST_DEFAULT;
+    small_rows = SMALL_ROWS_DEFAULT, small_bulk = 0, small_nomath = 0;
 }
 
 /* CTAs of kernel k (block threads, smem bytes) that fit the GPU at once; the engine thread is
