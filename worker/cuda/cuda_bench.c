@@ -34,7 +34,8 @@
  *                                    attention's q, 32 gate_up's token row; 0, the default,
  *                                    the threads' loads)
  *              [--no-math MASK]     (one-token expert kernels without their arithmetic, loads
- *                                    kept: 1 gate_up, 2 down; the tokens are meaningless; 4
+ *                                    kept: 1 gate_up, 2 down (the 16-row kernel, whatever
+ *                                    --rows and --bulk say); the tokens are meaningless; 4
  *                                    gate_up's first wave half 1 us late)
  *              [--kv-fraction 0.9]  (free_gpu_memory_fraction for the KV pool)
  *              [--gemm-autotune 0|1] (time cuBLASLt's candidates per decode GEMM shape, as the

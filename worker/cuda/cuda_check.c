@@ -1516,11 +1516,13 @@ int main(int argc, char **argv) {
     const char *sw[8][2];
     int n_sw = 0;
     for (int i = 1; i < argc; i++) {
-        /* --persist, --trigger, --rows, --bulk: the one-token forms of the whole-model checks
-         * (--no-math, for cuda-bench's measurements only, would fail them by design) */
-        int r = i + 1 < argc && strcmp(argv[i], "--no-math")
-                    ? cuda_small_option(argv[i], argv[i + 1], err, sizeof(err))
-                    : 1;
+        /* --persist, --trigger, --rows, --bulk: the one-token forms of the whole-model checks */
+        if (!strcmp(argv[i], "--no-math")) {
+            fprintf(stderr, "cuda-check: --no-math is cuda-bench's (measurements only): the "
+                            "results it gives would fail every check\n");
+            return 2;
+        }
+        int r = i + 1 < argc ? cuda_small_option(argv[i], argv[i + 1], err, sizeof(err)) : 1;
         if (r < 0) {
             fprintf(stderr, "cuda-check: %s\n", err);
             return 2;
@@ -1574,6 +1576,11 @@ int main(int argc, char **argv) {
            (unsigned long long)seed);
     if (cuda_plan_preset("120b", &C)) return 2;
     cuda_small_defaults(); /* the kernel groups hold each form to the defaults' results */
+    if (n_sw > 0 && !model)
+        fprintf(stderr,
+                "cuda-check: %s and the other switch options apply to the whole-model "
+                "checks (--model) only\n",
+                sw[0][0]);
     if (!model || getenv("MG_CHECK_KERNELS")) {
         int H = C.hidden, V = C.vocab, Q = C.n_heads * C.head_dim, KV = C.n_kv_heads * C.head_dim;
         if (want("norm") || want("gemm")) {
