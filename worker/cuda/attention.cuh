@@ -575,10 +575,11 @@ extern "C" int cuda_attention_split(uint16_t *out, float *part, int *count, cons
     chunk = (chunk + 31) / 32 * 32;
     splits = (span + chunk - 1) / chunk; /* no split left empty for the longest context */
     dim3 grid(T, n_kv_heads, splits);
-    int e = pdl_launch(
-        (small_bulk & 16) && T == 1 ? attention_split_kernel<true> : attention_split_kernel<false>,
-        grid, 32 * group, 0, s, out, part, count, q, kcache, vcache, sinks, block_table, max_blocks,
-        token_seq, positions, n_heads, n_kv_heads, block_size, window, per_token ? 0 : chunk);
+    int e = pdl_launch((small_bulk & 16) && T == 1 && aligned16(q) ? attention_split_kernel<true>
+                                                                   : attention_split_kernel<false>,
+                       grid, 32 * group, 0, s, out, part, count, q, kcache, vcache, sinks,
+                       block_table, max_blocks, token_seq, positions, n_heads, n_kv_heads,
+                       block_size, window, per_token ? 0 : chunk);
     if (e || count) return e;
     return pdl_launch(attention_combine_kernel, dim3(T, n_heads), 32, 0, s, out, part, sinks,
                       n_heads, splits);

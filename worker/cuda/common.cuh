@@ -150,6 +150,12 @@ __device__ __forceinline__ void mbar_wait0(uint64_t *bar) {
  * gate_up's token row at one token. Results are unchanged, bit for bit. */
 __attribute__((unused)) static int small_bulk = 0; /* set by cuda_small_bulk (small.cuh) */
 
+/* A bulk copy's source must be 16-byte aligned (the launchers take the threads' loads where
+ * it is not). */
+__attribute__((unused)) static bool aligned16(const void *p) {
+    return ((uintptr_t)p & 15) == 0;
+}
+
 /* At most N of this thread's groups still in flight. */
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");

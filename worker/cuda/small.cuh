@@ -953,7 +953,7 @@ extern "C" int cuda_qkv7(float *q, uint16_t *kcache, uint16_t *vcache, const flo
     int grid = (pairs + per - 1) / per;
     if (T == 1 && (small_persist & 16) && H / 8 > 32 * QKV_RES_REG) { /* a pair a warp, at once */
         static size_t set, setb;
-        bool bulk = small_bulk & 1;
+        bool bulk = (small_bulk & 1) && aligned16(x);
         size_t smem = qkv_res_smem(H) + (bulk ? (size_t)H * 4 : 0);
         int e = bulk ? smem_limit(qkv7_res_kernel<true>, smem, &setb)
                      : smem_limit(qkv7_res_kernel<false>, smem, &set);
@@ -980,7 +980,7 @@ extern "C" int cuda_gemv_res(float *x, const uint16_t *in, const uint16_t *w, co
                                        const uint16_t *, int, int) = {
         gemv_res_kernel<1>, gemv_res_kernel<2>, gemv_res_kernel<3>, gemv_res_kernel<4>};
     if (small_split && T == 1 && o_split > 1) {
-        bool bulk = (small_bulk & 8) && o_split == 4 && K <= 16384; /* K % 8: checked above */
+        bool bulk = (small_bulk & 8) && o_split == 4 && K <= 16384 && aligned16(in); /* K % 8 */
         void (*ks)(float *, const uint16_t *, const uint16_t *, const uint16_t *, int, int, int) =
             bulk           ? o_res_split_kernel<4, true>
             : o_split == 2 ? o_res_split_kernel<2>
@@ -1005,7 +1005,7 @@ extern "C" int cuda_router7(float *logits, int *count, uint16_t *xn, const float
                                        int32_t *, int32_t *, int, int, float, int) = {
         router7_kernel<1>, router7_kernel<2>, router7_kernel<3>, router7_kernel<4>};
     if (T == 1 && !e_start && (small_trigger & 2) && E <= ROUTER_CL * ROUTER_CL_WARPS) {
-        bool bulk = small_bulk & 2;
+        bool bulk = (small_bulk & 2) && aligned16(x);
         return pdl_launch(bulk ? router7c_kernel<true> : router7c_kernel<false>, ROUTER_CL,
                           32 * ROUTER_CL_WARPS, (size_t)H * (bulk ? 6 : 2), s, logits, xn, x, g, w,
                           bias, top_e, top_w, E, H, eps, top_k,
@@ -1026,7 +1026,7 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
     if (small_split && S <= 4) { /* two parts of K: 8 warps a CTA at one token */
         static size_t set2, set2n, set2b;
         smem += (size_t)S * 32 * 4 * sizeof(float); /* part 1's sums, (S, 32 lanes, 4) */
-        bool nm = T == 1 && (small_nomath & 2), bulk = T == 1 && (small_bulk & 4);
+        bool nm = T == 1 && (small_nomath & 2), bulk = T == 1 && (small_bulk & 4) && aligned16(act);
         bool half = T == 1 && (small_rows & 16) && !nm; /* nm: the 16-row kernel */
         void (*k)(float *, const uint16_t *, const uint8_t *, const uint8_t *, const uint16_t *,
                   const int32_t *, const float *, int, int, int, int) =
@@ -1060,7 +1060,7 @@ static int gate_up_split_launch(uint16_t *act, const uint16_t *xn, const uint8_t
     static_assert(KS * CH == SPLIT_MAX_SC, "split_serves' bound on K");
     dim3 grid(N / 16, S < E ? S : E);
     static_assert(KS * CH * 128 <= SPLIT_TOK * KS * split_ldw(CH), "BULK's row in the slices");
-    bool one = S == top_k, bulk = one && (small_bulk & 32); /* H % 32: split_serves */
+    bool one = S == top_k, bulk = one && (small_bulk & 32) && aligned16(xn); /* H % 32 too */
     return pdl_launch(one && (small_nomath & 1)   ? gate_up_split_kernel<KS, CH, MINB, 1>
                       : one && (small_nomath & 4) ? gate_up_split_kernel<KS, CH, MINB, 2>
                       : bulk                      ? gate_up_split_kernel<KS, CH, MINB, 0, true>
