@@ -302,11 +302,8 @@ attention_split_kernel(uint16_t *out, float *part, int *count, const float *q, c
     pdl_wait();
     TL_MARK(CUDA_TL_ATT, 1);
     if (BULK) { /* the group's heads are contiguous in q: one copy, then each warp scales its own */
-        int hb = g * (n_heads / n_kv);
-        if (threadIdx.x == 0) {
-            mbar_expect(&qbar, (n_heads / n_kv) * 256);
-            bulk_load(qs[0], q + ((size_t)t * n_heads + hb) * 64, (n_heads / n_kv) * 256, &qbar);
-        }
+        int group = n_heads / n_kv;
+        bulk_one(qs[0], q + ((size_t)t * n_heads + g * group) * 64, group * 256, &qbar);
         mbar_wait0(&qbar);
         qs[warp][lane] *= 0.125f, qs[warp][lane + 32] *= 0.125f; /* as load_q */
         __syncwarp();

@@ -131,6 +131,11 @@ __device__ __forceinline__ void mbar_expect(uint64_t *bar, uint32_t bytes) {
                  "r"(bytes)
                  : "memory");
 }
+/* Thread 0 of the CTA: the one copy that bar waits for (mbar_expect, then bulk_load). */
+__device__ __forceinline__ void bulk_one(void *dst, const void *src, uint32_t bytes,
+                                         uint64_t *bar) {
+    if (threadIdx.x == 0) mbar_expect(bar, bytes), bulk_load(dst, src, bytes, bar);
+}
 /* Until phase 0 of bar has completed: the bytes are in shared memory. */
 __device__ __forceinline__ void mbar_wait0(uint64_t *bar) {
     uint32_t done;

@@ -54,22 +54,19 @@ rm -rf "$B/ckpt-tiny"
 MG_CHECK_KERNELS=1 timeout 150 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" \
     >"$OUT/check.log" 2>&1 || status=1
 cat "$OUT/check.log"
-echo "== whole model (tiny), version 7: q/k/v looping, o_proj's late trigger, one-CTA top-k"
-timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --persist 2 \
-    --trigger 0 >"$OUT/check-p2-t0.log" 2>&1 || status=1
-grep -E "FAIL|passed" "$OUT/check-p2-t0.log"
-echo "== whole model (tiny), version 7: gate_up's token row from L2"
-timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --rows 0 \
-    >"$OUT/check-row-l2.log" 2>&1 || status=1
-grep -E "FAIL|passed" "$OUT/check-row-l2.log"
-echo "== whole model (tiny), version 7: rank top-k four threads an expert, down's rows a warp's"
-timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --trigger 51 \
-    --rows 5 >"$OUT/check-t51-r5.log" 2>&1 || status=1
-grep -E "FAIL|passed" "$OUT/check-t51-r5.log"
-echo "== whole model (tiny), version 7: small rows by bulk copies, down 8 rows a CTA"
-timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 --bulk 63 \
-    --rows 17 >"$OUT/check-bulk-half.log" 2>&1 || status=1
-grep -E "FAIL|passed" "$OUT/check-bulk-half.log"
+# whole_tiny NAME LABEL ARGS...: the whole tiny model with version 7 and ARGS, its verdicts
+whole_tiny() {
+    local log="$OUT/check-$1.log"
+    echo "== whole model (tiny), version 7: $2"
+    shift 2
+    timeout 100 "$B/worker/cuda/cuda-check" --model "$B/ckpt-tiny" --versions 7 "$@" >"$log" 2>&1 ||
+        status=1
+    grep -E "FAIL|passed" "$log"
+}
+whole_tiny p2-t0 "q/k/v looping, o_proj's late trigger, one-CTA top-k" --persist 2 --trigger 0
+whole_tiny row-l2 "gate_up's token row from L2" --rows 0
+whole_tiny t51-r5 "rank top-k four threads an expert, down's rows a warp's" --trigger 51 --rows 5
+whole_tiny bulk-half "small rows by bulk copies, down 8 rows a CTA" --bulk 63 --rows 17
 
 echo "== decode-step benchmark, 120b shape, random weights, kernel versions 7 and 6 with graphs"
 for run in ${MG_BENCH_RUNS:-7:1 6:1}; do

@@ -241,7 +241,7 @@ __global__ void __launch_bounds__(RMSNORM_THREADS, 3)
     if (BULK) mbar_init(&xbar), __syncthreads();
     pdl_wait();
     TL_MARK(CUDA_TL_QKV, 1);
-    if (BULK && threadIdx.x == 0) mbar_expect(&xbar, H * 4), bulk_load(xf, x, H * 4, &xbar);
+    if (BULK) bulk_one(xf, x, H * 4, &xbar);
     pdl_trigger();
     if (BULK) mbar_wait0(&xbar);
     norm_rows<1>(xs, BULK ? xf : x, g, H, eps, red);
@@ -334,8 +334,7 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS)
         if (u0 == 0) {
             pdl_wait();
             TL_MARK(CUDA_TL_O, 1);
-            if (BULK && threadIdx.x == 0)
-                mbar_expect(&ibar, K * 2), bulk_load(ins, in, K * 2, &ibar);
+            if (BULK) bulk_one(ins, in, K * 2, &ibar);
             if (BULK) mbar_wait0(&ibar);
         }
 #pragma unroll
@@ -449,7 +448,7 @@ __global__ void __cluster_dims__(ROUTER_CL, 1, 1) __launch_bounds__(32 * ROUTER_
     asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
     pdl_wait();
     TL_MARK(CUDA_TL_ROUTER, 1);
-    if (BULK && threadIdx.x == 0) mbar_expect(&xbar, H * 4), bulk_load(xf, x, H * 4, &xbar);
+    if (BULK) bulk_one(xf, x, H * 4, &xbar);
     pdl_trigger();
     if (BULK) mbar_wait0(&xbar);
     norm_rows<1, 32 * ROUTER_CL_WARPS>(xs7, BULK ? xf : x, g, H, eps, red);
@@ -844,7 +843,7 @@ __global__ void __launch_bounds__(32 * SPLIT_KS, MINB)
     __syncthreads(); /* the zero row is read by every warp's lanes past the tokens */
     pdl_wait();
     TL_MARK(CUDA_TL_GATE_UP, 1);
-    if (BULK && threadIdx.x == 0) mbar_expect(&rbar, K * 2), bulk_load(rowb, xn, K * 2, &rbar);
+    if (BULK) bulk_one(rowb, xn, K * 2, &rbar);
     /* cuda_small_nomath bit 4 (measurement): every other CTA of the first expert's row, most of
      * the first wave, asks for its weights 1 us late, so that the SMs' CTAs no longer load and
      * compute in step */
@@ -1023,27 +1022,23 @@ extern "C" int cuda_moe_down_res(float *x, const uint16_t *act, const uint8_t *b
     int S = T * top_k;
     if (T < 1 || S > 16 || I % 32 || H % 16 || I > 8192) return (int)cudaErrorInvalidValue;
     size_t smem = (size_t)(S + 7) / 8 * 8 * (moe3_kpad(I) + 16) * 2;
-    if (small_split && S <= 4) { /* two parts of K: 8 warps a CTA at one token */
-        static size_t set2, set2n, set2b;
+    if (small_split && S <= 4) {                    /* two parts of K: 8 warps a CTA at one token */
         smem += (size_t)S * 32 * 4 * sizeof(float); /* part 1's sums, (S, 32 lanes, 4) */
         bool nm = T == 1 && (small_nomath & 2), bulk = T == 1 && (small_bulk & 4) && aligned16(act);
         bool half = T == 1 && (small_rows & 16) && !nm; /* nm: the 16-row kernel */
-        void (*k)(float *, const uint16_t *, const uint8_t *, const uint8_t *, const uint16_t *,
-                  const int32_t *, const float *, int, int, int, int) =
-            nm ? down_res_kernel<2, true>
-            : bulk
-                ? (half ? down_res_kernel<2, false, true, true> : down_res_kernel<2, false, true>)
-            : half ? down_res_kernel<2, false, false, true>
-                   : down_res_kernel<2>;
-        static size_t set2h, set2bh;
-        int e = smem_limit(k, smem,
-                           nm     ? &set2n
-                           : bulk ? (half ? &set2bh : &set2b)
-                           : half ? &set2h
-                                  : &set2);
+        typedef void (*down_k)(float *, const uint16_t *, const uint8_t *, const uint8_t *,
+                               const uint16_t *, const int32_t *, const float *, int, int, int,
+                               int);
+        static const down_k ks[5] = {down_res_kernel<2>, down_res_kernel<2, false, false, true>,
+                                     down_res_kernel<2, false, true>,
+                                     down_res_kernel<2, false, true, true>,
+                                     down_res_kernel<2, true>};
+        static size_t set2[5]; /* each kernel's shared-memory limit, as set */
+        int v = nm ? 4 : (bulk ? 2 : 0) + (half ? 1 : 0);
+        int e = smem_limit(ks[v], smem, &set2[v]);
         if (e) return e;
-        return pdl_launch(k, H / (half ? 8 : 16), 32 * S * 2, smem, s, x, act, blocks, scales, bias,
-                          top_e, top_w, top_k, H, I, (small_rows & 4) ? 1 : 0);
+        return pdl_launch(ks[v], H / (half ? 8 : 16), 32 * S * 2, smem, s, x, act, blocks, scales,
+                          bias, top_e, top_w, top_k, H, I, (small_rows & 4) ? 1 : 0);
     }
     static size_t set;
     int e = smem_limit(down_res_kernel<1>, smem, &set);
